@@ -1,0 +1,166 @@
+//! The CLI side of the control API: requests over the unix socket, and
+//! starting the daemon when none answers.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+
+use crate::cluster::engine::Event;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the manager at {socket}: {reason}")]
+    Connect { socket: PathBuf, reason: String },
+    #[error("the manager answered {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("talking to the manager: {0}")]
+    Protocol(String),
+}
+
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    pub fn new(socket: &Path) -> Client {
+        Client { socket: socket.to_path_buf() }
+    }
+
+    /// Whether a manager answers on the socket.
+    pub async fn is_up(&self) -> bool {
+        UnixStream::connect(&self.socket).await.is_ok()
+    }
+
+    async fn send(&self, method: &str, path: &str, body: Vec<u8>) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        let stream = UnixStream::connect(&self.socket)
+            .await
+            .map_err(|e| ClientError::Connect { socket: self.socket.clone(), reason: e.to_string() })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "k8s-manager")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let response = sender.send_request(request).await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if !response.status().is_success() {
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await.map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned()).unwrap_or_default();
+            return Err(ClientError::Status { status, body });
+        }
+        Ok(response)
+    }
+
+    pub async fn get_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
+        let response = self.send("GET", path, Vec::new()).await?;
+        let body = response.into_body().collect().await.map_err(|e| ClientError::Protocol(e.to_string()))?.to_bytes();
+        serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Sends an operation and hands each progress event to `on_event` until
+    /// the operation's `done`; returns that last event.
+    pub async fn operation(&self, path: &str, body: Vec<u8>, mut on_event: impl FnMut(&Event)) -> Result<Event, ClientError> {
+        let response = self.send("POST", path, body).await?;
+        let mut body = response.into_body();
+        let mut buffer = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let Some(data) = frame.data_ref() else { continue };
+            buffer.extend_from_slice(data);
+            while let Some(pos) = buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buffer.drain(..=pos).collect();
+                let value: serde_json::Value = serde_json::from_slice(&line).map_err(|e| ClientError::Protocol(e.to_string()))?;
+                let event = parse_event(value)?;
+                on_event(&event);
+                if matches!(event, Event::Done { .. }) {
+                    return Ok(event);
+                }
+            }
+        }
+        Err(ClientError::Protocol("the manager closed the connection before the operation ended (did it crash? see its log)".into()))
+    }
+}
+
+fn parse_event(value: serde_json::Value) -> Result<Event, ClientError> {
+    use crate::cluster::state::{ClusterState, Phase};
+    let str_of = |k: &str| value.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    let f64_of = |k: &str| value.get(k).and_then(|v| v.as_f64()).unwrap_or_default();
+    let phase = || serde_json::from_value::<Phase>(value["phase"].clone()).map_err(|e| ClientError::Protocol(e.to_string()));
+    Ok(match value.get("event").and_then(|v| v.as_str()) {
+        Some("phase") => Event::Phase { phase: phase()?, description: str_of("description") },
+        Some("phase-done") => Event::PhaseDone { phase: phase()?, seconds: f64_of("seconds") },
+        Some("notice") => Event::Notice { message: str_of("message") },
+        Some("state") => Event::State {
+            state: serde_json::from_value::<ClusterState>(value["state"].clone()).map_err(|e| ClientError::Protocol(e.to_string()))?,
+        },
+        Some("done") => Event::Done {
+            operation: str_of("operation"),
+            ok: value.get("ok").and_then(|v| v.as_bool()).unwrap_or(false),
+            message: str_of("message"),
+            seconds: f64_of("seconds"),
+        },
+        other => return Err(ClientError::Protocol(format!("unknown event {other:?}"))),
+    })
+}
+
+/// Starts `k8s-manager daemon` in the background, detached from this
+/// terminal, and waits until it answers.
+pub async fn start_daemon(exe: &Path, state_dir: &Path, log: &Path) -> Result<(), ClientError> {
+    use std::os::unix::process::CommandExt;
+    let fail = |reason: String| ClientError::Connect { socket: state_dir.join("manager.sock"), reason };
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+    }
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| fail(e.to_string()))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--state-dir").arg(state_dir).arg("daemon").stdin(std::process::Stdio::null()).stdout(out.try_clone().map_err(|e| fail(e.to_string()))?).stderr(out);
+    // SAFETY: setsid in the child before exec: a new session, no controlling
+    // terminal, so the daemon outlives this command and its terminal.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    cmd.spawn().map_err(|e| fail(format!("cannot start the daemon: {e}")))?;
+    let client = Client::new(&state_dir.join("manager.sock"));
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if client.is_up().await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(fail(format!("the daemon did not answer within 10s; see {}", log.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_through_json() {
+        use crate::cluster::state::{ClusterState, Phase};
+        let events = vec![
+            Event::Phase { phase: Phase::Etcd, description: "starting etcd".into() },
+            Event::PhaseDone { phase: Phase::Etcd, seconds: 1.5 },
+            Event::Notice { message: "warning".into() },
+            Event::State { state: ClusterState::Error { phase: Phase::Kubelet, message: "x".into() } },
+            Event::Done { operation: "enable".into(), ok: true, message: "ok".into(), seconds: 9.0 },
+        ];
+        for event in events {
+            let json = serde_json::to_value(&event).unwrap();
+            assert_eq!(parse_event(json).unwrap(), event);
+        }
+        assert!(parse_event(serde_json::json!({"event": "nope"})).is_err());
+    }
+}

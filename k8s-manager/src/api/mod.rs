@@ -1,0 +1,22 @@
+//! The daemon's control API, for the GUI toggle and the CLI: HTTP/1.1 with
+//! JSON over a unix socket (mode 0660) in the state folder.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /v1/status` | the status report (JSON) |
+//! | `POST /v1/enable` (body: cluster settings, or empty for the saved ones) | progress events, one JSON object per line, until `done` |
+//! | `POST /v1/disable` | the same |
+//! | `POST /v1/reset?restart=false` | the same |
+//! | `GET /v1/events` | every event, as it happens, until the client leaves |
+//!
+//! An operation runs to its end even when the client that asked goes away;
+//! one runs at a time, later ones wait their turn.
+
+pub mod client;
+pub mod server;
+
+pub const STATUS: &str = "/v1/status";
+pub const ENABLE: &str = "/v1/enable";
+pub const DISABLE: &str = "/v1/disable";
+pub const RESET: &str = "/v1/reset";
+pub const EVENTS: &str = "/v1/events";

@@ -1,0 +1,46 @@
+//! The Kubernetes bundle: the binaries and images a cluster runs from, with a
+//! manifest of versions and digests. Built from Go modules by `vm/bundle`
+//! (tests, air-gapped VMs) or fetched from the official releases ([`fetch`]).
+
+pub mod fetch;
+pub mod manifest;
+pub mod verify;
+
+use std::path::PathBuf;
+
+pub use manifest::Manifest;
+pub use verify::{Depth, VerifyReport, verify};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not a usable bundle manifest: {reason}")]
+    BadManifest { path: PathBuf, reason: String },
+    #[error("{0:?} is not a release version like v1.34.4")]
+    BadVersion(String),
+    #[error("download of {url} failed: {reason}")]
+    Download { url: String, reason: String },
+    #[error("no published checksum at {url}: refusing to use a binary that cannot be verified")]
+    MissingChecksum { url: String },
+    #[error("{url}: checksum mismatch (expected {expected}, got {actual}) even after downloading it again; the mirror serves a corrupt or different file")]
+    ChecksumMismatch { url: String, expected: String, actual: String },
+}
+
+/// Where bundles live: `$K8S_MANAGER_CACHE`, else `$XDG_CACHE_HOME/k8s-manager`,
+/// else `~/.cache/k8s-manager`; the same rule as the builder script.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("K8S_MANAGER_CACHE") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("k8s-manager");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    home.join(".cache").join("k8s-manager")
+}
+
+/// The folder of the bundle for a Kubernetes version in the cache.
+pub fn cached_bundle(version: &str) -> PathBuf {
+    cache_dir().join("bundles").join(version)
+}

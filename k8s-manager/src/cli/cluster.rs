@@ -1,0 +1,271 @@
+//! `enable`, `disable`, `status`, `reset` and `daemon`: the CLI is a client of
+//! the daemon's control API, and starts the daemon when none runs, so the GUI
+//! and the CLI drive the same engine and read the same state.
+
+use std::io::{IsTerminal, Write};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+use k8s_manager::api::{self, client::Client};
+use k8s_manager::cluster::config::{ClusterConfig, Paths};
+use k8s_manager::cluster::engine::{Engine, Event};
+use k8s_manager::cluster::state::StateRecord;
+use k8s_manager::cluster::status;
+
+use super::{GlobalArgs, Output};
+
+#[derive(Args, Debug)]
+pub struct EnableArgs {
+    /// The Kubernetes bundle folder (default: the newest in the cache, or the saved setting).
+    #[arg(long)]
+    pub bundle: Option<PathBuf>,
+    /// The user's kubeconfig to merge into: a path or a KUBECONFIG-style list
+    /// (e.g. the Windows profile's .kube/config through its mount).
+    #[arg(long)]
+    pub host_kubeconfig: Option<String>,
+    #[arg(long)]
+    pub node_name: Option<String>,
+    #[arg(long)]
+    pub api_port: Option<u16>,
+    /// The API server URL written into kubeconfigs (default https://127.0.0.1:<api-port>).
+    #[arg(long)]
+    pub server_url: Option<String>,
+    /// The address the API server advertises (default: the address of the default route).
+    #[arg(long)]
+    pub advertise_address: Option<IpAddr>,
+    #[arg(long)]
+    pub containerd_socket: Option<PathBuf>,
+    /// Do not merge into the VM user's ~/.kube/config.
+    #[arg(long)]
+    pub no_vm_kubeconfig: bool,
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+#[derive(Args, Debug)]
+pub struct ResetArgs {
+    /// Leave the cluster off after removing it, even if it was enabled.
+    #[arg(long)]
+    pub no_restart: bool,
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    /// Group (numeric id) that may use the control socket (mode 0660).
+    #[arg(long)]
+    pub socket_gid: Option<u32>,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
+/// The settings for this enable: the saved ones, overridden by any flag.
+fn settings(global: &GlobalArgs, args: &EnableArgs) -> anyhow::Result<ClusterConfig> {
+    let paths = Paths::new(&global.state_dir);
+    let saved: Option<ClusterConfig> = std::fs::read(&paths.config_file).ok().and_then(|raw| serde_json::from_slice(&raw).ok());
+    let bundle = match (&args.bundle, &saved) {
+        (Some(b), _) => std::path::absolute(b)?,
+        (None, Some(s)) => s.bundle.clone(),
+        (None, None) => newest_cached_bundle().context("no bundle given and none in the cache: build one with vm/bundle/build.sh, or pass --bundle")?,
+    };
+    let mut config = saved.unwrap_or_else(|| ClusterConfig::new(global.state_dir.clone(), bundle.clone()));
+    config.state_dir = global.state_dir.clone();
+    config.bundle = bundle;
+    if let Some(v) = &args.host_kubeconfig {
+        config.host_kubeconfig = Some(v.clone());
+    }
+    if let Some(v) = &args.node_name {
+        config.node_name = v.clone();
+    }
+    if let Some(v) = args.api_port {
+        config.api_port = v;
+    }
+    if let Some(v) = &args.server_url {
+        config.server_url = Some(v.clone());
+    }
+    if let Some(v) = args.advertise_address {
+        config.advertise_address = Some(v);
+    }
+    if let Some(v) = &args.containerd_socket {
+        config.containerd_socket = v.clone();
+    }
+    if args.no_vm_kubeconfig {
+        config.merge_vm_kubeconfig = false;
+    }
+    config.validate().map_err(anyhow::Error::msg)?;
+    Ok(config)
+}
+
+fn newest_cached_bundle() -> Option<PathBuf> {
+    let dir = k8s_manager::bundle::cache_dir().join("bundles");
+    let mut versions: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join(k8s_manager::bundle::manifest::MANIFEST_FILE).exists())
+        .collect();
+    versions.sort_by_key(|p| version_key(p));
+    versions.pop()
+}
+
+fn version_key(path: &std::path::Path) -> Vec<u64> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    name.trim_start_matches('v').split('.').map(|p| p.parse().unwrap_or(0)).collect()
+}
+
+/// A client of the running daemon, started first if none answers.
+async fn daemon(global: &GlobalArgs) -> anyhow::Result<Client> {
+    let paths = Paths::new(&global.state_dir);
+    let client = Client::new(&paths.socket);
+    if !client.is_up().await {
+        let exe = std::env::current_exe().context("cannot find this program's path to start the daemon")?;
+        api::client::start_daemon(&exe, &global.state_dir, &paths.log("manager")).await?;
+    }
+    Ok(client)
+}
+
+/// Prints progress: a line per phase with its time, and the total.
+struct Progress {
+    output: Output,
+    tty: bool,
+}
+
+impl Progress {
+    fn show(&self, event: &Event) {
+        if self.output == Output::Json {
+            println!("{}", serde_json::to_string(event).expect("serialises"));
+            return;
+        }
+        let mut err = std::io::stderr();
+        match event {
+            Event::Phase { phase, description } if self.tty => {
+                let _ = write!(err, "\r\x1b[2K  … {:<14} {description}", phase.name());
+            }
+            Event::Phase { .. } => {}
+            Event::PhaseDone { phase, seconds } => {
+                let prefix = if self.tty { "\r\x1b[2K" } else { "" };
+                let _ = writeln!(err, "{prefix}  ✓ {:<14} {:>6.2}s  {}", phase.name(), seconds, phase.description());
+            }
+            Event::Notice { message } => {
+                let prefix = if self.tty { "\r\x1b[2K" } else { "" };
+                let _ = writeln!(err, "{prefix}  ! {message}");
+            }
+            Event::State { .. } => {}
+            Event::Done { ok, message, .. } => {
+                let prefix = if self.tty { "\r\x1b[2K" } else { "" };
+                let mark = if *ok { "done" } else { "FAILED" };
+                let _ = writeln!(err, "{prefix}{mark}: {message}");
+            }
+        }
+    }
+}
+
+async fn run_operation(global: &GlobalArgs, path: &str, body: Vec<u8>, output: Output) -> anyhow::Result<ExitCode> {
+    let client = daemon(global).await?;
+    let progress = Progress { output, tty: std::io::stderr().is_terminal() };
+    let done = client.operation(path, body, |e| progress.show(e)).await?;
+    Ok(match done {
+        Event::Done { ok: true, .. } => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    })
+}
+
+pub fn enable(args: EnableArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let config = settings(global, &args)?;
+    let body = serde_json::to_vec(&config)?;
+    let code = runtime()?.block_on(run_operation(global, api::ENABLE, body, args.output))?;
+    if code == ExitCode::SUCCESS && args.output == Output::Text {
+        let paths = Paths::new(&global.state_dir);
+        eprintln!("\nkubectl is ready: context {:?} in {}", config.context_name, kubeconfig_targets(&config).join(", "));
+        eprintln!("  kubectl --context {} get nodes", config.context_name);
+        eprintln!("  (admin kubeconfig of the VM: {})", paths.admin_kubeconfig().display());
+    }
+    Ok(code)
+}
+
+fn kubeconfig_targets(config: &ClusterConfig) -> Vec<String> {
+    let mut targets = Vec::new();
+    if let Some(host) = &config.host_kubeconfig {
+        targets.push(host.clone());
+    }
+    if config.merge_vm_kubeconfig {
+        targets.push("~/.kube/config".into());
+    }
+    targets
+}
+
+pub fn disable(output: Output, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(run_operation(global, api::DISABLE, Vec::new(), output))
+}
+
+pub fn reset(args: ResetArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let path = if args.no_restart { format!("{}?restart=false", api::RESET) } else { api::RESET.to_string() };
+    runtime()?.block_on(run_operation(global, &path, Vec::new(), args.output))
+}
+
+pub fn status(output: Output, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let paths = Paths::new(&global.state_dir);
+    let rt = runtime()?;
+    let report = rt.block_on(async {
+        let client = Client::new(&paths.socket);
+        if client.is_up().await {
+            return client.get_json(api::STATUS).await.map_err(anyhow::Error::from);
+        }
+        // No daemon: report from the state folder alone.
+        let record = StateRecord::load(&paths.state_file)?;
+        let saved: Option<ClusterConfig> = std::fs::read(&paths.config_file).ok().and_then(|raw| serde_json::from_slice(&raw).ok());
+        let report = status::report(&paths, &record, saved.as_ref(), Vec::new(), false).await;
+        Ok(serde_json::to_value(report)?)
+    })?;
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Text => {
+            let typed: status::StatusReport = status_from_json(&report)?;
+            print!("{}", status::render_text(&typed));
+        }
+    }
+    let failed = report["state"]["state"] == "error";
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn status_from_json(value: &serde_json::Value) -> anyhow::Result<status::StatusReport> {
+    Ok(serde_json::from_value(value.clone())?)
+}
+
+pub fn daemon_main(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let paths = Paths::new(&global.state_dir);
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let engine = Arc::new(Engine::new(paths.clone())?);
+        // A cluster that was enabled comes back with the daemon (VM boot).
+        let record = engine.record();
+        if record.enabled {
+            if let Some(saved) = engine.saved_config() {
+                let engine = engine.clone();
+                tokio::spawn(async move {
+                    if let Err(err) = engine.enable(saved).await {
+                        tracing::error!("bringing the enabled cluster back: {err}");
+                    }
+                });
+            }
+        }
+        let shutdown = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        };
+        api::server::serve(engine.clone(), &paths.socket, args.socket_gid, shutdown).await?;
+        tracing::info!("stopping the cluster's components for shutdown");
+        engine.shutdown().await;
+        Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
+    })
+}

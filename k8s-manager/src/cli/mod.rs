@@ -1,0 +1,105 @@
+//! Command-line interface: argument parsing and dispatch. Each command group
+//! lives in its own file and only translates arguments into library calls.
+
+mod bundle;
+mod certs;
+mod cluster;
+mod kubeconfig;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "k8s-manager", version, about = "Runs a single-node Kubernetes cluster on containerd, behind a desktop 'Enable Kubernetes' toggle")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Folder holding the cluster's state: PKI, kubeconfigs, etcd data, logs.
+    #[arg(long, global = true, env = "K8S_MANAGER_STATE_DIR", default_value = "/var/lib/k8s-manager")]
+    pub state_dir: PathBuf,
+    /// Log line format on standard error.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More log detail (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How a command prints its result on standard output.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Output {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Bring the cluster up (or back): every phase, then merge the kubeconfig.
+    Enable(cluster::EnableArgs),
+    /// Stop the cluster; keep its data so the next enable is fast.
+    Disable {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Show the cluster's state, components, API and node health, versions, certificate expiry.
+    Status {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Throw the cluster away and build a fresh one (only if it was enabled, unless --no-restart).
+    Reset(cluster::ResetArgs),
+    /// Run the manager: supervise the cluster and serve the control API on <state-dir>/manager.sock.
+    Daemon(cluster::DaemonArgs),
+    /// Generate, check and renew the cluster's certificates.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
+    /// Check a Kubernetes bundle, or fetch one from the official releases.
+    #[command(subcommand)]
+    Bundle(bundle::BundleCommand),
+    /// Merge into and remove from a user's kubeconfig.
+    #[command(subcommand)]
+    Kubeconfig(kubeconfig::KubeconfigCommand),
+}
+
+pub fn init_logging(global: &GlobalArgs) {
+    use tracing_subscriber::EnvFilter;
+    let default = match global.verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("K8S_MANAGER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match global.log_format {
+        LogFormat::Text => builder.with_target(false).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Enable(args) => cluster::enable(args, &cli.global),
+        Command::Disable { output } => cluster::disable(output, &cli.global),
+        Command::Status { output } => cluster::status(output, &cli.global),
+        Command::Reset(args) => cluster::reset(args, &cli.global),
+        Command::Daemon(args) => cluster::daemon_main(args, &cli.global),
+        Command::Bundle(cmd) => bundle::run(cmd, &cli.global),
+        Command::Certs(cmd) => certs::run(cmd, &cli.global),
+        Command::Kubeconfig(cmd) => kubeconfig::run(cmd, &cli.global),
+    }
+}

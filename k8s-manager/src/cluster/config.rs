@@ -1,0 +1,241 @@
+//! What a cluster is made of: the settings a user chooses and the paths and
+//! addresses derived from them. Everything else reads this, nothing else
+//! decides a path.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/k8s-manager";
+pub const DEFAULT_CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
+pub const DEFAULT_CONTEXT: &str = "docker-desktop";
+pub const DEFAULT_NODE_NAME: &str = "docker-desktop";
+pub const DEFAULT_API_PORT: u16 = 6443;
+pub const DEFAULT_POD_CIDR: &str = "10.244.0.0/16";
+pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/12";
+pub const DEFAULT_CLUSTER_DNS: &str = "10.96.0.10";
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+pub const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
+
+/// The user's choices for a cluster; persisted so that a daemon restart and a
+/// later `enable` without flags bring back the same cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterConfig {
+    pub state_dir: PathBuf,
+    /// The Kubernetes bundle folder (holds bundle.json).
+    pub bundle: PathBuf,
+    pub node_name: String,
+    pub api_port: u16,
+    /// The URL written into kubeconfigs; default `https://127.0.0.1:<api_port>`.
+    pub server_url: Option<String>,
+    /// The address the API server advertises to the cluster (Service
+    /// `kubernetes` endpoints); default: the address of the default route.
+    pub advertise_address: Option<IpAddr>,
+    pub containerd_socket: PathBuf,
+    /// The user's kubeconfig: a path or a KUBECONFIG-style list; None = only the VM user's.
+    pub host_kubeconfig: Option<String>,
+    /// Also merge into the VM user's `~/.kube/config`.
+    pub merge_vm_kubeconfig: bool,
+    pub context_name: String,
+    pub pod_cidr: String,
+    pub service_cidr: String,
+    pub cluster_dns: IpAddr,
+    pub cluster_domain: String,
+    pub cni_conf_dir: PathBuf,
+    /// Extra names and addresses for the API server certificate.
+    pub extra_sans: Vec<String>,
+}
+
+impl ClusterConfig {
+    pub fn new(state_dir: PathBuf, bundle: PathBuf) -> ClusterConfig {
+        ClusterConfig {
+            state_dir,
+            bundle,
+            node_name: DEFAULT_NODE_NAME.into(),
+            api_port: DEFAULT_API_PORT,
+            server_url: None,
+            advertise_address: None,
+            containerd_socket: DEFAULT_CONTAINERD_SOCKET.into(),
+            host_kubeconfig: None,
+            merge_vm_kubeconfig: true,
+            context_name: DEFAULT_CONTEXT.into(),
+            pod_cidr: DEFAULT_POD_CIDR.into(),
+            service_cidr: DEFAULT_SERVICE_CIDR.into(),
+            cluster_dns: DEFAULT_CLUSTER_DNS.parse().expect("constant"),
+            cluster_domain: DEFAULT_CLUSTER_DOMAIN.into(),
+            cni_conf_dir: DEFAULT_CNI_CONF_DIR.into(),
+            extra_sans: Vec::new(),
+        }
+    }
+
+    pub fn server_url(&self) -> String {
+        self.server_url.clone().unwrap_or_else(|| format!("https://127.0.0.1:{}", self.api_port))
+    }
+
+    pub fn paths(&self) -> Paths {
+        Paths::new(&self.state_dir)
+    }
+
+    /// Checks what can be wrong before anything starts.
+    pub fn validate(&self) -> Result<(), String> {
+        if !is_dns_label_chain(&self.node_name) {
+            return Err(format!("node name {:?} is not a lowercase DNS name", self.node_name));
+        }
+        if self.api_port == 0 {
+            return Err("API port 0 is not a port".into());
+        }
+        for (what, cidr) in [("pod CIDR", &self.pod_cidr), ("service CIDR", &self.service_cidr)] {
+            parse_cidr(cidr).map_err(|e| format!("{what} {cidr:?}: {e}"))?;
+        }
+        if self.context_name.is_empty() {
+            return Err("context name is empty".into());
+        }
+        Ok(())
+    }
+}
+
+/// Every path under the state folder, in one place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    pub state_dir: PathBuf,
+    pub pki: PathBuf,
+    pub kubeconfigs: PathBuf,
+    pub etcd_data: PathBuf,
+    pub logs: PathBuf,
+    pub kubelet_root: PathBuf,
+    pub component_config: PathBuf,
+    pub state_file: PathBuf,
+    pub config_file: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl Paths {
+    pub fn new(state_dir: &Path) -> Paths {
+        Paths {
+            state_dir: state_dir.to_path_buf(),
+            pki: state_dir.join("pki"),
+            kubeconfigs: state_dir.join("kubeconfig"),
+            etcd_data: state_dir.join("etcd"),
+            logs: state_dir.join("logs"),
+            kubelet_root: state_dir.join("kubelet"),
+            component_config: state_dir.join("config"),
+            state_file: state_dir.join("state.json"),
+            config_file: state_dir.join("cluster.json"),
+            socket: state_dir.join("manager.sock"),
+        }
+    }
+
+    pub fn admin_kubeconfig(&self) -> PathBuf {
+        self.kubeconfigs.join("admin.conf")
+    }
+
+    pub fn log(&self, component: &str) -> PathBuf {
+        self.logs.join(format!("{component}.log"))
+    }
+}
+
+fn is_dns_label_chain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// Parses `10.96.0.0/12` into the network address and prefix length.
+pub fn parse_cidr(cidr: &str) -> Result<(IpAddr, u8), String> {
+    let (addr, len) = cidr.split_once('/').ok_or("missing /prefix")?;
+    let addr: IpAddr = addr.parse().map_err(|_| format!("{addr:?} is not an IP address"))?;
+    let len: u8 = len.parse().map_err(|_| format!("{len:?} is not a prefix length"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    if len > max {
+        return Err(format!("prefix /{len} is longer than /{max}"));
+    }
+    Ok((addr, len))
+}
+
+/// The address of the interface that holds the default route: what the API
+/// server advertises, and what pods use to reach it through the `kubernetes`
+/// Service. Read from /proc, no tools needed.
+pub fn default_route_address() -> Option<IpAddr> {
+    let routes = std::fs::read_to_string("/proc/net/route").ok()?;
+    let iface = routes.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.len() > 2 && fields[1] == "00000000").then(|| fields[0].to_string())
+    })?;
+    interface_ipv4(&iface)
+}
+
+fn interface_ipv4(iface: &str) -> Option<IpAddr> {
+    // SAFETY: getifaddrs fills a linked list we free with freeifaddrs; we only
+    // read entries while the list is alive.
+    unsafe {
+        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut list) != 0 {
+            return None;
+        }
+        let mut found = None;
+        let mut cur = list;
+        while !cur.is_null() {
+            let entry = &*cur;
+            if !entry.ifa_addr.is_null() && i32::from((*entry.ifa_addr).sa_family) == libc::AF_INET {
+                let name = std::ffi::CStr::from_ptr(entry.ifa_name).to_string_lossy();
+                if name == iface {
+                    let sin = &*(entry.ifa_addr as *const libc::sockaddr_in);
+                    found = Some(IpAddr::V4(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+                    break;
+                }
+            }
+            cur = entry.ifa_next;
+        }
+        libc::freeifaddrs(list);
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_paths_derive_from_state_dir() {
+        let config = ClusterConfig::new("/s".into(), "/b".into());
+        config.validate().unwrap();
+        assert_eq!(config.server_url(), "https://127.0.0.1:6443");
+        let paths = config.paths();
+        assert_eq!(paths.pki, PathBuf::from("/s/pki"));
+        assert_eq!(paths.log("etcd"), PathBuf::from("/s/logs/etcd.log"));
+        assert_eq!(paths.admin_kubeconfig(), PathBuf::from("/s/kubeconfig/admin.conf"));
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let mut config = ClusterConfig::new("/s".into(), "/b".into());
+        config.node_name = "My_Node".into();
+        assert!(config.validate().unwrap_err().contains("My_Node"));
+        let mut config = ClusterConfig::new("/s".into(), "/b".into());
+        config.pod_cidr = "10.244.0.0/33".into();
+        assert!(config.validate().unwrap_err().contains("pod CIDR"));
+    }
+
+    #[test]
+    fn config_round_trips_as_json() {
+        let mut config = ClusterConfig::new("/s".into(), "/b".into());
+        config.host_kubeconfig = Some("/mnt/c/Users/dev/.kube/config".into());
+        let json = serde_json::to_string(&config).unwrap();
+        assert_eq!(serde_json::from_str::<ClusterConfig>(&json).unwrap(), config);
+    }
+
+    #[test]
+    fn cidrs_parse() {
+        assert_eq!(parse_cidr("10.96.0.0/12").unwrap(), ("10.96.0.0".parse().unwrap(), 12));
+        assert!(parse_cidr("10.96.0.0").is_err());
+        assert!(parse_cidr("fd00::/129").is_err());
+    }
+}

@@ -1,0 +1,491 @@
+//! The enable pipeline, top to bottom, and the stop and reset procedures.
+//! Each phase is idempotent and runs under its own deadline; a failure names
+//! the phase, what was expected, and the last log lines of the component at
+//! fault.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use super::config::ClusterConfig;
+use super::engine::{Engine, Event, STOP_GRACE};
+use super::preflight;
+use super::state::{ClusterState, Phase};
+use crate::bundle::{self, Manifest};
+use crate::components::{self, ApiServer, Cgroups, Component, Context, ControllerManager, Etcd, KubeProxy, Kubelet, Scheduler};
+use crate::supervisor::{self, stale};
+
+/// Processes of a dead manager get little time to stop: nothing waits on
+/// them, and the new manager needs their ports.
+const STALE_GRACE: Duration = Duration::from_secs(2);
+
+/// Log lines of the component at fault shown with an error.
+const LOG_LINES: usize = 15;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PhaseError {
+    pub phase: Phase,
+    pub message: String,
+    /// The last lines of the log of the component at fault, if one is.
+    pub logs: Vec<String>,
+}
+
+impl PhaseError {
+    pub fn new(phase: Phase, message: impl Into<String>) -> PhaseError {
+        PhaseError { phase, message: message.into(), logs: Vec::new() }
+    }
+
+    fn with_logs(mut self, ctx: &Context, component: &str) -> PhaseError {
+        self.logs = supervisor::tail_log(&ctx.paths.log(component), LOG_LINES);
+        if !self.logs.is_empty() {
+            self.message.push_str(&format!(" (last lines of {}:)", ctx.paths.log(component).display()));
+        }
+        self
+    }
+}
+
+impl fmt::Display for PhaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "error execution phase {}: {}", self.phase, self.message)?;
+        for line in &self.logs {
+            write!(f, "\n    {line}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PhaseError {}
+
+/// Each phase's deadline: generous for a slow machine, never endless.
+pub fn deadline(phase: Phase) -> Duration {
+    Duration::from_secs(match phase {
+        Phase::Preflight | Phase::Certs | Phase::Kubeconfigs | Phase::Cni => 20,
+        Phase::Etcd | Phase::ControlPlane | Phase::Kubelet | Phase::KubeProxy => 45,
+        Phase::KubeApiserver | Phase::Images | Phase::Bootstrap | Phase::WaitNode => 90,
+        Phase::WaitDns => 120,
+        Phase::Export => 30,
+        Phase::Stop | Phase::Reset => 120,
+    })
+}
+
+/// What the phases of one enable share.
+struct Run<'a> {
+    engine: &'a Engine,
+    config: &'a ClusterConfig,
+    ctx: Context,
+    bundle: Manifest,
+    admin: Option<kube::Client>,
+}
+
+pub async fn enable(engine: &Engine, config: &ClusterConfig) -> Result<(), PhaseError> {
+    config.validate().map_err(|e| PhaseError::new(Phase::Preflight, e))?;
+    let bundle = Manifest::load(&config.bundle).map_err(|e| PhaseError::new(Phase::Preflight, format!("{e}; build one with vm/bundle/build.sh or fetch one with `k8s-manager bundle fetch`")))?;
+    let advertise_address = config
+        .advertise_address
+        .or_else(super::config::default_route_address)
+        .ok_or_else(|| PhaseError::new(Phase::Preflight, "cannot tell the VM's address (no default route): pass --advertise-address"))?;
+    let ctx = Context {
+        paths: config.paths(),
+        config: config.clone(),
+        bin: config.bundle.join("bin"),
+        kubernetes_version: bundle.kubernetes.clone(),
+        advertise_address,
+        cgroup: Cgroups::detect(),
+        resolv_conf: components::pod_resolv_conf(),
+    };
+    let mut run = Run { engine, config, ctx, bundle, admin: None };
+    for phase in Phase::ENABLE {
+        engine.set_state(ClusterState::Starting { phase }, Some(true));
+        engine.emit(Event::Phase { phase, description: phase.description().into() });
+        let start = Instant::now();
+        match tokio::time::timeout(deadline(phase), run_phase(&mut run, phase)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => return Err(err),
+            Err(_) => return Err(PhaseError::new(phase, format!("did not finish within {}s", deadline(phase).as_secs()))),
+        }
+        engine.emit(Event::PhaseDone { phase, seconds: start.elapsed().as_secs_f64() });
+    }
+    Ok(())
+}
+
+async fn run_phase(run: &mut Run<'_>, phase: Phase) -> Result<(), PhaseError> {
+    match phase {
+        Phase::Preflight => preflight_phase(run).await,
+        Phase::Certs => certs_phase(run),
+        Phase::Kubeconfigs => kubeconfigs_phase(run),
+        Phase::Etcd => start_and_wait(run, phase, &[&Etcd]).await,
+        Phase::KubeApiserver => start_and_wait(run, phase, &[&ApiServer]).await,
+        Phase::ControlPlane => start_and_wait(run, phase, &[&ControllerManager, &Scheduler]).await,
+        Phase::Images => images_phase(run).await,
+        Phase::Cni => cni_phase(run),
+        Phase::Kubelet => start_and_wait(run, phase, &[&Kubelet]).await,
+        Phase::KubeProxy => start_and_wait(run, phase, &[&KubeProxy]).await,
+        Phase::Bootstrap => bootstrap_phase(run).await,
+        Phase::WaitNode => wait_node_phase(run).await,
+        Phase::WaitDns => wait_dns_phase(run).await,
+        Phase::Export => export_phase(run),
+        Phase::Stop | Phase::Reset => unreachable!("not an enable phase"),
+    }
+}
+
+async fn preflight_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
+    // Children of a manager that died are ended first: they hold the ports
+    // that the checks below want free.
+    let ours = running_pids(run.engine).await;
+    let ended = stale::end(run.engine.supervisor.instance(), &ours, STALE_GRACE);
+    if !ended.is_empty() {
+        let names: Vec<String> = ended.iter().map(|p| format!("{} ({})", p.component, p.pid)).collect();
+        run.engine.emit(Event::Notice { message: format!("ended processes left by an earlier manager: {}", names.join(", ")) });
+    }
+    let mut findings = preflight::check_host(run.config);
+    // On a re-enable of a running cluster, its own components hold its ports.
+    if !run.engine.supervisor.status().await.is_empty() {
+        let own = preflight::ports(run.config);
+        findings.problems.retain(|p| !own.iter().any(|port| p.starts_with(&format!("port {port} "))));
+    }
+    findings.problems.extend(check_bundle(run));
+    findings.problems.extend(runtime_preflight(run).await);
+    for warning in &findings.warnings {
+        run.engine.emit(Event::Notice { message: format!("warning: {warning}") });
+    }
+    if findings.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(PhaseError::new(Phase::Preflight, format!("{} problem(s):\n  - {}", findings.problems.len(), findings.problems.join("\n  - "))))
+    }
+}
+
+/// The bundle's files are all there with their sizes; the full digest check
+/// runs once per bundle (it reads 300 MB) and is remembered in the state folder.
+fn check_bundle(run: &Run<'_>) -> Vec<String> {
+    let marker = run.ctx.paths.state_dir.join("bundle-verified");
+    let manifest_json = serde_json::to_string(&run.bundle).expect("manifest serialises");
+    let fingerprint = format!("{}\n{}", run.config.bundle.display(), crate::bundle::verify::hex(&sha2_digest(manifest_json.as_bytes())));
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(fingerprint.as_str()) {
+        let mut problems = Vec::new();
+        for file in &run.bundle.files {
+            let path = run.config.bundle.join(&file.path);
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.len() == file.size => {}
+                _ => problems.push(format!("bundle file {} is missing or changed: run `k8s-manager bundle verify {}`", file.path, run.config.bundle.display())),
+            }
+        }
+        return problems;
+    }
+    match bundle::verify(&run.config.bundle, bundle::Depth::Digests) {
+        Ok(report) if report.is_ok() => {
+            let _ = crate::fsutil::write_atomic(&marker, fingerprint.as_bytes(), 0o644);
+            Vec::new()
+        }
+        Ok(report) => report.problems.iter().map(|p| format!("bundle: {p}")).collect(),
+        Err(err) => vec![format!("bundle: {err}")],
+    }
+}
+
+fn sha2_digest(data: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).to_vec()
+}
+
+async fn running_pids(engine: &Engine) -> Vec<u32> {
+    engine.supervisor.status().await.iter().filter_map(|c| c.pid).collect()
+}
+
+/// Starts the components and waits until each answers its probe.
+async fn start_and_wait(run: &mut Run<'_>, phase: Phase, components: &[&dyn Component]) -> Result<(), PhaseError> {
+    for component in components {
+        component
+            .prepare(&run.ctx)
+            .map_err(|e| PhaseError::new(phase, format!("writing {}'s configuration: {e}", component.name())))?;
+        run.engine
+            .supervisor
+            .start(component.spec(&run.ctx), STOP_GRACE)
+            .await
+            .map_err(|e| PhaseError::new(phase, e.to_string()).with_logs(&run.ctx, component.name()))?;
+    }
+    let waits = components.iter().map(|component| wait_ready(run, phase, *component));
+    futures::future::try_join_all(waits).await.map(|_| ())
+}
+
+/// Polls a component's probe until it answers, within the phase's deadline
+/// (minus a margin, so that this error, with its logs, wins over the bare timeout).
+async fn wait_ready(run: &Run<'_>, phase: Phase, component: &dyn Component) -> Result<(), PhaseError> {
+    let probe = component.probe(&run.ctx);
+    let client = probe.client().map_err(|e| PhaseError::new(phase, format!("{} probe: {e}", component.name())))?;
+    let limit = deadline(phase).saturating_sub(Duration::from_secs(2));
+    let start = Instant::now();
+    loop {
+        let last = match probe.check(&client).await {
+            Ok(()) => return Ok(()),
+            Err(seen) => seen,
+        };
+        if let Some(status) = run.engine.supervisor.child_status(component.name()).await {
+            if status.restarts >= 3 {
+                return Err(PhaseError::new(phase, format!("{} keeps exiting ({} restarts, last: {})", component.name(), status.restarts, status.last_exit.unwrap_or_default()))
+                    .with_logs(&run.ctx, component.name()));
+            }
+        }
+        if start.elapsed() >= limit {
+            return Err(PhaseError::new(phase, format!("{} not ready within {}s; last probe: {last}", component.name(), limit.as_secs())).with_logs(&run.ctx, component.name()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The PKI: made once, then kept; leaves within the renewal window, or that
+/// no longer cover the names asked for, are re-issued under the same CA.
+fn certs_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
+    let phase = Phase::Certs;
+    let config = run.config;
+    let mut pki = crate::pki::PkiConfig::new(&run.ctx.paths.pki, &config.node_name, run.ctx.advertise_address);
+    pki.service_cidr = config.service_cidr.parse().map_err(|e: crate::pki::InvalidServiceCidr| PhaseError::new(phase, e.to_string()))?;
+    pki.dns_domain = config.cluster_domain.clone();
+    for san in config.extra_sans.iter().chain(server_host(&config.server_url()).as_ref()) {
+        let san = san.parse().map_err(|e: crate::pki::InvalidSan| PhaseError::new(phase, e.to_string()))?;
+        if !pki.extra_sans.contains(&san) {
+            pki.extra_sans.push(san);
+        }
+    }
+    let outcomes = crate::pki::ensure(&pki).map_err(|e| PhaseError::new(phase, e.to_string()))?;
+    report_outcomes(run.engine, &outcomes);
+    Ok(())
+}
+
+/// The host of the server URL, so that the API server's certificate covers
+/// whatever name or address the exported kubeconfig uses.
+fn server_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map(|(h, _)| h).unwrap_or(authority),
+    };
+    (!host.is_empty()).then(|| host.to_string())
+}
+
+fn report_outcomes(engine: &Engine, outcomes: &[crate::pki::Outcome]) {
+    for outcome in outcomes {
+        if let crate::pki::Action::Reissued(_) = outcome.action {
+            engine.emit(Event::Notice { message: format!("certificate {} {}", outcome.name, outcome.action) });
+        }
+    }
+}
+
+/// The components' kubeconfigs, all pointing at the API server on loopback.
+fn kubeconfigs_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
+    let server = format!("https://127.0.0.1:{}", run.config.api_port);
+    let files = crate::pki::kubeconfigs::KubeconfigsConfig::new(&run.ctx.paths.pki, &run.ctx.paths.kubeconfigs, server, &run.config.node_name);
+    let outcomes = crate::pki::kubeconfigs::write_all(&files).map_err(|e| PhaseError::new(Phase::Kubeconfigs, e.to_string()))?;
+    report_outcomes(run.engine, &outcomes);
+    Ok(())
+}
+
+async fn bootstrap_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
+    let phase = Phase::Bootstrap;
+    let client = crate::bootstrap::client(&run.ctx.paths.kubeconfigs.join("super-admin.conf")).await.map_err(|e| PhaseError::new(phase, e.to_string()))?;
+    let coredns = run
+        .bundle
+        .image("registry.k8s.io/coredns/coredns")
+        .map(|i| i.reference.clone())
+        .ok_or_else(|| PhaseError::new(phase, "the bundle carries no CoreDNS image"))?;
+    let values = BTreeMap::from([
+        ("CLUSTER_DNS", run.config.cluster_dns.to_string()),
+        ("CLUSTER_DOMAIN", run.config.cluster_domain.clone()),
+        ("COREDNS_IMAGE", coredns),
+    ]);
+    crate::bootstrap::apply_all(&client, &values, deadline(phase) - Duration::from_secs(5))
+        .await
+        .map_err(|e| PhaseError::new(phase, e.to_string()).with_logs(&run.ctx, "kube-apiserver"))?;
+    let admin = crate::bootstrap::client(&run.ctx.paths.admin_kubeconfig()).await.map_err(|e| PhaseError::new(phase, e.to_string()))?;
+    run.admin = Some(admin);
+    Ok(())
+}
+
+async fn wait_node_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
+    let client = run.admin.clone().expect("bootstrap made the client");
+    let node = run.config.node_name.clone();
+    crate::bootstrap::wait::until("node Ready", deadline(Phase::WaitNode) - Duration::from_secs(2), || crate::bootstrap::wait::node_ready(&client, &node))
+        .await
+        .map_err(|e| PhaseError::new(Phase::WaitNode, e.to_string()).with_logs(&run.ctx, "kubelet"))
+}
+
+async fn wait_dns_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
+    let client = run.admin.clone().expect("bootstrap made the client");
+    crate::bootstrap::wait::until("CoreDNS Ready", deadline(Phase::WaitDns) - Duration::from_secs(2), || crate::bootstrap::wait::coredns_ready(&client))
+        .await
+        .map_err(|e| PhaseError::new(Phase::WaitDns, e.to_string()).with_logs(&run.ctx, "kubelet"))
+}
+
+/// Stops every component (reverse order), then removes the pods' sandboxes,
+/// containers and network, and the mounts kubelet left.
+pub async fn stop(engine: &Engine) -> Result<(), PhaseError> {
+    engine.emit(Event::Phase { phase: Phase::Stop, description: Phase::Stop.description().into() });
+    let start = Instant::now();
+    engine.supervisor.stop_all(STOP_GRACE).await;
+    stale::end(engine.supervisor.instance(), &[], STALE_GRACE);
+    let config = engine.saved_config();
+    remove_pods(engine, config.as_ref()).await?;
+    super::mounts::unmount_below(&engine.paths().kubelet_root).map_err(|e| PhaseError::new(Phase::Stop, e))?;
+    engine.emit(Event::PhaseDone { phase: Phase::Stop, seconds: start.elapsed().as_secs_f64() });
+    Ok(())
+}
+
+/// Stops everything, then deletes the cluster's data: etcd, PKI,
+/// kubeconfigs, kubelet and CNI state, our iptables chains and bridge, and
+/// our entries in the user's kubeconfigs. Works on a broken cluster: every
+/// step runs, and the first error is reported at the end.
+pub async fn reset(engine: &Engine, config: Option<&ClusterConfig>) -> Result<(), PhaseError> {
+    let mut errors = Vec::new();
+    if let Err(err) = stop(engine).await {
+        errors.push(err.message);
+    }
+    engine.emit(Event::Phase { phase: Phase::Reset, description: Phase::Reset.description().into() });
+    let start = Instant::now();
+    let paths = engine.paths().clone();
+    for dir in [&paths.etcd_data, &paths.pki, &paths.kubeconfigs, &paths.kubelet_root, &paths.component_config] {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => errors.push(format!("{}: {err}", dir.display())),
+        }
+    }
+    let _ = std::fs::remove_file(paths.state_dir.join("bundle-verified"));
+    errors.extend(network_cleanup(config).await);
+    errors.extend(remove_exported_kubeconfig(config));
+    engine.emit(Event::PhaseDone { phase: Phase::Reset, seconds: start.elapsed().as_secs_f64() });
+    match errors.is_empty() {
+        true => Ok(()),
+        false => Err(PhaseError::new(Phase::Reset, errors.join("; "))),
+    }
+}
+
+/// The node's pod subnet: the first /24 of the cluster's pod CIDR, the one
+/// the controller-manager allocates to the first (and only) node.
+pub fn node_pod_subnet(pod_cidr: &str) -> Result<String, String> {
+    let (addr, len) = super::config::parse_cidr(pod_cidr)?;
+    match addr {
+        std::net::IpAddr::V4(v4) if len <= 24 => {
+            let o = v4.octets();
+            Ok(format!("{}.{}.{}.0/24", o[0], o[1], o[2]))
+        }
+        _ => Err(format!("pod CIDR {pod_cidr}: an IPv4 range of /24 or larger is needed")),
+    }
+}
+
+async fn cri(config: &ClusterConfig, phase: Phase) -> Result<crate::runtime::Cri, PhaseError> {
+    crate::runtime::Cri::connect(&config.containerd_socket).await.map_err(|e| PhaseError::new(phase, e.to_string()))
+}
+
+/// containerd answers on its socket and has its CRI plugin.
+async fn runtime_preflight(run: &Run<'_>) -> Vec<String> {
+    match crate::runtime::Cri::connect(&run.config.containerd_socket).await {
+        Ok(cri) => match cri.version().await {
+            Ok(version) => {
+                tracing::debug!("container runtime {} {}", version.runtime_name, version.runtime_version);
+                Vec::new()
+            }
+            Err(err) => vec![err.to_string()],
+        },
+        Err(err) => vec![err.to_string()],
+    }
+}
+
+/// pause and CoreDNS into containerd's `k8s.io` namespace from the bundle
+/// (nothing is pulled); pause also under the name containerd uses for sandboxes.
+async fn images_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
+    let phase = Phase::Images;
+    let cri = cri(run.config, phase).await?;
+    let ctr = crate::runtime::Ctr::new(&run.config.containerd_socket);
+    let pause = run.bundle.image("registry.k8s.io/pause").cloned().ok_or_else(|| PhaseError::new(phase, "the bundle carries no pause image"))?;
+    for image in &run.bundle.images {
+        let archive = Manifest::resolve(&run.config.bundle, &image.path).map_err(|e| PhaseError::new(phase, e))?;
+        let report = crate::runtime::images::import_archive(&ctr, &cri, &archive).await.map_err(|e| PhaseError::new(phase, e.to_string()))?;
+        tracing::debug!("{}: {:?}", archive.display(), report.outcome);
+    }
+    crate::runtime::images::ensure_sandbox_image(&ctr, &cri, &pause.reference).await.map_err(|e| PhaseError::new(phase, e.to_string()))?;
+    Ok(())
+}
+
+/// The pod network's CNI configuration, in containerd's CNI folder.
+fn cni_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
+    let subnet = node_pod_subnet(&run.config.pod_cidr).map_err(|e| PhaseError::new(Phase::Cni, e))?;
+    let network = crate::runtime::CniNetwork::new(&subnet);
+    crate::runtime::cni::write_cni_config(&run.config.cni_conf_dir, &network).map_err(|e| PhaseError::new(Phase::Cni, e.to_string()))?;
+    Ok(())
+}
+
+/// Every pod sandbox (with its containers and network) through CRI, then
+/// anything CRI no longer tracks in the `k8s.io` namespace.
+async fn remove_pods(engine: &Engine, config: Option<&ClusterConfig>) -> Result<(), PhaseError> {
+    let socket = config.map(|c| c.containerd_socket.clone()).unwrap_or_else(|| super::config::DEFAULT_CONTAINERD_SOCKET.into());
+    let cri = crate::runtime::Cri::connect(&socket).await.map_err(|e| PhaseError::new(Phase::Stop, e.to_string()))?;
+    let removed = cri.remove_all_pods().await.map_err(|e| PhaseError::new(Phase::Stop, e.to_string()))?;
+    let leftovers = crate::runtime::Ctr::new(&socket).remove_k8s_namespace_leftovers().await.map_err(|e| PhaseError::new(Phase::Stop, e.to_string()))?;
+    if removed > 0 || !leftovers.containers.is_empty() {
+        engine.emit(Event::Notice { message: format!("removed {removed} pod sandbox(es) and {} leftover container(s)", leftovers.containers.len()) });
+    }
+    Ok(())
+}
+
+/// Our CNI files and IP allocations, our bridge, and the iptables chains of
+/// kube-proxy and of our CNI network.
+async fn network_cleanup(config: Option<&ClusterConfig>) -> Vec<String> {
+    let pod_cidr = config.map(|c| c.pod_cidr.clone()).unwrap_or_else(|| super::config::DEFAULT_POD_CIDR.into());
+    let conf_dir = config.map(|c| c.cni_conf_dir.clone()).unwrap_or_else(|| super::config::DEFAULT_CNI_CONF_DIR.into());
+    let subnet = node_pod_subnet(&pod_cidr).unwrap_or_default();
+    let network = crate::runtime::CniNetwork::new(&subnet);
+    match crate::runtime::netclean::clean_host_network(&network, &conf_dir, std::path::Path::new(crate::runtime::cni::DEFAULT_CNI_STATE_DIR)).await {
+        Ok(_) => Vec::new(),
+        Err(err) => vec![err.to_string()],
+    }
+}
+
+fn remove_exported_kubeconfig(config: Option<&ClusterConfig>) -> Vec<String> {
+    config.map(super::export::remove).unwrap_or_default()
+}
+
+/// The admin context into the user's kubeconfig and the VM user's.
+fn export_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
+    let files = super::export::merge(run.config, &run.ctx.paths.admin_kubeconfig()).map_err(|e| PhaseError::new(Phase::Export, e))?;
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    tracing::info!("context {} merged into {}", run.config.context_name, names.join(", "));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_phase_and_show_logs() {
+        let mut err = PhaseError::new(Phase::Etcd, "etcd not ready within 43s; last probe: connection refused");
+        err.logs = vec!["line one".into(), "line two".into()];
+        assert_eq!(
+            err.to_string(),
+            "error execution phase etcd: etcd not ready within 43s; last probe: connection refused\n    line one\n    line two"
+        );
+    }
+
+    #[test]
+    fn node_subnet_is_the_first_24() {
+        assert_eq!(node_pod_subnet("10.244.0.0/16").unwrap(), "10.244.0.0/24");
+        assert_eq!(node_pod_subnet("172.20.8.0/24").unwrap(), "172.20.8.0/24");
+        assert!(node_pod_subnet("10.244.0.0/25").is_err());
+        assert!(node_pod_subnet("fd00::/48").is_err());
+    }
+
+    #[test]
+    fn server_host_is_taken_from_the_url() {
+        assert_eq!(server_host("https://127.0.0.1:6443").as_deref(), Some("127.0.0.1"));
+        assert_eq!(server_host("https://kubernetes.docker.internal:6443/").as_deref(), Some("kubernetes.docker.internal"));
+        assert_eq!(server_host("https://[::1]:6443").as_deref(), Some("::1"));
+        assert_eq!(server_host("https://example.test").as_deref(), Some("example.test"));
+    }
+
+    #[test]
+    fn every_phase_has_a_deadline() {
+        for phase in Phase::ENABLE {
+            assert!(deadline(phase) >= Duration::from_secs(20), "{phase}");
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The cluster's state machine, persisted so that the daemon, the CLI and a
+//! GUI read the same truth, and so that a manager killed mid-start is seen as
+//! such by the next one:
+//!
+//! `stopped → starting(phase) → running → stopping → stopped`, and
+//! `error(phase, message)` from any phase.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil;
+
+/// The named phases of `enable`, in the order they run. Each is idempotent and
+/// has its own deadline (see `phases.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Preflight,
+    Certs,
+    Kubeconfigs,
+    Etcd,
+    KubeApiserver,
+    ControlPlane,
+    Images,
+    Cni,
+    Kubelet,
+    KubeProxy,
+    Bootstrap,
+    WaitNode,
+    WaitDns,
+    Export,
+    /// Not a phase of `enable`: the stop of every component.
+    Stop,
+    /// Not a phase of `enable`: the removal of a cluster's data.
+    Reset,
+}
+
+impl Phase {
+    pub const ENABLE: [Phase; 14] = [
+        Phase::Preflight,
+        Phase::Certs,
+        Phase::Kubeconfigs,
+        Phase::Etcd,
+        Phase::KubeApiserver,
+        Phase::ControlPlane,
+        Phase::Images,
+        Phase::Cni,
+        Phase::Kubelet,
+        Phase::KubeProxy,
+        Phase::Bootstrap,
+        Phase::WaitNode,
+        Phase::WaitDns,
+        Phase::Export,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Preflight => "preflight",
+            Phase::Certs => "certs",
+            Phase::Kubeconfigs => "kubeconfigs",
+            Phase::Etcd => "etcd",
+            Phase::KubeApiserver => "kube-apiserver",
+            Phase::ControlPlane => "control-plane",
+            Phase::Images => "images",
+            Phase::Cni => "cni",
+            Phase::Kubelet => "kubelet",
+            Phase::KubeProxy => "kube-proxy",
+            Phase::Bootstrap => "bootstrap",
+            Phase::WaitNode => "wait-node",
+            Phase::WaitDns => "wait-dns",
+            Phase::Export => "export",
+            Phase::Stop => "stop",
+            Phase::Reset => "reset",
+        }
+    }
+
+    pub fn description(self) -> &'static str {
+        match self {
+            Phase::Preflight => "checking the machine",
+            Phase::Certs => "certificates",
+            Phase::Kubeconfigs => "component kubeconfigs",
+            Phase::Etcd => "starting etcd",
+            Phase::KubeApiserver => "starting kube-apiserver",
+            Phase::ControlPlane => "starting controller-manager and scheduler",
+            Phase::Images => "importing pause and CoreDNS images",
+            Phase::Cni => "pod network configuration",
+            Phase::Kubelet => "starting kubelet",
+            Phase::KubeProxy => "starting kube-proxy",
+            Phase::Bootstrap => "applying CoreDNS and RBAC",
+            Phase::WaitNode => "waiting for the node to be Ready",
+            Phase::WaitDns => "waiting for CoreDNS to be Ready",
+            Phase::Export => "merging the kubeconfig",
+            Phase::Stop => "stopping",
+            Phase::Reset => "removing the cluster's data",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum ClusterState {
+    Stopped,
+    Starting { phase: Phase },
+    Running,
+    Stopping,
+    Error { phase: Phase, message: String },
+}
+
+impl ClusterState {
+    pub fn label(&self) -> String {
+        match self {
+            ClusterState::Stopped => "stopped".into(),
+            ClusterState::Starting { phase } => format!("starting ({phase})"),
+            ClusterState::Running => "running".into(),
+            ClusterState::Stopping => "stopping".into(),
+            ClusterState::Error { phase, message } => format!("error in phase {phase}: {message}"),
+        }
+    }
+}
+
+/// What is written to `<state>/state.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateRecord {
+    pub state: ClusterState,
+    /// Whether the user wants the cluster on: a daemon started at boot brings
+    /// an enabled cluster back, and `reset` restarts only an enabled cluster.
+    pub enabled: bool,
+    /// The manager process that wrote this; a dead pid with a `starting` or
+    /// `running` state means the manager was killed.
+    pub manager_pid: u32,
+    /// RFC 3339 time of the last change.
+    pub since: String,
+}
+
+impl StateRecord {
+    pub fn new(state: ClusterState, enabled: bool) -> StateRecord {
+        StateRecord { state, enabled, manager_pid: std::process::id(), since: now_rfc3339() }
+    }
+
+    /// Reads the record; a missing file is a cluster never started.
+    pub fn load(path: &Path) -> std::io::Result<StateRecord> {
+        match std::fs::read(path) {
+            Ok(raw) => serde_json::from_slice(&raw).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(StateRecord {
+                state: ClusterState::Stopped,
+                enabled: false,
+                manager_pid: 0,
+                since: String::new(),
+            }),
+            Err(err) => Err(err),
+        }
+    }
+
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_vec_pretty(self).expect("state serialises");
+        fsutil::write_atomic(path, &json, 0o644)
+    }
+
+    /// The state as the user should see it: a `starting`, `running` or
+    /// `stopping` left by a manager that no longer runs is reported as such.
+    pub fn effective(&self) -> ClusterState {
+        let busy = !matches!(self.state, ClusterState::Stopped | ClusterState::Error { .. });
+        if busy && !process_alive(self.manager_pid) {
+            let phase = match self.state {
+                ClusterState::Starting { phase } => phase,
+                _ => Phase::Stop,
+            };
+            return ClusterState::Error {
+                phase,
+                message: format!("the manager (pid {}) is no longer running; run `k8s-manager enable` to start the cluster again", self.manager_pid),
+            };
+        }
+        self.state.clone()
+    }
+}
+
+/// Whether a process still runs. A zombie whose threads have all exited
+/// counts as gone; a zombie leader with live threads does not (its other
+/// threads still hold its sockets, e.g. a listening port).
+pub fn process_alive(pid: u32) -> bool {
+    pid != 0 && Path::new(&format!("/proc/{pid}")).exists() && !fully_exited(pid)
+}
+
+fn fully_exited(pid: u32) -> bool {
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .unwrap_or(false);
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0);
+    zombie && threads <= 1
+}
+
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).expect("formats")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_missing_file_is_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        assert_eq!(StateRecord::load(&path).unwrap().state, ClusterState::Stopped);
+        let record = StateRecord::new(ClusterState::Error { phase: Phase::Etcd, message: "boom".into() }, true);
+        record.save(&path).unwrap();
+        assert_eq!(StateRecord::load(&path).unwrap(), record);
+        let json = std::fs::read_to_string(&path).unwrap();
+        assert!(json.contains("\"state\": \"error\"") && json.contains("\"phase\": \"etcd\""), "{json}");
+    }
+
+    #[test]
+    fn a_dead_managers_start_is_reported_as_error() {
+        let mut record = StateRecord::new(ClusterState::Starting { phase: Phase::Kubelet }, true);
+        assert_eq!(record.effective(), record.state, "our own pid is alive");
+        record.manager_pid = u32::MAX - 1;
+        match record.effective() {
+            ClusterState::Error { phase, message } => {
+                assert_eq!(phase, Phase::Kubelet);
+                assert!(message.contains("no longer running"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn enable_phases_are_listed_once_in_order() {
+        let names: Vec<&str> = Phase::ENABLE.iter().map(|p| p.name()).collect();
+        assert_eq!(names.first(), Some(&"preflight"));
+        assert_eq!(names.last(), Some(&"export"));
+        let mut unique = names.clone();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len());
+    }
+}

@@ -1,0 +1,130 @@
+//! `status`: one report of everything a user asks when something seems off —
+//! state, each component, whether the API answers and the node is Ready,
+//! versions, and the earliest certificate expiry.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::config::{ClusterConfig, Paths};
+use super::state::{ClusterState, StateRecord};
+use crate::components::{ApiServer, Cgroups, Component, Context};
+use crate::supervisor::ChildStatus;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReport {
+    pub state: ClusterState,
+    /// One line for people: `running`, `starting (etcd)`, `error in phase …`.
+    pub summary: String,
+    pub enabled: bool,
+    pub since: String,
+    /// Whether a manager (daemon) is running for this state folder.
+    pub manager_running: bool,
+    pub components: Vec<ChildStatus>,
+    pub api_reachable: bool,
+    pub node_ready: Option<bool>,
+    pub server_url: Option<String>,
+    pub versions: BTreeMap<String, String>,
+    pub earliest_certificate: Option<CertExpiry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertExpiry {
+    pub name: String,
+    pub not_after: String,
+    pub days_left: i64,
+}
+
+/// Builds the report; `components` comes from the running manager (empty
+/// when none runs).
+pub async fn report(paths: &Paths, record: &StateRecord, config: Option<&ClusterConfig>, components: Vec<ChildStatus>, manager_running: bool) -> StatusReport {
+    let state = record.effective();
+    let mut report = StatusReport {
+        summary: state.label(),
+        state,
+        enabled: record.enabled,
+        since: record.since.clone(),
+        manager_running,
+        components,
+        api_reachable: false,
+        node_ready: None,
+        server_url: config.map(ClusterConfig::server_url),
+        versions: BTreeMap::new(),
+        earliest_certificate: earliest_certificate(paths),
+    };
+    let Some(config) = config else { return report };
+    if let Ok(bundle) = crate::bundle::Manifest::load(&config.bundle) {
+        report.versions = bundle.components.clone();
+    }
+    let ctx = Context {
+        config: config.clone(),
+        paths: paths.clone(),
+        bin: config.bundle.join("bin"),
+        kubernetes_version: report.versions.get("kubernetes").cloned().unwrap_or_default(),
+        advertise_address: config.advertise_address.unwrap_or([127, 0, 0, 1].into()),
+        cgroup: Cgroups::detect(),
+        resolv_conf: "/etc/resolv.conf".into(),
+    };
+    let probe = ApiServer.probe(&ctx);
+    if let Ok(client) = probe.client() {
+        report.api_reachable = probe.check(&client).await.is_ok();
+    }
+    if report.api_reachable {
+        let node = config.node_name.clone();
+        let ready = async {
+            let client = crate::bootstrap::client(&paths.admin_kubeconfig()).await.ok()?;
+            Some(crate::bootstrap::wait::node_ready(&client, &node).await.is_ok())
+        };
+        report.node_ready = tokio::time::timeout(Duration::from_secs(3), ready).await.ok().flatten();
+    }
+    report
+}
+
+fn earliest_certificate(paths: &Paths) -> Option<CertExpiry> {
+    let now = time::OffsetDateTime::now_utc();
+    let statuses = crate::pki::check(&paths.pki, now, crate::pki::DEFAULT_RENEW_WITHIN).ok()?;
+    statuses.into_iter().filter(|s| s.not_after.is_some()).min_by_key(|s| s.not_after).map(|s| CertExpiry {
+        name: s.name.clone(),
+        not_after: s.not_after.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()).unwrap_or_default(),
+        days_left: s.days_left.unwrap_or_default(),
+    })
+}
+
+/// The report as lines for a terminal.
+pub fn render_text(report: &StatusReport) -> String {
+    let mut out = format!("Kubernetes: {}\n", report.summary);
+    if let Some(url) = &report.server_url {
+        out.push_str(&format!("API server: {url} ({})\n", if report.api_reachable { "reachable" } else { "not reachable" }));
+    }
+    if let Some(ready) = report.node_ready {
+        out.push_str(&format!("Node: {}\n", if ready { "Ready" } else { "NotReady" }));
+    }
+    if !report.versions.is_empty() {
+        let versions: Vec<String> = report.versions.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        out.push_str(&format!("Versions: {}\n", versions.join(", ")));
+    }
+    if let Some(cert) = &report.earliest_certificate {
+        out.push_str(&format!("Certificates: earliest expiry {} on {} ({} days)\n", cert.name, cert.not_after, cert.days_left));
+    }
+    if !report.manager_running {
+        out.push_str("Manager: not running\n");
+    }
+    if !report.components.is_empty() {
+        out.push_str(&format!("{:<26} {:<9} {:>8} {:>9}  {}\n", "COMPONENT", "STATE", "PID", "RESTARTS", "UP SINCE"));
+        for c in &report.components {
+            let state = serde_json::to_value(&c.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            out.push_str(&format!(
+                "{:<26} {:<9} {:>8} {:>9}  {}\n",
+                c.name,
+                state,
+                c.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                c.restarts,
+                c.up_since.clone().unwrap_or_else(|| "-".into())
+            ));
+        }
+    }
+    out
+}

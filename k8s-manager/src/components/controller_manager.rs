@@ -1,0 +1,64 @@
+//! kube-controller-manager: kubeadm's flags, without leader election (one
+//! node: waiting for a lease only slows the start), allocating node pod CIDRs
+//! from the cluster CIDR.
+
+use super::{CONTROLLER_MANAGER_PORT, Component, Context, Probe, flags};
+use crate::supervisor::ProcessSpec;
+
+pub struct ControllerManager;
+
+impl Component for ControllerManager {
+    fn name(&self) -> &'static str {
+        "kube-controller-manager"
+    }
+
+    fn spec(&self, ctx: &Context) -> ProcessSpec {
+        let kubeconfig = ctx.kubeconfig("controller-manager");
+        ctx.spec(
+            "kube-controller-manager",
+            flags([
+                ("kubeconfig", kubeconfig.clone()),
+                ("authentication-kubeconfig", kubeconfig.clone()),
+                ("authorization-kubeconfig", kubeconfig),
+                ("bind-address", "127.0.0.1".into()),
+                ("secure-port", CONTROLLER_MANAGER_PORT.to_string()),
+                ("client-ca-file", ctx.pki("ca.crt")),
+                ("requestheader-client-ca-file", ctx.pki("front-proxy-ca.crt")),
+                ("cluster-name", "kubernetes".into()),
+                ("cluster-signing-cert-file", ctx.pki("ca.crt")),
+                ("cluster-signing-key-file", ctx.pki("ca.key")),
+                ("controllers", "*,bootstrapsigner,tokencleaner".into()),
+                ("leader-elect", "false".into()),
+                ("root-ca-file", ctx.pki("ca.crt")),
+                ("service-account-private-key-file", ctx.pki("sa.key")),
+                ("service-cluster-ip-range", ctx.config.service_cidr.clone()),
+                ("use-service-account-credentials", "true".into()),
+                ("allocate-node-cidrs", "true".into()),
+                ("cluster-cidr", ctx.config.pod_cidr.clone()),
+                ("node-cidr-mask-size", "24".into()),
+                ("profiling", "false".into()),
+            ]),
+        )
+    }
+
+    fn probe(&self, _ctx: &Context) -> Probe {
+        // /healthz is always allowed without credentials; the serving
+        // certificate is self-signed by the component.
+        Probe::http(format!("https://127.0.0.1:{CONTROLLER_MANAGER_PORT}/healthz")).insecure()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::components::test_support::{context, has_flag};
+
+    #[test]
+    fn single_node_flags() {
+        let spec = ControllerManager.spec(&context(std::path::Path::new("/s")));
+        assert!(has_flag(&spec, "--leader-elect=false"));
+        assert!(has_flag(&spec, "--kubeconfig=/s/kubeconfig/controller-manager.conf"));
+        assert!(has_flag(&spec, "--cluster-cidr=10.244.0.0/16"));
+        assert!(has_flag(&spec, "--cluster-signing-key-file=/s/pki/ca.key"));
+    }
+}

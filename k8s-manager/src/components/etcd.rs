@@ -1,0 +1,68 @@
+//! etcd: the cluster's store, on loopback only (a single member; nothing
+//! outside the VM needs it), TLS for clients and peers with client
+//! certificates required, as kubeadm sets it up.
+
+use super::{Component, Context, ETCD_CLIENT_PORT, ETCD_METRICS_PORT, ETCD_PEER_PORT, Probe, flags};
+use crate::supervisor::ProcessSpec;
+
+pub struct Etcd;
+
+impl Component for Etcd {
+    fn name(&self) -> &'static str {
+        "etcd"
+    }
+
+    fn prepare(&self, ctx: &Context) -> std::io::Result<()> {
+        crate::fsutil::create_dir_all_mode(&ctx.paths.etcd_data, 0o700)
+    }
+
+    fn spec(&self, ctx: &Context) -> ProcessSpec {
+        let node = &ctx.config.node_name;
+        let client = format!("https://127.0.0.1:{ETCD_CLIENT_PORT}");
+        let peer = format!("https://127.0.0.1:{ETCD_PEER_PORT}");
+        ctx.spec(
+            "etcd",
+            flags([
+                ("name", node.clone()),
+                ("data-dir", ctx.paths.etcd_data.display().to_string()),
+                ("listen-client-urls", client.clone()),
+                ("advertise-client-urls", client),
+                ("listen-peer-urls", peer.clone()),
+                ("initial-advertise-peer-urls", peer.clone()),
+                ("initial-cluster", format!("{node}={peer}")),
+                ("listen-metrics-urls", format!("http://127.0.0.1:{ETCD_METRICS_PORT}")),
+                ("cert-file", ctx.pki("etcd/server.crt")),
+                ("key-file", ctx.pki("etcd/server.key")),
+                ("client-cert-auth", "true".into()),
+                ("trusted-ca-file", ctx.pki("etcd/ca.crt")),
+                ("peer-cert-file", ctx.pki("etcd/peer.crt")),
+                ("peer-key-file", ctx.pki("etcd/peer.key")),
+                ("peer-client-cert-auth", "true".into()),
+                ("peer-trusted-ca-file", ctx.pki("etcd/ca.crt")),
+                ("snapshot-count", "10000".into()),
+            ]),
+        )
+    }
+
+    fn probe(&self, _ctx: &Context) -> Probe {
+        // The metrics listener serves /health without TLS, as kubeadm's probe uses it.
+        Probe::http(format!("http://127.0.0.1:{ETCD_METRICS_PORT}/health")).expect_body("\"health\":\"true\"")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::components::test_support::{context, has_flag};
+
+    #[test]
+    fn etcd_requires_client_certificates_on_loopback() {
+        let ctx = context(std::path::Path::new("/s"));
+        let spec = Etcd.spec(&ctx);
+        assert!(has_flag(&spec, "--client-cert-auth=true"));
+        assert!(has_flag(&spec, "--listen-client-urls=https://127.0.0.1:2379"));
+        assert!(has_flag(&spec, "--initial-cluster=docker-desktop=https://127.0.0.1:2380"));
+        assert!(has_flag(&spec, "--data-dir=/s/etcd"));
+        assert!(has_flag(&spec, "--trusted-ca-file=/s/pki/etcd/ca.crt"));
+    }
+}

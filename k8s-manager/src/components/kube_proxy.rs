@@ -1,0 +1,67 @@
+//! kube-proxy in iptables mode. It leaves the machine's conntrack sysctls
+//! alone (`maxPerCore: 0`): a desktop VM or a container may not allow
+//! changing them, and the defaults serve one node well.
+
+use serde_json::json;
+
+use super::{Component, Context, KUBE_PROXY_HEALTHZ_PORT, KUBE_PROXY_METRICS_PORT, Probe, write_config};
+use crate::supervisor::ProcessSpec;
+
+pub struct KubeProxy;
+
+const CONFIG_FILE: &str = "kube-proxy.json";
+
+impl KubeProxy {
+    pub fn config(ctx: &Context) -> serde_json::Value {
+        json!({
+            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+            "kind": "KubeProxyConfiguration",
+            "mode": "iptables",
+            "clientConnection": {"kubeconfig": ctx.kubeconfig("kube-proxy")},
+            "clusterCIDR": ctx.config.pod_cidr,
+            "hostnameOverride": ctx.config.node_name,
+            "bindAddress": "0.0.0.0",
+            "healthzBindAddress": format!("127.0.0.1:{KUBE_PROXY_HEALTHZ_PORT}"),
+            "metricsBindAddress": format!("127.0.0.1:{KUBE_PROXY_METRICS_PORT}"),
+            "conntrack": {"maxPerCore": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
+            "iptables": {"syncPeriod": "10s", "minSyncPeriod": "0s"},
+        })
+    }
+}
+
+impl Component for KubeProxy {
+    fn name(&self) -> &'static str {
+        "kube-proxy"
+    }
+
+    fn prepare(&self, ctx: &Context) -> std::io::Result<()> {
+        let yaml = serde_json::to_string_pretty(&KubeProxy::config(ctx)).expect("serialises");
+        write_config(ctx, CONFIG_FILE, &yaml).map(|_| ())
+    }
+
+    fn spec(&self, ctx: &Context) -> ProcessSpec {
+        let config = ctx.paths.component_config.join(CONFIG_FILE);
+        ctx.spec("kube-proxy", vec![format!("--config={}", config.display())])
+    }
+
+    fn probe(&self, _ctx: &Context) -> Probe {
+        // /livez answers once the proxy runs; /healthz waits for a full sync
+        // that depends on the node object, which the wait phase checks anyway.
+        Probe::http(format!("http://127.0.0.1:{KUBE_PROXY_HEALTHZ_PORT}/livez"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::components::test_support::context;
+
+    #[test]
+    fn iptables_mode_without_conntrack_tuning() {
+        let config = KubeProxy::config(&context(std::path::Path::new("/s")));
+        assert_eq!(config["mode"], "iptables");
+        assert_eq!(config["conntrack"]["maxPerCore"], 0);
+        assert_eq!(config["clusterCIDR"], "10.244.0.0/16");
+        assert_eq!(config["clientConnection"]["kubeconfig"], "/s/kubeconfig/kube-proxy.conf");
+    }
+}

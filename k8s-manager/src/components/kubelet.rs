@@ -1,0 +1,147 @@
+//! kubelet on containerd's CRI socket. Secure defaults: no anonymous
+//! requests, webhook authentication and authorization, no read-only port, a
+//! serving certificate from the cluster CA (so the API server verifies it).
+//! For a desktop: eviction thresholds low enough that a nearly full laptop
+//! disk does not evict every pod, and swap tolerated.
+
+use serde_json::json;
+
+use super::{Component, Context, KUBELET_HEALTHZ_PORT, KUBELET_PORT, Probe, flags, write_config};
+use crate::supervisor::ProcessSpec;
+
+pub struct Kubelet;
+
+const CONFIG_FILE: &str = "kubelet.json";
+
+impl Kubelet {
+    /// The KubeletConfiguration (JSON is YAML, and kubelet reads either).
+    pub fn config(ctx: &Context) -> serde_json::Value {
+        let mut config = json!({
+            "apiVersion": "kubelet.config.k8s.io/v1beta1",
+            "kind": "KubeletConfiguration",
+            "address": "0.0.0.0",
+            "port": KUBELET_PORT,
+            "readOnlyPort": 0,
+            "healthzBindAddress": "127.0.0.1",
+            "healthzPort": KUBELET_HEALTHZ_PORT,
+            "authentication": {
+                "anonymous": {"enabled": false},
+                "webhook": {"enabled": true, "cacheTTL": "0s"},
+                "x509": {"clientCAFile": ctx.pki("ca.crt")},
+            },
+            "authorization": {"mode": "Webhook", "webhook": {"cacheAuthorizedTTL": "0s", "cacheUnauthorizedTTL": "0s"}},
+            "tlsCertFile": ctx.pki("kubelet.crt"),
+            "tlsPrivateKeyFile": ctx.pki("kubelet.key"),
+            "rotateCertificates": false,
+            "serverTLSBootstrap": false,
+            "cgroupDriver": ctx.cgroup.driver(),
+            "containerRuntimeEndpoint": format!("unix://{}", ctx.config.containerd_socket.display()),
+            "clusterDNS": [ctx.config.cluster_dns.to_string()],
+            "clusterDomain": ctx.config.cluster_domain,
+            "resolvConf": ctx.resolv_conf.display().to_string(),
+            "staticPodPath": "",
+            "failSwapOn": false,
+            "memorySwap": {"swapBehavior": "NoSwap"},
+            "evictionHard": {
+                "memory.available": "100Mi",
+                "nodefs.available": "1%",
+                "nodefs.inodesFree": "1%",
+                "imagefs.available": "1%",
+            },
+            "imageGCHighThresholdPercent": 100,
+            "imageGCLowThresholdPercent": 99,
+            // Report status promptly so that Ready shows up quickly.
+            "nodeStatusReportFrequency": "10s",
+            "syncFrequency": "10s",
+        });
+        // cgroup v1 is deprecated; from v1.35 kubelet refuses it unless told.
+        // The field exists from v1.31, so only name it there.
+        if !ctx.cgroup.v2 && minor_version(&ctx.kubernetes_version).is_some_and(|m| m >= 31) {
+            config["failCgroupV1"] = json!(false);
+        }
+        config
+    }
+}
+
+fn minor_version(version: &str) -> Option<u32> {
+    version.trim_start_matches('v').split('.').nth(1)?.parse().ok()
+}
+
+impl Component for Kubelet {
+    fn name(&self) -> &'static str {
+        "kubelet"
+    }
+
+    fn prepare(&self, ctx: &Context) -> std::io::Result<()> {
+        crate::fsutil::create_dir_all_mode(&ctx.paths.kubelet_root, 0o700)?;
+        let yaml = serde_json::to_string_pretty(&Kubelet::config(ctx)).expect("serialises");
+        write_config(ctx, CONFIG_FILE, &yaml).map(|_| ())
+    }
+
+    fn spec(&self, ctx: &Context) -> ProcessSpec {
+        ctx.spec(
+            "kubelet",
+            flags([
+                ("config", ctx.paths.component_config.join(CONFIG_FILE).display().to_string()),
+                ("kubeconfig", ctx.kubeconfig("kubelet")),
+                ("root-dir", ctx.paths.kubelet_root.display().to_string()),
+                ("hostname-override", ctx.config.node_name.clone()),
+                ("node-ip", ctx.advertise_address.to_string()),
+                ("v", "1".into()),
+            ]),
+        )
+    }
+
+    fn probe(&self, _ctx: &Context) -> Probe {
+        Probe::http(format!("http://127.0.0.1:{KUBELET_HEALTHZ_PORT}/healthz"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::components::Cgroups;
+    use crate::components::test_support::{context, has_flag};
+
+    #[test]
+    fn secure_kubelet_configuration() {
+        let ctx = context(std::path::Path::new("/s"));
+        let config = Kubelet::config(&ctx);
+        assert_eq!(config["authentication"]["anonymous"]["enabled"], false);
+        assert_eq!(config["authorization"]["mode"], "Webhook");
+        assert_eq!(config["readOnlyPort"], 0);
+        assert_eq!(config["cgroupDriver"], "cgroupfs");
+        assert_eq!(config["containerRuntimeEndpoint"], "unix:///run/containerd/containerd.sock");
+        assert_eq!(config["clusterDNS"][0], "10.96.0.10");
+        assert_eq!(config["tlsCertFile"], "/s/pki/kubelet.crt");
+        let spec = Kubelet.spec(&ctx);
+        assert!(has_flag(&spec, "--node-ip=192.0.2.10"));
+        assert!(has_flag(&spec, "--hostname-override=docker-desktop"));
+    }
+
+    #[test]
+    fn cgroup_v1_is_allowed_where_the_field_exists() {
+        let mut ctx = context(std::path::Path::new("/s"));
+        assert_eq!(Kubelet::config(&ctx)["failCgroupV1"], false);
+        ctx.kubernetes_version = "v1.30.2".into();
+        assert!(Kubelet::config(&ctx).get("failCgroupV1").is_none());
+        ctx.kubernetes_version = "v1.35.4".into();
+        ctx.cgroup = Cgroups { v2: true, systemd: true };
+        let config = Kubelet::config(&ctx);
+        assert!(config.get("failCgroupV1").is_none());
+        assert_eq!(config["cgroupDriver"], "systemd");
+    }
+
+    #[test]
+    fn prepare_writes_the_config_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path());
+        Kubelet.prepare(&ctx).unwrap();
+        let path = dir.path().join("config").join(CONFIG_FILE);
+        let first = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(parsed["kind"], "KubeletConfiguration");
+        Kubelet.prepare(&ctx).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), first, "unchanged config is not rewritten");
+    }
+}

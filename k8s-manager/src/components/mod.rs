@@ -1,0 +1,173 @@
+//! The cluster's processes. One contract for each (k0s's model): write its
+//! configuration (`prepare`), say how to run it (`spec`), and say how to tell
+//! it is ready (`probe`). The supervisor runs them; the phases order them.
+//!
+//! Flags follow what kubeadm v1.34 gives each component, with the differences
+//! a single-node desktop cluster wants (no leader election, a kubelet serving
+//! certificate from our CA, relaxed eviction thresholds), each said where it
+//! is made.
+
+mod apiserver;
+mod controller_manager;
+mod etcd;
+mod kube_proxy;
+mod kubelet;
+pub mod probe;
+mod scheduler;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+pub use apiserver::ApiServer;
+pub use controller_manager::ControllerManager;
+pub use etcd::Etcd;
+pub use kube_proxy::KubeProxy;
+pub use kubelet::Kubelet;
+pub use probe::Probe;
+pub use scheduler::Scheduler;
+
+use crate::cluster::config::{ClusterConfig, Paths};
+use crate::supervisor::ProcessSpec;
+
+/// Ports of the components (kubeadm's defaults).
+pub const ETCD_CLIENT_PORT: u16 = 2379;
+pub const ETCD_PEER_PORT: u16 = 2380;
+pub const ETCD_METRICS_PORT: u16 = 2381;
+pub const CONTROLLER_MANAGER_PORT: u16 = 10257;
+pub const SCHEDULER_PORT: u16 = 10259;
+pub const KUBELET_PORT: u16 = 10250;
+pub const KUBELET_HEALTHZ_PORT: u16 = 10248;
+pub const KUBE_PROXY_HEALTHZ_PORT: u16 = 10256;
+pub const KUBE_PROXY_METRICS_PORT: u16 = 10249;
+
+/// Everything a component needs to know to configure itself.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub config: ClusterConfig,
+    pub paths: Paths,
+    /// The bundle's `bin` folder.
+    pub bin: PathBuf,
+    pub kubernetes_version: String,
+    pub advertise_address: IpAddr,
+    pub cgroup: Cgroups,
+    /// The resolv.conf pods inherit (through kubelet).
+    pub resolv_conf: PathBuf,
+}
+
+impl Context {
+    pub fn pki(&self, name: &str) -> String {
+        self.paths.pki.join(name).display().to_string()
+    }
+
+    pub fn kubeconfig(&self, name: &str) -> String {
+        self.paths.kubeconfigs.join(format!("{name}.conf")).display().to_string()
+    }
+
+    pub fn binary(&self, name: &str) -> PathBuf {
+        self.bin.join(name)
+    }
+
+    fn spec(&self, name: &str, args: Vec<String>) -> ProcessSpec {
+        ProcessSpec {
+            name: name.to_string(),
+            program: self.binary(name),
+            args,
+            env: Vec::new(),
+            log_file: self.paths.log(name),
+        }
+    }
+}
+
+/// The cgroup setup of the machine, which decides kubelet's cgroup driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cgroups {
+    pub v2: bool,
+    /// systemd is the init system; only then can the systemd driver work.
+    pub systemd: bool,
+}
+
+impl Cgroups {
+    pub fn detect() -> Cgroups {
+        Cgroups {
+            v2: Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
+            systemd: Path::new("/run/systemd/system").is_dir(),
+        }
+    }
+
+    /// kubelet's driver must match containerd's (`SystemdCgroup`), which
+    /// `vm/prepare-vm.sh` sets by the same rule: systemd only where systemd is
+    /// init and the hierarchy is unified.
+    pub fn driver(self) -> &'static str {
+        if self.systemd && self.v2 { "systemd" } else { "cgroupfs" }
+    }
+}
+
+/// The resolv.conf to hand to pods: systemd-resolved's stub (127.0.0.53)
+/// cannot be reached from a pod, so use the file of real upstreams instead.
+pub fn pod_resolv_conf() -> PathBuf {
+    let etc = Path::new("/etc/resolv.conf");
+    let upstream = Path::new("/run/systemd/resolve/resolv.conf");
+    let stub = std::fs::read_to_string(etc).map(|s| s.contains("127.0.0.53")).unwrap_or(false);
+    if stub && upstream.exists() { upstream.to_path_buf() } else { etc.to_path_buf() }
+}
+
+/// One supervised process of the cluster.
+pub trait Component: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Writes the component's configuration files; idempotent.
+    fn prepare(&self, _ctx: &Context) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn spec(&self, ctx: &Context) -> ProcessSpec;
+    fn probe(&self, ctx: &Context) -> Probe;
+}
+
+/// `--flag=value` pairs, in the order given.
+fn flags<const N: usize>(pairs: [(&str, String); N]) -> Vec<String> {
+    pairs.into_iter().map(|(k, v)| format!("--{k}={v}")).collect()
+}
+
+/// Writes a component's YAML configuration file atomically (0600: some hold paths to keys).
+fn write_config(ctx: &Context, file: &str, yaml: &str) -> std::io::Result<PathBuf> {
+    let path = ctx.paths.component_config.join(file);
+    crate::fsutil::create_dir_all_mode(&ctx.paths.component_config, 0o700)?;
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(yaml) {
+        crate::fsutil::write_atomic(&path, yaml.as_bytes(), 0o600)?;
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    pub fn context(state: &Path) -> Context {
+        let config = ClusterConfig::new(state.to_path_buf(), "/bundle".into());
+        Context {
+            paths: config.paths(),
+            config,
+            bin: "/bundle/bin".into(),
+            kubernetes_version: "v1.34.4".into(),
+            advertise_address: "192.0.2.10".parse().unwrap(),
+            cgroup: Cgroups { v2: false, systemd: false },
+            resolv_conf: "/etc/resolv.conf".into(),
+        }
+    }
+
+    pub fn has_flag(spec: &ProcessSpec, flag: &str) -> bool {
+        spec.args.iter().any(|a| a == flag)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_driver_follows_init_and_hierarchy() {
+        assert_eq!(Cgroups { v2: false, systemd: false }.driver(), "cgroupfs");
+        assert_eq!(Cgroups { v2: false, systemd: true }.driver(), "cgroupfs");
+        assert_eq!(Cgroups { v2: true, systemd: false }.driver(), "cgroupfs");
+        assert_eq!(Cgroups { v2: true, systemd: true }.driver(), "systemd");
+    }
+}

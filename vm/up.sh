@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# One command from a fresh Debian machine to a running cluster: prepares the
+# machine (containerd, CNI, kernel settings), builds the Kubernetes bundle if
+# the cache has none, builds k8s-manager, installs it, and enables the cluster.
+#
+# Settings (environment):
+#   K8S_MANAGER_HOST_KUBECONFIG  the Windows user's kubeconfig through its mount,
+#                                e.g. /mnt/c/Users/me/.kube/config (default: only ~/.kube/config)
+#   K8S_MANAGER_BUNDLE           a bundle folder to use instead of the cache's
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+log() { printf '[up] %s\n' "$*" >&2; }
+[[ $(id -u) == 0 ]] || { log "run as root (sudo $0)"; exit 1; }
+
+"$root/vm/prepare-vm.sh"
+
+bundle=${K8S_MANAGER_BUNDLE:-}
+if [[ -z $bundle ]]; then
+	log "finding or building the Kubernetes bundle (a cold build takes ~15 minutes on 2 cores)"
+	bundle=$("$root/vm/bundle/build.sh" | tail -1)
+fi
+
+log "building k8s-manager"
+(cd "$root" && cargo build --release --locked -q)
+install -m 0755 "$root/target/release/k8s-manager" /usr/local/bin/k8s-manager
+
+args=(enable --bundle "$bundle")
+if [[ -n ${K8S_MANAGER_HOST_KUBECONFIG:-} ]]; then
+	args+=(--host-kubeconfig "$K8S_MANAGER_HOST_KUBECONFIG")
+fi
+k8s-manager "${args[@]}"
+
+cat >&2 <<TEXT
+
+The cluster runs. Try:
+  kubectl --context docker-desktop get nodes          # ~/.kube/config of this VM
+  $bundle/bin/kubectl --context docker-desktop get pods -A
+  k8s-manager status
+  k8s-manager disable | enable | reset
+To start it with the VM: install vm/k8s-manager.service (systemd) or run 'k8s-manager daemon' from your init.
+TEXT
