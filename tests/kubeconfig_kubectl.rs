@@ -424,8 +424,10 @@ fn windows_style_list_creates_a_fresh_kube_folder() {
     let dir = tempfile::tempdir().unwrap();
     let other = dir.path().join("other-config");
     fs::copy(fixtures().join("gke.yaml"), &other).unwrap();
-    // The host's drives mounted under dir/mnt; the list as Windows spells it.
+    // The host's drives mounted under dir/mnt, a profile without .kube yet;
+    // the list as Windows spells it.
     let mount = dir.path().join("mnt");
+    fs::create_dir_all(mount.join("c/Users/dev")).unwrap();
     let list = format!(r"C:\Users\dev\.kube\config;{}", other.display());
     let out = run_ok(
         merge_cmd(&list)
@@ -447,6 +449,16 @@ fn windows_style_list_creates_a_fresh_kube_folder() {
         fs::metadata(&created).unwrap().permissions().mode() & 0o777,
         0o600
     );
+
+    // A profile that is not there (wrong user, drive not mounted): refused,
+    // nothing created inside the VM.
+    let out = run(merge_cmd(r"C:\Users\ghost\.kube\config")
+        .args(["--mount-root"])
+        .arg(&mount));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("mounted"), "{stderr}");
+    assert!(!mount.join("c/Users/ghost").exists());
 }
 
 #[test]

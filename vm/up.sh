@@ -15,6 +15,16 @@ log() { printf '[up] %s\n' "$*" >&2; }
 
 "$root/vm/prepare-vm.sh"
 
+# Building needs a C compiler (pause), protoc (the CRI bindings), Go (the
+# bundle; go.mod asks for 1.24+, fetched through GOTOOLCHAIN when older) and Rust.
+build_deps=(build-essential protobuf-compiler)
+for p in "${build_deps[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$p" >/dev/null
+done
+command -v go >/dev/null || { log "Go is needed to build the bundle: install Go 1.21 or newer"; exit 1; }
+command -v cargo >/dev/null || { log "Rust is needed to build k8s-manager: install it with rustup"; exit 1; }
+
 bundle=${K8S_MANAGER_BUNDLE:-}
 if [[ -z $bundle ]]; then
 	log "finding or building the Kubernetes bundle (a cold build takes ~15 minutes on 2 cores)"

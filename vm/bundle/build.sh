@@ -21,6 +21,8 @@ etcd_version=${ETCD_VERSION:-v3.6.16}
 coredns_version=${COREDNS_VERSION:-v1.12.4}
 pause_version=3.10.1
 k8s_minor=v1.34
+# go.mod files ask for Go 1.24; an older local Go fetches it through the module proxy.
+export GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
 
 log() { printf '[bundle %s] %s\n' "$(date +%T)" "$*" >&2; }
 

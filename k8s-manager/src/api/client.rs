@@ -96,6 +96,7 @@ fn parse_event(value: serde_json::Value) -> Result<Event, ClientError> {
     let f64_of = |k: &str| value.get(k).and_then(|v| v.as_f64()).unwrap_or_default();
     let phase = || serde_json::from_value::<Phase>(value["phase"].clone()).map_err(|e| ClientError::Protocol(e.to_string()));
     Ok(match value.get("event").and_then(|v| v.as_str()) {
+        Some("started") => Event::Started { operation: str_of("operation"), id: value.get("id").and_then(|v| v.as_u64()).unwrap_or_default() },
         Some("phase") => Event::Phase { phase: phase()?, description: str_of("description") },
         Some("phase-done") => Event::PhaseDone { phase: phase()?, seconds: f64_of("seconds") },
         Some("notice") => Event::Notice { message: str_of("message") },
@@ -104,6 +105,7 @@ fn parse_event(value: serde_json::Value) -> Result<Event, ClientError> {
         },
         Some("done") => Event::Done {
             operation: str_of("operation"),
+            id: value.get("id").and_then(|v| v.as_u64()).unwrap_or_default(),
             ok: value.get("ok").and_then(|v| v.as_bool()).unwrap_or(false),
             message: str_of("message"),
             seconds: f64_of("seconds"),
@@ -122,7 +124,8 @@ pub async fn start_daemon(exe: &Path, state_dir: &Path, log: &Path) -> Result<()
     }
     let out = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| fail(e.to_string()))?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.arg("--state-dir").arg(state_dir).arg("daemon").stdin(std::process::Stdio::null()).stdout(out.try_clone().map_err(|e| fail(e.to_string()))?).stderr(out);
+    // An explicit request follows; the daemon must not also restore the last state.
+    cmd.arg("--state-dir").arg(state_dir).arg("daemon").arg("--no-restore").stdin(std::process::Stdio::null()).stdout(out.try_clone().map_err(|e| fail(e.to_string()))?).stderr(out);
     // SAFETY: setsid in the child before exec: a new session, no controlling
     // terminal, so the daemon outlives this command and its terminal.
     unsafe {
@@ -155,7 +158,8 @@ mod tests {
             Event::PhaseDone { phase: Phase::Etcd, seconds: 1.5 },
             Event::Notice { message: "warning".into() },
             Event::State { state: ClusterState::Error { phase: Phase::Kubelet, message: "x".into() } },
-            Event::Done { operation: "enable".into(), ok: true, message: "ok".into(), seconds: 9.0 },
+            Event::Started { operation: "enable".into(), id: 7 },
+            Event::Done { operation: "enable".into(), id: 7, ok: true, message: "ok".into(), seconds: 9.0 },
         ];
         for event in events {
             let json = serde_json::to_value(&event).unwrap();

@@ -79,12 +79,12 @@ async fn handle(engine: Arc<Engine>, req: Request<hyper::body::Incoming>) -> Res
                     Err(err) => return Ok(error(StatusCode::BAD_REQUEST, &format!("bad settings: {err}"))),
                 }
             };
-            operation(engine, "enable", move |e| async move { e.enable(config).await.map_err(|err| err.to_string()) })
+            operation(engine, move |e, id| async move { e.enable(config, id).await.map_err(|err| err.to_string()) })
         }
-        (Method::POST, super::DISABLE) => operation(engine, "disable", |e| async move { e.disable().await.map_err(|err| err.to_string()) }),
+        (Method::POST, super::DISABLE) => operation(engine, |e, id| async move { e.disable(id).await.map_err(|err| err.to_string()) }),
         (Method::POST, super::RESET) => {
             let restart = !query.split('&').any(|kv| kv == "restart=false");
-            operation(engine, "reset", move |e| async move { e.reset(restart).await.map_err(|err| err.to_string()) })
+            operation(engine, move |e, id| async move { e.reset(restart, id).await.map_err(|err| err.to_string()) })
         }
         _ => error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
     };
@@ -98,38 +98,48 @@ pub async fn status(engine: &Engine) -> crate::cluster::status::StatusReport {
     crate::cluster::status::report(engine.paths(), &record, config.as_ref(), components, true).await
 }
 
-/// Runs an operation in its own task and streams its events to the caller
-/// until its `done` event. Subscribing first means no event is missed.
-fn operation<F, Fut>(engine: Arc<Engine>, name: &'static str, op: F) -> Response<Body>
+/// Runs an operation in its own task and streams its own events to the
+/// caller: from its `started` to its `done` (an operation queued behind
+/// another does not show the other's events). Subscribing first means no
+/// event is missed.
+fn operation<F, Fut>(engine: Arc<Engine>, op: F) -> Response<Body>
 where
-    F: FnOnce(Arc<Engine>) -> Fut + Send + 'static,
+    F: FnOnce(Arc<Engine>, u64) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
 {
     let events = engine.subscribe();
+    let id = engine.operation_id();
     tokio::spawn(async move {
-        if let Err(err) = op(engine).await {
-            tracing::warn!("{name}: {err}");
+        if let Err(err) = op(engine, id).await {
+            tracing::warn!("operation {id}: {err}");
         }
     });
-    stream_events(events, Some(name))
+    stream_events(events, Some(id))
 }
 
-fn stream_events(mut events: broadcast::Receiver<Event>, until_done_of: Option<&'static str>) -> Response<Body> {
+fn stream_events(mut events: broadcast::Receiver<Event>, only: Option<u64>) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
     tokio::spawn(async move {
+        let mut ours = only.is_none();
         loop {
             let event = match events.recv().await {
                 Ok(event) => event,
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => break,
             };
+            if let (Some(want), Event::Started { id, .. }) = (only, &event) {
+                ours = *id == want;
+            }
+            if !ours {
+                continue;
+            }
             let mut line = serde_json::to_vec(&event).expect("event serialises");
             line.push(b'\n');
             if tx.send(Ok(Frame::data(Bytes::from(line)))).await.is_err() {
                 break;
             }
-            if let (Some(name), Event::Done { operation, .. }) = (until_done_of, &event) {
-                if operation == name {
+            if let (Some(want), Event::Done { id, .. }) = (only, &event) {
+                if *id == want {
                     break;
                 }
             }

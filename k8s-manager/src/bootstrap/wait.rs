@@ -31,30 +31,46 @@ where
     }
 }
 
-/// Whether the node reports Ready, or why not.
-pub async fn node_ready(client: &kube::Client, name: &str) -> Result<(), String> {
+/// Seconds since the Unix epoch of a Kubernetes time, if set.
+fn seconds(t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> i64 {
+    t.map(|t| t.0.as_second()).unwrap_or(0)
+}
+
+/// Whether the node reports Ready, or why not. `since` (Unix seconds) makes
+/// a status written before this start not count: after a restart the node
+/// object still says Ready until the new kubelet reports.
+pub async fn node_ready(client: &kube::Client, name: &str, since: i64) -> Result<(), String> {
     let nodes: Api<Node> = Api::all(client.clone());
     let node = nodes.get_opt(name).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("node {name} is not registered yet"))?;
     let conditions = node.status.and_then(|s| s.conditions).unwrap_or_default();
     match conditions.iter().find(|c| c.type_ == "Ready") {
-        Some(c) if c.status == "True" => Ok(()),
+        Some(c) if c.status == "True" && seconds(c.last_heartbeat_time.as_ref()) >= since => Ok(()),
+        Some(c) if c.status == "True" => Err(format!("node {name}: no status from the kubelet since this start yet")),
         Some(c) => Err(format!("node {name} Ready={} ({}: {})", c.status, c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default())),
         None => Err(format!("node {name} has no Ready condition yet")),
     }
 }
 
-/// Whether CoreDNS has a ready replica, or what its pod is doing.
-pub async fn coredns_ready(client: &kube::Client) -> Result<(), String> {
+/// Whether a CoreDNS pod became Ready since `since` (Unix seconds; a Ready
+/// left in the API by an earlier run does not count), or what its pods are doing.
+pub async fn coredns_ready(client: &kube::Client, since: i64) -> Result<(), String> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "kube-system");
-    let deployment = deployments.get_opt("coredns").await.map_err(|e| e.to_string())?.ok_or("deployment coredns not found")?;
-    let ready = deployment.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
-    if ready >= 1 {
-        return Ok(());
-    }
+    deployments.get_opt("coredns").await.map_err(|e| e.to_string())?.ok_or("deployment coredns not found")?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
     let list = pods.list(&ListParams::default().labels("k8s-app=kube-dns")).await.map_err(|e| e.to_string())?;
+    if list.items.iter().any(|pod| pod_ready_since(pod, since)) {
+        return Ok(());
+    }
     let seen: Vec<String> = list.items.iter().map(describe_pod).collect();
     Err(if seen.is_empty() { "no CoreDNS pod yet".into() } else { seen.join("; ") })
+}
+
+fn pod_ready_since(pod: &Pod, since: i64) -> bool {
+    let conditions = pod.status.as_ref().and_then(|s| s.conditions.as_ref());
+    conditions
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True" && seconds(c.last_transition_time.as_ref()) >= since)
 }
 
 /// One line about a pod that is not ready: its phase and the first reason found.
@@ -102,6 +118,18 @@ mod tests {
         })
         .await
         .unwrap();
+    }
+
+    #[test]
+    fn readiness_from_before_the_start_does_not_count() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "coredns-1"},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:10Z"}]}
+        }))
+        .unwrap();
+        let t = 1_767_225_610; // 2026-01-01T00:00:10Z
+        assert!(pod_ready_since(&pod, t));
+        assert!(!pod_ready_since(&pod, t + 1));
     }
 
     #[test]

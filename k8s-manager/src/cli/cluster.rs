@@ -57,6 +57,10 @@ pub struct ResetArgs {
 
 #[derive(Args, Debug)]
 pub struct DaemonArgs {
+    /// Do not bring back a cluster that was enabled when the last daemon stopped
+    /// (the CLI starts the daemon this way for an explicit request).
+    #[arg(long)]
+    pub no_restore: bool,
     /// Group (numeric id) that may use the control socket (mode 0660).
     #[arg(long)]
     pub socket_gid: Option<u32>,
@@ -157,7 +161,7 @@ impl Progress {
                 let prefix = if self.tty { "\r\x1b[2K" } else { "" };
                 let _ = writeln!(err, "{prefix}  ! {message}");
             }
-            Event::State { .. } => {}
+            Event::State { .. } | Event::Started { .. } => {}
             Event::Done { ok, message, .. } => {
                 let prefix = if self.tty { "\r\x1b[2K" } else { "" };
                 let mark = if *ok { "done" } else { "FAILED" };
@@ -246,11 +250,12 @@ pub fn daemon_main(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<Exit
         let engine = Arc::new(Engine::new(paths.clone())?);
         // A cluster that was enabled comes back with the daemon (VM boot).
         let record = engine.record();
-        if record.enabled {
+        if record.enabled && !args.no_restore {
             if let Some(saved) = engine.saved_config() {
                 let engine = engine.clone();
                 tokio::spawn(async move {
-                    if let Err(err) = engine.enable(saved).await {
+                    let id = engine.operation_id();
+                    if let Err(err) = engine.enable(saved, id).await {
                         tracing::error!("bringing the enabled cluster back: {err}");
                     }
                 });

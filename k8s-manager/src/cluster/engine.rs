@@ -21,6 +21,9 @@ pub const STOP_GRACE: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Event {
+    /// An operation got its turn (operations run one at a time); the events
+    /// up to the `done` with the same id are its own.
+    Started { operation: String, id: u64 },
     /// A phase started.
     Phase { phase: Phase, description: String },
     /// A phase finished, with its duration.
@@ -30,7 +33,7 @@ pub enum Event {
     /// The state changed.
     State { state: ClusterState },
     /// The operation ended.
-    Done { operation: String, ok: bool, message: String, seconds: f64 },
+    Done { operation: String, id: u64, ok: bool, message: String, seconds: f64 },
 }
 
 pub struct Engine {
@@ -39,6 +42,7 @@ pub struct Engine {
     record: Mutex<StateRecord>,
     events: broadcast::Sender<Event>,
     busy: tokio::sync::Mutex<()>,
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 impl Engine {
@@ -53,7 +57,7 @@ impl Engine {
         record.manager_pid = std::process::id();
         let (events, _) = broadcast::channel(256);
         let instance = paths.state_dir.display().to_string();
-        Ok(Engine { supervisor: Supervisor::new(instance), paths, record: Mutex::new(record), events, busy: tokio::sync::Mutex::new(()) })
+        Ok(Engine { supervisor: Supervisor::new(instance), paths, record: Mutex::new(record), events, busy: tokio::sync::Mutex::new(()), next_id: std::sync::atomic::AtomicU64::new(1) })
     }
 
     pub fn paths(&self) -> &Paths {
@@ -66,6 +70,11 @@ impl Engine {
 
     pub fn record(&self) -> StateRecord {
         self.record.lock().expect("state lock").clone()
+    }
+
+    /// A fresh operation id, for [`Engine::enable`] and the others.
+    pub fn operation_id(&self) -> u64 {
+        self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn emit(&self, event: Event) {
@@ -95,75 +104,76 @@ impl Engine {
 
     /// Brings the cluster up (or back) with `config`; idempotent: on a running
     /// cluster it re-checks every phase and changes only what differs.
-    pub async fn enable(&self, config: ClusterConfig) -> Result<(), PhaseError> {
+    pub async fn enable(&self, config: ClusterConfig, id: u64) -> Result<(), PhaseError> {
         let _busy = self.busy.lock().await;
+        self.emit(Event::Started { operation: "enable".into(), id });
         let start = Instant::now();
-        let json = serde_json::to_vec_pretty(&config).expect("config serialises");
-        if let Err(err) = crate::fsutil::write_atomic(&self.paths.config_file, &json, 0o644) {
-            return Err(PhaseError::new(Phase::Preflight, format!("cannot save {}: {err}", self.paths.config_file.display())));
-        }
-        let result = phases::enable(self, &config).await;
-        let seconds = start.elapsed().as_secs_f64();
+        let result = self.run_enable(&config).await;
+        let ok_message = |s: f64| format!("cluster ready in {s:.1}s");
+        self.finish("enable", id, start, &result, ok_message);
+        result
+    }
+
+    async fn run_enable(&self, config: &ClusterConfig) -> Result<(), PhaseError> {
+        let json = serde_json::to_vec_pretty(config).expect("config serialises");
+        crate::fsutil::write_atomic(&self.paths.config_file, &json, 0o644)
+            .map_err(|err| PhaseError::new(Phase::Preflight, format!("cannot save {}: {err}", self.paths.config_file.display())))?;
+        let result = phases::enable(self, config).await;
         match &result {
-            Ok(()) => {
-                self.set_state(ClusterState::Running, Some(true));
-                self.emit(Event::Done { operation: "enable".into(), ok: true, message: format!("cluster ready in {seconds:.1}s"), seconds });
-            }
-            Err(err) => {
-                self.set_state(ClusterState::Error { phase: err.phase, message: err.to_string() }, Some(true));
-                self.emit(Event::Done { operation: "enable".into(), ok: false, message: err.to_string(), seconds });
-            }
+            Ok(()) => self.set_state(ClusterState::Running, Some(true)),
+            Err(err) => self.set_state(ClusterState::Error { phase: err.phase, message: err.to_string() }, Some(true)),
         }
         result
+    }
+
+    /// The operation's last event, with its total time.
+    fn finish(&self, operation: &str, id: u64, start: Instant, result: &Result<(), PhaseError>, ok_message: impl Fn(f64) -> String) {
+        let seconds = start.elapsed().as_secs_f64();
+        let (ok, message) = match result {
+            Ok(()) => (true, ok_message(seconds)),
+            Err(err) => (false, err.to_string()),
+        };
+        self.emit(Event::Done { operation: operation.into(), id, ok, message, seconds });
     }
 
     /// Stops every component and removes the pods' containers and network;
     /// keeps etcd data and the PKI so the next enable is warm.
-    pub async fn disable(&self) -> Result<(), PhaseError> {
+    pub async fn disable(&self, id: u64) -> Result<(), PhaseError> {
         let _busy = self.busy.lock().await;
+        self.emit(Event::Started { operation: "disable".into(), id });
         let start = Instant::now();
         self.set_state(ClusterState::Stopping, Some(false));
         let result = phases::stop(self).await;
-        let seconds = start.elapsed().as_secs_f64();
         match &result {
             Ok(()) => self.set_state(ClusterState::Stopped, Some(false)),
             Err(err) => self.set_state(ClusterState::Error { phase: err.phase, message: err.to_string() }, Some(false)),
         }
-        let message = match &result {
-            Ok(()) => format!("cluster stopped in {seconds:.1}s"),
-            Err(err) => err.to_string(),
-        };
-        self.emit(Event::Done { operation: "disable".into(), ok: result.is_ok(), message, seconds });
+        self.finish("disable", id, start, &result, |s| format!("cluster stopped in {s:.1}s"));
         result
     }
 
     /// Throws the cluster away: stop, delete its data and our kubeconfig
-    /// entries, then enable again when it was enabled and `restart` is true.
-    pub async fn reset(&self, restart: bool) -> Result<(), PhaseError> {
+    /// entries, then build a fresh one when it was enabled and `restart` is
+    /// true. Works on a broken or half-started cluster.
+    pub async fn reset(&self, restart: bool, id: u64) -> Result<(), PhaseError> {
+        let _busy = self.busy.lock().await;
+        self.emit(Event::Started { operation: "reset".into(), id });
+        let start = Instant::now();
         let was_enabled = self.record().enabled;
-        {
-            let _busy = self.busy.lock().await;
-            let start = Instant::now();
-            self.set_state(ClusterState::Stopping, None);
-            let result = phases::reset(self, self.saved_config().as_ref()).await;
-            let seconds = start.elapsed().as_secs_f64();
-            match &result {
-                Ok(()) => self.set_state(ClusterState::Stopped, None),
-                Err(err) => self.set_state(ClusterState::Error { phase: err.phase, message: err.to_string() }, None),
-            }
-            let message = match &result {
-                Ok(()) => format!("cluster data removed in {seconds:.1}s"),
-                Err(err) => err.to_string(),
-            };
-            self.emit(Event::Done { operation: "reset".into(), ok: result.is_ok(), message, seconds });
-            result?;
+        let config = self.saved_config();
+        self.set_state(ClusterState::Stopping, None);
+        let mut result = phases::reset(self, config.as_ref()).await;
+        match &result {
+            Ok(()) => self.set_state(ClusterState::Stopped, None),
+            Err(err) => self.set_state(ClusterState::Error { phase: err.phase, message: err.to_string() }, None),
         }
-        if restart && was_enabled {
-            if let Some(config) = self.saved_config() {
-                return self.enable(config).await;
-            }
+        let restarted = result.is_ok() && restart && was_enabled && config.is_some();
+        if let (true, Some(config)) = (restarted, &config) {
+            result = self.run_enable(config).await;
         }
-        Ok(())
+        let ok_message = |s: f64| if restarted { format!("fresh cluster ready in {s:.1}s") } else { format!("cluster removed in {s:.1}s") };
+        self.finish("reset", id, start, &result, ok_message);
+        result
     }
 
     /// Stops the components for a daemon shutdown, keeping `enabled` so the

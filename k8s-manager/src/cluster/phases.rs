@@ -75,6 +75,9 @@ struct Run<'a> {
     ctx: Context,
     bundle: Manifest,
     admin: Option<kube::Client>,
+    /// When this enable started (Unix seconds, less a second of clock
+    /// granularity): API statuses older than that describe an earlier run.
+    started_unix: i64,
 }
 
 pub async fn enable(engine: &Engine, config: &ClusterConfig) -> Result<(), PhaseError> {
@@ -93,7 +96,8 @@ pub async fn enable(engine: &Engine, config: &ClusterConfig) -> Result<(), Phase
         cgroup: Cgroups::detect(),
         resolv_conf: components::pod_resolv_conf(),
     };
-    let mut run = Run { engine, config, ctx, bundle, admin: None };
+    let started_unix = time::OffsetDateTime::now_utc().unix_timestamp() - 1;
+    let mut run = Run { engine, config, ctx, bundle, admin: None, started_unix };
     for phase in Phase::ENABLE {
         engine.set_state(ClusterState::Starting { phase }, Some(true));
         engine.emit(Event::Phase { phase, description: phase.description().into() });
@@ -199,7 +203,7 @@ async fn start_and_wait(run: &mut Run<'_>, phase: Phase, components: &[&dyn Comp
             .map_err(|e| PhaseError::new(phase, format!("writing {}'s configuration: {e}", component.name())))?;
         run.engine
             .supervisor
-            .start(component.spec(&run.ctx), STOP_GRACE)
+            .start(component.spec(&run.ctx), component.stop_grace())
             .await
             .map_err(|e| PhaseError::new(phase, e.to_string()).with_logs(&run.ctx, component.name()))?;
     }
@@ -304,14 +308,16 @@ async fn bootstrap_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
 async fn wait_node_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
     let client = run.admin.clone().expect("bootstrap made the client");
     let node = run.config.node_name.clone();
-    crate::bootstrap::wait::until("node Ready", deadline(Phase::WaitNode) - Duration::from_secs(2), || crate::bootstrap::wait::node_ready(&client, &node))
+    let since = run.started_unix;
+    crate::bootstrap::wait::until("node Ready", deadline(Phase::WaitNode) - Duration::from_secs(2), || crate::bootstrap::wait::node_ready(&client, &node, since))
         .await
         .map_err(|e| PhaseError::new(Phase::WaitNode, e.to_string()).with_logs(&run.ctx, "kubelet"))
 }
 
 async fn wait_dns_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
     let client = run.admin.clone().expect("bootstrap made the client");
-    crate::bootstrap::wait::until("CoreDNS Ready", deadline(Phase::WaitDns) - Duration::from_secs(2), || crate::bootstrap::wait::coredns_ready(&client))
+    let since = run.started_unix;
+    crate::bootstrap::wait::until("CoreDNS Ready", deadline(Phase::WaitDns) - Duration::from_secs(2), || crate::bootstrap::wait::coredns_ready(&client, since))
         .await
         .map_err(|e| PhaseError::new(Phase::WaitDns, e.to_string()).with_logs(&run.ctx, "kubelet"))
 }

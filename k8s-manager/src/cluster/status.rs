@@ -76,7 +76,7 @@ pub async fn report(paths: &Paths, record: &StateRecord, config: Option<&Cluster
         let node = config.node_name.clone();
         let ready = async {
             let client = crate::bootstrap::client(&paths.admin_kubeconfig()).await.ok()?;
-            Some(crate::bootstrap::wait::node_ready(&client, &node).await.is_ok())
+            Some(crate::bootstrap::wait::node_ready(&client, &node, time::OffsetDateTime::now_utc().unix_timestamp() - 60).await.is_ok())
         };
         report.node_ready = tokio::time::timeout(Duration::from_secs(3), ready).await.ok().flatten();
     }

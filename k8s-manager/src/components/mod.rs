@@ -120,6 +120,10 @@ pub trait Component: Send + Sync {
     }
     fn spec(&self, ctx: &Context) -> ProcessSpec;
     fn probe(&self, ctx: &Context) -> Probe;
+    /// How long it gets between SIGTERM and SIGKILL.
+    fn stop_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(10)
+    }
 }
 
 /// `--flag=value` pairs, in the order given.

@@ -239,18 +239,12 @@ impl Kubeconfig {
             self.root
                 .insert("kind".into(), Value::String("Config".into()));
         }
-        let slot = self
-            .root
-            .entry(section.list_key())
-            .or_insert_with(|| Value::Array(Vec::new()));
+        let slot = self.root.entry(section.list_key()).or_insert(Value::Null);
         if !slot.is_array() {
-            // Only `null` gets here: parse() rejects any other non-list.
+            // Missing or `null`: parse() rejects any other non-list.
             *slot = Value::Array(Vec::new());
         }
-        match slot {
-            Value::Array(items) => items,
-            _ => unreachable!("just made a list"),
-        }
+        slot.as_array_mut().expect("the slot was just made a list")
     }
 
     /// Sets `current-context`, in place when the key exists.

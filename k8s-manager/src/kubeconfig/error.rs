@@ -43,6 +43,11 @@ pub enum KubeconfigError {
         waited: Duration,
     },
 
+    /// The folder above the kubeconfig's own folder is missing.
+    #[error("cannot create {}: the folder above it does not exist; is the host's drive mounted, \
+             and is this the right user profile?", folder.display())]
+    MissingFolder { folder: PathBuf },
+
     #[error("cannot {action} {}: {source}", path.display())]
     Io {
         action: &'static str,
@@ -87,7 +92,7 @@ impl KubeconfigError {
 
 /// Formats a wait as a person would say it: "10s", "250ms".
 fn humane(d: Duration) -> String {
-    if d.as_millis() % 1000 == 0 {
+    if d.as_millis().is_multiple_of(1000) {
         format!("{}s", d.as_secs())
     } else {
         format!("{}ms", d.as_millis())

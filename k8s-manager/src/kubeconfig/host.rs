@@ -204,11 +204,17 @@ pub fn merge_into_host(
         .iter()
         .position(|s| s.doc.current_context().is_some());
 
+    // kubectl takes `current-context` from the first file that sets one.
     let (mode, elsewhere) = match (opts.current_context, current_holder) {
         (CurrentContextMode::Never, _) => (CurrentContextMode::Never, None),
         (mode, None) => (mode, None),
         (mode, Some(holder)) if holder == target => (mode, None),
         (CurrentContextMode::Auto, Some(_)) => (CurrentContextMode::Never, None),
+        // Set in the target, it comes first and wins.
+        (CurrentContextMode::Always, Some(holder)) if holder > target => {
+            (CurrentContextMode::Always, None)
+        }
+        // An earlier file would still win: change it there.
         (CurrentContextMode::Always, Some(holder)) => (CurrentContextMode::Never, Some(holder)),
     };
 
@@ -528,7 +534,7 @@ mod tests {
     #[test]
     fn merge_creates_a_missing_file_and_folder_with_mode_0600() {
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("profile/.kube/config");
+        let file = dir.path().join(".kube/config");
         let report = merge_into_host(&ours(), &single(&file), &MergeOptions::default()).unwrap();
         assert!(report.written && report.created);
         assert_eq!(report.backup, None);
@@ -709,7 +715,7 @@ mod tests {
         assert_eq!(Kubeconfig::load(&b).unwrap().current_context(), None);
         assert_eq!(report.current_context_file, None);
 
-        let missing = dir.path().join("new/config");
+        let missing = dir.path().join(".kube/config");
         let list = HostKubeconfig::from_files(vec![missing.clone(), a.clone()]).unwrap();
         fs::write(&b, "").unwrap();
         let report = merge_into_host(&ours(), &list, &MergeOptions::default()).unwrap();
@@ -718,13 +724,39 @@ mod tests {
     }
 
     #[test]
+    fn always_sets_current_context_in_the_target_when_it_comes_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        fs::write(&a, "users:\n- name: docker-desktop\n  user: {token: old}\n").unwrap();
+        fs::write(&b, THEIRS).unwrap();
+        let list = HostKubeconfig::from_files(vec![a.clone(), b.clone()]).unwrap();
+        let opts = MergeOptions {
+            current_context: CurrentContextMode::Always,
+            ..MergeOptions::default()
+        };
+        let report = merge_into_host(&ours(), &list, &opts).unwrap();
+        assert_eq!(report.current_context_file.as_deref(), Some(a.as_path()));
+        assert_eq!(fs::read_to_string(&b).unwrap(), THEIRS, "b is not touched");
+        assert_eq!(
+            Kubeconfig::load(&a).unwrap().current_context(),
+            Some("docker-desktop")
+        );
+    }
+
+    #[test]
     fn always_sets_current_context_where_kubectl_reads_it() {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a");
         let b = dir.path().join("b");
         fs::write(&a, THEIRS).unwrap();
-        fs::write(&b, "").unwrap();
-        let list = HostKubeconfig::from_files(vec![b.clone(), a.clone()]).unwrap();
+        fs::write(
+            &b,
+            "clusters:\n- name: docker-desktop\n  cluster: {server: old}\n",
+        )
+        .unwrap();
+        // a comes first and sets prod; our entries live in b.
+        let list = HostKubeconfig::from_files(vec![a.clone(), b.clone()]).unwrap();
         let opts = MergeOptions {
             current_context: CurrentContextMode::Always,
             ..MergeOptions::default()

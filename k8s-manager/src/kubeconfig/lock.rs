@@ -39,12 +39,23 @@ impl KubeconfigLock {
     }
 
     /// Takes the lock of `file`, waiting up to `timeout` for another holder.
-    /// Like client-go, creates the file's folder first if it is missing
-    /// (a fresh `.kube`).
+    ///
+    /// Creates the file's own folder when it is missing (a fresh `.kube`),
+    /// but unlike client-go not its parents: a missing user profile means a
+    /// wrong path or a host drive that is not mounted, and creating it would
+    /// put the user's kubeconfig where nobody looks.
     pub fn acquire(file: &Path, timeout: Duration) -> Result<Self, KubeconfigError> {
         if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir)
-                .map_err(|e| KubeconfigError::io("create the folder", dir, e))?;
+            match fs::create_dir(dir) {
+                Ok(()) => {}
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                    return Err(KubeconfigError::MissingFolder {
+                        folder: dir.to_path_buf(),
+                    });
+                }
+                Err(err) => return Err(KubeconfigError::io("create the folder", dir, err)),
+            }
         }
         let path = Self::lock_path(file);
         let start = Instant::now();
@@ -109,11 +120,20 @@ mod tests {
     }
 
     #[test]
-    fn creates_a_missing_folder() {
+    fn creates_a_missing_kube_folder_but_not_a_missing_profile() {
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("fresh/.kube/config");
+        let file = dir.path().join(".kube/config");
         let _lock = KubeconfigLock::acquire(&file, Duration::ZERO).unwrap();
-        assert!(dir.path().join("fresh/.kube/config.lock").exists());
+        assert!(dir.path().join(".kube/config.lock").exists());
+
+        let unmounted = dir.path().join("mnt/c/Users/me/.kube/config");
+        let err = KubeconfigLock::acquire(&unmounted, Duration::ZERO).unwrap_err();
+        assert!(
+            matches!(err, KubeconfigError::MissingFolder { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("mounted"), "{err}");
+        assert!(!dir.path().join("mnt").exists());
     }
 
     #[test]

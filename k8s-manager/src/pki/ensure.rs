@@ -13,7 +13,7 @@ use super::inspect::{CertInfo, key_from_pem, public_key_from_pem};
 use super::issue::{self, CertRequest, Subject};
 use super::sans::{self, SanInputs, SubjectAltName, is_dns_subdomain};
 use super::spec::{CertSpec, PkiDeclaration};
-use super::store;
+use super::store::{self, PendingWrite};
 use super::{Action, Outcome, PkiConfig, PkiError, ReissueReason, ca_validity, leaf_validity};
 
 /// Makes every missing certificate and key of the PKI, reuses existing CAs
@@ -40,6 +40,8 @@ pub fn ensure(config: &PkiConfig) -> Result<Vec<Outcome>, PkiError> {
     )?;
     let leaf_validity = leaf_validity(&declaration, config.leaf_validity);
     let mut actions: HashMap<&str, Action> = HashMap::new();
+    // Everything is signed first and written at the end, in one batch.
+    let mut writes: Vec<Vec<PendingWrite>> = Vec::new();
     let request = |spec, validity| CertRequest {
         spec,
         subject: Subject::for_node(spec, &config.node_name),
@@ -60,12 +62,13 @@ pub fn ensure(config: &PkiConfig) -> Result<Vec<Outcome>, PkiError> {
                 ready_cas.insert(&spec.name, ca);
             }
             FoundCa::KeyOnly(key) => {
-                let ca = make_ca(
+                let (ca, files) = make_ca(
                     pki_dir,
                     &request(spec, ca_validity(&declaration)),
                     key,
                     KeyOnDisk::Yes,
                 )?;
+                writes.push(files);
                 actions.insert(&spec.name, Action::Created);
                 ready_cas.insert(&spec.name, ca);
             }
@@ -112,12 +115,13 @@ pub fn ensure(config: &PkiConfig) -> Result<Vec<Outcome>, PkiError> {
     };
 
     for spec in new_cas {
-        let ca = make_ca(
+        let (ca, files) = make_ca(
             pki_dir,
             &request(spec, ca_validity(&declaration)),
             next_key(),
             KeyOnDisk::No,
         )?;
+        writes.push(files);
         actions.insert(&spec.name, Action::Created);
         ready_cas.insert(&spec.name, ca);
     }
@@ -131,7 +135,12 @@ pub fn ensure(config: &PkiConfig) -> Result<Vec<Outcome>, PkiError> {
                 name: name.clone(),
                 source,
             })?;
-        store::write_key_and_cert(pki_dir, name, &key.serialize_pem(), &cert_pem)?;
+        writes.push(store::key_and_cert(
+            pki_dir,
+            name,
+            &key.serialize_pem(),
+            &cert_pem,
+        ));
         actions.insert(name, action);
     }
 
@@ -143,7 +152,11 @@ pub fn ensure(config: &PkiConfig) -> Result<Vec<Outcome>, PkiError> {
             action: actions[spec.name.as_str()].clone(),
         })
         .collect();
-    outcomes.extend(apply_service_account(pki_dir, service_account, next_key)?);
+    let (service_account_outcomes, service_account_files) =
+        apply_service_account(pki_dir, service_account, next_key);
+    outcomes.extend(service_account_outcomes);
+    writes.push(service_account_files);
+    store::write_groups(&writes)?;
     Ok(outcomes)
 }
 
@@ -166,12 +179,13 @@ enum KeyOnDisk {
     No,
 }
 
+/// A self-signed CA certificate for `key`, and the files to write for it.
 fn make_ca(
     pki_dir: &Path,
     request: &CertRequest<'_>,
     key: KeyPair,
     key_on_disk: KeyOnDisk,
-) -> Result<CaMaterial, PkiError> {
+) -> Result<(CaMaterial, Vec<PendingWrite>), PkiError> {
     let name = &request.spec.name;
     let cert_pem = request
         .self_signed(&key)
@@ -179,25 +193,26 @@ fn make_ca(
             name: name.clone(),
             source,
         })?;
-    match key_on_disk {
-        KeyOnDisk::Yes => store::write(
-            &store::cert_path(pki_dir, name),
+    let files = match key_on_disk {
+        KeyOnDisk::Yes => vec![PendingWrite::new(
+            store::cert_path(pki_dir, name),
             cert_pem.as_bytes(),
             store::PUBLIC_MODE,
-        )?,
-        KeyOnDisk::No => store::write_key_and_cert(pki_dir, name, &key.serialize_pem(), &cert_pem)?,
-    }
+        )],
+        KeyOnDisk::No => store::key_and_cert(pki_dir, name, &key.serialize_pem(), &cert_pem),
+    };
     let info = CertInfo::from_pem(cert_pem.as_bytes()).map_err(|reason| PkiError::Unreadable {
         path: store::cert_path(pki_dir, name),
         what: "new CA certificate",
         reason,
     })?;
-    Ok(CaMaterial {
+    let ca = CaMaterial {
         name: name.clone(),
         cert_pem: cert_pem.into_bytes(),
         info,
         key,
-    })
+    };
+    Ok((ca, files))
 }
 
 /// The service-account key pair signs and verifies the cluster's tokens. It
@@ -236,45 +251,41 @@ fn plan_service_account(pki_dir: &Path) -> Result<ServiceAccountPlan, PkiError> 
     })
 }
 
+/// The service-account outcomes and the files to write for them.
 fn apply_service_account(
     pki_dir: &Path,
     plan: ServiceAccountPlan,
     mut next_key: impl FnMut() -> KeyPair,
-) -> Result<Vec<Outcome>, PkiError> {
+) -> (Vec<Outcome>, Vec<PendingWrite>) {
     let public_path = store::service_account_public_path(pki_dir);
     let outcome = |name: &str, action| Outcome {
         name: name.to_string(),
         action,
     };
-    Ok(match plan {
-        ServiceAccountPlan::Keep => vec![outcome(store::SERVICE_ACCOUNT, Action::Kept)],
-        ServiceAccountPlan::PublicFromKey(key, action) => {
-            store::write(
-                &public_path,
-                key.public_key_pem().as_bytes(),
-                store::PUBLIC_MODE,
-            )?;
+    match plan {
+        ServiceAccountPlan::Keep => (vec![outcome(store::SERVICE_ACCOUNT, Action::Kept)], vec![]),
+        ServiceAccountPlan::PublicFromKey(key, action) => (
             vec![
                 outcome(store::SERVICE_ACCOUNT, Action::Kept),
                 outcome("sa.pub", action),
-            ]
-        }
+            ],
+            vec![PendingWrite::new(
+                public_path,
+                key.public_key_pem(),
+                store::PUBLIC_MODE,
+            )],
+        ),
         ServiceAccountPlan::NewPair(action) => {
             let key = next_key();
             let key_path = store::key_path(pki_dir, store::SERVICE_ACCOUNT);
-            store::write(
-                &key_path,
-                key.serialize_pem().as_bytes(),
-                store::PRIVATE_MODE,
-            )?;
-            store::write(
-                &public_path,
-                key.public_key_pem().as_bytes(),
-                store::PUBLIC_MODE,
-            )?;
-            vec![outcome(store::SERVICE_ACCOUNT, action)]
+            // Private half first, for the same reason as a certificate's key.
+            let files = vec![
+                PendingWrite::new(key_path, key.serialize_pem(), store::PRIVATE_MODE),
+                PendingWrite::new(public_path, key.public_key_pem(), store::PUBLIC_MODE),
+            ];
+            (vec![outcome(store::SERVICE_ACCOUNT, action)], files)
         }
-    })
+    }
 }
 
 #[cfg(test)]

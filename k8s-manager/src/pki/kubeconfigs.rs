@@ -16,6 +16,7 @@ use super::ca::CaMaterial;
 use super::issue::{self, CertRequest, KeyAlgorithm, Subject};
 use super::sans::is_dns_subdomain;
 use super::spec::{CertSpec, PkiDeclaration};
+use super::store::PendingWrite;
 use super::{Action, DEFAULT_RENEW_WITHIN, Outcome, PkiError, ReissueReason, leaf_validity, store};
 use crate::fsutil;
 
@@ -122,6 +123,7 @@ pub fn write_all(config: &KubeconfigsConfig) -> Result<Vec<Outcome>, PkiError> {
                 source,
             }
         })?;
+    let mut writes = Vec::with_capacity(to_write.len());
     for ((request, action), key) in to_write.into_iter().zip(keys) {
         let spec = request.spec;
         let ca = &cas[spec.ca.as_deref().unwrap_or_default()];
@@ -139,9 +141,10 @@ pub fn write_all(config: &KubeconfigsConfig) -> Result<Vec<Outcome>, PkiError> {
             cert_pem.as_bytes(),
             key.serialize_pem().as_bytes(),
         );
-        write_file(&config.out_dir, spec, &file)?;
+        writes.push(vec![pending_file(&config.out_dir, spec, &file)?]);
         actions.insert(&spec.name, action);
     }
+    store::write_groups(&writes)?;
     Ok(declaration
         .kubeconfigs
         .iter()
@@ -197,7 +200,12 @@ fn file_action(
     assess::leaf_action(Some(&cert_pem), Some(&key_pem), &expected)
 }
 
-fn write_file(out_dir: &Path, spec: &CertSpec, file: &KubeconfigFile) -> Result<(), PkiError> {
+/// The file to write for a kubeconfig: YAML, owner only (it holds a key).
+fn pending_file(
+    out_dir: &Path,
+    spec: &CertSpec,
+    file: &KubeconfigFile,
+) -> Result<PendingWrite, PkiError> {
     let name = file_name(&spec.name);
     // Plain scalars, as kubeadm and kubectl write them: the long base64 values
     // would otherwise become folded block scalars that some tools misread.
@@ -208,7 +216,11 @@ fn write_file(out_dir: &Path, spec: &CertSpec, file: &KubeconfigFile) -> Result<
             reason: err.to_string(),
         }
     })?;
-    store::write(&out_dir.join(name), yaml.as_bytes(), store::PRIVATE_MODE)
+    Ok(PendingWrite::new(
+        out_dir.join(name),
+        yaml,
+        store::PRIVATE_MODE,
+    ))
 }
 
 /// A kubeconfig with one cluster, one user and one context, in kubeadm's

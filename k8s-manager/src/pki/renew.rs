@@ -75,6 +75,7 @@ pub fn renew(
         source,
     })?;
     let mut renewed = Vec::with_capacity(requests.len());
+    let mut writes = Vec::with_capacity(requests.len());
     for (request, key) in requests.iter().zip(keys) {
         let name = &request.spec.name;
         let ca = &cas[request.spec.ca.as_deref().unwrap_or_default()];
@@ -85,12 +86,18 @@ pub fn renew(
                     name: name.clone(),
                     source,
                 })?;
-        store::write_key_and_cert(pki_dir, name, &key.serialize_pem(), &cert_pem)?;
+        writes.push(store::key_and_cert(
+            pki_dir,
+            name,
+            &key.serialize_pem(),
+            &cert_pem,
+        ));
         renewed.push(RenewedCert {
             name: name.clone(),
             not_after: now + validity,
         });
     }
+    store::write_groups(&writes)?;
     Ok(renewed)
 }
 

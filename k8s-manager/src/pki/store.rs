@@ -1,9 +1,12 @@
 //! The PKI folder on disk: kubeadm's layout (`<name>.crt`, `<name>.key`,
 //! `sa.key`, `sa.pub`), the modes, and every read and write of it. Writes go
-//! through [`crate::fsutil::write_atomic`], so a crash never leaves half a key.
+//! through [`crate::fsutil::write_atomic`], so a crash never leaves half a
+//! key; they are made after everything is signed, in one concurrent batch.
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::PkiError;
 use crate::fsutil;
@@ -72,15 +75,78 @@ pub fn prepare_dirs<'a>(
     Ok(())
 }
 
-/// Writes a new key and its certificate. The key goes first: a crash in
+/// One file to write, with its mode.
+#[derive(Debug, Clone)]
+pub struct PendingWrite {
+    pub path: PathBuf,
+    pub contents: Vec<u8>,
+    pub mode: u32,
+}
+
+impl PendingWrite {
+    pub fn new(path: PathBuf, contents: impl Into<Vec<u8>>, mode: u32) -> Self {
+        PendingWrite {
+            path,
+            contents: contents.into(),
+            mode,
+        }
+    }
+}
+
+/// A new key and its certificate. The key is written first: a crash in
 /// between leaves a certificate that does not match its key, which the next
 /// run re-issues, never a certificate whose key is lost.
-pub fn write_key_and_cert(
+pub fn key_and_cert(
     pki_dir: &Path,
     name: &str,
     key_pem: &str,
     cert_pem: &str,
-) -> Result<(), PkiError> {
-    write(&key_path(pki_dir, name), key_pem.as_bytes(), PRIVATE_MODE)?;
-    write(&cert_path(pki_dir, name), cert_pem.as_bytes(), PUBLIC_MODE)
+) -> Vec<PendingWrite> {
+    vec![
+        PendingWrite::new(key_path(pki_dir, name), key_pem, PRIVATE_MODE),
+        PendingWrite::new(cert_path(pki_dir, name), cert_pem, PUBLIC_MODE),
+    ]
+}
+
+/// How many groups are written at once.
+const WRITERS: usize = 8;
+
+/// Writes groups of files: the files of a group one after the other, in
+/// order, and the groups at the same time. Every atomic write syncs the file
+/// and its folder; two dozen of them in a row take ~70 ms on a laptop disk,
+/// while the file system commits concurrent syncs together (~8 ms). Returns
+/// the first error; the other groups are still written, each file whole.
+pub fn write_groups(groups: &[Vec<PendingWrite>]) -> Result<(), PkiError> {
+    let write_group = |group: &Vec<PendingWrite>| {
+        group
+            .iter()
+            .try_for_each(|file| write(&file.path, &file.contents, file.mode))
+    };
+    let workers = WRITERS.min(groups.len());
+    if workers <= 1 {
+        return groups.iter().try_for_each(write_group);
+    }
+    let next = AtomicUsize::new(0);
+    let first_error = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                while let Some(group) = groups.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    if let Err(err) = write_group(group) {
+                        first_error
+                            .lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner())
+                            .get_or_insert(err);
+                    }
+                }
+            });
+        }
+    });
+    match first_error
+        .into_inner()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    {
+        Some(err) => Err(err),
+        None => Ok(()),
+    }
 }

@@ -288,6 +288,13 @@ where
                 after: limit,
             })
         }
+        // What containerd answers when its CRI plugin is not loaded.
+        Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
+            Err(RuntimeError::NoCri {
+                call: what,
+                message: status_message(&status),
+            })
+        }
         Ok(Err(status)) => Err(RuntimeError::Rpc {
             call: what,
             code: status.code(),
@@ -460,6 +467,55 @@ mod tests {
             ready: true,
         };
         assert_eq!(pod_label(&pod), "kube-system/coredns-1 (0123456789ab)");
+    }
+
+    #[tokio::test]
+    async fn call_errors_say_what_went_wrong() {
+        let answer = |status: Status| async move { Err::<Response<()>, _>(status) };
+        let limit = Duration::from_secs(5);
+        let err = call("Version", limit, (), |_| {
+            answer(Status::unimplemented(
+                "unknown service runtime.v1.RuntimeService",
+            ))
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("does not serve CRI v1") && err.contains("unknown service"),
+            "{err}"
+        );
+        let err = call("Status", limit, (), |_| {
+            answer(Status::deadline_exceeded(""))
+        })
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, RuntimeError::Timeout { call: "Status", .. }),
+            "{err}"
+        );
+        let err = call("Status", limit, (), |_| {
+            answer(Status::unavailable("connection refused"))
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "containerd CRI Status failed (Unavailable): connection refused"
+        );
+
+        let silent = |_| async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok::<_, Status>(Response::new(()))
+        };
+        let err = call("StopPodSandbox", Duration::from_millis(20), (), silent)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "containerd CRI StopPodSandbox did not answer within 20ms"
+        );
     }
 
     #[tokio::test]

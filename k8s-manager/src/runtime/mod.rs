@@ -44,6 +44,12 @@ pub enum RuntimeError {
         code: tonic::Code,
         message: String,
     },
+    #[error(
+        "containerd does not serve CRI v1 ({call}: {message}): its CRI plugin is disabled \
+         (`disabled_plugins = [\"cri\"]`, as Docker's containerd.io package ships it) or too old; \
+         vm/prepare-vm.sh writes a configuration that enables it"
+    )]
+    NoCri { call: &'static str, message: String },
     #[error("containerd CRI {call} did not answer within {after:?}")]
     Timeout { call: &'static str, after: Duration },
     #[error("containerd CRI status: {0}")]

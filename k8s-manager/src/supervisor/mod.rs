@@ -147,9 +147,12 @@ impl Supervisor {
 }
 
 async fn stop_child(child: Supervised, grace: Duration) {
+    let start = Instant::now();
+    let name = child.spec.name.clone();
     let _ = child.stop.send(true);
     // The task ends the process; give it the grace period plus a margin.
     let _ = tokio::time::timeout(grace + Duration::from_secs(5), child.task).await;
+    tracing::info!("stopped {name} in {:.2}s", start.elapsed().as_secs_f64());
 }
 
 fn spawn(spec: &ProcessSpec, instance: &str) -> std::io::Result<tokio::process::Child> {
