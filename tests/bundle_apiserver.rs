@@ -20,7 +20,11 @@ impl Drop for Guard {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn bundle() -> PathBuf {
@@ -125,7 +129,14 @@ fn bundle_etcd_and_apiserver_serve_kubectl() {
     let kubectl = support::upstream_kubectl();
     let start = Instant::now();
     let namespaces = loop {
-        let out = support::run(Command::new(&kubectl).args(["--kubeconfig", kubeconfig.to_str().unwrap(), "get", "namespaces", "-o", "name"]));
+        let out = support::run(Command::new(&kubectl).args([
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "get",
+            "namespaces",
+            "-o",
+            "name",
+        ]));
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         if out.status.success() && stdout.contains("namespace/kube-system") {
             break stdout;
@@ -133,11 +144,19 @@ fn bundle_etcd_and_apiserver_serve_kubectl() {
         if start.elapsed() > Duration::from_secs(90) {
             let log = std::fs::read_to_string(dir.path().join("apiserver.log")).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(20).collect();
-            panic!("kubectl never listed namespaces: {}\napiserver log (last lines, newest first):\n{}", String::from_utf8_lossy(&out.stderr), tail.join("\n"));
+            panic!(
+                "kubectl never listed namespaces: {}\napiserver log (last lines, newest first):\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                tail.join("\n")
+            );
         }
         std::thread::sleep(Duration::from_millis(250));
     };
-    for ns in ["namespace/default", "namespace/kube-system", "namespace/kube-public"] {
+    for ns in [
+        "namespace/default",
+        "namespace/kube-system",
+        "namespace/kube-public",
+    ] {
         assert!(namespaces.contains(ns), "{ns} missing from {namespaces}");
     }
 
@@ -153,8 +172,18 @@ fn bundle_etcd_and_apiserver_serve_kubectl() {
         "namespaces",
     ]));
     assert!(!anonymous.status.success());
-    let version = support::run_ok(Command::new(&kubectl).args(["--kubeconfig", kubeconfig.to_str().unwrap(), "version", "-o", "json"]));
+    let version = support::run_ok(Command::new(&kubectl).args([
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "version",
+        "-o",
+        "json",
+    ]));
     let version: serde_json::Value = serde_json::from_str(&version).unwrap();
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle.join("bundle.json")).unwrap()).unwrap();
-    assert_eq!(version["serverVersion"]["gitVersion"], manifest["kubernetes"]);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("bundle.json")).unwrap()).unwrap();
+    assert_eq!(
+        version["serverVersion"]["gitVersion"],
+        manifest["kubernetes"]
+    );
 }

@@ -56,7 +56,11 @@ fn serve(stream: TcpStream, state: &Mutex<MirrorState>) {
         if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
             return;
         }
-        let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let path = request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("/")
+            .to_string();
         let mut range = None;
         loop {
             let mut line = String::new();
@@ -65,10 +69,10 @@ fn serve(stream: TcpStream, state: &Mutex<MirrorState>) {
             if line.is_empty() {
                 break;
             }
-            if let Some((name, value)) = line.split_once(':') {
-                if name.eq_ignore_ascii_case("range") {
-                    range = Some(value.trim().to_string());
-                }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("range")
+            {
+                range = Some(value.trim().to_string());
             }
         }
         let (body, cut) = {
@@ -88,13 +92,24 @@ fn serve(stream: TcpStream, state: &Mutex<MirrorState>) {
             .and_then(|n| n.parse::<usize>().ok());
         let (status, slice) = match start {
             Some(s) if s >= body.len() => {
-                let _ = stream.write_all(b"HTTP/1.1 416 Range Not Satisfiable\r\ncontent-length: 0\r\n\r\n");
+                let _ = stream
+                    .write_all(b"HTTP/1.1 416 Range Not Satisfiable\r\ncontent-length: 0\r\n\r\n");
                 continue;
             }
-            Some(s) => (format!("206 Partial Content\r\ncontent-range: bytes {s}-{}/{}", body.len() - 1, body.len()), &body[s..]),
+            Some(s) => (
+                format!(
+                    "206 Partial Content\r\ncontent-range: bytes {s}-{}/{}",
+                    body.len() - 1,
+                    body.len()
+                ),
+                &body[s..],
+            ),
             None => ("200 OK".to_string(), &body[..]),
         };
-        let head = format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\naccept-ranges: bytes\r\n\r\n", slice.len());
+        let head = format!(
+            "HTTP/1.1 {status}\r\ncontent-length: {}\r\naccept-ranges: bytes\r\n\r\n",
+            slice.len()
+        );
         stream.write_all(head.as_bytes()).unwrap();
         match cut {
             Some(n) => {
@@ -108,7 +123,10 @@ fn serve(stream: TcpStream, state: &Mutex<MirrorState>) {
 }
 
 fn hex_sha256(data: &[u8]) -> String {
-    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A stand-in release binary: a script that answers the version query the
@@ -121,40 +139,74 @@ fn fake_binary(name: &str) -> Vec<u8> {
         "etcdctl" | "etcdutl" => format!("{name} version: {}", &ETCD[1..]),
         _ => format!("Kubernetes {VERSION}"),
     };
-    format!("#!/bin/sh\necho \"{answer}\"\nexit 0\n# {}\n", "x".repeat(200_000)).into_bytes()
+    format!(
+        "#!/bin/sh\necho \"{answer}\"\nexit 0\n# {}\n",
+        "x".repeat(200_000)
+    )
+    .into_bytes()
 }
 
 fn etcd_tarball() -> Vec<u8> {
-    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
     for name in ["etcd", "etcdctl", "etcdutl", "README.md"] {
         let data = fake_binary(name);
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
         header.set_mode(0o755);
         header.set_cksum();
-        builder.append_data(&mut header, format!("etcd-{ETCD}-linux-amd64/{name}"), &data[..]).unwrap();
+        builder
+            .append_data(
+                &mut header,
+                format!("etcd-{ETCD}-linux-amd64/{name}"),
+                &data[..],
+            )
+            .unwrap();
     }
     builder.into_inner().unwrap().finish().unwrap()
 }
 
 fn good_mirror() -> MirrorState {
     let mut state = MirrorState::default();
-    for name in ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl", "kubeadm"] {
+    for name in [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kubelet",
+        "kube-proxy",
+        "kubectl",
+        "kubeadm",
+    ] {
         let path = format!("/k8s/release/{VERSION}/bin/linux/amd64/{name}");
         let data = fake_binary(name);
         if name == "kubeadm" {
             // Some releases publish only sha512 for a file: that must be accepted too.
-            let sum: String = sha2::Sha512::digest(&data).iter().map(|b| format!("{b:02x}")).collect();
-            state.files.insert(format!("{path}.sha512"), sum.into_bytes());
+            let sum: String = sha2::Sha512::digest(&data)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            state
+                .files
+                .insert(format!("{path}.sha512"), sum.into_bytes());
         } else {
-            state.files.insert(format!("{path}.sha256"), hex_sha256(&data).into_bytes());
+            state
+                .files
+                .insert(format!("{path}.sha256"), hex_sha256(&data).into_bytes());
         }
         state.files.insert(path, data);
     }
     let tarball = etcd_tarball();
     let name = format!("etcd-{ETCD}-linux-amd64.tar.gz");
-    let sums = format!("{}  etcd-{ETCD}-linux-arm64.tar.gz\n{}  {name}\n", "0".repeat(64), hex_sha256(&tarball));
-    state.files.insert(format!("/etcd/{ETCD}/SHA256SUMS"), sums.into_bytes());
+    let sums = format!(
+        "{}  etcd-{ETCD}-linux-arm64.tar.gz\n{}  {name}\n",
+        "0".repeat(64),
+        hex_sha256(&tarball)
+    );
+    state
+        .files
+        .insert(format!("/etcd/{ETCD}/SHA256SUMS"), sums.into_bytes());
     state.files.insert(format!("/etcd/{ETCD}/{name}"), tarball);
     state
 }
@@ -177,7 +229,13 @@ fn fetch(mirror: &Mirror, dest: &Path) -> std::process::Output {
 }
 
 fn verify(dest: &Path) -> String {
-    support::run_ok(Command::new(support::manager_bin()).args(["bundle", "verify", dest.to_str().unwrap(), "--output", "json"]))
+    support::run_ok(Command::new(support::manager_bin()).args([
+        "bundle",
+        "verify",
+        dest.to_str().unwrap(),
+        "--output",
+        "json",
+    ]))
 }
 
 #[test]
@@ -190,8 +248,15 @@ fn fetches_a_verifiable_bundle_and_resumes_a_cut_download() {
     let dest = dir.path().join("bundles").join(VERSION);
 
     let out = fetch(&mirror, &dest);
-    assert!(out.status.success(), "fetch failed: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), dest.to_str().unwrap());
+    assert!(
+        out.status.success(),
+        "fetch failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        dest.to_str().unwrap()
+    );
 
     let report: serde_json::Value = serde_json::from_str(&verify(&dest)).unwrap();
     assert_eq!(report["ok"], true, "{report}");
@@ -201,13 +266,24 @@ fn fetches_a_verifiable_bundle_and_resumes_a_cut_download() {
     let requests = mirror.state.lock().unwrap().requests.clone();
     let kubelet_requests: Vec<_> = requests.iter().filter(|(p, _)| *p == kubelet).collect();
     assert_eq!(kubelet_requests.len(), 2, "{kubelet_requests:?}");
-    assert_eq!(kubelet_requests[1].1.as_deref(), Some("bytes=70000-"), "the second kubelet request must resume");
-    assert!(!dest.with_file_name(format!("{VERSION}.partial")).exists(), "staging folder left behind");
+    assert_eq!(
+        kubelet_requests[1].1.as_deref(),
+        Some("bytes=70000-"),
+        "the second kubelet request must resume"
+    );
+    assert!(
+        !dest.with_file_name(format!("{VERSION}.partial")).exists(),
+        "staging folder left behind"
+    );
 
     // A second fetch over an intact bundle re-downloads everything into staging
     // and replaces the bundle whole; it must still verify.
     let out = fetch(&mirror, &dest);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     verify(&dest);
 }
 
@@ -224,7 +300,10 @@ fn corrupt_file_fails_clearly_and_leaves_no_bundle() {
     let out = fetch(&mirror, &dest);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("checksum mismatch") && stderr.contains("kube-proxy"), "{stderr}");
+    assert!(
+        stderr.contains("checksum mismatch") && stderr.contains("kube-proxy"),
+        "{stderr}"
+    );
     assert!(!dest.exists(), "a failed fetch must not leave a bundle");
     // The corrupt file was tried from scratch each time, never resumed.
     let requests = mirror.state.lock().unwrap().requests.clone();
@@ -245,17 +324,32 @@ fn missing_checksum_is_refused_then_a_fixed_mirror_resumes() {
     let out = fetch(&mirror, &dest);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("no published checksum") && stderr.contains("kubectl.sha256"), "{stderr}");
+    assert!(
+        stderr.contains("no published checksum") && stderr.contains("kubectl.sha256"),
+        "{stderr}"
+    );
     assert!(!dest.exists());
 
     // The files verified before the failure are kept and not downloaded again.
-    mirror.state.lock().unwrap().files.insert(format!("{kubectl}.sha256"), sum);
+    mirror
+        .state
+        .lock()
+        .unwrap()
+        .files
+        .insert(format!("{kubectl}.sha256"), sum);
     mirror.state.lock().unwrap().requests.clear();
     let out = fetch(&mirror, &dest);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let requests = mirror.state.lock().unwrap().requests.clone();
     let apiserver = format!("/k8s/release/{VERSION}/bin/linux/amd64/kube-apiserver");
-    assert!(!requests.iter().any(|(p, _)| *p == apiserver), "kube-apiserver fetched twice: {requests:?}");
+    assert!(
+        !requests.iter().any(|(p, _)| *p == apiserver),
+        "kube-apiserver fetched twice: {requests:?}"
+    );
     verify(&dest);
 }
 
@@ -267,11 +361,21 @@ fn verify_reports_a_tampered_bundle() {
     assert!(fetch(&mirror, &dest).status.success());
     let target = dest.join("bin/kubelet");
     let mut data = Vec::new();
-    std::fs::File::open(&target).unwrap().read_to_end(&mut data).unwrap();
+    std::fs::File::open(&target)
+        .unwrap()
+        .read_to_end(&mut data)
+        .unwrap();
     data[50] ^= 1;
     std::fs::write(&target, data).unwrap();
-    let out = support::run(Command::new(support::manager_bin()).args(["bundle", "verify", dest.to_str().unwrap()]));
+    let out = support::run(Command::new(support::manager_bin()).args([
+        "bundle",
+        "verify",
+        dest.to_str().unwrap(),
+    ]));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
-    assert!(stdout.contains("bin/kubelet: sha256") && stdout.contains("NOT usable"), "{stdout}");
+    assert!(
+        stdout.contains("bin/kubelet: sha256") && stdout.contains("NOT usable"),
+        "{stdout}"
+    );
 }

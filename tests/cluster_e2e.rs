@@ -36,7 +36,10 @@ impl Cluster {
         let bundle = std::env::var_os("K8S_MANAGER_BUNDLE")
             .map(PathBuf::from)
             .expect("K8S_MANAGER_BUNDLE is not set: build the bundle with vm/bundle/build.sh (tests/run.sh does)");
-        let dir = tempfile::Builder::new().prefix("k8sm-e2e").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("k8sm-e2e")
+            .tempdir()
+            .unwrap();
         std::fs::create_dir_all(dir.path().join("home")).unwrap();
         std::fs::create_dir_all(dir.path().join("windows/.kube")).unwrap();
         Cluster { dir, bundle }
@@ -53,24 +56,41 @@ impl Cluster {
 
     fn manager(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(support::manager_bin());
-        cmd.arg("--state-dir").arg(self.state()).args(args).env("HOME", self.dir.path().join("home"));
+        cmd.arg("--state-dir")
+            .arg(self.state())
+            .args(args)
+            .env("HOME", self.dir.path().join("home"));
         cmd
     }
 
     fn enable(&self) -> std::process::Output {
         let bundle = self.bundle.to_str().unwrap().to_string();
         let host = self.host_kubeconfig().to_str().unwrap().to_string();
-        support::run(&mut self.manager(&["enable", "--bundle", &bundle, "--host-kubeconfig", &host]))
+        support::run(&mut self.manager(&[
+            "enable",
+            "--bundle",
+            &bundle,
+            "--host-kubeconfig",
+            &host,
+        ]))
     }
 
     fn enable_ok(&self) {
         let out = self.enable();
-        assert!(out.status.success(), "enable failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "enable failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn kubectl(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(support::upstream_kubectl());
-        cmd.arg("--kubeconfig").arg(self.host_kubeconfig()).arg("--context").arg(CONTEXT).args(args);
+        cmd.arg("--kubeconfig")
+            .arg(self.host_kubeconfig())
+            .arg("--context")
+            .arg(CONTEXT)
+            .args(args);
         cmd
     }
 
@@ -106,7 +126,9 @@ fn marked_processes(state: &Path) -> Vec<String> {
         if entry.file_name().to_string_lossy().parse::<u32>().is_err() {
             continue;
         }
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
         if environ.split(|b| *b == 0).any(|v| v == want.as_bytes()) {
             let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
             found.push(String::from_utf8_lossy(&cmdline).replace('\0', " "));
@@ -134,8 +156,17 @@ fn k8s_containers() -> Vec<String> {
 fn import_busybox(dir: &Path) {
     let tool_src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../vm/bundle/bundletool");
     let tool = dir.join("bundletool");
-    support::run_ok(Command::new("go").args(["build", "-o"]).arg(&tool).arg(".").current_dir(&tool_src));
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).exists()).expect("install busybox-static");
+    support::run_ok(
+        Command::new("go")
+            .args(["build", "-o"])
+            .arg(&tool)
+            .arg(".")
+            .current_dir(&tool_src),
+    );
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("install busybox-static");
     let archive = dir.join("busybox.tar");
     support::run_ok(Command::new(&tool).args([
         "image",
@@ -150,7 +181,11 @@ fn import_busybox(dir: &Path) {
         "--add",
         &format!("/bin/sh={busybox}"),
     ]));
-    support::run_ok(Command::new("ctr").args(["-n", "k8s.io", "images", "import"]).arg(&archive));
+    support::run_ok(
+        Command::new("ctr")
+            .args(["-n", "k8s.io", "images", "import"])
+            .arg(&archive),
+    );
 }
 
 const WORKLOAD: &str = r#"
@@ -200,12 +235,18 @@ fn http_get(cluster: &Cluster, target: &str) -> String {
     let script = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc {target} 80");
     let start = Instant::now();
     loop {
-        let out = support::run(&mut cluster.kubectl(&["exec", "client", "--", "busybox", "sh", "-c", &script]));
+        let out = support::run(
+            &mut cluster.kubectl(&["exec", "client", "--", "busybox", "sh", "-c", &script]),
+        );
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         if out.status.success() && stdout.contains("hello-from-web") {
             return stdout;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "GET {target} from the client pod failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "GET {target} from the client pod failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
 }
@@ -220,13 +261,19 @@ fn ca_data(kubeconfig: &Path) -> String {
         "-o",
         "jsonpath={.clusters[?(@.name==\"docker-desktop\")].cluster.certificate-authority-data}",
     ]));
-    assert!(!out.is_empty(), "no docker-desktop cluster in {}", kubeconfig.display());
+    assert!(
+        !out.is_empty(),
+        "no docker-desktop cluster in {}",
+        kubeconfig.display()
+    );
     out
 }
 
 #[test]
 fn enable_use_disable_enable_reset() {
-    let _turn = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let cluster = Cluster::new();
     // The user already has a kubeconfig with other entries: they must survive.
     std::fs::write(
@@ -236,25 +283,66 @@ fn enable_use_disable_enable_reset() {
     .unwrap();
 
     cluster.enable_ok();
-    let nodes = cluster.kubectl_ok(&["get", "nodes", "-o", "jsonpath={.items[0].status.conditions[?(@.type==\"Ready\")].status}"]);
+    let nodes = cluster.kubectl_ok(&[
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={.items[0].status.conditions[?(@.type==\"Ready\")].status}",
+    ]);
     assert_eq!(nodes, "True");
-    assert_eq!(cluster.kubectl_ok(&["auth", "can-i", "*", "*"]).trim(), "yes");
-    let contexts = support::run_ok(Command::new(support::upstream_kubectl()).args(["config", "get-contexts", "-o", "name", "--kubeconfig", cluster.host_kubeconfig().to_str().unwrap()]));
-    assert!(contexts.contains("work") && contexts.contains(CONTEXT), "{contexts}");
-    let current = support::run_ok(Command::new(support::upstream_kubectl()).args(["config", "current-context", "--kubeconfig", cluster.host_kubeconfig().to_str().unwrap()]));
-    assert_eq!(current.trim(), "work", "the user's current context must not change");
+    assert_eq!(
+        cluster.kubectl_ok(&["auth", "can-i", "*", "*"]).trim(),
+        "yes"
+    );
+    let contexts = support::run_ok(Command::new(support::upstream_kubectl()).args([
+        "config",
+        "get-contexts",
+        "-o",
+        "name",
+        "--kubeconfig",
+        cluster.host_kubeconfig().to_str().unwrap(),
+    ]));
+    assert!(
+        contexts.contains("work") && contexts.contains(CONTEXT),
+        "{contexts}"
+    );
+    let current = support::run_ok(Command::new(support::upstream_kubectl()).args([
+        "config",
+        "current-context",
+        "--kubeconfig",
+        cluster.host_kubeconfig().to_str().unwrap(),
+    ]));
+    assert_eq!(
+        current.trim(),
+        "work",
+        "the user's current context must not change"
+    );
 
     import_busybox(cluster.dir.path());
     let manifest = cluster.dir.path().join("workload.yaml");
     std::fs::write(&manifest, WORKLOAD).unwrap();
     cluster.kubectl_ok(&["apply", "-f", manifest.to_str().unwrap()]);
     cluster.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
-    cluster.kubectl_ok(&["wait", "--for=condition=Ready", "pod/client", "--timeout=120s"]);
+    cluster.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/client",
+        "--timeout=120s",
+    ]);
 
-    let cluster_ip = cluster.kubectl_ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    let cluster_ip =
+        cluster.kubectl_ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]);
     http_get(&cluster, &cluster_ip);
     http_get(&cluster, "web.default.svc.cluster.local");
-    let lookup = cluster.kubectl_ok(&["exec", "client", "--", "busybox", "nslookup", "web.default.svc.cluster.local", "10.96.0.10"]);
+    let lookup = cluster.kubectl_ok(&[
+        "exec",
+        "client",
+        "--",
+        "busybox",
+        "nslookup",
+        "web.default.svc.cluster.local",
+        "10.96.0.10",
+    ]);
     assert!(lookup.contains(&cluster_ip), "{lookup}");
 
     let logs = cluster.kubectl_ok(&["logs", "deployment/web"]);
@@ -273,7 +361,11 @@ fn enable_use_disable_enable_reset() {
 
     // disable: nothing of ours runs, nothing is mounted, no pod container is left.
     let out = support::run(&mut cluster.manager(&["disable"]));
-    assert!(out.status.success(), "disable: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "disable: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(marked_processes(&cluster.state()), Vec::<String>::new());
     assert_eq!(mounts_below(&cluster.state()), Vec::<String>::new());
     assert_eq!(k8s_containers(), Vec::<String>::new());
@@ -284,19 +376,41 @@ fn enable_use_disable_enable_reset() {
     // enable again (warm): the same Deployment comes back.
     cluster.enable_ok();
     cluster.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
-    cluster.kubectl_ok(&["wait", "--for=condition=Ready", "pod/client", "--timeout=120s"]);
+    cluster.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/client",
+        "--timeout=120s",
+    ]);
     http_get(&cluster, "web");
 
     // reset: a fresh cluster, without the workload, under a new CA.
     let old_ca = ca_data(&cluster.host_kubeconfig());
     let out = support::run(&mut cluster.manager(&["reset"]));
-    assert!(out.status.success(), "reset: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "reset: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let new_ca = ca_data(&cluster.host_kubeconfig());
-    assert_ne!(old_ca, new_ca, "reset must put the new CA into the user's kubeconfig");
+    assert_ne!(
+        old_ca, new_ca,
+        "reset must put the new CA into the user's kubeconfig"
+    );
     let missing = support::run(&mut cluster.kubectl(&["get", "deployment", "web"]));
-    assert!(!missing.status.success() && String::from_utf8_lossy(&missing.stderr).contains("NotFound"), "{missing:?}");
+    assert!(
+        !missing.status.success() && String::from_utf8_lossy(&missing.stderr).contains("NotFound"),
+        "{missing:?}"
+    );
     cluster.kubectl_ok(&["get", "nodes"]);
-    let contexts = support::run_ok(Command::new(support::upstream_kubectl()).args(["config", "get-contexts", "-o", "name", "--kubeconfig", cluster.host_kubeconfig().to_str().unwrap()]));
+    let contexts = support::run_ok(Command::new(support::upstream_kubectl()).args([
+        "config",
+        "get-contexts",
+        "-o",
+        "name",
+        "--kubeconfig",
+        cluster.host_kubeconfig().to_str().unwrap(),
+    ]));
     assert!(contexts.contains("work"), "{contexts}");
 }
 
@@ -305,7 +419,9 @@ fn port_forward_get(port: u16, forward: &mut Child) -> String {
     let start = Instant::now();
     loop {
         if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
-            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
             stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
             let mut body = String::new();
             let _ = stream.read_to_string(&mut body);
@@ -315,21 +431,43 @@ fn port_forward_get(port: u16, forward: &mut Child) -> String {
         }
         if let Ok(Some(status)) = forward.try_wait() {
             let mut err = String::new();
-            forward.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            forward
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             panic!("kubectl port-forward exited ({status}): {err}");
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "port-forward never answered");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "port-forward never answered"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
 #[test]
 fn kill_minus_nine_in_every_phase_then_enable_converges() {
-    let _turn = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let cluster = Cluster::new();
     let phases = [
-        "preflight", "certs", "kubeconfigs", "etcd", "kube-apiserver", "control-plane", "images", "cni", "kubelet", "kube-proxy", "bootstrap",
-        "wait-node", "wait-dns", "export",
+        "preflight",
+        "certs",
+        "kubeconfigs",
+        "etcd",
+        "kube-apiserver",
+        "control-plane",
+        "images",
+        "cni",
+        "kubelet",
+        "kube-proxy",
+        "bootstrap",
+        "wait-node",
+        "wait-dns",
+        "export",
     ];
     let mut killed_in = Vec::new();
     for target in phases {
@@ -348,9 +486,13 @@ fn kill_minus_nine_in_every_phase_then_enable_converges() {
                 .ok()
                 .and_then(|raw| serde_json::from_slice(&raw).ok())
                 .unwrap_or_default();
-            let phase = state["state"]["phase"].as_str().unwrap_or_default().to_string();
+            let phase = state["state"]["phase"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             let starting = state["state"]["state"] == "starting";
-            let reached = phases.iter().position(|p| *p == phase) >= phases.iter().position(|p| *p == target);
+            let reached =
+                phases.iter().position(|p| *p == phase) >= phases.iter().position(|p| *p == target);
             if starting && reached {
                 let pid = state["managerPid"].as_u64().unwrap() as i32;
                 // SAFETY: kill(2) on the daemon this test started.
@@ -362,7 +504,10 @@ fn kill_minus_nine_in_every_phase_then_enable_converges() {
             if let Ok(Some(_)) = cli.try_wait() {
                 break None; // the enable finished before the phase was seen
             }
-            assert!(start.elapsed() < Duration::from_secs(120), "enable never reached {target}");
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "enable never reached {target}"
+            );
             std::thread::sleep(Duration::from_millis(2));
         };
         let _ = cli.wait();
@@ -370,14 +515,39 @@ fn kill_minus_nine_in_every_phase_then_enable_converges() {
     }
     // The manager died mid-phase many times; one enable must converge.
     cluster.enable_ok();
-    let ready = cluster.kubectl_ok(&["get", "nodes", "-o", "jsonpath={.items[0].status.conditions[?(@.type==\"Ready\")].status}"]);
+    let ready = cluster.kubectl_ok(&[
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={.items[0].status.conditions[?(@.type==\"Ready\")].status}",
+    ]);
     assert_eq!(ready, "True");
-    cluster.kubectl_ok(&["-n", "kube-system", "rollout", "status", "deployment/coredns", "--timeout=60s"]);
+    cluster.kubectl_ok(&[
+        "-n",
+        "kube-system",
+        "rollout",
+        "status",
+        "deployment/coredns",
+        "--timeout=60s",
+    ]);
     eprintln!("killed in phases: {killed_in:?}");
-    let distinct: std::collections::BTreeSet<_> = killed_in.iter().filter(|p| !p.contains("finished first")).collect();
-    assert!(distinct.len() >= 8, "kills landed in too few phases: {killed_in:?}");
+    let distinct: std::collections::BTreeSet<_> = killed_in
+        .iter()
+        .filter(|p| !p.contains("finished first"))
+        .collect();
+    assert!(
+        distinct.len() >= 8,
+        "kills landed in too few phases: {killed_in:?}"
+    );
     let status = support::run_ok(&mut cluster.manager(&["status", "--output", "json"]));
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["state"]["state"], "running", "{status}");
-    assert!(status["components"].as_array().unwrap().iter().all(|c| c["state"] == "running"), "{status}");
+    assert!(
+        status["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["state"] == "running"),
+        "{status}"
+    );
 }

@@ -23,8 +23,14 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
             .create_new(true)
             .mode(mode)
             .open(&tmp)?;
-        // The umask may have narrowed the mode given to open(2); set it exactly.
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        // The umask may have narrowed the mode given to open(2); set it
+        // exactly. Host mounts (9p, drvfs) may refuse modes: the file is
+        // still whole, so that is not a failed write.
+        if let Err(err) = file.set_permissions(fs::Permissions::from_mode(mode))
+            && !refused_by_mount(&err)
+        {
+            return Err(err);
+        }
         file.write_all(contents)?;
         file.sync_all()?;
         drop(file);
@@ -70,8 +76,20 @@ fn temp_path(path: &Path) -> PathBuf {
 }
 
 /// Flushes a folder's entries, so that a rename in it survives a power loss.
+/// Some host mounts cannot fsync a folder; the rename is done all the same.
 fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    match File::open(dir)?.sync_all() {
+        Err(err) if refused_by_mount(&err) || err.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+        other => other,
+    }
+}
+
+/// Errors a host mount gives for operations it does not support.
+fn refused_by_mount(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EPERM) | Some(libc::ENOTSUP) | Some(libc::ENOSYS)
+    )
 }
 
 #[cfg(test)]
@@ -86,7 +104,10 @@ mod tests {
         write_atomic(&target, b"second", 0o600).unwrap();
         assert_eq!(fs::read(&target).unwrap(), b"second");
         assert_eq!(existing_mode(&target).unwrap(), Some(0o600));
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("key.pem")]);
     }
 

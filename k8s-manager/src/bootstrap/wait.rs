@@ -13,7 +13,11 @@ const POLL: Duration = Duration::from_millis(200);
 
 /// Polls `check` until it returns Ok or `deadline` passes; the error then
 /// carries the last thing `check` reported.
-pub async fn until<F, Fut>(what: &str, deadline: Duration, mut check: F) -> Result<(), BootstrapError>
+pub async fn until<F, Fut>(
+    what: &str,
+    deadline: Duration,
+    mut check: F,
+) -> Result<(), BootstrapError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
@@ -25,7 +29,10 @@ where
             Err(seen) => seen,
         };
         if start.elapsed() >= deadline {
-            return Err(BootstrapError::Timeout(format!("{what}: not within {}s; last seen: {seen}", deadline.as_secs())));
+            return Err(BootstrapError::Timeout(format!(
+                "{what}: not within {}s; last seen: {seen}",
+                deadline.as_secs()
+            )));
         }
         tokio::time::sleep(POLL).await;
     }
@@ -41,12 +48,23 @@ fn seconds(t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> 
 /// object still says Ready until the new kubelet reports.
 pub async fn node_ready(client: &kube::Client, name: &str, since: i64) -> Result<(), String> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let node = nodes.get_opt(name).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("node {name} is not registered yet"))?;
+    let node = nodes
+        .get_opt(name)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("node {name} is not registered yet"))?;
     let conditions = node.status.and_then(|s| s.conditions).unwrap_or_default();
     match conditions.iter().find(|c| c.type_ == "Ready") {
         Some(c) if c.status == "True" && seconds(c.last_heartbeat_time.as_ref()) >= since => Ok(()),
-        Some(c) if c.status == "True" => Err(format!("node {name}: no status from the kubelet since this start yet")),
-        Some(c) => Err(format!("node {name} Ready={} ({}: {})", c.status, c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default())),
+        Some(c) if c.status == "True" => Err(format!(
+            "node {name}: no status from the kubelet since this start yet"
+        )),
+        Some(c) => Err(format!(
+            "node {name} Ready={} ({}: {})",
+            c.status,
+            c.reason.clone().unwrap_or_default(),
+            c.message.clone().unwrap_or_default()
+        )),
         None => Err(format!("node {name} has no Ready condition yet")),
     }
 }
@@ -55,41 +73,61 @@ pub async fn node_ready(client: &kube::Client, name: &str, since: i64) -> Result
 /// left in the API by an earlier run does not count), or what its pods are doing.
 pub async fn coredns_ready(client: &kube::Client, since: i64) -> Result<(), String> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "kube-system");
-    deployments.get_opt("coredns").await.map_err(|e| e.to_string())?.ok_or("deployment coredns not found")?;
+    deployments
+        .get_opt("coredns")
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("deployment coredns not found")?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
-    let list = pods.list(&ListParams::default().labels("k8s-app=kube-dns")).await.map_err(|e| e.to_string())?;
+    let list = pods
+        .list(&ListParams::default().labels("k8s-app=kube-dns"))
+        .await
+        .map_err(|e| e.to_string())?;
     if list.items.iter().any(|pod| pod_ready_since(pod, since)) {
         return Ok(());
     }
     let seen: Vec<String> = list.items.iter().map(describe_pod).collect();
-    Err(if seen.is_empty() { "no CoreDNS pod yet".into() } else { seen.join("; ") })
+    Err(if seen.is_empty() {
+        "no CoreDNS pod yet".into()
+    } else {
+        seen.join("; ")
+    })
 }
 
 fn pod_ready_since(pod: &Pod, since: i64) -> bool {
     let conditions = pod.status.as_ref().and_then(|s| s.conditions.as_ref());
-    conditions
-        .into_iter()
-        .flatten()
-        .any(|c| c.type_ == "Ready" && c.status == "True" && seconds(c.last_transition_time.as_ref()) >= since)
+    conditions.into_iter().flatten().any(|c| {
+        c.type_ == "Ready"
+            && c.status == "True"
+            && seconds(c.last_transition_time.as_ref()) >= since
+    })
 }
 
 /// One line about a pod that is not ready: its phase and the first reason found.
 pub fn describe_pod(pod: &Pod) -> String {
     let name = pod.metadata.name.clone().unwrap_or_default();
-    let Some(status) = &pod.status else { return format!("pod {name}: no status") };
+    let Some(status) = &pod.status else {
+        return format!("pod {name}: no status");
+    };
     let phase = status.phase.clone().unwrap_or_default();
-    let waiting = status
-        .container_statuses
-        .iter()
-        .flatten()
-        .find_map(|c| c.state.as_ref()?.waiting.as_ref().map(|w| format!("{}: {}", w.reason.clone().unwrap_or_default(), w.message.clone().unwrap_or_default())));
+    let waiting = status.container_statuses.iter().flatten().find_map(|c| {
+        c.state.as_ref()?.waiting.as_ref().map(|w| {
+            format!(
+                "{}: {}",
+                w.reason.clone().unwrap_or_default(),
+                w.message.clone().unwrap_or_default()
+            )
+        })
+    });
     let unscheduled = status
         .conditions
         .iter()
         .flatten()
         .find(|c| c.type_ == "PodScheduled" && c.status == "False")
         .map(|c| format!("unscheduled: {}", c.message.clone().unwrap_or_default()));
-    let detail = waiting.or(unscheduled).unwrap_or_else(|| "containers not ready".into());
+    let detail = waiting
+        .or(unscheduled)
+        .unwrap_or_else(|| "containers not ready".into());
     format!("pod {name} {phase}, {detail}")
 }
 
@@ -108,7 +146,10 @@ mod tests {
         .await
         .unwrap_err()
         .to_string();
-        assert!(err.starts_with("the thing: not within 0s; last seen: attempt"), "{err}");
+        assert!(
+            err.starts_with("the thing: not within 0s; last seen: attempt"),
+            "{err}"
+        );
 
         let mut calls = 0;
         until("ok", Duration::from_secs(5), || {
@@ -139,6 +180,9 @@ mod tests {
             "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "message": "0/1 nodes are available"}]}
         }))
         .unwrap();
-        assert_eq!(describe_pod(&pod), "pod coredns-1 Pending, unscheduled: 0/1 nodes are available");
+        assert_eq!(
+            describe_pod(&pod),
+            "pod coredns-1 Pending, unscheduled: 0/1 nodes are available"
+        );
     }
 }

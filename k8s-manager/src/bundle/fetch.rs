@@ -25,8 +25,15 @@ pub const DEFAULT_ETCD_MIRROR: &str = "https://github.com/etcd-io/etcd/releases/
 pub const DEFAULT_ETCD_VERSION: &str = "v3.6.16";
 
 /// The Kubernetes binaries a bundle carries, each published with a checksum.
-pub const KUBERNETES_BINARIES: [&str; 7] =
-    ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl", "kubeadm"];
+pub const KUBERNETES_BINARIES: [&str; 7] = [
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+    "kubectl",
+    "kubeadm",
+];
 const ETCD_BINARIES: [&str; 3] = ["etcd", "etcdctl", "etcdutl"];
 /// Attempts per file: transfer errors resume, a checksum mismatch restarts.
 const ATTEMPTS: u32 = 3;
@@ -66,16 +73,27 @@ impl Checksum {
             Checksum::Sha256(e) => (hex(&Sha256::digest(&data)), e),
             Checksum::Sha512(e) => (hex(&Sha512::digest(&data)), e),
         };
-        Ok(if actual.eq_ignore_ascii_case(expected) { None } else { Some(actual) })
+        Ok(if actual.eq_ignore_ascii_case(expected) {
+            None
+        } else {
+            Some(actual)
+        })
     }
 }
 
 pub fn validate_version(version: &str) -> Result<(), BundleError> {
     let ok = version.strip_prefix('v').is_some_and(|rest| {
         let parts: Vec<&str> = rest.split('.').collect();
-        parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        parts.len() == 3
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
     });
-    if ok { Ok(()) } else { Err(BundleError::BadVersion(version.to_string())) }
+    if ok {
+        Ok(())
+    } else {
+        Err(BundleError::BadVersion(version.to_string()))
+    }
 }
 
 pub async fn fetch(opts: &FetchOptions) -> Result<FetchReport, BundleError> {
@@ -86,45 +104,94 @@ pub async fn fetch(opts: &FetchOptions) -> Result<FetchReport, BundleError> {
         .read_timeout(Duration::from_secs(60))
         .user_agent(concat!("k8s-manager/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|err| BundleError::Download { url: opts.mirror.clone(), reason: err.to_string() })?;
+        .map_err(|err| BundleError::Download {
+            url: opts.mirror.clone(),
+            reason: err.to_string(),
+        })?;
     let staging = staging_dir(&opts.dest);
     let bin = staging.join("bin");
     for dir in [&bin, &staging.join("images")] {
-        tokio::fs::create_dir_all(dir).await.map_err(|source| BundleError::Io { path: dir.clone(), source })?;
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|source| BundleError::Io {
+                path: dir.clone(),
+                source,
+            })?;
     }
-    let mut downloader = Downloader { client, progress_bars: opts.progress_bars, downloaded_bytes: 0, resumed: Vec::new() };
+    let mut downloader = Downloader {
+        client,
+        progress_bars: opts.progress_bars,
+        downloaded_bytes: 0,
+        resumed: Vec::new(),
+    };
 
-    let k8s_base = format!("{}/release/{}/bin/linux/amd64", opts.mirror.trim_end_matches('/'), opts.version);
+    let k8s_base = format!(
+        "{}/release/{}/bin/linux/amd64",
+        opts.mirror.trim_end_matches('/'),
+        opts.version
+    );
     for name in KUBERNETES_BINARIES {
         let url = format!("{k8s_base}/{name}");
         let checksum = downloader.published_checksum(&url).await?;
-        downloader.download_verified(&url, &bin.join(name), &checksum).await?;
+        downloader
+            .download_verified(&url, &bin.join(name), &checksum)
+            .await?;
         set_executable(&bin.join(name))?;
     }
 
-    let etcd_dir = format!("{}/{}", opts.etcd_mirror.trim_end_matches('/'), opts.etcd_version);
+    let etcd_dir = format!(
+        "{}/{}",
+        opts.etcd_mirror.trim_end_matches('/'),
+        opts.etcd_version
+    );
     let tarball_name = format!("etcd-{}-linux-amd64.tar.gz", opts.etcd_version);
-    let sums = downloader.get_text(&format!("{etcd_dir}/SHA256SUMS")).await?;
+    let sums = downloader
+        .get_text(&format!("{etcd_dir}/SHA256SUMS"))
+        .await?;
     let checksum = sha256sums_entry(&sums, &tarball_name)
         .map(Checksum::Sha256)
-        .ok_or_else(|| BundleError::MissingChecksum { url: format!("{etcd_dir}/SHA256SUMS (no line for {tarball_name})") })?;
+        .ok_or_else(|| BundleError::MissingChecksum {
+            url: format!("{etcd_dir}/SHA256SUMS (no line for {tarball_name})"),
+        })?;
     let tarball = staging.join(&tarball_name);
-    downloader.download_verified(&format!("{etcd_dir}/{tarball_name}"), &tarball, &checksum).await?;
-    extract_etcd(&tarball, &format!("etcd-{}-linux-amd64", opts.etcd_version), &bin)?;
-    std::fs::remove_file(&tarball).map_err(|source| BundleError::Io { path: tarball.clone(), source })?;
+    downloader
+        .download_verified(&format!("{etcd_dir}/{tarball_name}"), &tarball, &checksum)
+        .await?;
+    extract_etcd(
+        &tarball,
+        &format!("etcd-{}-linux-amd64", opts.etcd_version),
+        &bin,
+    )?;
+    std::fs::remove_file(&tarball).map_err(|source| BundleError::Io {
+        path: tarball.clone(),
+        source,
+    })?;
 
     write_manifest(&staging, &opts.version, &opts.etcd_version)?;
     if opts.dest.exists() {
-        std::fs::remove_dir_all(&opts.dest).map_err(|source| BundleError::Io { path: opts.dest.clone(), source })?;
+        std::fs::remove_dir_all(&opts.dest).map_err(|source| BundleError::Io {
+            path: opts.dest.clone(),
+            source,
+        })?;
     }
-    std::fs::rename(&staging, &opts.dest).map_err(|source| BundleError::Io { path: opts.dest.clone(), source })?;
-    Ok(FetchReport { dest: opts.dest.clone(), downloaded_bytes: downloader.downloaded_bytes, resumed: downloader.resumed })
+    std::fs::rename(&staging, &opts.dest).map_err(|source| BundleError::Io {
+        path: opts.dest.clone(),
+        source,
+    })?;
+    Ok(FetchReport {
+        dest: opts.dest.clone(),
+        downloaded_bytes: downloader.downloaded_bytes,
+        resumed: downloader.resumed,
+    })
 }
 
 /// `<dest>.partial`: beside the destination, so the final rename stays on one
 /// file system, and findable by the next run to resume.
 pub fn staging_dir(dest: &Path) -> PathBuf {
-    let mut name = dest.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = dest
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".partial");
     dest.with_file_name(name)
 }
@@ -138,10 +205,20 @@ struct Downloader {
 
 impl Downloader {
     async fn get_text(&self, url: &str) -> Result<String, BundleError> {
-        let fail = |reason: String| BundleError::Download { url: url.to_string(), reason };
-        let resp = self.client.get(url).send().await.map_err(|e| fail(e.to_string()))?;
+        let fail = |reason: String| BundleError::Download {
+            url: url.to_string(),
+            reason,
+        };
+        let resp = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
-            return Err(BundleError::MissingChecksum { url: url.to_string() });
+            return Err(BundleError::MissingChecksum {
+                url: url.to_string(),
+            });
         }
         if !resp.status().is_success() {
             return Err(fail(format!("HTTP {}", resp.status())));
@@ -156,21 +233,42 @@ impl Downloader {
             let sum_url = format!("{url}.{suffix}");
             match self.get_text(&sum_url).await {
                 Ok(text) => {
-                    let digest = text.split_whitespace().next().unwrap_or_default().to_ascii_lowercase();
+                    let digest = text
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_ascii_lowercase();
                     if digest.len() != len || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-                        return Err(BundleError::Download { url: sum_url, reason: format!("not a {suffix} checksum: {:?}", text.trim()) });
+                        return Err(BundleError::Download {
+                            url: sum_url,
+                            reason: format!("not a {suffix} checksum: {:?}", text.trim()),
+                        });
                     }
-                    return Ok(if len == 64 { Checksum::Sha256(digest) } else { Checksum::Sha512(digest) });
+                    return Ok(if len == 64 {
+                        Checksum::Sha256(digest)
+                    } else {
+                        Checksum::Sha512(digest)
+                    });
                 }
                 Err(BundleError::MissingChecksum { .. }) => continue,
                 Err(err) => return Err(err),
             }
         }
-        Err(BundleError::MissingChecksum { url: format!("{url}.sha256 (nor .sha512)") })
+        Err(BundleError::MissingChecksum {
+            url: format!("{url}.sha256 (nor .sha512)"),
+        })
     }
 
-    async fn download_verified(&mut self, url: &str, dest: &Path, checksum: &Checksum) -> Result<(), BundleError> {
-        let io_err = |source| BundleError::Io { path: dest.to_path_buf(), source };
+    async fn download_verified(
+        &mut self,
+        url: &str,
+        dest: &Path,
+        checksum: &Checksum,
+    ) -> Result<(), BundleError> {
+        let io_err = |source| BundleError::Io {
+            path: dest.to_path_buf(),
+            source,
+        };
         if dest.exists() && checksum.matches(dest).map_err(io_err)?.is_none() {
             tracing::info!("{}: already downloaded and verified", display_name(dest));
             return Ok(());
@@ -192,12 +290,18 @@ impl Downloader {
                     return Ok(());
                 }
                 Some(actual) => {
-                    tracing::warn!("{url}: checksum mismatch (got {actual}); downloading it again from the start");
+                    tracing::warn!(
+                        "{url}: checksum mismatch (got {actual}); downloading it again from the start"
+                    );
                     std::fs::remove_file(&part).map_err(io_err)?;
                     let expected = match checksum {
                         Checksum::Sha256(e) | Checksum::Sha512(e) => e.clone(),
                     };
-                    last_error = Some(BundleError::ChecksumMismatch { url: url.to_string(), expected, actual });
+                    last_error = Some(BundleError::ChecksumMismatch {
+                        url: url.to_string(),
+                        expected,
+                        actual,
+                    });
                 }
             }
         }
@@ -206,8 +310,14 @@ impl Downloader {
 
     /// Downloads `url` into `part`, continuing a partial file when there is one.
     async fn download(&mut self, url: &str, part: &Path) -> Result<(), BundleError> {
-        let fail = |reason: String| BundleError::Download { url: url.to_string(), reason };
-        let have = tokio::fs::metadata(part).await.map(|m| m.len()).unwrap_or(0);
+        let fail = |reason: String| BundleError::Download {
+            url: url.to_string(),
+            reason,
+        };
+        let have = tokio::fs::metadata(part)
+            .await
+            .map(|m| m.len())
+            .unwrap_or(0);
         let mut request = self.client.get(url);
         if have > 0 {
             request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
@@ -221,14 +331,20 @@ impl Downloader {
             }
             // The part is already whole (or longer than the file): start over and let the checksum decide.
             reqwest::StatusCode::RANGE_NOT_SATISFIABLE => {
-                tokio::fs::remove_file(part).await.map_err(|e| fail(e.to_string()))?;
+                tokio::fs::remove_file(part)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
                 return Box::pin(self.download(url, part)).await;
             }
             s if s.is_success() => false,
-            reqwest::StatusCode::NOT_FOUND => return Err(fail("not found (HTTP 404): is the version right?".into())),
+            reqwest::StatusCode::NOT_FOUND => {
+                return Err(fail("not found (HTTP 404): is the version right?".into()));
+            }
             s => return Err(fail(format!("HTTP {s}"))),
         };
-        let total = resp.content_length().map(|len| if append { len + have } else { len });
+        let total = resp
+            .content_length()
+            .map(|len| if append { len + have } else { len });
         let mut file = tokio::fs::OpenOptions::new()
             .create(true)
             .write(true)
@@ -237,11 +353,18 @@ impl Downloader {
             .open(part)
             .await
             .map_err(|e| fail(e.to_string()))?;
-        let progress = Progress::new(self.progress_bars, &display_name(part), total, if append { have } else { 0 });
+        let progress = Progress::new(
+            self.progress_bars,
+            &display_name(part),
+            total,
+            if append { have } else { 0 },
+        );
         let start = Instant::now();
         let mut got = 0u64;
         while let Some(chunk) = resp.chunk().await.map_err(|e| fail(e.to_string()))? {
-            file.write_all(&chunk).await.map_err(|e| fail(e.to_string()))?;
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
             got += chunk.len() as u64;
             progress.advance(chunk.len() as u64);
         }
@@ -263,15 +386,20 @@ impl Progress {
         let bar = bars.then(|| {
             let bar = indicatif::ProgressBar::new(total.unwrap_or(0));
             bar.set_style(
-                indicatif::ProgressStyle::with_template("{msg:>24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                indicatif::ProgressStyle::with_template(
+                    "{msg:>24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
             );
             bar.set_message(name.to_string());
             bar.set_position(done);
             bar
         });
-        Progress { bar, name: name.to_string() }
+        Progress {
+            bar,
+            name: name.to_string(),
+        }
     }
 
     fn advance(&self, n: u64) {
@@ -283,19 +411,30 @@ impl Progress {
     fn finish(&self, bytes: u64, took: Duration) {
         match &self.bar {
             Some(bar) => bar.finish(),
-            None => tracing::info!("{}: {:.1} MB in {:.1} s", self.name, bytes as f64 / 1e6, took.as_secs_f64()),
+            None => tracing::info!(
+                "{}: {:.1} MB in {:.1} s",
+                self.name,
+                bytes as f64 / 1e6,
+                took.as_secs_f64()
+            ),
         }
     }
 }
 
 fn display_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().trim_end_matches(".part").to_string()).unwrap_or_default()
+    path.file_name()
+        .map(|n| n.to_string_lossy().trim_end_matches(".part").to_string())
+        .unwrap_or_default()
 }
 
 fn set_executable(path: &Path) -> Result<(), BundleError> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
-        .map_err(|source| BundleError::Io { path: path.to_path_buf(), source })
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).map_err(|source| {
+        BundleError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
 }
 
 /// The digest for `name` in a `sha256sum`-style listing.
@@ -311,23 +450,40 @@ fn sha256sums_entry(listing: &str, name: &str) -> Option<String> {
 /// Takes etcd, etcdctl and etcdutl out of the release tarball; nothing else of
 /// it is written, and no entry of it can name a path outside `bin`.
 fn extract_etcd(tarball: &Path, top: &str, bin: &Path) -> Result<(), BundleError> {
-    let io_err = |source| BundleError::Io { path: tarball.to_path_buf(), source };
+    let io_err = |source| BundleError::Io {
+        path: tarball.to_path_buf(),
+        source,
+    };
     let file = std::fs::File::open(tarball).map_err(io_err)?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let mut found = Vec::new();
     for entry in archive.entries().map_err(io_err)? {
         let mut entry = entry.map_err(io_err)?;
         let path = entry.path().map_err(io_err)?.into_owned();
-        let Some(name) = ETCD_BINARIES.iter().find(|n| path == Path::new(top).join(n)) else { continue };
+        let Some(name) = ETCD_BINARIES
+            .iter()
+            .find(|n| path == Path::new(top).join(n))
+        else {
+            continue;
+        };
         let out = bin.join(name);
-        let mut dest = std::fs::File::create(&out).map_err(|source| BundleError::Io { path: out.clone(), source })?;
+        let mut dest = std::fs::File::create(&out).map_err(|source| BundleError::Io {
+            path: out.clone(),
+            source,
+        })?;
         std::io::copy(&mut entry, &mut dest).map_err(io_err)?;
         set_executable(&out)?;
         found.push(*name);
     }
     if found.len() != ETCD_BINARIES.len() {
-        let missing: Vec<_> = ETCD_BINARIES.iter().filter(|n| !found.contains(n)).collect();
-        return Err(BundleError::Download { url: tarball.display().to_string(), reason: format!("tarball lacks {missing:?} under {top}/") });
+        let missing: Vec<_> = ETCD_BINARIES
+            .iter()
+            .filter(|n| !found.contains(n))
+            .collect();
+        return Err(BundleError::Download {
+            url: tarball.display().to_string(),
+            reason: format!("tarball lacks {missing:?} under {top}/"),
+        });
     }
     Ok(())
 }
@@ -337,9 +493,22 @@ fn write_manifest(dir: &Path, version: &str, etcd_version: &str) -> Result<(), B
     for name in KUBERNETES_BINARIES.iter().chain(ETCD_BINARIES.iter()) {
         let rel = format!("bin/{name}");
         let path = dir.join(&rel);
-        let size = std::fs::metadata(&path).map_err(|source| BundleError::Io { path: path.clone(), source })?.len();
-        let sha256 = super::verify::sha256_file(&path).map_err(|source| BundleError::Io { path: path.clone(), source })?;
-        files.push(FileEntry { path: rel, sha256, size, executable: true });
+        let size = std::fs::metadata(&path)
+            .map_err(|source| BundleError::Io {
+                path: path.clone(),
+                source,
+            })?
+            .len();
+        let sha256 = super::verify::sha256_file(&path).map_err(|source| BundleError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        files.push(FileEntry {
+            path: rel,
+            sha256,
+            size,
+            executable: true,
+        });
     }
     let etcd_bare = etcd_version.trim_start_matches('v');
     let exe = |name: &str, args: &[&str], expect: String| Executable {
@@ -347,19 +516,48 @@ fn write_manifest(dir: &Path, version: &str, etcd_version: &str) -> Result<(), B
         args: args.iter().map(|a| a.to_string()).collect(),
         expect,
     };
-    let mut executables: Vec<Executable> = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"]
-        .iter()
-        .map(|n| exe(n, &["--version"], format!("Kubernetes {version}")))
-        .collect();
-    executables.push(exe("kubectl", &["version", "--client"], format!("Client Version: {version}")));
-    executables.push(exe("kubeadm", &["version", "-o", "short"], version.to_string()));
-    executables.push(exe("etcd", &["--version"], format!("etcd Version: {etcd_bare}")));
-    executables.push(exe("etcdctl", &["version"], format!("etcdctl version: {etcd_bare}")));
-    executables.push(exe("etcdutl", &["version"], format!("etcdutl version: {etcd_bare}")));
+    let mut executables: Vec<Executable> = [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kubelet",
+        "kube-proxy",
+    ]
+    .iter()
+    .map(|n| exe(n, &["--version"], format!("Kubernetes {version}")))
+    .collect();
+    executables.push(exe(
+        "kubectl",
+        &["version", "--client"],
+        format!("Client Version: {version}"),
+    ));
+    executables.push(exe(
+        "kubeadm",
+        &["version", "-o", "short"],
+        version.to_string(),
+    ));
+    executables.push(exe(
+        "etcd",
+        &["--version"],
+        format!("etcd Version: {etcd_bare}"),
+    ));
+    executables.push(exe(
+        "etcdctl",
+        &["version"],
+        format!("etcdctl version: {etcd_bare}"),
+    ));
+    executables.push(exe(
+        "etcdutl",
+        &["version"],
+        format!("etcdutl version: {etcd_bare}"),
+    ));
     let manifest = Manifest {
         schema_version: SCHEMA_VERSION,
         kubernetes: version.to_string(),
-        components: BTreeMap::from([("kubernetes".to_string(), version.to_string()), ("etcd".to_string(), etcd_version.to_string())]),
+        components: BTreeMap::from([
+            ("kubernetes".to_string(), version.to_string()),
+            ("etcd".to_string(), etcd_version.to_string()),
+        ]),
         executables,
         images: Vec::new(),
         files,
@@ -367,7 +565,8 @@ fn write_manifest(dir: &Path, version: &str, etcd_version: &str) -> Result<(), B
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
     let path = dir.join(MANIFEST_FILE);
-    crate::fsutil::write_atomic(&path, &json, 0o644).map_err(|source| BundleError::Io { path, source })
+    crate::fsutil::write_atomic(&path, &json, 0o644)
+        .map_err(|source| BundleError::Io { path, source })
 }
 
 #[cfg(test)]
@@ -389,13 +588,22 @@ mod tests {
             + "  etcd-v3.6.16-linux-amd64.tar.gz\n"
             + &"c".repeat(64)
             + " *etcd-v3.6.16-linux-arm64.tar.gz\n";
-        assert_eq!(sha256sums_entry(&listing, "etcd-v3.6.16-linux-amd64.tar.gz"), Some("b".repeat(64)));
-        assert_eq!(sha256sums_entry(&listing, "etcd-v3.6.16-linux-arm64.tar.gz"), Some("c".repeat(64)));
+        assert_eq!(
+            sha256sums_entry(&listing, "etcd-v3.6.16-linux-amd64.tar.gz"),
+            Some("b".repeat(64))
+        );
+        assert_eq!(
+            sha256sums_entry(&listing, "etcd-v3.6.16-linux-arm64.tar.gz"),
+            Some("c".repeat(64))
+        );
         assert_eq!(sha256sums_entry(&listing, "other.tar.gz"), None);
     }
 
     #[test]
     fn staging_is_beside_the_destination() {
-        assert_eq!(staging_dir(Path::new("/c/bundles/v1.34.4")), PathBuf::from("/c/bundles/v1.34.4.partial"));
+        assert_eq!(
+            staging_dir(Path::new("/c/bundles/v1.34.4")),
+            PathBuf::from("/c/bundles/v1.34.4.partial")
+        );
     }
 }

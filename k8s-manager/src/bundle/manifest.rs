@@ -64,10 +64,18 @@ pub struct LinkEntry {
 impl Manifest {
     pub fn load(bundle_dir: &Path) -> Result<Manifest, BundleError> {
         let path = bundle_dir.join(MANIFEST_FILE);
-        let raw = std::fs::read(&path).map_err(|source| BundleError::Io { path: path.clone(), source })?;
+        let raw = std::fs::read(&path).map_err(|source| BundleError::Io {
+            path: path.clone(),
+            source,
+        })?;
         let manifest: Manifest =
-            serde_json::from_slice(&raw).map_err(|err| BundleError::BadManifest { path: path.clone(), reason: err.to_string() })?;
-        manifest.validate().map_err(|reason| BundleError::BadManifest { path, reason })?;
+            serde_json::from_slice(&raw).map_err(|err| BundleError::BadManifest {
+                path: path.clone(),
+                reason: err.to_string(),
+            })?;
+        manifest
+            .validate()
+            .map_err(|reason| BundleError::BadManifest { path, reason })?;
         Ok(manifest)
     }
 
@@ -75,7 +83,10 @@ impl Manifest {
     /// and that every path is a safe relative path inside the bundle.
     pub fn validate(&self) -> Result<(), String> {
         if self.schema_version != SCHEMA_VERSION {
-            return Err(format!("schemaVersion {} is not supported (this manager reads {SCHEMA_VERSION})", self.schema_version));
+            return Err(format!(
+                "schemaVersion {} is not supported (this manager reads {SCHEMA_VERSION})",
+                self.schema_version
+            ));
         }
         let paths = self
             .files
@@ -94,7 +105,10 @@ impl Manifest {
         }
         for file in &self.files {
             if file.sha256.len() != 64 || !file.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(format!("{}: sha256 {:?} is not 64 hex digits", file.path, file.sha256));
+                return Err(format!(
+                    "{}: sha256 {:?} is not 64 hex digits",
+                    file.path, file.sha256
+                ));
             }
         }
         Ok(())
@@ -113,7 +127,9 @@ impl Manifest {
     /// The image archive carrying `reference`'s repository (tag ignored), e.g.
     /// `registry.k8s.io/pause`.
     pub fn image(&self, repository: &str) -> Option<&Image> {
-        self.images.iter().find(|i| i.reference.rsplit_once(':').map(|(repo, _)| repo) == Some(repository))
+        self.images
+            .iter()
+            .find(|i| i.reference.rsplit_once(':').map(|(repo, _)| repo) == Some(repository))
     }
 }
 
@@ -129,8 +145,14 @@ pub fn safe_relative_path(path: &str) -> Result<PathBuf, String> {
         match component {
             Component::Normal(part) => out.push(part),
             Component::CurDir => {}
-            Component::ParentDir => return Err(format!("{path}: '..' is not allowed in a bundle path")),
-            Component::RootDir | Component::Prefix(_) => return Err(format!("{path}: absolute paths are not allowed in a bundle")),
+            Component::ParentDir => {
+                return Err(format!("{path}: '..' is not allowed in a bundle path"));
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(format!(
+                    "{path}: absolute paths are not allowed in a bundle"
+                ));
+            }
         }
     }
     if out.as_os_str().is_empty() {
@@ -163,7 +185,10 @@ mod tests {
         let m = manifest();
         m.validate().unwrap();
         assert_eq!(m.component("etcd"), Some("v3.6.16"));
-        assert_eq!(m.image("registry.k8s.io/pause").unwrap().path, "images/pause.tar");
+        assert_eq!(
+            m.image("registry.k8s.io/pause").unwrap().path,
+            "images/pause.tar"
+        );
         assert!(m.image("registry.k8s.io/coredns/coredns").is_none());
     }
 
@@ -194,6 +219,9 @@ mod tests {
 
     #[test]
     fn safe_paths_are_normalised() {
-        assert_eq!(safe_relative_path("./bin/kube").unwrap(), PathBuf::from("bin/kube"));
+        assert_eq!(
+            safe_relative_path("./bin/kube").unwrap(),
+            PathBuf::from("bin/kube")
+        );
     }
 }

@@ -14,7 +14,10 @@ pub use verify::{Depth, VerifyReport, verify};
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: not a usable bundle manifest: {reason}")]
     BadManifest { path: PathBuf, reason: String },
     #[error("{0:?} is not a release version like v1.34.4")]
@@ -23,8 +26,14 @@ pub enum BundleError {
     Download { url: String, reason: String },
     #[error("no published checksum at {url}: refusing to use a binary that cannot be verified")]
     MissingChecksum { url: String },
-    #[error("{url}: checksum mismatch (expected {expected}, got {actual}) even after downloading it again; the mirror serves a corrupt or different file")]
-    ChecksumMismatch { url: String, expected: String, actual: String },
+    #[error(
+        "{url}: checksum mismatch (expected {expected}, got {actual}) even after downloading it again; the mirror serves a corrupt or different file"
+    )]
+    ChecksumMismatch {
+        url: String,
+        expected: String,
+        actual: String,
+    },
 }
 
 /// Where bundles live: `$K8S_MANAGER_CACHE`, else `$XDG_CACHE_HOME/k8s-manager`,
@@ -36,7 +45,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(dir).join("k8s-manager");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
     home.join(".cache").join("k8s-manager")
 }
 

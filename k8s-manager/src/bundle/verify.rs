@@ -63,14 +63,21 @@ pub fn verify(bundle_dir: &Path, depth: Depth) -> Result<VerifyReport, BundleErr
             .iter()
             .map(|file| {
                 scope.spawn(move || {
-                    let path = Manifest::resolve(bundle_dir, &file.path).expect("validated on load");
+                    let path =
+                        Manifest::resolve(bundle_dir, &file.path).expect("validated on load");
                     check_file(&path, &file.sha256, file.size, file.executable)
                         .err()
-                        .map(|what| Problem { path: file.path.clone(), what })
+                        .map(|what| Problem {
+                            path: file.path.clone(),
+                            what,
+                        })
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("checker thread")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("checker thread"))
+            .collect()
     });
     problems.extend(file_problems.into_iter().flatten());
 
@@ -80,15 +87,25 @@ pub fn verify(bundle_dir: &Path, depth: Depth) -> Result<VerifyReport, BundleErr
             Ok(target) if target == Path::new(&link.target) => {}
             Ok(target) => problems.push(Problem {
                 path: link.path.clone(),
-                what: format!("links to {}, the manifest says {}", target.display(), link.target),
+                what: format!(
+                    "links to {}, the manifest says {}",
+                    target.display(),
+                    link.target
+                ),
             }),
-            Err(err) => problems.push(Problem { path: link.path.clone(), what: format!("missing link ({err})") }),
+            Err(err) => problems.push(Problem {
+                path: link.path.clone(),
+                what: format!("missing link ({err})"),
+            }),
         }
     }
     for image in &manifest.images {
         let listed = manifest.files.iter().any(|f| f.path == image.path);
         if !listed {
-            problems.push(Problem { path: image.path.clone(), what: "image archive is not among the manifest's files".into() });
+            problems.push(Problem {
+                path: image.path.clone(),
+                what: "image archive is not among the manifest's files".into(),
+            });
         }
     }
 
@@ -100,18 +117,32 @@ pub fn verify(bundle_dir: &Path, depth: Depth) -> Result<VerifyReport, BundleErr
                 .iter()
                 .map(|exe| {
                     scope.spawn(move || {
-                        let path = Manifest::resolve(bundle_dir, &exe.path).expect("validated on load");
-                        check_version(&path, &exe.args, &exe.expect).err().map(|what| Problem { path: exe.path.clone(), what })
+                        let path =
+                            Manifest::resolve(bundle_dir, &exe.path).expect("validated on load");
+                        check_version(&path, &exe.args, &exe.expect)
+                            .err()
+                            .map(|what| Problem {
+                                path: exe.path.clone(),
+                                what,
+                            })
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().expect("checker thread")).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("checker thread"))
+                .collect()
         });
         executables_checked = manifest.executables.len();
         problems.extend(version_problems.into_iter().flatten());
     }
 
-    Ok(VerifyReport { files_checked: manifest.files.len(), executables_checked, problems, manifest })
+    Ok(VerifyReport {
+        files_checked: manifest.files.len(),
+        executables_checked,
+        problems,
+        manifest,
+    })
 }
 
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
@@ -139,14 +170,19 @@ fn check_file(path: &Path, sha256: &str, size: u64, executable: bool) -> Result<
         return Err("not a regular file".into());
     }
     if meta.len() != size {
-        return Err(format!("size {} bytes, the manifest says {size}", meta.len()));
+        return Err(format!(
+            "size {} bytes, the manifest says {size}",
+            meta.len()
+        ));
     }
     if executable && meta.permissions().mode() & 0o111 == 0 {
         return Err("not executable".into());
     }
     let actual = sha256_file(path).map_err(|err| format!("cannot read ({err})"))?;
     if actual != sha256 {
-        return Err(format!("sha256 {actual}, the manifest says {sha256}: the file is corrupt or was replaced"));
+        return Err(format!(
+            "sha256 {actual}, the manifest says {sha256}: the file is corrupt or was replaced"
+        ));
     }
     Ok(())
 }
@@ -167,7 +203,10 @@ fn check_version(path: &PathBuf, args: &[String], expect: &str) -> Result<(), St
         if start.elapsed() > VERSION_TIMEOUT {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("`{}` did not answer within {VERSION_TIMEOUT:?}", args.join(" ")));
+            return Err(format!(
+                "`{}` did not answer within {VERSION_TIMEOUT:?}",
+                args.join(" ")
+            ));
         }
         std::thread::sleep(Duration::from_millis(10));
     };
@@ -179,10 +218,18 @@ fn check_version(path: &PathBuf, args: &[String], expect: &str) -> Result<(), St
         let _ = s.read_to_string(&mut out);
     }
     if !status.success() {
-        return Err(format!("`{}` failed ({status}): {}", args.join(" "), out.trim()));
+        return Err(format!(
+            "`{}` failed ({status}): {}",
+            args.join(" "),
+            out.trim()
+        ));
     }
     if !out.contains(expect) {
-        return Err(format!("`{}` printed {:?}, expected it to contain {expect:?}", args.join(" "), out.trim()));
+        return Err(format!(
+            "`{}` printed {:?}, expected it to contain {expect:?}",
+            args.join(" "),
+            out.trim()
+        ));
     }
     Ok(())
 }
@@ -209,7 +256,11 @@ mod tests {
             "files": [{"path": "bin/kube", "sha256": sha, "size": script.len(), "executable": true}],
             "links": [{"path": "bin/kubelet", "target": "kube"}]
         });
-        fs::write(dir.join("bundle.json"), serde_json::to_vec(&manifest).unwrap()).unwrap();
+        fs::write(
+            dir.join("bundle.json"),
+            serde_json::to_vec(&manifest).unwrap(),
+        )
+        .unwrap();
     }
 
     #[test]
@@ -226,7 +277,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         make_bundle(dir.path());
         // Same size, other content: only the digest can tell.
-        fs::write(dir.path().join("bin/kube"), b"#!/bin/sh\necho \"Kubernetes v1.34.5\"\n").unwrap();
+        fs::write(
+            dir.path().join("bin/kube"),
+            b"#!/bin/sh\necho \"Kubernetes v1.34.5\"\n",
+        )
+        .unwrap();
         fs::remove_file(dir.path().join("bin/kubelet")).unwrap();
         std::os::unix::fs::symlink("elsewhere", dir.path().join("bin/kubelet")).unwrap();
         let report = verify(dir.path(), Depth::DigestsAndVersions).unwrap();
@@ -241,12 +296,21 @@ mod tests {
     fn wrong_version_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         make_bundle(dir.path());
-        let mut m: serde_json::Value = serde_json::from_slice(&fs::read(dir.path().join("bundle.json")).unwrap()).unwrap();
+        let mut m: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.path().join("bundle.json")).unwrap()).unwrap();
         m["executables"][0]["expect"] = "Kubernetes v1.35.0".into();
-        fs::write(dir.path().join("bundle.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+        fs::write(
+            dir.path().join("bundle.json"),
+            serde_json::to_vec(&m).unwrap(),
+        )
+        .unwrap();
         let report = verify(dir.path(), Depth::DigestsAndVersions).unwrap();
         assert_eq!(report.problems.len(), 1);
-        assert!(report.problems[0].what.contains("expected it to contain \"Kubernetes v1.35.0\""));
+        assert!(
+            report.problems[0]
+                .what
+                .contains("expected it to contain \"Kubernetes v1.35.0\"")
+        );
     }
 
     #[test]

@@ -46,13 +46,24 @@ pub enum BundleCommand {
 
 pub fn run(cmd: BundleCommand, _global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     match cmd {
-        BundleCommand::Verify { dir, digests_only, output } => {
-            let depth = if digests_only { Depth::Digests } else { Depth::DigestsAndVersions };
+        BundleCommand::Verify {
+            dir,
+            digests_only,
+            output,
+        } => {
+            let depth = if digests_only {
+                Depth::Digests
+            } else {
+                Depth::DigestsAndVersions
+            };
             let report = bundle::verify(&dir, depth)?;
             match output {
                 Output::Json => {
-                    let problems: Vec<_> =
-                        report.problems.iter().map(|p| serde_json::json!({"path": p.path, "problem": p.what})).collect();
+                    let problems: Vec<_> = report
+                        .problems
+                        .iter()
+                        .map(|p| serde_json::json!({"path": p.path, "problem": p.what}))
+                        .collect();
                     let json = serde_json::json!({
                         "bundle": dir,
                         "kubernetes": report.manifest.kubernetes,
@@ -68,7 +79,12 @@ pub fn run(cmd: BundleCommand, _global: &GlobalArgs) -> anyhow::Result<ExitCode>
                     for problem in &report.problems {
                         println!("problem: {problem}");
                     }
-                    let versions: Vec<String> = report.manifest.components.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                    let versions: Vec<String> = report
+                        .manifest
+                        .components
+                        .iter()
+                        .map(|(k, v)| format!("{k} {v}"))
+                        .collect();
                     println!(
                         "{}: {} ({}); {} files, {} executables checked",
                         dir.display(),
@@ -79,9 +95,19 @@ pub fn run(cmd: BundleCommand, _global: &GlobalArgs) -> anyhow::Result<ExitCode>
                     );
                 }
             }
-            Ok(if report.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if report.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
-        BundleCommand::Fetch { version, mirror, etcd_version, etcd_mirror, dest } => {
+        BundleCommand::Fetch {
+            version,
+            mirror,
+            etcd_version,
+            etcd_mirror,
+            dest,
+        } => {
             fetch::validate_version(&version)?;
             let dest = dest.unwrap_or_else(|| bundle::cached_bundle(&version));
             let opts = fetch::FetchOptions {
@@ -92,14 +118,20 @@ pub fn run(cmd: BundleCommand, _global: &GlobalArgs) -> anyhow::Result<ExitCode>
                 dest,
                 progress_bars: std::io::stderr().is_terminal(),
             };
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             let report = runtime
                 .block_on(fetch::fetch(&opts))
                 .with_context(|| format!("fetching Kubernetes {} (partial downloads are kept and resumed by the next run)", opts.version))?;
             eprintln!(
                 "fetched {:.1} MB{}; images are not part of a fetched bundle: import pause and CoreDNS images into containerd's k8s.io namespace, or let containerd pull them",
                 report.downloaded_bytes as f64 / 1e6,
-                if report.resumed.is_empty() { String::new() } else { format!(" (resumed: {})", report.resumed.join(", ")) }
+                if report.resumed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (resumed: {})", report.resumed.join(", "))
+                }
             );
             println!("{}", report.dest.display());
             Ok(ExitCode::SUCCESS)

@@ -67,19 +67,25 @@ pub struct DaemonArgs {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
 }
 
 /// The settings for this enable: the saved ones, overridden by any flag.
 fn settings(global: &GlobalArgs, args: &EnableArgs) -> anyhow::Result<ClusterConfig> {
     let paths = Paths::new(&global.state_dir);
-    let saved: Option<ClusterConfig> = std::fs::read(&paths.config_file).ok().and_then(|raw| serde_json::from_slice(&raw).ok());
+    let saved: Option<ClusterConfig> = std::fs::read(&paths.config_file)
+        .ok()
+        .and_then(|raw| serde_json::from_slice(&raw).ok());
     let bundle = match (&args.bundle, &saved) {
         (Some(b), _) => std::path::absolute(b)?,
         (None, Some(s)) => s.bundle.clone(),
         (None, None) => newest_cached_bundle().context("no bundle given and none in the cache: build one with vm/bundle/build.sh, or pass --bundle")?,
     };
-    let mut config = saved.unwrap_or_else(|| ClusterConfig::new(global.state_dir.clone(), bundle.clone()));
+    let mut config =
+        saved.unwrap_or_else(|| ClusterConfig::new(global.state_dir.clone(), bundle.clone()));
     config.state_dir = global.state_dir.clone();
     config.bundle = bundle;
     if let Some(v) = &args.host_kubeconfig {
@@ -113,15 +119,24 @@ fn newest_cached_bundle() -> Option<PathBuf> {
         .ok()?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.join(k8s_manager::bundle::manifest::MANIFEST_FILE).exists())
+        .filter(|p| {
+            p.join(k8s_manager::bundle::manifest::MANIFEST_FILE)
+                .exists()
+        })
         .collect();
     versions.sort_by_key(|p| version_key(p));
     versions.pop()
 }
 
 fn version_key(path: &std::path::Path) -> Vec<u64> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    name.trim_start_matches('v').split('.').map(|p| p.parse().unwrap_or(0)).collect()
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    name.trim_start_matches('v')
+        .split('.')
+        .map(|p| p.parse().unwrap_or(0))
+        .collect()
 }
 
 /// A client of the running daemon, started first if none answers.
@@ -129,7 +144,8 @@ async fn daemon(global: &GlobalArgs) -> anyhow::Result<Client> {
     let paths = Paths::new(&global.state_dir);
     let client = Client::new(&paths.socket);
     if !client.is_up().await {
-        let exe = std::env::current_exe().context("cannot find this program's path to start the daemon")?;
+        let exe = std::env::current_exe()
+            .context("cannot find this program's path to start the daemon")?;
         api::client::start_daemon(&exe, &global.state_dir, &paths.log("manager")).await?;
     }
     Ok(client)
@@ -155,7 +171,13 @@ impl Progress {
             Event::Phase { .. } => {}
             Event::PhaseDone { phase, seconds } => {
                 let prefix = if self.tty { "\r\x1b[2K" } else { "" };
-                let _ = writeln!(err, "{prefix}  ✓ {:<14} {:>6.2}s  {}", phase.name(), seconds, phase.description());
+                let _ = writeln!(
+                    err,
+                    "{prefix}  ✓ {:<14} {:>6.2}s  {}",
+                    phase.name(),
+                    seconds,
+                    phase.description()
+                );
             }
             Event::Notice { message } => {
                 let prefix = if self.tty { "\r\x1b[2K" } else { "" };
@@ -171,9 +193,17 @@ impl Progress {
     }
 }
 
-async fn run_operation(global: &GlobalArgs, path: &str, body: Vec<u8>, output: Output) -> anyhow::Result<ExitCode> {
+async fn run_operation(
+    global: &GlobalArgs,
+    path: &str,
+    body: Vec<u8>,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
     let client = daemon(global).await?;
-    let progress = Progress { output, tty: std::io::stderr().is_terminal() };
+    let progress = Progress {
+        output,
+        tty: std::io::stderr().is_terminal(),
+    };
     let done = client.operation(path, body, |e| progress.show(e)).await?;
     Ok(match done {
         Event::Done { ok: true, .. } => ExitCode::SUCCESS,
@@ -187,9 +217,16 @@ pub fn enable(args: EnableArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode>
     let code = runtime()?.block_on(run_operation(global, api::ENABLE, body, args.output))?;
     if code == ExitCode::SUCCESS && args.output == Output::Text {
         let paths = Paths::new(&global.state_dir);
-        eprintln!("\nkubectl is ready: context {:?} in {}", config.context_name, kubeconfig_targets(&config).join(", "));
+        eprintln!(
+            "\nkubectl is ready: context {:?} in {}",
+            config.context_name,
+            kubeconfig_targets(&config).join(", ")
+        );
         eprintln!("  kubectl --context {} get nodes", config.context_name);
-        eprintln!("  (admin kubeconfig of the VM: {})", paths.admin_kubeconfig().display());
+        eprintln!(
+            "  (admin kubeconfig of the VM: {})",
+            paths.admin_kubeconfig().display()
+        );
     }
     Ok(code)
 }
@@ -210,7 +247,11 @@ pub fn disable(output: Output, global: &GlobalArgs) -> anyhow::Result<ExitCode> 
 }
 
 pub fn reset(args: ResetArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let path = if args.no_restart { format!("{}?restart=false", api::RESET) } else { api::RESET.to_string() };
+    let path = if args.no_restart {
+        format!("{}?restart=false", api::RESET)
+    } else {
+        api::RESET.to_string()
+    };
     runtime()?.block_on(run_operation(global, &path, Vec::new(), args.output))
 }
 
@@ -220,11 +261,16 @@ pub fn status(output: Output, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let report = rt.block_on(async {
         let client = Client::new(&paths.socket);
         if client.is_up().await {
-            return client.get_json(api::STATUS).await.map_err(anyhow::Error::from);
+            return client
+                .get_json(api::STATUS)
+                .await
+                .map_err(anyhow::Error::from);
         }
         // No daemon: report from the state folder alone.
         let record = StateRecord::load(&paths.state_file)?;
-        let saved: Option<ClusterConfig> = std::fs::read(&paths.config_file).ok().and_then(|raw| serde_json::from_slice(&raw).ok());
+        let saved: Option<ClusterConfig> = std::fs::read(&paths.config_file)
+            .ok()
+            .and_then(|raw| serde_json::from_slice(&raw).ok());
         let report = status::report(&paths, &record, saved.as_ref(), Vec::new(), false).await;
         Ok(serde_json::to_value(report)?)
     })?;
@@ -236,7 +282,11 @@ pub fn status(output: Output, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let failed = report["state"]["state"] == "error";
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn status_from_json(value: &serde_json::Value) -> anyhow::Result<status::StatusReport> {
@@ -250,19 +300,22 @@ pub fn daemon_main(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<Exit
         let engine = Arc::new(Engine::new(paths.clone())?);
         // A cluster that was enabled comes back with the daemon (VM boot).
         let record = engine.record();
-        if record.enabled && !args.no_restore {
-            if let Some(saved) = engine.saved_config() {
-                let engine = engine.clone();
-                tokio::spawn(async move {
-                    let id = engine.operation_id();
-                    if let Err(err) = engine.enable(saved, id).await {
-                        tracing::error!("bringing the enabled cluster back: {err}");
-                    }
-                });
-            }
+        if record.enabled
+            && !args.no_restore
+            && let Some(saved) = engine.saved_config()
+        {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                let id = engine.operation_id();
+                if let Err(err) = engine.enable(saved, id).await {
+                    tracing::error!("bringing the enabled cluster back: {err}");
+                }
+            });
         }
         let shutdown = async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("signal handler");
             tokio::select! {
                 _ = term.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}

@@ -12,7 +12,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "k8s-manager", version, about = "Runs a single-node Kubernetes cluster on containerd, behind a desktop 'Enable Kubernetes' toggle")]
+#[command(
+    name = "k8s-manager",
+    version,
+    about = "Runs a single-node Kubernetes cluster on containerd, behind a desktop 'Enable Kubernetes' toggle"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -23,7 +27,12 @@ pub struct Cli {
 #[derive(Args, Debug, Clone)]
 pub struct GlobalArgs {
     /// Folder holding the cluster's state: PKI, kubeconfigs, etcd data, logs.
-    #[arg(long, global = true, env = "K8S_MANAGER_STATE_DIR", default_value = "/var/lib/k8s-manager")]
+    #[arg(
+        long,
+        global = true,
+        env = "K8S_MANAGER_STATE_DIR",
+        default_value = "/var/lib/k8s-manager"
+    )]
     pub state_dir: PathBuf,
     /// Log line format on standard error.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -83,9 +92,13 @@ pub fn init_logging(global: &GlobalArgs) {
         1 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_env("K8S_MANAGER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let filter =
+        EnvFilter::try_from_env("K8S_MANAGER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match global.log_format {
         LogFormat::Text => builder.with_target(false).init(),
         LogFormat::Json => builder.json().init(),

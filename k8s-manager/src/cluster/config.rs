@@ -71,7 +71,9 @@ impl ClusterConfig {
     }
 
     pub fn server_url(&self) -> String {
-        self.server_url.clone().unwrap_or_else(|| format!("https://127.0.0.1:{}", self.api_port))
+        self.server_url
+            .clone()
+            .unwrap_or_else(|| format!("https://127.0.0.1:{}", self.api_port))
     }
 
     pub fn paths(&self) -> Paths {
@@ -81,12 +83,18 @@ impl ClusterConfig {
     /// Checks what can be wrong before anything starts.
     pub fn validate(&self) -> Result<(), String> {
         if !is_dns_label_chain(&self.node_name) {
-            return Err(format!("node name {:?} is not a lowercase DNS name", self.node_name));
+            return Err(format!(
+                "node name {:?} is not a lowercase DNS name",
+                self.node_name
+            ));
         }
         if self.api_port == 0 {
             return Err("API port 0 is not a port".into());
         }
-        for (what, cidr) in [("pod CIDR", &self.pod_cidr), ("service CIDR", &self.service_cidr)] {
+        for (what, cidr) in [
+            ("pod CIDR", &self.pod_cidr),
+            ("service CIDR", &self.service_cidr),
+        ] {
             parse_cidr(cidr).map_err(|e| format!("{what} {cidr:?}: {e}"))?;
         }
         if self.context_name.is_empty() {
@@ -142,7 +150,9 @@ fn is_dns_label_chain(name: &str) -> bool {
         && name.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -151,8 +161,12 @@ fn is_dns_label_chain(name: &str) -> bool {
 /// Parses `10.96.0.0/12` into the network address and prefix length.
 pub fn parse_cidr(cidr: &str) -> Result<(IpAddr, u8), String> {
     let (addr, len) = cidr.split_once('/').ok_or("missing /prefix")?;
-    let addr: IpAddr = addr.parse().map_err(|_| format!("{addr:?} is not an IP address"))?;
-    let len: u8 = len.parse().map_err(|_| format!("{len:?} is not a prefix length"))?;
+    let addr: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an IP address"))?;
+    let len: u8 = len
+        .parse()
+        .map_err(|_| format!("{len:?} is not a prefix length"))?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
     if len > max {
         return Err(format!("prefix /{len} is longer than /{max}"));
@@ -184,11 +198,14 @@ fn interface_ipv4(iface: &str) -> Option<IpAddr> {
         let mut cur = list;
         while !cur.is_null() {
             let entry = &*cur;
-            if !entry.ifa_addr.is_null() && i32::from((*entry.ifa_addr).sa_family) == libc::AF_INET {
+            if !entry.ifa_addr.is_null() && i32::from((*entry.ifa_addr).sa_family) == libc::AF_INET
+            {
                 let name = std::ffi::CStr::from_ptr(entry.ifa_name).to_string_lossy();
                 if name == iface {
                     let sin = &*(entry.ifa_addr as *const libc::sockaddr_in);
-                    found = Some(IpAddr::V4(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+                    found = Some(IpAddr::V4(std::net::Ipv4Addr::from(u32::from_be(
+                        sin.sin_addr.s_addr,
+                    ))));
                     break;
                 }
             }
@@ -211,7 +228,10 @@ mod tests {
         let paths = config.paths();
         assert_eq!(paths.pki, PathBuf::from("/s/pki"));
         assert_eq!(paths.log("etcd"), PathBuf::from("/s/logs/etcd.log"));
-        assert_eq!(paths.admin_kubeconfig(), PathBuf::from("/s/kubeconfig/admin.conf"));
+        assert_eq!(
+            paths.admin_kubeconfig(),
+            PathBuf::from("/s/kubeconfig/admin.conf")
+        );
     }
 
     #[test]
@@ -229,12 +249,18 @@ mod tests {
         let mut config = ClusterConfig::new("/s".into(), "/b".into());
         config.host_kubeconfig = Some("/mnt/c/Users/dev/.kube/config".into());
         let json = serde_json::to_string(&config).unwrap();
-        assert_eq!(serde_json::from_str::<ClusterConfig>(&json).unwrap(), config);
+        assert_eq!(
+            serde_json::from_str::<ClusterConfig>(&json).unwrap(),
+            config
+        );
     }
 
     #[test]
     fn cidrs_parse() {
-        assert_eq!(parse_cidr("10.96.0.0/12").unwrap(), ("10.96.0.0".parse().unwrap(), 12));
+        assert_eq!(
+            parse_cidr("10.96.0.0/12").unwrap(),
+            ("10.96.0.0".parse().unwrap(), 12)
+        );
         assert!(parse_cidr("10.96.0.0").is_err());
         assert!(parse_cidr("fd00::/129").is_err());
     }

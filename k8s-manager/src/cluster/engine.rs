@@ -33,7 +33,13 @@ pub enum Event {
     /// The state changed.
     State { state: ClusterState },
     /// The operation ended.
-    Done { operation: String, id: u64, ok: bool, message: String, seconds: f64 },
+    Done {
+        operation: String,
+        id: u64,
+        ok: bool,
+        message: String,
+        seconds: f64,
+    },
 }
 
 pub struct Engine {
@@ -51,13 +57,23 @@ impl Engine {
         let mut record = StateRecord::load(&paths.state_file)?;
         // A new manager owns the record from now on: whatever the last one
         // was doing did not finish.
-        if !matches!(record.state, ClusterState::Stopped | ClusterState::Error { .. }) {
+        if !matches!(
+            record.state,
+            ClusterState::Stopped | ClusterState::Error { .. }
+        ) {
             record.state = record.effective();
         }
         record.manager_pid = std::process::id();
         let (events, _) = broadcast::channel(256);
         let instance = paths.state_dir.display().to_string();
-        Ok(Engine { supervisor: Supervisor::new(instance), paths, record: Mutex::new(record), events, busy: tokio::sync::Mutex::new(()), next_id: std::sync::atomic::AtomicU64::new(1) })
+        Ok(Engine {
+            supervisor: Supervisor::new(instance),
+            paths,
+            record: Mutex::new(record),
+            events,
+            busy: tokio::sync::Mutex::new(()),
+            next_id: std::sync::atomic::AtomicU64::new(1),
+        })
     }
 
     pub fn paths(&self) -> &Paths {
@@ -74,7 +90,8 @@ impl Engine {
 
     /// A fresh operation id, for [`Engine::enable`] and the others.
     pub fn operation_id(&self) -> u64 {
-        self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        self.next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn emit(&self, event: Event) {
@@ -106,7 +123,10 @@ impl Engine {
     /// cluster it re-checks every phase and changes only what differs.
     pub async fn enable(&self, config: ClusterConfig, id: u64) -> Result<(), PhaseError> {
         let _busy = self.busy.lock().await;
-        self.emit(Event::Started { operation: "enable".into(), id });
+        self.emit(Event::Started {
+            operation: "enable".into(),
+            id,
+        });
         let start = Instant::now();
         let result = self.run_enable(&config).await;
         let ok_message = |s: f64| format!("cluster ready in {s:.1}s");
@@ -116,39 +136,73 @@ impl Engine {
 
     async fn run_enable(&self, config: &ClusterConfig) -> Result<(), PhaseError> {
         let json = serde_json::to_vec_pretty(config).expect("config serialises");
-        crate::fsutil::write_atomic(&self.paths.config_file, &json, 0o644)
-            .map_err(|err| PhaseError::new(Phase::Preflight, format!("cannot save {}: {err}", self.paths.config_file.display())))?;
+        crate::fsutil::write_atomic(&self.paths.config_file, &json, 0o644).map_err(|err| {
+            PhaseError::new(
+                Phase::Preflight,
+                format!("cannot save {}: {err}", self.paths.config_file.display()),
+            )
+        })?;
         let result = phases::enable(self, config).await;
         match &result {
             Ok(()) => self.set_state(ClusterState::Running, Some(true)),
-            Err(err) => self.set_state(ClusterState::Error { phase: err.phase, message: err.to_string() }, Some(true)),
+            Err(err) => self.set_state(
+                ClusterState::Error {
+                    phase: err.phase,
+                    message: err.to_string(),
+                },
+                Some(true),
+            ),
         }
         result
     }
 
     /// The operation's last event, with its total time.
-    fn finish(&self, operation: &str, id: u64, start: Instant, result: &Result<(), PhaseError>, ok_message: impl Fn(f64) -> String) {
+    fn finish(
+        &self,
+        operation: &str,
+        id: u64,
+        start: Instant,
+        result: &Result<(), PhaseError>,
+        ok_message: impl Fn(f64) -> String,
+    ) {
         let seconds = start.elapsed().as_secs_f64();
         let (ok, message) = match result {
             Ok(()) => (true, ok_message(seconds)),
             Err(err) => (false, err.to_string()),
         };
-        self.emit(Event::Done { operation: operation.into(), id, ok, message, seconds });
+        self.emit(Event::Done {
+            operation: operation.into(),
+            id,
+            ok,
+            message,
+            seconds,
+        });
     }
 
     /// Stops every component and removes the pods' containers and network;
     /// keeps etcd data and the PKI so the next enable is warm.
     pub async fn disable(&self, id: u64) -> Result<(), PhaseError> {
         let _busy = self.busy.lock().await;
-        self.emit(Event::Started { operation: "disable".into(), id });
+        self.emit(Event::Started {
+            operation: "disable".into(),
+            id,
+        });
         let start = Instant::now();
         self.set_state(ClusterState::Stopping, Some(false));
         let result = phases::stop(self).await;
         match &result {
             Ok(()) => self.set_state(ClusterState::Stopped, Some(false)),
-            Err(err) => self.set_state(ClusterState::Error { phase: err.phase, message: err.to_string() }, Some(false)),
+            Err(err) => self.set_state(
+                ClusterState::Error {
+                    phase: err.phase,
+                    message: err.to_string(),
+                },
+                Some(false),
+            ),
         }
-        self.finish("disable", id, start, &result, |s| format!("cluster stopped in {s:.1}s"));
+        self.finish("disable", id, start, &result, |s| {
+            format!("cluster stopped in {s:.1}s")
+        });
         result
     }
 
@@ -157,7 +211,10 @@ impl Engine {
     /// true. Works on a broken or half-started cluster.
     pub async fn reset(&self, restart: bool, id: u64) -> Result<(), PhaseError> {
         let _busy = self.busy.lock().await;
-        self.emit(Event::Started { operation: "reset".into(), id });
+        self.emit(Event::Started {
+            operation: "reset".into(),
+            id,
+        });
         let start = Instant::now();
         let was_enabled = self.record().enabled;
         let config = self.saved_config();
@@ -165,13 +222,25 @@ impl Engine {
         let mut result = phases::reset(self, config.as_ref()).await;
         match &result {
             Ok(()) => self.set_state(ClusterState::Stopped, None),
-            Err(err) => self.set_state(ClusterState::Error { phase: err.phase, message: err.to_string() }, None),
+            Err(err) => self.set_state(
+                ClusterState::Error {
+                    phase: err.phase,
+                    message: err.to_string(),
+                },
+                None,
+            ),
         }
         let restarted = result.is_ok() && restart && was_enabled && config.is_some();
         if let (true, Some(config)) = (restarted, &config) {
             result = self.run_enable(config).await;
         }
-        let ok_message = |s: f64| if restarted { format!("fresh cluster ready in {s:.1}s") } else { format!("cluster removed in {s:.1}s") };
+        let ok_message = |s: f64| {
+            if restarted {
+                format!("fresh cluster ready in {s:.1}s")
+            } else {
+                format!("cluster removed in {s:.1}s")
+            }
+        };
         self.finish("reset", id, start, &result, ok_message);
         result
     }

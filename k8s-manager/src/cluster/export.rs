@@ -8,17 +8,32 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use super::config::ClusterConfig;
-use crate::kubeconfig::{HostEnvironment, HostKubeconfig, Kubeconfig, MergeOptions, RemoveOptions, merge_into_host, remove_from_host};
+use crate::kubeconfig::{
+    HostEnvironment, HostKubeconfig, Kubeconfig, MergeOptions, RemoveOptions, merge_into_host,
+    remove_from_host,
+};
 
 /// The kubeconfig for users, made from the admin kubeconfig of the PKI: one
 /// cluster, user and context, all named `context`.
-pub fn user_kubeconfig(admin_conf: &Path, context: &str, server: &str) -> Result<Kubeconfig, String> {
-    let text = std::fs::read_to_string(admin_conf).map_err(|e| format!("{}: {e}", admin_conf.display()))?;
-    let admin: Value = serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", admin_conf.display()))?;
+pub fn user_kubeconfig(
+    admin_conf: &Path,
+    context: &str,
+    server: &str,
+) -> Result<Kubeconfig, String> {
+    let text = std::fs::read_to_string(admin_conf)
+        .map_err(|e| format!("{}: {e}", admin_conf.display()))?;
+    let admin: Value =
+        serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", admin_conf.display()))?;
     let ca = &admin["clusters"][0]["cluster"]["certificate-authority-data"];
     let user = &admin["users"][0]["user"];
-    if !ca.is_string() || !user["client-certificate-data"].is_string() || !user["client-key-data"].is_string() {
-        return Err(format!("{}: lacks embedded CA or client credentials", admin_conf.display()));
+    if !ca.is_string()
+        || !user["client-certificate-data"].is_string()
+        || !user["client-key-data"].is_string()
+    {
+        return Err(format!(
+            "{}: lacks embedded CA or client credentials",
+            admin_conf.display()
+        ));
     }
     let doc = json!({
         "apiVersion": "v1",
@@ -43,13 +58,13 @@ pub fn targets(config: &ClusterConfig) -> Result<Vec<HostKubeconfig>, String> {
         let mount_root = PathBuf::from(HostEnvironment::DEFAULT_MOUNT_ROOT);
         targets.push(HostKubeconfig::parse(spec, &mount_root).map_err(|e| e.to_string())?);
     }
-    if config.merge_vm_kubeconfig {
-        if let Some(home) = std::env::var_os("HOME") {
-            let own = PathBuf::from(home).join(".kube").join("config");
-            let duplicate = targets.iter().any(|t| t.files().contains(&own));
-            if !duplicate {
-                targets.push(HostKubeconfig::from_files(vec![own]).map_err(|e| e.to_string())?);
-            }
+    if config.merge_vm_kubeconfig
+        && let Some(home) = std::env::var_os("HOME")
+    {
+        let own = PathBuf::from(home).join(".kube").join("config");
+        let duplicate = targets.iter().any(|t| t.files().contains(&own));
+        if !duplicate {
+            targets.push(HostKubeconfig::from_files(vec![own]).map_err(|e| e.to_string())?);
         }
     }
     Ok(targets)
@@ -60,7 +75,8 @@ pub fn merge(config: &ClusterConfig, admin_conf: &Path) -> Result<Vec<PathBuf>, 
     let doc = user_kubeconfig(admin_conf, &config.context_name, &config.server_url())?;
     let mut written = Vec::new();
     for target in targets(config)? {
-        let report = merge_into_host(&doc, &target, &MergeOptions::default()).map_err(|e| e.to_string())?;
+        let report =
+            merge_into_host(&doc, &target, &MergeOptions::default()).map_err(|e| e.to_string())?;
         written.push(report.file);
     }
     Ok(written)
@@ -72,7 +88,9 @@ pub fn remove(config: &ClusterConfig) -> Vec<String> {
     match targets(config) {
         Ok(targets) => {
             for target in targets {
-                if let Err(err) = remove_from_host(&target, &config.context_name, &RemoveOptions::default()) {
+                if let Err(err) =
+                    remove_from_host(&target, &config.context_name, &RemoveOptions::default())
+                {
                     errors.push(err.to_string());
                 }
             }

@@ -23,7 +23,12 @@ fn unescape(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
             let code = u8::from_str_radix(&field[i + 1..i + 4], 8).unwrap_or(b'?');
             out.push(code as char);
             i += 4;
@@ -38,19 +43,27 @@ fn unescape(field: &str) -> String {
 /// Unmounts everything at or below `root` (lazily, so a busy mount does not
 /// block the stop).
 pub fn unmount_below(root: &Path) -> Result<(), String> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("reading mountinfo: {e}"))?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("reading mountinfo: {e}"))?;
     let mut failed = Vec::new();
     for mount in mounts_below(&mountinfo, root) {
-        let Ok(c) = std::ffi::CString::new(mount.as_os_str().as_encoded_bytes()) else { continue };
+        let Ok(c) = std::ffi::CString::new(mount.as_os_str().as_encoded_bytes()) else {
+            continue;
+        };
         // SAFETY: umount2 with a valid NUL-terminated path.
         if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
             let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EINVAL) && err.raw_os_error() != Some(libc::ENOENT) {
+            if err.raw_os_error() != Some(libc::EINVAL) && err.raw_os_error() != Some(libc::ENOENT)
+            {
                 failed.push(format!("{}: {err}", mount.display()));
             }
         }
     }
-    if failed.is_empty() { Ok(()) } else { Err(format!("cannot unmount {}", failed.join(", "))) }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("cannot unmount {}", failed.join(", ")))
+    }
 }
 
 #[cfg(test)]
@@ -68,7 +81,12 @@ mod tests {
 ";
         let found = mounts_below(info, Path::new("/var/lib/k8s-manager/kubelet"));
         assert_eq!(found.len(), 3, "{found:?}");
-        assert_eq!(found.last().unwrap(), Path::new("/var/lib/k8s-manager/kubelet"));
-        assert!(found.contains(&PathBuf::from("/var/lib/k8s-manager/kubelet/pods/b/volumes/kubernetes.io~secret/my secret")));
+        assert_eq!(
+            found.last().unwrap(),
+            Path::new("/var/lib/k8s-manager/kubelet")
+        );
+        assert!(found.contains(&PathBuf::from(
+            "/var/lib/k8s-manager/kubelet/pods/b/volumes/kubernetes.io~secret/my secret"
+        )));
     }
 }

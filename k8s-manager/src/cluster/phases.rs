@@ -12,7 +12,10 @@ use super::engine::{Engine, Event, STOP_GRACE};
 use super::preflight;
 use super::state::{ClusterState, Phase};
 use crate::bundle::{self, Manifest};
-use crate::components::{self, ApiServer, Cgroups, Component, Context, ControllerManager, Etcd, KubeProxy, Kubelet, Scheduler};
+use crate::components::{
+    self, ApiServer, Cgroups, Component, Context, ControllerManager, Etcd, KubeProxy, Kubelet,
+    Scheduler,
+};
 use crate::supervisor::{self, stale};
 
 /// Processes of a dead manager get little time to stop: nothing waits on
@@ -32,13 +35,20 @@ pub struct PhaseError {
 
 impl PhaseError {
     pub fn new(phase: Phase, message: impl Into<String>) -> PhaseError {
-        PhaseError { phase, message: message.into(), logs: Vec::new() }
+        PhaseError {
+            phase,
+            message: message.into(),
+            logs: Vec::new(),
+        }
     }
 
     fn with_logs(mut self, ctx: &Context, component: &str) -> PhaseError {
         self.logs = supervisor::tail_log(&ctx.paths.log(component), LOG_LINES);
         if !self.logs.is_empty() {
-            self.message.push_str(&format!(" (last lines of {}:)", ctx.paths.log(component).display()));
+            self.message.push_str(&format!(
+                " (last lines of {}:)",
+                ctx.paths.log(component).display()
+            ));
         }
         self
     }
@@ -81,12 +91,19 @@ struct Run<'a> {
 }
 
 pub async fn enable(engine: &Engine, config: &ClusterConfig) -> Result<(), PhaseError> {
-    config.validate().map_err(|e| PhaseError::new(Phase::Preflight, e))?;
+    config
+        .validate()
+        .map_err(|e| PhaseError::new(Phase::Preflight, e))?;
     let bundle = Manifest::load(&config.bundle).map_err(|e| PhaseError::new(Phase::Preflight, format!("{e}; build one with vm/bundle/build.sh or fetch one with `k8s-manager bundle fetch`")))?;
     let advertise_address = config
         .advertise_address
         .or_else(super::config::default_route_address)
-        .ok_or_else(|| PhaseError::new(Phase::Preflight, "cannot tell the VM's address (no default route): pass --advertise-address"))?;
+        .ok_or_else(|| {
+            PhaseError::new(
+                Phase::Preflight,
+                "cannot tell the VM's address (no default route): pass --advertise-address",
+            )
+        })?;
     let ctx = Context {
         paths: config.paths(),
         config: config.clone(),
@@ -97,17 +114,35 @@ pub async fn enable(engine: &Engine, config: &ClusterConfig) -> Result<(), Phase
         resolv_conf: components::pod_resolv_conf(),
     };
     let started_unix = time::OffsetDateTime::now_utc().unix_timestamp() - 1;
-    let mut run = Run { engine, config, ctx, bundle, admin: None, started_unix };
+    let mut run = Run {
+        engine,
+        config,
+        ctx,
+        bundle,
+        admin: None,
+        started_unix,
+    };
     for phase in Phase::ENABLE {
         engine.set_state(ClusterState::Starting { phase }, Some(true));
-        engine.emit(Event::Phase { phase, description: phase.description().into() });
+        engine.emit(Event::Phase {
+            phase,
+            description: phase.description().into(),
+        });
         let start = Instant::now();
         match tokio::time::timeout(deadline(phase), run_phase(&mut run, phase)).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => return Err(err),
-            Err(_) => return Err(PhaseError::new(phase, format!("did not finish within {}s", deadline(phase).as_secs()))),
+            Err(_) => {
+                return Err(PhaseError::new(
+                    phase,
+                    format!("did not finish within {}s", deadline(phase).as_secs()),
+                ));
+            }
         }
-        engine.emit(Event::PhaseDone { phase, seconds: start.elapsed().as_secs_f64() });
+        engine.emit(Event::PhaseDone {
+            phase,
+            seconds: start.elapsed().as_secs_f64(),
+        });
     }
     Ok(())
 }
@@ -138,24 +173,44 @@ async fn preflight_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
     let ours = running_pids(run.engine).await;
     let ended = stale::end(run.engine.supervisor.instance(), &ours, STALE_GRACE);
     if !ended.is_empty() {
-        let names: Vec<String> = ended.iter().map(|p| format!("{} ({})", p.component, p.pid)).collect();
-        run.engine.emit(Event::Notice { message: format!("ended processes left by an earlier manager: {}", names.join(", ")) });
+        let names: Vec<String> = ended
+            .iter()
+            .map(|p| format!("{} ({})", p.component, p.pid))
+            .collect();
+        run.engine.emit(Event::Notice {
+            message: format!(
+                "ended processes left by an earlier manager: {}",
+                names.join(", ")
+            ),
+        });
     }
     let mut findings = preflight::check_host(run.config);
     // On a re-enable of a running cluster, its own components hold its ports.
     if !run.engine.supervisor.status().await.is_empty() {
         let own = preflight::ports(run.config);
-        findings.problems.retain(|p| !own.iter().any(|port| p.starts_with(&format!("port {port} "))));
+        findings.problems.retain(|p| {
+            !own.iter()
+                .any(|port| p.starts_with(&format!("port {port} ")))
+        });
     }
     findings.problems.extend(check_bundle(run));
     findings.problems.extend(runtime_preflight(run).await);
     for warning in &findings.warnings {
-        run.engine.emit(Event::Notice { message: format!("warning: {warning}") });
+        run.engine.emit(Event::Notice {
+            message: format!("warning: {warning}"),
+        });
     }
     if findings.problems.is_empty() {
         Ok(())
     } else {
-        Err(PhaseError::new(Phase::Preflight, format!("{} problem(s):\n  - {}", findings.problems.len(), findings.problems.join("\n  - "))))
+        Err(PhaseError::new(
+            Phase::Preflight,
+            format!(
+                "{} problem(s):\n  - {}",
+                findings.problems.len(),
+                findings.problems.join("\n  - ")
+            ),
+        ))
     }
 }
 
@@ -164,14 +219,22 @@ async fn preflight_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
 fn check_bundle(run: &Run<'_>) -> Vec<String> {
     let marker = run.ctx.paths.state_dir.join("bundle-verified");
     let manifest_json = serde_json::to_string(&run.bundle).expect("manifest serialises");
-    let fingerprint = format!("{}\n{}", run.config.bundle.display(), crate::bundle::verify::hex(&sha2_digest(manifest_json.as_bytes())));
+    let fingerprint = format!(
+        "{}\n{}",
+        run.config.bundle.display(),
+        crate::bundle::verify::hex(&sha2_digest(manifest_json.as_bytes()))
+    );
     if std::fs::read_to_string(&marker).ok().as_deref() == Some(fingerprint.as_str()) {
         let mut problems = Vec::new();
         for file in &run.bundle.files {
             let path = run.config.bundle.join(&file.path);
             match std::fs::metadata(&path) {
                 Ok(meta) if meta.len() == file.size => {}
-                _ => problems.push(format!("bundle file {} is missing or changed: run `k8s-manager bundle verify {}`", file.path, run.config.bundle.display())),
+                _ => problems.push(format!(
+                    "bundle file {} is missing or changed: run `k8s-manager bundle verify {}`",
+                    file.path,
+                    run.config.bundle.display()
+                )),
             }
         }
         return problems;
@@ -181,7 +244,11 @@ fn check_bundle(run: &Run<'_>) -> Vec<String> {
             let _ = crate::fsutil::write_atomic(&marker, fingerprint.as_bytes(), 0o644);
             Vec::new()
         }
-        Ok(report) => report.problems.iter().map(|p| format!("bundle: {p}")).collect(),
+        Ok(report) => report
+            .problems
+            .iter()
+            .map(|p| format!("bundle: {p}"))
+            .collect(),
         Err(err) => vec![format!("bundle: {err}")],
     }
 }
@@ -192,30 +259,53 @@ fn sha2_digest(data: &[u8]) -> Vec<u8> {
 }
 
 async fn running_pids(engine: &Engine) -> Vec<u32> {
-    engine.supervisor.status().await.iter().filter_map(|c| c.pid).collect()
+    engine
+        .supervisor
+        .status()
+        .await
+        .iter()
+        .filter_map(|c| c.pid)
+        .collect()
 }
 
 /// Starts the components and waits until each answers its probe.
-async fn start_and_wait(run: &mut Run<'_>, phase: Phase, components: &[&dyn Component]) -> Result<(), PhaseError> {
+async fn start_and_wait(
+    run: &mut Run<'_>,
+    phase: Phase,
+    components: &[&dyn Component],
+) -> Result<(), PhaseError> {
     for component in components {
-        component
-            .prepare(&run.ctx)
-            .map_err(|e| PhaseError::new(phase, format!("writing {}'s configuration: {e}", component.name())))?;
+        component.prepare(&run.ctx).map_err(|e| {
+            PhaseError::new(
+                phase,
+                format!("writing {}'s configuration: {e}", component.name()),
+            )
+        })?;
         run.engine
             .supervisor
             .start(component.spec(&run.ctx), component.stop_grace())
             .await
-            .map_err(|e| PhaseError::new(phase, e.to_string()).with_logs(&run.ctx, component.name()))?;
+            .map_err(|e| {
+                PhaseError::new(phase, e.to_string()).with_logs(&run.ctx, component.name())
+            })?;
     }
-    let waits = components.iter().map(|component| wait_ready(run, phase, *component));
+    let waits = components
+        .iter()
+        .map(|component| wait_ready(run, phase, *component));
     futures::future::try_join_all(waits).await.map(|_| ())
 }
 
 /// Polls a component's probe until it answers, within the phase's deadline
 /// (minus a margin, so that this error, with its logs, wins over the bare timeout).
-async fn wait_ready(run: &Run<'_>, phase: Phase, component: &dyn Component) -> Result<(), PhaseError> {
+async fn wait_ready(
+    run: &Run<'_>,
+    phase: Phase,
+    component: &dyn Component,
+) -> Result<(), PhaseError> {
     let probe = component.probe(&run.ctx);
-    let client = probe.client().map_err(|e| PhaseError::new(phase, format!("{} probe: {e}", component.name())))?;
+    let client = probe
+        .client()
+        .map_err(|e| PhaseError::new(phase, format!("{} probe: {e}", component.name())))?;
     let limit = deadline(phase).saturating_sub(Duration::from_secs(2));
     let start = Instant::now();
     loop {
@@ -223,14 +313,27 @@ async fn wait_ready(run: &Run<'_>, phase: Phase, component: &dyn Component) -> R
             Ok(()) => return Ok(()),
             Err(seen) => seen,
         };
-        if let Some(status) = run.engine.supervisor.child_status(component.name()).await {
-            if status.restarts >= 3 {
-                return Err(PhaseError::new(phase, format!("{} keeps exiting ({} restarts, last: {})", component.name(), status.restarts, status.last_exit.unwrap_or_default()))
-                    .with_logs(&run.ctx, component.name()));
-            }
+        if let Some(status) = run.engine.supervisor.child_status(component.name()).await
+            && status.restarts >= 3
+        {
+            let message = format!(
+                "{} keeps exiting ({} restarts, last: {})",
+                component.name(),
+                status.restarts,
+                status.last_exit.unwrap_or_default()
+            );
+            return Err(PhaseError::new(phase, message).with_logs(&run.ctx, component.name()));
         }
         if start.elapsed() >= limit {
-            return Err(PhaseError::new(phase, format!("{} not ready within {}s; last probe: {last}", component.name(), limit.as_secs())).with_logs(&run.ctx, component.name()));
+            return Err(PhaseError::new(
+                phase,
+                format!(
+                    "{} not ready within {}s; last probe: {last}",
+                    component.name(),
+                    limit.as_secs()
+                ),
+            )
+            .with_logs(&run.ctx, component.name()));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -241,11 +344,24 @@ async fn wait_ready(run: &Run<'_>, phase: Phase, component: &dyn Component) -> R
 fn certs_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
     let phase = Phase::Certs;
     let config = run.config;
-    let mut pki = crate::pki::PkiConfig::new(&run.ctx.paths.pki, &config.node_name, run.ctx.advertise_address);
-    pki.service_cidr = config.service_cidr.parse().map_err(|e: crate::pki::InvalidServiceCidr| PhaseError::new(phase, e.to_string()))?;
+    let mut pki = crate::pki::PkiConfig::new(
+        &run.ctx.paths.pki,
+        &config.node_name,
+        run.ctx.advertise_address,
+    );
+    pki.service_cidr = config
+        .service_cidr
+        .parse()
+        .map_err(|e: crate::pki::InvalidServiceCidr| PhaseError::new(phase, e.to_string()))?;
     pki.dns_domain = config.cluster_domain.clone();
-    for san in config.extra_sans.iter().chain(server_host(&config.server_url()).as_ref()) {
-        let san = san.parse().map_err(|e: crate::pki::InvalidSan| PhaseError::new(phase, e.to_string()))?;
+    for san in config
+        .extra_sans
+        .iter()
+        .chain(server_host(&config.server_url()).as_ref())
+    {
+        let san = san
+            .parse()
+            .map_err(|e: crate::pki::InvalidSan| PhaseError::new(phase, e.to_string()))?;
         if !pki.extra_sans.contains(&san) {
             pki.extra_sans.push(san);
         }
@@ -262,7 +378,10 @@ fn server_host(url: &str) -> Option<String> {
     let authority = rest.split('/').next().unwrap_or_default();
     let host = match authority.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.rsplit_once(':').map(|(h, _)| h).unwrap_or(authority),
+        None => authority
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(authority),
     };
     (!host.is_empty()).then(|| host.to_string())
 }
@@ -270,7 +389,9 @@ fn server_host(url: &str) -> Option<String> {
 fn report_outcomes(engine: &Engine, outcomes: &[crate::pki::Outcome]) {
     for outcome in outcomes {
         if let crate::pki::Action::Reissued(_) = outcome.action {
-            engine.emit(Event::Notice { message: format!("certificate {} {}", outcome.name, outcome.action) });
+            engine.emit(Event::Notice {
+                message: format!("certificate {} {}", outcome.name, outcome.action),
+            });
         }
     }
 }
@@ -278,15 +399,23 @@ fn report_outcomes(engine: &Engine, outcomes: &[crate::pki::Outcome]) {
 /// The components' kubeconfigs, all pointing at the API server on loopback.
 fn kubeconfigs_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
     let server = format!("https://127.0.0.1:{}", run.config.api_port);
-    let files = crate::pki::kubeconfigs::KubeconfigsConfig::new(&run.ctx.paths.pki, &run.ctx.paths.kubeconfigs, server, &run.config.node_name);
-    let outcomes = crate::pki::kubeconfigs::write_all(&files).map_err(|e| PhaseError::new(Phase::Kubeconfigs, e.to_string()))?;
+    let files = crate::pki::kubeconfigs::KubeconfigsConfig::new(
+        &run.ctx.paths.pki,
+        &run.ctx.paths.kubeconfigs,
+        server,
+        &run.config.node_name,
+    );
+    let outcomes = crate::pki::kubeconfigs::write_all(&files)
+        .map_err(|e| PhaseError::new(Phase::Kubeconfigs, e.to_string()))?;
     report_outcomes(run.engine, &outcomes);
     Ok(())
 }
 
 async fn bootstrap_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
     let phase = Phase::Bootstrap;
-    let client = crate::bootstrap::client(&run.ctx.paths.kubeconfigs.join("super-admin.conf")).await.map_err(|e| PhaseError::new(phase, e.to_string()))?;
+    let client = crate::bootstrap::client(&run.ctx.paths.kubeconfigs.join("super-admin.conf"))
+        .await
+        .map_err(|e| PhaseError::new(phase, e.to_string()))?;
     let coredns = run
         .bundle
         .image("registry.k8s.io/coredns/coredns")
@@ -300,7 +429,9 @@ async fn bootstrap_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
     crate::bootstrap::apply_all(&client, &values, deadline(phase) - Duration::from_secs(5))
         .await
         .map_err(|e| PhaseError::new(phase, e.to_string()).with_logs(&run.ctx, "kube-apiserver"))?;
-    let admin = crate::bootstrap::client(&run.ctx.paths.admin_kubeconfig()).await.map_err(|e| PhaseError::new(phase, e.to_string()))?;
+    let admin = crate::bootstrap::client(&run.ctx.paths.admin_kubeconfig())
+        .await
+        .map_err(|e| PhaseError::new(phase, e.to_string()))?;
     run.admin = Some(admin);
     Ok(())
 }
@@ -309,30 +440,45 @@ async fn wait_node_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
     let client = run.admin.clone().expect("bootstrap made the client");
     let node = run.config.node_name.clone();
     let since = run.started_unix;
-    crate::bootstrap::wait::until("node Ready", deadline(Phase::WaitNode) - Duration::from_secs(2), || crate::bootstrap::wait::node_ready(&client, &node, since))
-        .await
-        .map_err(|e| PhaseError::new(Phase::WaitNode, e.to_string()).with_logs(&run.ctx, "kubelet"))
+    crate::bootstrap::wait::until(
+        "node Ready",
+        deadline(Phase::WaitNode) - Duration::from_secs(2),
+        || crate::bootstrap::wait::node_ready(&client, &node, since),
+    )
+    .await
+    .map_err(|e| PhaseError::new(Phase::WaitNode, e.to_string()).with_logs(&run.ctx, "kubelet"))
 }
 
 async fn wait_dns_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
     let client = run.admin.clone().expect("bootstrap made the client");
     let since = run.started_unix;
-    crate::bootstrap::wait::until("CoreDNS Ready", deadline(Phase::WaitDns) - Duration::from_secs(2), || crate::bootstrap::wait::coredns_ready(&client, since))
-        .await
-        .map_err(|e| PhaseError::new(Phase::WaitDns, e.to_string()).with_logs(&run.ctx, "kubelet"))
+    crate::bootstrap::wait::until(
+        "CoreDNS Ready",
+        deadline(Phase::WaitDns) - Duration::from_secs(2),
+        || crate::bootstrap::wait::coredns_ready(&client, since),
+    )
+    .await
+    .map_err(|e| PhaseError::new(Phase::WaitDns, e.to_string()).with_logs(&run.ctx, "kubelet"))
 }
 
 /// Stops every component (reverse order), then removes the pods' sandboxes,
 /// containers and network, and the mounts kubelet left.
 pub async fn stop(engine: &Engine) -> Result<(), PhaseError> {
-    engine.emit(Event::Phase { phase: Phase::Stop, description: Phase::Stop.description().into() });
+    engine.emit(Event::Phase {
+        phase: Phase::Stop,
+        description: Phase::Stop.description().into(),
+    });
     let start = Instant::now();
     engine.supervisor.stop_all(STOP_GRACE).await;
     stale::end(engine.supervisor.instance(), &[], STALE_GRACE);
     let config = engine.saved_config();
     remove_pods(engine, config.as_ref()).await?;
-    super::mounts::unmount_below(&engine.paths().kubelet_root).map_err(|e| PhaseError::new(Phase::Stop, e))?;
-    engine.emit(Event::PhaseDone { phase: Phase::Stop, seconds: start.elapsed().as_secs_f64() });
+    super::mounts::unmount_below(&engine.paths().kubelet_root)
+        .map_err(|e| PhaseError::new(Phase::Stop, e))?;
+    engine.emit(Event::PhaseDone {
+        phase: Phase::Stop,
+        seconds: start.elapsed().as_secs_f64(),
+    });
     Ok(())
 }
 
@@ -345,10 +491,19 @@ pub async fn reset(engine: &Engine, config: Option<&ClusterConfig>) -> Result<()
     if let Err(err) = stop(engine).await {
         errors.push(err.message);
     }
-    engine.emit(Event::Phase { phase: Phase::Reset, description: Phase::Reset.description().into() });
+    engine.emit(Event::Phase {
+        phase: Phase::Reset,
+        description: Phase::Reset.description().into(),
+    });
     let start = Instant::now();
     let paths = engine.paths().clone();
-    for dir in [&paths.etcd_data, &paths.pki, &paths.kubeconfigs, &paths.kubelet_root, &paths.component_config] {
+    for dir in [
+        &paths.etcd_data,
+        &paths.pki,
+        &paths.kubeconfigs,
+        &paths.kubelet_root,
+        &paths.component_config,
+    ] {
         match std::fs::remove_dir_all(dir) {
             Ok(()) => {}
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
@@ -358,7 +513,10 @@ pub async fn reset(engine: &Engine, config: Option<&ClusterConfig>) -> Result<()
     let _ = std::fs::remove_file(paths.state_dir.join("bundle-verified"));
     errors.extend(network_cleanup(config).await);
     errors.extend(remove_exported_kubeconfig(config));
-    engine.emit(Event::PhaseDone { phase: Phase::Reset, seconds: start.elapsed().as_secs_f64() });
+    engine.emit(Event::PhaseDone {
+        phase: Phase::Reset,
+        seconds: start.elapsed().as_secs_f64(),
+    });
     match errors.is_empty() {
         true => Ok(()),
         false => Err(PhaseError::new(Phase::Reset, errors.join("; "))),
@@ -374,12 +532,16 @@ pub fn node_pod_subnet(pod_cidr: &str) -> Result<String, String> {
             let o = v4.octets();
             Ok(format!("{}.{}.{}.0/24", o[0], o[1], o[2]))
         }
-        _ => Err(format!("pod CIDR {pod_cidr}: an IPv4 range of /24 or larger is needed")),
+        _ => Err(format!(
+            "pod CIDR {pod_cidr}: an IPv4 range of /24 or larger is needed"
+        )),
     }
 }
 
 async fn cri(config: &ClusterConfig, phase: Phase) -> Result<crate::runtime::Cri, PhaseError> {
-    crate::runtime::Cri::connect(&config.containerd_socket).await.map_err(|e| PhaseError::new(phase, e.to_string()))
+    crate::runtime::Cri::connect(&config.containerd_socket)
+        .await
+        .map_err(|e| PhaseError::new(phase, e.to_string()))
 }
 
 /// containerd answers on its socket and has its CRI plugin.
@@ -387,7 +549,11 @@ async fn runtime_preflight(run: &Run<'_>) -> Vec<String> {
     match crate::runtime::Cri::connect(&run.config.containerd_socket).await {
         Ok(cri) => match cri.version().await {
             Ok(version) => {
-                tracing::debug!("container runtime {} {}", version.runtime_name, version.runtime_version);
+                tracing::debug!(
+                    "container runtime {} {}",
+                    version.runtime_name,
+                    version.runtime_version
+                );
                 Vec::new()
             }
             Err(err) => vec![err.to_string()],
@@ -402,33 +568,59 @@ async fn images_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
     let phase = Phase::Images;
     let cri = cri(run.config, phase).await?;
     let ctr = crate::runtime::Ctr::new(&run.config.containerd_socket);
-    let pause = run.bundle.image("registry.k8s.io/pause").cloned().ok_or_else(|| PhaseError::new(phase, "the bundle carries no pause image"))?;
+    let pause = run
+        .bundle
+        .image("registry.k8s.io/pause")
+        .cloned()
+        .ok_or_else(|| PhaseError::new(phase, "the bundle carries no pause image"))?;
     for image in &run.bundle.images {
-        let archive = Manifest::resolve(&run.config.bundle, &image.path).map_err(|e| PhaseError::new(phase, e))?;
-        let report = crate::runtime::images::import_archive(&ctr, &cri, &archive).await.map_err(|e| PhaseError::new(phase, e.to_string()))?;
+        let archive = Manifest::resolve(&run.config.bundle, &image.path)
+            .map_err(|e| PhaseError::new(phase, e))?;
+        let report = crate::runtime::images::import_archive(&ctr, &cri, &archive)
+            .await
+            .map_err(|e| PhaseError::new(phase, e.to_string()))?;
         tracing::debug!("{}: {:?}", archive.display(), report.outcome);
     }
-    crate::runtime::images::ensure_sandbox_image(&ctr, &cri, &pause.reference).await.map_err(|e| PhaseError::new(phase, e.to_string()))?;
+    crate::runtime::images::ensure_sandbox_image(&ctr, &cri, &pause.reference)
+        .await
+        .map_err(|e| PhaseError::new(phase, e.to_string()))?;
     Ok(())
 }
 
 /// The pod network's CNI configuration, in containerd's CNI folder.
 fn cni_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
-    let subnet = node_pod_subnet(&run.config.pod_cidr).map_err(|e| PhaseError::new(Phase::Cni, e))?;
+    let subnet =
+        node_pod_subnet(&run.config.pod_cidr).map_err(|e| PhaseError::new(Phase::Cni, e))?;
     let network = crate::runtime::CniNetwork::new(&subnet);
-    crate::runtime::cni::write_cni_config(&run.config.cni_conf_dir, &network).map_err(|e| PhaseError::new(Phase::Cni, e.to_string()))?;
+    crate::runtime::cni::write_cni_config(&run.config.cni_conf_dir, &network)
+        .map_err(|e| PhaseError::new(Phase::Cni, e.to_string()))?;
     Ok(())
 }
 
 /// Every pod sandbox (with its containers and network) through CRI, then
 /// anything CRI no longer tracks in the `k8s.io` namespace.
 async fn remove_pods(engine: &Engine, config: Option<&ClusterConfig>) -> Result<(), PhaseError> {
-    let socket = config.map(|c| c.containerd_socket.clone()).unwrap_or_else(|| super::config::DEFAULT_CONTAINERD_SOCKET.into());
-    let cri = crate::runtime::Cri::connect(&socket).await.map_err(|e| PhaseError::new(Phase::Stop, e.to_string()))?;
-    let removed = cri.remove_all_pods().await.map_err(|e| PhaseError::new(Phase::Stop, e.to_string()))?;
-    let leftovers = crate::runtime::Ctr::new(&socket).remove_k8s_namespace_leftovers().await.map_err(|e| PhaseError::new(Phase::Stop, e.to_string()))?;
+    let socket = config
+        .map(|c| c.containerd_socket.clone())
+        .unwrap_or_else(|| super::config::DEFAULT_CONTAINERD_SOCKET.into());
+    let cri = crate::runtime::Cri::connect(&socket)
+        .await
+        .map_err(|e| PhaseError::new(Phase::Stop, e.to_string()))?;
+    let removed = cri
+        .remove_all_pods()
+        .await
+        .map_err(|e| PhaseError::new(Phase::Stop, e.to_string()))?;
+    let leftovers = crate::runtime::Ctr::new(&socket)
+        .remove_k8s_namespace_leftovers()
+        .await
+        .map_err(|e| PhaseError::new(Phase::Stop, e.to_string()))?;
     if removed > 0 || !leftovers.containers.is_empty() {
-        engine.emit(Event::Notice { message: format!("removed {removed} pod sandbox(es) and {} leftover container(s)", leftovers.containers.len()) });
+        engine.emit(Event::Notice {
+            message: format!(
+                "removed {removed} pod sandbox(es) and {} leftover container(s)",
+                leftovers.containers.len()
+            ),
+        });
     }
     Ok(())
 }
@@ -436,11 +628,21 @@ async fn remove_pods(engine: &Engine, config: Option<&ClusterConfig>) -> Result<
 /// Our CNI files and IP allocations, our bridge, and the iptables chains of
 /// kube-proxy and of our CNI network.
 async fn network_cleanup(config: Option<&ClusterConfig>) -> Vec<String> {
-    let pod_cidr = config.map(|c| c.pod_cidr.clone()).unwrap_or_else(|| super::config::DEFAULT_POD_CIDR.into());
-    let conf_dir = config.map(|c| c.cni_conf_dir.clone()).unwrap_or_else(|| super::config::DEFAULT_CNI_CONF_DIR.into());
+    let pod_cidr = config
+        .map(|c| c.pod_cidr.clone())
+        .unwrap_or_else(|| super::config::DEFAULT_POD_CIDR.into());
+    let conf_dir = config
+        .map(|c| c.cni_conf_dir.clone())
+        .unwrap_or_else(|| super::config::DEFAULT_CNI_CONF_DIR.into());
     let subnet = node_pod_subnet(&pod_cidr).unwrap_or_default();
     let network = crate::runtime::CniNetwork::new(&subnet);
-    match crate::runtime::netclean::clean_host_network(&network, &conf_dir, std::path::Path::new(crate::runtime::cni::DEFAULT_CNI_STATE_DIR)).await {
+    match crate::runtime::netclean::clean_host_network(
+        &network,
+        &conf_dir,
+        std::path::Path::new(crate::runtime::cni::DEFAULT_CNI_STATE_DIR),
+    )
+    .await
+    {
         Ok(_) => Vec::new(),
         Err(err) => vec![err.to_string()],
     }
@@ -452,9 +654,14 @@ fn remove_exported_kubeconfig(config: Option<&ClusterConfig>) -> Vec<String> {
 
 /// The admin context into the user's kubeconfig and the VM user's.
 fn export_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
-    let files = super::export::merge(run.config, &run.ctx.paths.admin_kubeconfig()).map_err(|e| PhaseError::new(Phase::Export, e))?;
+    let files = super::export::merge(run.config, &run.ctx.paths.admin_kubeconfig())
+        .map_err(|e| PhaseError::new(Phase::Export, e))?;
     let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-    tracing::info!("context {} merged into {}", run.config.context_name, names.join(", "));
+    tracing::info!(
+        "context {} merged into {}",
+        run.config.context_name,
+        names.join(", ")
+    );
     Ok(())
 }
 
@@ -464,7 +671,10 @@ mod tests {
 
     #[test]
     fn errors_name_the_phase_and_show_logs() {
-        let mut err = PhaseError::new(Phase::Etcd, "etcd not ready within 43s; last probe: connection refused");
+        let mut err = PhaseError::new(
+            Phase::Etcd,
+            "etcd not ready within 43s; last probe: connection refused",
+        );
         err.logs = vec!["line one".into(), "line two".into()];
         assert_eq!(
             err.to_string(),
@@ -482,10 +692,19 @@ mod tests {
 
     #[test]
     fn server_host_is_taken_from_the_url() {
-        assert_eq!(server_host("https://127.0.0.1:6443").as_deref(), Some("127.0.0.1"));
-        assert_eq!(server_host("https://kubernetes.docker.internal:6443/").as_deref(), Some("kubernetes.docker.internal"));
+        assert_eq!(
+            server_host("https://127.0.0.1:6443").as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(
+            server_host("https://kubernetes.docker.internal:6443/").as_deref(),
+            Some("kubernetes.docker.internal")
+        );
         assert_eq!(server_host("https://[::1]:6443").as_deref(), Some("::1"));
-        assert_eq!(server_host("https://example.test").as_deref(), Some("example.test"));
+        assert_eq!(
+            server_host("https://example.test").as_deref(),
+            Some("example.test")
+        );
     }
 
     #[test]

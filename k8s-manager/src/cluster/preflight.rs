@@ -7,8 +7,9 @@ use std::path::Path;
 
 use super::config::ClusterConfig;
 use crate::components::{
-    CONTROLLER_MANAGER_PORT, ETCD_CLIENT_PORT, ETCD_METRICS_PORT, ETCD_PEER_PORT, KUBE_PROXY_HEALTHZ_PORT, KUBE_PROXY_METRICS_PORT,
-    KUBELET_HEALTHZ_PORT, KUBELET_PORT, SCHEDULER_PORT,
+    CONTROLLER_MANAGER_PORT, ETCD_CLIENT_PORT, ETCD_METRICS_PORT, ETCD_PEER_PORT,
+    KUBE_PROXY_HEALTHZ_PORT, KUBE_PROXY_METRICS_PORT, KUBELET_HEALTHZ_PORT, KUBELET_PORT,
+    SCHEDULER_PORT,
 };
 
 /// CAP_SYS_RESOURCE, the capability needed to lower oom_score_adj.
@@ -41,9 +42,19 @@ pub fn check_host(config: &ClusterConfig) -> Findings {
     if !read_trim("/proc/filesystems").contains("overlay") {
         f.problem("the kernel has no overlay file system: run `modprobe overlay` (containerd's snapshotter needs it)");
     }
-    ensure_sysctl("net/ipv4/ip_forward", "1", "pods cannot reach anything outside their node", &mut f);
+    ensure_sysctl(
+        "net/ipv4/ip_forward",
+        "1",
+        "pods cannot reach anything outside their node",
+        &mut f,
+    );
     if Path::new("/proc/sys/net/bridge").exists() {
-        ensure_sysctl("net/bridge/bridge-nf-call-iptables", "1", "Services will not reach pods on the same bridge", &mut f);
+        ensure_sysctl(
+            "net/bridge/bridge-nf-call-iptables",
+            "1",
+            "Services will not reach pods on the same bridge",
+            &mut f,
+        );
     } else {
         f.problem("bridge netfilter is missing: run `modprobe br_netfilter` (Services need it)");
     }
@@ -89,13 +100,19 @@ fn check_cgroups(root: &Path, f: &mut Findings) {
         let controllers = std::fs::read_to_string(&v2).unwrap_or_default();
         for needed in ["cpu", "memory", "pids"] {
             if !controllers.split_whitespace().any(|c| c == needed) {
-                f.problem(format!("cgroup v2 controller {needed} is not enabled: enable it in {}", v2.display()));
+                f.problem(format!(
+                    "cgroup v2 controller {needed} is not enabled: enable it in {}",
+                    v2.display()
+                ));
             }
         }
     } else {
         for needed in ["cpu", "memory", "pids", "cpuset"] {
             if !root.join(needed).exists() {
-                f.problem(format!("cgroup v1 controller {needed} is not mounted under {}", root.display()));
+                f.problem(format!(
+                    "cgroup v1 controller {needed} is not mounted under {}",
+                    root.display()
+                ));
             }
         }
     }
@@ -108,14 +125,21 @@ fn ensure_sysctl(key: &str, want: &str, why: &str, f: &mut Findings) {
         return;
     }
     if std::fs::write(&path, want).is_err() {
-        f.problem(format!("{} is not {want} and cannot be set ({why}): run `sysctl -w {}={want}`", key.replace('/', "."), key.replace('/', ".")));
+        f.problem(format!(
+            "{} is not {want} and cannot be set ({why}): run `sysctl -w {}={want}`",
+            key.replace('/', "."),
+            key.replace('/', ".")
+        ));
     }
 }
 
 /// A warning when a capability is missing from the bounding set.
 fn missing_capability(cap: u32) -> Option<String> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let bounding = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?.trim();
+    let bounding = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))?
+        .trim();
     let bits = u64::from_str_radix(bounding, 16).ok()?;
     (bits >> cap & 1 == 0).then(|| {
         "CAP_SYS_RESOURCE is not available: containerd's CRI needs `restrict_oom_score_adj = true` (vm/prepare-vm.sh sets it), or every pod sandbox fails to start".to_string()
@@ -123,7 +147,9 @@ fn missing_capability(cap: u32) -> Option<String> {
 }
 
 fn read_trim(path: &str) -> String {
-    std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -145,10 +171,20 @@ mod tests {
     #[test]
     fn cgroup_v2_controllers_are_checked() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("cgroup.controllers"), "cpuset cpu io memory").unwrap();
+        std::fs::write(
+            dir.path().join("cgroup.controllers"),
+            "cpuset cpu io memory",
+        )
+        .unwrap();
         let mut f = Findings::default();
         check_cgroups(dir.path(), &mut f);
-        assert_eq!(f.problems, vec![format!("cgroup v2 controller pids is not enabled: enable it in {}", dir.path().join("cgroup.controllers").display())]);
+        assert_eq!(
+            f.problems,
+            vec![format!(
+                "cgroup v2 controller pids is not enabled: enable it in {}",
+                dir.path().join("cgroup.controllers").display()
+            )]
+        );
     }
 
     #[test]

@@ -143,13 +143,19 @@ pub struct StateRecord {
 
 impl StateRecord {
     pub fn new(state: ClusterState, enabled: bool) -> StateRecord {
-        StateRecord { state, enabled, manager_pid: std::process::id(), since: now_rfc3339() }
+        StateRecord {
+            state,
+            enabled,
+            manager_pid: std::process::id(),
+            since: now_rfc3339(),
+        }
     }
 
     /// Reads the record; a missing file is a cluster never started.
     pub fn load(path: &Path) -> std::io::Result<StateRecord> {
         match std::fs::read(path) {
-            Ok(raw) => serde_json::from_slice(&raw).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+            Ok(raw) => serde_json::from_slice(&raw)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(StateRecord {
                 state: ClusterState::Stopped,
                 enabled: false,
@@ -168,7 +174,10 @@ impl StateRecord {
     /// The state as the user should see it: a `starting`, `running` or
     /// `stopping` left by a manager that no longer runs is reported as such.
     pub fn effective(&self) -> ClusterState {
-        let busy = !matches!(self.state, ClusterState::Stopped | ClusterState::Error { .. });
+        let busy = !matches!(
+            self.state,
+            ClusterState::Stopped | ClusterState::Error { .. }
+        );
         if busy && !process_alive(self.manager_pid) {
             let phase = match self.state {
                 ClusterState::Starting { phase } => phase,
@@ -176,7 +185,10 @@ impl StateRecord {
             };
             return ClusterState::Error {
                 phase,
-                message: format!("the manager (pid {}) is no longer running; run `k8s-manager enable` to start the cluster again", self.manager_pid),
+                message: format!(
+                    "the manager (pid {}) is no longer running; run `k8s-manager enable` to start the cluster again",
+                    self.manager_pid
+                ),
             };
         }
         self.state.clone()
@@ -193,14 +205,21 @@ pub fn process_alive(pid: u32) -> bool {
 fn fully_exited(pid: u32) -> bool {
     let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(false);
-    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0);
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0);
     zombie && threads <= 1
 }
 
 pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).expect("formats")
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("formats")
 }
 
 #[cfg(test)]
@@ -211,17 +230,34 @@ mod tests {
     fn state_round_trips_and_missing_file_is_stopped() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
-        assert_eq!(StateRecord::load(&path).unwrap().state, ClusterState::Stopped);
-        let record = StateRecord::new(ClusterState::Error { phase: Phase::Etcd, message: "boom".into() }, true);
+        assert_eq!(
+            StateRecord::load(&path).unwrap().state,
+            ClusterState::Stopped
+        );
+        let record = StateRecord::new(
+            ClusterState::Error {
+                phase: Phase::Etcd,
+                message: "boom".into(),
+            },
+            true,
+        );
         record.save(&path).unwrap();
         assert_eq!(StateRecord::load(&path).unwrap(), record);
         let json = std::fs::read_to_string(&path).unwrap();
-        assert!(json.contains("\"state\": \"error\"") && json.contains("\"phase\": \"etcd\""), "{json}");
+        assert!(
+            json.contains("\"state\": \"error\"") && json.contains("\"phase\": \"etcd\""),
+            "{json}"
+        );
     }
 
     #[test]
     fn a_dead_managers_start_is_reported_as_error() {
-        let mut record = StateRecord::new(ClusterState::Starting { phase: Phase::Kubelet }, true);
+        let mut record = StateRecord::new(
+            ClusterState::Starting {
+                phase: Phase::Kubelet,
+            },
+            true,
+        );
         assert_eq!(record.effective(), record.state, "our own pid is alive");
         record.manager_pid = u32::MAX - 1;
         match record.effective() {

@@ -40,7 +40,13 @@ pub struct CertExpiry {
 
 /// Builds the report; `components` comes from the running manager (empty
 /// when none runs).
-pub async fn report(paths: &Paths, record: &StateRecord, config: Option<&ClusterConfig>, components: Vec<ChildStatus>, manager_running: bool) -> StatusReport {
+pub async fn report(
+    paths: &Paths,
+    record: &StateRecord,
+    config: Option<&ClusterConfig>,
+    components: Vec<ChildStatus>,
+    manager_running: bool,
+) -> StatusReport {
     let state = record.effective();
     let mut report = StatusReport {
         summary: state.label(),
@@ -63,7 +69,11 @@ pub async fn report(paths: &Paths, record: &StateRecord, config: Option<&Cluster
         config: config.clone(),
         paths: paths.clone(),
         bin: config.bundle.join("bin"),
-        kubernetes_version: report.versions.get("kubernetes").cloned().unwrap_or_default(),
+        kubernetes_version: report
+            .versions
+            .get("kubernetes")
+            .cloned()
+            .unwrap_or_default(),
         advertise_address: config.advertise_address.unwrap_or([127, 0, 0, 1].into()),
         cgroup: Cgroups::detect(),
         resolv_conf: "/etc/resolv.conf".into(),
@@ -75,10 +85,23 @@ pub async fn report(paths: &Paths, record: &StateRecord, config: Option<&Cluster
     if report.api_reachable {
         let node = config.node_name.clone();
         let ready = async {
-            let client = crate::bootstrap::client(&paths.admin_kubeconfig()).await.ok()?;
-            Some(crate::bootstrap::wait::node_ready(&client, &node, time::OffsetDateTime::now_utc().unix_timestamp() - 60).await.is_ok())
+            let client = crate::bootstrap::client(&paths.admin_kubeconfig())
+                .await
+                .ok()?;
+            Some(
+                crate::bootstrap::wait::node_ready(
+                    &client,
+                    &node,
+                    time::OffsetDateTime::now_utc().unix_timestamp() - 60,
+                )
+                .await
+                .is_ok(),
+            )
         };
-        report.node_ready = tokio::time::timeout(Duration::from_secs(3), ready).await.ok().flatten();
+        report.node_ready = tokio::time::timeout(Duration::from_secs(3), ready)
+            .await
+            .ok()
+            .flatten();
     }
     report
 }
@@ -86,36 +109,69 @@ pub async fn report(paths: &Paths, record: &StateRecord, config: Option<&Cluster
 fn earliest_certificate(paths: &Paths) -> Option<CertExpiry> {
     let now = time::OffsetDateTime::now_utc();
     let statuses = crate::pki::check(&paths.pki, now, crate::pki::DEFAULT_RENEW_WITHIN).ok()?;
-    statuses.into_iter().filter(|s| s.not_after.is_some()).min_by_key(|s| s.not_after).map(|s| CertExpiry {
-        name: s.name.clone(),
-        not_after: s.not_after.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()).unwrap_or_default(),
-        days_left: s.days_left.unwrap_or_default(),
-    })
+    statuses
+        .into_iter()
+        .filter(|s| s.not_after.is_some())
+        .min_by_key(|s| s.not_after)
+        .map(|s| CertExpiry {
+            name: s.name.clone(),
+            not_after: s
+                .not_after
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default(),
+            days_left: s.days_left.unwrap_or_default(),
+        })
 }
 
 /// The report as lines for a terminal.
 pub fn render_text(report: &StatusReport) -> String {
     let mut out = format!("Kubernetes: {}\n", report.summary);
     if let Some(url) = &report.server_url {
-        out.push_str(&format!("API server: {url} ({})\n", if report.api_reachable { "reachable" } else { "not reachable" }));
+        out.push_str(&format!(
+            "API server: {url} ({})\n",
+            if report.api_reachable {
+                "reachable"
+            } else {
+                "not reachable"
+            }
+        ));
     }
     if let Some(ready) = report.node_ready {
-        out.push_str(&format!("Node: {}\n", if ready { "Ready" } else { "NotReady" }));
+        out.push_str(&format!(
+            "Node: {}\n",
+            if ready { "Ready" } else { "NotReady" }
+        ));
     }
     if !report.versions.is_empty() {
-        let versions: Vec<String> = report.versions.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let versions: Vec<String> = report
+            .versions
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         out.push_str(&format!("Versions: {}\n", versions.join(", ")));
     }
     if let Some(cert) = &report.earliest_certificate {
-        out.push_str(&format!("Certificates: earliest expiry {} on {} ({} days)\n", cert.name, cert.not_after, cert.days_left));
+        out.push_str(&format!(
+            "Certificates: earliest expiry {} on {} ({} days)\n",
+            cert.name, cert.not_after, cert.days_left
+        ));
     }
     if !report.manager_running {
         out.push_str("Manager: not running\n");
     }
     if !report.components.is_empty() {
-        out.push_str(&format!("{:<26} {:<9} {:>8} {:>9}  {}\n", "COMPONENT", "STATE", "PID", "RESTARTS", "UP SINCE"));
+        out.push_str(&format!(
+            "{:<26} {:<9} {:>8} {:>9}  {}\n",
+            "COMPONENT", "STATE", "PID", "RESTARTS", "UP SINCE"
+        ));
         for c in &report.components {
-            let state = serde_json::to_value(&c.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            let state = serde_json::to_value(&c.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
             out.push_str(&format!(
                 "{:<26} {:<9} {:>8} {:>9}  {}\n",
                 c.name,

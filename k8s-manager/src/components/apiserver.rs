@@ -26,25 +26,46 @@ impl Component for ApiServer {
                 ("client-ca-file", ctx.pki("ca.crt")),
                 ("tls-cert-file", ctx.pki("apiserver.crt")),
                 ("tls-private-key-file", ctx.pki("apiserver.key")),
-                ("etcd-servers", format!("https://127.0.0.1:{ETCD_CLIENT_PORT}")),
+                (
+                    "etcd-servers",
+                    format!("https://127.0.0.1:{ETCD_CLIENT_PORT}"),
+                ),
                 ("etcd-cafile", ctx.pki("etcd/ca.crt")),
                 ("etcd-certfile", ctx.pki("apiserver-etcd-client.crt")),
                 ("etcd-keyfile", ctx.pki("apiserver-etcd-client.key")),
-                ("kubelet-client-certificate", ctx.pki("apiserver-kubelet-client.crt")),
-                ("kubelet-client-key", ctx.pki("apiserver-kubelet-client.key")),
+                (
+                    "kubelet-client-certificate",
+                    ctx.pki("apiserver-kubelet-client.crt"),
+                ),
+                (
+                    "kubelet-client-key",
+                    ctx.pki("apiserver-kubelet-client.key"),
+                ),
                 // kubeadm leaves the kubelet's self-signed serving certificate
                 // unverified; ours is issued by the cluster CA, so verify it.
                 ("kubelet-certificate-authority", ctx.pki("ca.crt")),
                 // The node name is not resolvable; its InternalIP is.
-                ("kubelet-preferred-address-types", "InternalIP,Hostname".into()),
+                (
+                    "kubelet-preferred-address-types",
+                    "InternalIP,Hostname".into(),
+                ),
                 ("proxy-client-cert-file", ctx.pki("front-proxy-client.crt")),
                 ("proxy-client-key-file", ctx.pki("front-proxy-client.key")),
-                ("requestheader-client-ca-file", ctx.pki("front-proxy-ca.crt")),
+                (
+                    "requestheader-client-ca-file",
+                    ctx.pki("front-proxy-ca.crt"),
+                ),
                 ("requestheader-allowed-names", "front-proxy-client".into()),
-                ("requestheader-extra-headers-prefix", "X-Remote-Extra-".into()),
+                (
+                    "requestheader-extra-headers-prefix",
+                    "X-Remote-Extra-".into(),
+                ),
                 ("requestheader-group-headers", "X-Remote-Group".into()),
                 ("requestheader-username-headers", "X-Remote-User".into()),
-                ("service-account-issuer", format!("https://kubernetes.default.svc.{domain}")),
+                (
+                    "service-account-issuer",
+                    format!("https://kubernetes.default.svc.{domain}"),
+                ),
                 ("service-account-key-file", ctx.pki("sa.pub")),
                 ("service-account-signing-key-file", ctx.pki("sa.key")),
                 ("service-cluster-ip-range", ctx.config.service_cidr.clone()),

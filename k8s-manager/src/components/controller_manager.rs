@@ -23,7 +23,10 @@ impl Component for ControllerManager {
                 ("bind-address", "127.0.0.1".into()),
                 ("secure-port", CONTROLLER_MANAGER_PORT.to_string()),
                 ("client-ca-file", ctx.pki("ca.crt")),
-                ("requestheader-client-ca-file", ctx.pki("front-proxy-ca.crt")),
+                (
+                    "requestheader-client-ca-file",
+                    ctx.pki("front-proxy-ca.crt"),
+                ),
                 ("cluster-name", "kubernetes".into()),
                 ("cluster-signing-cert-file", ctx.pki("ca.crt")),
                 ("cluster-signing-key-file", ctx.pki("ca.key")),
@@ -44,7 +47,10 @@ impl Component for ControllerManager {
     fn probe(&self, _ctx: &Context) -> Probe {
         // /healthz is always allowed without credentials; the serving
         // certificate is self-signed by the component.
-        Probe::http(format!("https://127.0.0.1:{CONTROLLER_MANAGER_PORT}/healthz")).insecure()
+        Probe::http(format!(
+            "https://127.0.0.1:{CONTROLLER_MANAGER_PORT}/healthz"
+        ))
+        .insecure()
     }
 }
 
@@ -57,7 +63,10 @@ mod tests {
     fn single_node_flags() {
         let spec = ControllerManager.spec(&context(std::path::Path::new("/s")));
         assert!(has_flag(&spec, "--leader-elect=false"));
-        assert!(has_flag(&spec, "--kubeconfig=/s/kubeconfig/controller-manager.conf"));
+        assert!(has_flag(
+            &spec,
+            "--kubeconfig=/s/kubeconfig/controller-manager.conf"
+        ));
         assert!(has_flag(&spec, "--cluster-cidr=10.244.0.0/16"));
         assert!(has_flag(&spec, "--cluster-signing-key-file=/s/pki/ca.key"));
     }

@@ -2,7 +2,9 @@
 //! outside the VM needs it), TLS for clients and peers with client
 //! certificates required, as kubeadm sets it up.
 
-use super::{Component, Context, ETCD_CLIENT_PORT, ETCD_METRICS_PORT, ETCD_PEER_PORT, Probe, flags};
+use super::{
+    Component, Context, ETCD_CLIENT_PORT, ETCD_METRICS_PORT, ETCD_PEER_PORT, Probe, flags,
+};
 use crate::supervisor::ProcessSpec;
 
 pub struct Etcd;
@@ -30,7 +32,10 @@ impl Component for Etcd {
                 ("listen-peer-urls", peer.clone()),
                 ("initial-advertise-peer-urls", peer.clone()),
                 ("initial-cluster", format!("{node}={peer}")),
-                ("listen-metrics-urls", format!("http://127.0.0.1:{ETCD_METRICS_PORT}")),
+                (
+                    "listen-metrics-urls",
+                    format!("http://127.0.0.1:{ETCD_METRICS_PORT}"),
+                ),
                 ("cert-file", ctx.pki("etcd/server.crt")),
                 ("key-file", ctx.pki("etcd/server.key")),
                 ("client-cert-auth", "true".into()),
@@ -46,7 +51,8 @@ impl Component for Etcd {
 
     fn probe(&self, _ctx: &Context) -> Probe {
         // The metrics listener serves /health without TLS, as kubeadm's probe uses it.
-        Probe::http(format!("http://127.0.0.1:{ETCD_METRICS_PORT}/health")).expect_body("\"health\":\"true\"")
+        Probe::http(format!("http://127.0.0.1:{ETCD_METRICS_PORT}/health"))
+            .expect_body("\"health\":\"true\"")
     }
 }
 
@@ -60,8 +66,14 @@ mod tests {
         let ctx = context(std::path::Path::new("/s"));
         let spec = Etcd.spec(&ctx);
         assert!(has_flag(&spec, "--client-cert-auth=true"));
-        assert!(has_flag(&spec, "--listen-client-urls=https://127.0.0.1:2379"));
-        assert!(has_flag(&spec, "--initial-cluster=docker-desktop=https://127.0.0.1:2380"));
+        assert!(has_flag(
+            &spec,
+            "--listen-client-urls=https://127.0.0.1:2379"
+        ));
+        assert!(has_flag(
+            &spec,
+            "--initial-cluster=docker-desktop=https://127.0.0.1:2380"
+        ));
         assert!(has_flag(&spec, "--data-dir=/s/etcd"));
         assert!(has_flag(&spec, "--trusted-ca-file=/s/pki/etcd/ca.crt"));
     }

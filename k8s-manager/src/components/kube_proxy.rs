@@ -4,7 +4,9 @@
 
 use serde_json::json;
 
-use super::{Component, Context, KUBE_PROXY_HEALTHZ_PORT, KUBE_PROXY_METRICS_PORT, Probe, write_config};
+use super::{
+    Component, Context, KUBE_PROXY_HEALTHZ_PORT, KUBE_PROXY_METRICS_PORT, Probe, write_config,
+};
 use crate::supervisor::ProcessSpec;
 
 pub struct KubeProxy;
@@ -62,6 +64,9 @@ mod tests {
         assert_eq!(config["mode"], "iptables");
         assert_eq!(config["conntrack"]["maxPerCore"], 0);
         assert_eq!(config["clusterCIDR"], "10.244.0.0/16");
-        assert_eq!(config["clientConnection"]["kubeconfig"], "/s/kubeconfig/kube-proxy.conf");
+        assert_eq!(
+            config["clientConnection"]["kubeconfig"],
+            "/s/kubeconfig/kube-proxy.conf"
+        );
     }
 }

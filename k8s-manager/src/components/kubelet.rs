@@ -64,7 +64,12 @@ impl Kubelet {
 }
 
 fn minor_version(version: &str) -> Option<u32> {
-    version.trim_start_matches('v').split('.').nth(1)?.parse().ok()
+    version
+        .trim_start_matches('v')
+        .split('.')
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 impl Component for Kubelet {
@@ -82,7 +87,14 @@ impl Component for Kubelet {
         ctx.spec(
             "kubelet",
             flags([
-                ("config", ctx.paths.component_config.join(CONFIG_FILE).display().to_string()),
+                (
+                    "config",
+                    ctx.paths
+                        .component_config
+                        .join(CONFIG_FILE)
+                        .display()
+                        .to_string(),
+                ),
                 ("kubeconfig", ctx.kubeconfig("kubelet")),
                 ("root-dir", ctx.paths.kubelet_root.display().to_string()),
                 ("hostname-override", ctx.config.node_name.clone()),
@@ -111,7 +123,10 @@ mod tests {
         assert_eq!(config["authorization"]["mode"], "Webhook");
         assert_eq!(config["readOnlyPort"], 0);
         assert_eq!(config["cgroupDriver"], "cgroupfs");
-        assert_eq!(config["containerRuntimeEndpoint"], "unix:///run/containerd/containerd.sock");
+        assert_eq!(
+            config["containerRuntimeEndpoint"],
+            "unix:///run/containerd/containerd.sock"
+        );
         assert_eq!(config["clusterDNS"][0], "10.96.0.10");
         assert_eq!(config["tlsCertFile"], "/s/pki/kubelet.crt");
         let spec = Kubelet.spec(&ctx);
@@ -126,7 +141,10 @@ mod tests {
         ctx.kubernetes_version = "v1.30.2".into();
         assert!(Kubelet::config(&ctx).get("failCgroupV1").is_none());
         ctx.kubernetes_version = "v1.35.4".into();
-        ctx.cgroup = Cgroups { v2: true, systemd: true };
+        ctx.cgroup = Cgroups {
+            v2: true,
+            systemd: true,
+        };
         let config = Kubelet::config(&ctx);
         assert!(config.get("failCgroupV1").is_none());
         assert_eq!(config["cgroupDriver"], "systemd");
@@ -139,9 +157,14 @@ mod tests {
         Kubelet.prepare(&ctx).unwrap();
         let path = dir.path().join("config").join(CONFIG_FILE);
         let first = std::fs::metadata(&path).unwrap().modified().unwrap();
-        let parsed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let parsed: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(parsed["kind"], "KubeletConfiguration");
         Kubelet.prepare(&ctx).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), first, "unchanged config is not rewritten");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().modified().unwrap(),
+            first,
+            "unchanged config is not rewritten"
+        );
     }
 }

@@ -60,7 +60,11 @@ impl Context {
     }
 
     pub fn kubeconfig(&self, name: &str) -> String {
-        self.paths.kubeconfigs.join(format!("{name}.conf")).display().to_string()
+        self.paths
+            .kubeconfigs
+            .join(format!("{name}.conf"))
+            .display()
+            .to_string()
     }
 
     pub fn binary(&self, name: &str) -> PathBuf {
@@ -98,7 +102,11 @@ impl Cgroups {
     /// `vm/prepare-vm.sh` sets by the same rule: systemd only where systemd is
     /// init and the hierarchy is unified.
     pub fn driver(self) -> &'static str {
-        if self.systemd && self.v2 { "systemd" } else { "cgroupfs" }
+        if self.systemd && self.v2 {
+            "systemd"
+        } else {
+            "cgroupfs"
+        }
     }
 }
 
@@ -107,8 +115,14 @@ impl Cgroups {
 pub fn pod_resolv_conf() -> PathBuf {
     let etc = Path::new("/etc/resolv.conf");
     let upstream = Path::new("/run/systemd/resolve/resolv.conf");
-    let stub = std::fs::read_to_string(etc).map(|s| s.contains("127.0.0.53")).unwrap_or(false);
-    if stub && upstream.exists() { upstream.to_path_buf() } else { etc.to_path_buf() }
+    let stub = std::fs::read_to_string(etc)
+        .map(|s| s.contains("127.0.0.53"))
+        .unwrap_or(false);
+    if stub && upstream.exists() {
+        upstream.to_path_buf()
+    } else {
+        etc.to_path_buf()
+    }
 }
 
 /// One supervised process of the cluster.
@@ -128,7 +142,10 @@ pub trait Component: Send + Sync {
 
 /// `--flag=value` pairs, in the order given.
 fn flags<const N: usize>(pairs: [(&str, String); N]) -> Vec<String> {
-    pairs.into_iter().map(|(k, v)| format!("--{k}={v}")).collect()
+    pairs
+        .into_iter()
+        .map(|(k, v)| format!("--{k}={v}"))
+        .collect()
 }
 
 /// Writes a component's YAML configuration file atomically (0600: some hold paths to keys).
@@ -153,7 +170,10 @@ pub(crate) mod test_support {
             bin: "/bundle/bin".into(),
             kubernetes_version: "v1.34.4".into(),
             advertise_address: "192.0.2.10".parse().unwrap(),
-            cgroup: Cgroups { v2: false, systemd: false },
+            cgroup: Cgroups {
+                v2: false,
+                systemd: false,
+            },
             resolv_conf: "/etc/resolv.conf".into(),
         }
     }
@@ -169,9 +189,37 @@ mod tests {
 
     #[test]
     fn cgroup_driver_follows_init_and_hierarchy() {
-        assert_eq!(Cgroups { v2: false, systemd: false }.driver(), "cgroupfs");
-        assert_eq!(Cgroups { v2: false, systemd: true }.driver(), "cgroupfs");
-        assert_eq!(Cgroups { v2: true, systemd: false }.driver(), "cgroupfs");
-        assert_eq!(Cgroups { v2: true, systemd: true }.driver(), "systemd");
+        assert_eq!(
+            Cgroups {
+                v2: false,
+                systemd: false
+            }
+            .driver(),
+            "cgroupfs"
+        );
+        assert_eq!(
+            Cgroups {
+                v2: false,
+                systemd: true
+            }
+            .driver(),
+            "cgroupfs"
+        );
+        assert_eq!(
+            Cgroups {
+                v2: true,
+                systemd: false
+            }
+            .driver(),
+            "cgroupfs"
+        );
+        assert_eq!(
+            Cgroups {
+                v2: true,
+                systemd: true
+            }
+            .driver(),
+            "systemd"
+        );
     }
 }

@@ -11,7 +11,11 @@ pub enum ProbeTls {
     /// HTTPS against a component's self-signed serving certificate.
     Insecure,
     /// HTTPS verified against `ca`, authenticated with a client certificate.
-    ClientCert { ca: PathBuf, cert: PathBuf, key: PathBuf },
+    ClientCert {
+        ca: PathBuf,
+        cert: PathBuf,
+        key: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +27,11 @@ pub struct Probe {
 
 impl Probe {
     pub fn http(url: String) -> Probe {
-        Probe { url, tls: ProbeTls::None, expect_body: None }
+        Probe {
+            url,
+            tls: ProbeTls::None,
+            expect_body: None,
+        }
     }
 
     pub fn insecure(mut self) -> Probe {
@@ -52,7 +60,8 @@ impl Probe {
             ProbeTls::None => {}
             ProbeTls::Insecure => builder = builder.tls_danger_accept_invalid_certs(true),
             ProbeTls::ClientCert { ca, cert, key } => {
-                let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+                let read =
+                    |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
                 let ca = reqwest::Certificate::from_pem(&read(ca)?).map_err(|e| e.to_string())?;
                 let mut identity = read(cert)?;
                 identity.extend_from_slice(&read(key)?);
@@ -65,16 +74,20 @@ impl Probe {
 
     /// One attempt: Ok when ready, else what was seen.
     pub async fn check(&self, client: &reqwest::Client) -> Result<(), String> {
-        let resp = client.get(&self.url).send().await.map_err(|e| format!("{}: {}", self.url, error_chain(&e)))?;
+        let resp = client
+            .get(&self.url)
+            .send()
+            .await
+            .map_err(|e| format!("{}: {}", self.url, error_chain(&e)))?;
         let status = resp.status();
         let body = resp.text().await.unwrap_or_default();
         if !status.is_success() {
             return Err(format!("{} answered {status}: {}", self.url, body.trim()));
         }
-        if let Some(expect) = &self.expect_body {
-            if !body.contains(expect.as_str()) {
-                return Err(format!("{} answered {:?}", self.url, body.trim()));
-            }
+        if let Some(expect) = &self.expect_body
+            && !body.contains(expect.as_str())
+        {
+            return Err(format!("{} answered {:?}", self.url, body.trim()));
         }
         Ok(())
     }
@@ -103,7 +116,10 @@ mod tests {
             let (mut sock, _) = listener.accept().await.unwrap();
             let mut buf = [0u8; 1024];
             let _ = sock.read(&mut buf).await;
-            let reply = format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            let reply = format!(
+                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
             sock.write_all(reply.as_bytes()).await.unwrap();
         });
         format!("http://{addr}/health")
@@ -117,11 +133,23 @@ mod tests {
 
         let url = serve_once("{\"health\":\"false\"}", "200 OK").await;
         let probe = Probe::http(url).expect_body("\"health\":\"true\"");
-        assert!(probe.check(&probe.client().unwrap()).await.unwrap_err().contains("false"));
+        assert!(
+            probe
+                .check(&probe.client().unwrap())
+                .await
+                .unwrap_err()
+                .contains("false")
+        );
 
         let url = serve_once("[-]etcd failed", "500 Internal Server Error").await;
         let probe = Probe::http(url);
-        assert!(probe.check(&probe.client().unwrap()).await.unwrap_err().contains("500"));
+        assert!(
+            probe
+                .check(&probe.client().unwrap())
+                .await
+                .unwrap_err()
+                .contains("500")
+        );
     }
 
     #[tokio::test]

@@ -77,7 +77,10 @@ pub struct Supervisor {
 impl Supervisor {
     /// `instance` identifies this cluster's processes (the state folder).
     pub fn new(instance: impl Into<String>) -> Supervisor {
-        Supervisor { instance: instance.into(), children: tokio::sync::Mutex::new(Vec::new()) }
+        Supervisor {
+            instance: instance.into(),
+            children: tokio::sync::Mutex::new(Vec::new()),
+        }
     }
 
     pub fn instance(&self) -> &str {
@@ -112,8 +115,23 @@ impl Supervisor {
             last_exit: None,
         }));
         let (stop_tx, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(supervise(spec.clone(), self.instance.clone(), child, status.clone(), stop_rx, grace));
-        children.push((spec.name.clone(), Supervised { spec, status, stop: stop_tx, task }));
+        let task = tokio::spawn(supervise(
+            spec.clone(),
+            self.instance.clone(),
+            child,
+            status.clone(),
+            stop_rx,
+            grace,
+        ));
+        children.push((
+            spec.name.clone(),
+            Supervised {
+                spec,
+                status,
+                stop: stop_tx,
+                task,
+            },
+        ));
         Ok(pid)
     }
 
@@ -122,7 +140,10 @@ impl Supervisor {
     pub async fn stop(&self, name: &str, grace: Duration) {
         let removed = {
             let mut children = self.children.lock().await;
-            children.iter().position(|(n, _)| n == name).map(|pos| children.remove(pos).1)
+            children
+                .iter()
+                .position(|(n, _)| n == name)
+                .map(|pos| children.remove(pos).1)
         };
         if let Some(child) = removed {
             stop_child(child, grace).await;
@@ -138,11 +159,21 @@ impl Supervisor {
     }
 
     pub async fn status(&self) -> Vec<ChildStatus> {
-        self.children.lock().await.iter().map(|(_, c)| c.status.lock().expect("status lock").clone()).collect()
+        self.children
+            .lock()
+            .await
+            .iter()
+            .map(|(_, c)| c.status.lock().expect("status lock").clone())
+            .collect()
     }
 
     pub async fn child_status(&self, name: &str) -> Option<ChildStatus> {
-        self.children.lock().await.iter().find(|(n, _)| n == name).map(|(_, c)| c.status.lock().expect("status lock").clone())
+        self.children
+            .lock()
+            .await
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c.status.lock().expect("status lock").clone())
     }
 }
 
@@ -159,8 +190,16 @@ fn spawn(spec: &ProcessSpec, instance: &str) -> std::io::Result<tokio::process::
     if let Some(dir) = spec.log_file.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut log = OpenOptions::new().create(true).append(true).open(&spec.log_file)?;
-    writeln!(log, "==== k8s-manager: starting {} at {} ====", spec.name, now_rfc3339())?;
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&spec.log_file)?;
+    writeln!(
+        log,
+        "==== k8s-manager: starting {} at {} ====",
+        spec.name,
+        now_rfc3339()
+    )?;
     let mut cmd = tokio::process::Command::new(&spec.program);
     cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -173,7 +212,16 @@ fn spawn(spec: &ProcessSpec, instance: &str) -> std::io::Result<tokio::process::
         // stop reaches whatever it started.
         .process_group(0)
         .kill_on_drop(false);
-    cmd.spawn().map_err(|err| std::io::Error::new(err.kind(), format!("cannot start {} ({}): {err}", spec.name, spec.program.display())))
+    cmd.spawn().map_err(|err| {
+        std::io::Error::new(
+            err.kind(),
+            format!(
+                "cannot start {} ({}): {err}",
+                spec.name,
+                spec.program.display()
+            ),
+        )
+    })
 }
 
 async fn supervise(
@@ -259,7 +307,9 @@ fn signal_group(pid: u32, signal: i32) {
 
 /// The last `n` lines of a component's log: what an error message shows.
 pub fn tail_log(path: &Path, n: usize) -> Vec<String> {
-    let Ok(mut file) = std::fs::File::open(path) else { return Vec::new() };
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
     // Read at most the last 64 KiB: enough for n lines, cheap for a big log.
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let _ = file.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
@@ -285,12 +335,25 @@ mod tests {
     async fn starts_logs_and_stops_a_child() {
         let dir = tempfile::tempdir().unwrap();
         let sup = Supervisor::new("test-instance-a");
-        let pid = sup.start(spec(dir.path(), "greeter", "echo $GREETING $K8S_MANAGER_COMPONENT; exec sleep 60"), Duration::from_secs(2)).await.unwrap();
+        let pid = sup
+            .start(
+                spec(
+                    dir.path(),
+                    "greeter",
+                    "echo $GREETING $K8S_MANAGER_COMPONENT; exec sleep 60",
+                ),
+                Duration::from_secs(2),
+            )
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
         let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
         assert!(String::from_utf8_lossy(&environ).contains("K8S_MANAGER_INSTANCE=test-instance-a"));
         let status = sup.child_status("greeter").await.unwrap();
-        assert_eq!((status.state, status.pid, status.restarts), (RunState::Running, Some(pid), 0));
+        assert_eq!(
+            (status.state, status.pid, status.restarts),
+            (RunState::Running, Some(pid), 0)
+        );
         sup.stop_all(Duration::from_secs(2)).await;
         assert!(!crate::cluster::state::process_alive(pid));
         let log = tail_log(&dir.path().join("greeter.log"), 5);
@@ -304,12 +367,24 @@ mod tests {
     async fn restarts_a_crashed_child_with_a_count() {
         let dir = tempfile::tempdir().unwrap();
         let sup = Supervisor::new("test-instance-b");
-        sup.start(spec(dir.path(), "crasher", "sleep 0.1; exit 3"), Duration::from_secs(1)).await.unwrap();
+        sup.start(
+            spec(dir.path(), "crasher", "sleep 0.1; exit 3"),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
         // Exits at 0.1 s, restarts after 0.5 s, exits again, restarts after 1 s.
         tokio::time::sleep(Duration::from_millis(1900)).await;
         let status = sup.child_status("crasher").await.unwrap();
         assert!(status.restarts >= 2, "{status:?}");
-        assert!(status.last_exit.as_deref().unwrap_or_default().contains('3'), "{status:?}");
+        assert!(
+            status
+                .last_exit
+                .as_deref()
+                .unwrap_or_default()
+                .contains('3'),
+            "{status:?}"
+        );
         sup.stop_all(Duration::from_secs(1)).await;
         assert_eq!(sup.status().await, vec![]);
     }
@@ -318,10 +393,28 @@ mod tests {
     async fn same_spec_is_left_running_and_a_changed_one_restarts() {
         let dir = tempfile::tempdir().unwrap();
         let sup = Supervisor::new("test-instance-c");
-        let first = sup.start(spec(dir.path(), "svc", "exec sleep 60"), Duration::from_secs(1)).await.unwrap();
-        let again = sup.start(spec(dir.path(), "svc", "exec sleep 60"), Duration::from_secs(1)).await.unwrap();
+        let first = sup
+            .start(
+                spec(dir.path(), "svc", "exec sleep 60"),
+                Duration::from_secs(1),
+            )
+            .await
+            .unwrap();
+        let again = sup
+            .start(
+                spec(dir.path(), "svc", "exec sleep 60"),
+                Duration::from_secs(1),
+            )
+            .await
+            .unwrap();
         assert_eq!(first, again);
-        let changed = sup.start(spec(dir.path(), "svc", "exec sleep 61"), Duration::from_secs(1)).await.unwrap();
+        let changed = sup
+            .start(
+                spec(dir.path(), "svc", "exec sleep 61"),
+                Duration::from_secs(1),
+            )
+            .await
+            .unwrap();
         assert_ne!(first, changed);
         assert!(!crate::cluster::state::process_alive(first));
         sup.stop_all(Duration::from_secs(1)).await;
@@ -331,7 +424,17 @@ mod tests {
     async fn a_child_ignoring_sigterm_is_killed_after_grace() {
         let dir = tempfile::tempdir().unwrap();
         let sup = Supervisor::new("test-instance-d");
-        let pid = sup.start(spec(dir.path(), "stubborn", "trap '' TERM; while :; do sleep 0.05; done"), Duration::from_millis(300)).await.unwrap();
+        let pid = sup
+            .start(
+                spec(
+                    dir.path(),
+                    "stubborn",
+                    "trap '' TERM; while :; do sleep 0.05; done",
+                ),
+                Duration::from_millis(300),
+            )
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         let start = Instant::now();
         sup.stop("stubborn", Duration::from_millis(300)).await;

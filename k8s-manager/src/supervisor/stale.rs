@@ -14,16 +14,26 @@ pub struct StaleProcess {
 
 /// Processes that carry `instance`'s marker, except those in `ours`.
 pub fn find(instance: &str, ours: &[u32]) -> Vec<StaleProcess> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     let me = std::process::id();
     let want = format!("{INSTANCE_ENV}={instance}");
     let mut found = Vec::new();
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
         if pid == me || ours.contains(&pid) {
             continue;
         }
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
         let mut marked = false;
         let mut component = String::new();
         for var in environ.split(|b| *b == 0) {
@@ -46,11 +56,19 @@ pub fn find(instance: &str, ours: &[u32]) -> Vec<StaleProcess> {
 pub fn end(instance: &str, ours: &[u32], grace: Duration) -> Vec<StaleProcess> {
     let stale = find(instance, ours);
     for p in &stale {
-        tracing::info!("ending stale {} (pid {}) left by an earlier manager", p.component, p.pid);
+        tracing::info!(
+            "ending stale {} (pid {}) left by an earlier manager",
+            p.component,
+            p.pid
+        );
         signal(p.pid, libc::SIGTERM);
     }
     let deadline = Instant::now() + grace;
-    while Instant::now() < deadline && stale.iter().any(|p| crate::cluster::state::process_alive(p.pid)) {
+    while Instant::now() < deadline
+        && stale
+            .iter()
+            .any(|p| crate::cluster::state::process_alive(p.pid))
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
     for p in &stale {
@@ -59,7 +77,11 @@ pub fn end(instance: &str, ours: &[u32], grace: Duration) -> Vec<StaleProcess> {
         }
     }
     let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline && stale.iter().any(|p| crate::cluster::state::process_alive(p.pid)) {
+    while Instant::now() < deadline
+        && stale
+            .iter()
+            .any(|p| crate::cluster::state::process_alive(p.pid))
+    {
         std::thread::sleep(Duration::from_millis(20));
     }
     stale
@@ -86,15 +108,32 @@ mod tests {
             .env(COMPONENT_ENV, "etcd")
             .spawn()
             .unwrap();
-        let mut other = Command::new("sleep").arg("30").env(INSTANCE_ENV, "another-instance").env(COMPONENT_ENV, "etcd").spawn().unwrap();
+        let mut other = Command::new("sleep")
+            .arg("30")
+            .env(INSTANCE_ENV, "another-instance")
+            .env(COMPONENT_ENV, "etcd")
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(100));
         let found = find(&instance, &[]);
-        assert_eq!(found, vec![StaleProcess { pid: marked.id(), component: "etcd".into() }]);
-        assert!(find(&instance, &[marked.id()]).is_empty(), "our own children are not stale");
+        assert_eq!(
+            found,
+            vec![StaleProcess {
+                pid: marked.id(),
+                component: "etcd".into()
+            }]
+        );
+        assert!(
+            find(&instance, &[marked.id()]).is_empty(),
+            "our own children are not stale"
+        );
         let ended = end(&instance, &[], Duration::from_secs(2));
         assert_eq!(ended.len(), 1);
         assert!(marked.wait().unwrap().code().is_none(), "ended by a signal");
-        assert!(other.try_wait().unwrap().is_none(), "another instance's process is left alone");
+        assert!(
+            other.try_wait().unwrap().is_none(),
+            "another instance's process is left alone"
+        );
         other.kill().unwrap();
         other.wait().unwrap();
     }

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Times the cluster's life cycle on this machine with the release build and
+# the cached bundle, and measures memory at rest. Prints one line per figure.
+#
+#   cold enable   no state, images not in containerd, no daemon → node Ready +
+#                 CoreDNS Ready + kubeconfig merged
+#   warm enable   after disable (data, PKI and images kept)
+#   reset         reset of an enabled cluster → a fresh cluster Ready
+#   idle memory   manager RSS, each component's PSS, 30 s after an enable
+#
+# Run as root on a prepared machine (vm/prepare-vm.sh). RUNS=N repeats each
+# timing (default 3) and prints the median. Uses its own state folder and HOME.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+runs=${RUNS:-3}
+bundle=${K8S_MANAGER_BUNDLE:-$("$root/vm/bundle/build.sh" 2>/dev/null | tail -1)}
+(cd "$root" && cargo build --release --locked -q)
+bin=$root/target/release/k8s-manager
+work=$(mktemp -d)
+state=$work/state
+export HOME=$work/home
+mkdir -p "$HOME"
+m() { "$bin" --state-dir "$state" "$@"; }
+cleanup() {
+	m reset --no-restart >/dev/null 2>&1 || true
+	pkill -f -- "--state-dir $state daemon" || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+seconds() { # command... → elapsed seconds
+	local start end
+	start=$(date +%s.%N)
+	"$@" >/dev/null 2>&1 || { echo "FAILED: $*" >&2; m status >&2 || true; exit 1; }
+	end=$(date +%s.%N)
+	awk -v a="$start" -v b="$end" 'BEGIN {printf "%.2f\n", b - a}' 
+}
+median() { sort -n | awk '{a[NR]=$1} END {printf "%.2f", (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+forget_images() {
+	ctr -n k8s.io images rm $(ctr -n k8s.io images ls -q | grep -E 'registry.k8s.io/(pause|coredns)') >/dev/null 2>&1 || true
+}
+
+cold=() warm=() reset=()
+for _ in $(seq "$runs"); do
+	m reset --no-restart >/dev/null 2>&1 || true
+	pkill -f -- "--state-dir $state daemon" || true
+	sleep 0.5
+	rm -rf "$state"
+	forget_images
+	cold+=("$(seconds m enable --bundle "$bundle")")
+	m disable >/dev/null
+	warm+=("$(seconds m enable)")
+	reset+=("$(seconds m reset)")
+done
+printf 'machine: %s, %s cores, %s\n' "$(uname -r)" "$(nproc)" "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+printf 'cold enable:  %s s (median of %s: %s)\n' "$(printf '%s\n' "${cold[@]}" | median)" "$runs" "${cold[*]}"
+printf 'warm enable:  %s s (median of %s: %s)\n' "$(printf '%s\n' "${warm[@]}" | median)" "$runs" "${warm[*]}"
+printf 'reset→Ready:  %s s (median of %s: %s)\n' "$(printf '%s\n' "${reset[@]}" | median)" "$runs" "${reset[*]}"
+
+sleep 30
+daemon=$(pgrep -f -- "--state-dir $state daemon" | head -1)
+printf 'manager idle RSS: %s MB\n' "$(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$daemon/status")"
+total=0
+for pid in $(grep -l "K8S_MANAGER_INSTANCE=$state" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3); do
+	name=$(tr '\0' '\n' <"/proc/$pid/environ" | sed -n 's/^K8S_MANAGER_COMPONENT=//p')
+	pss=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup")
+	total=$((total + pss))
+	printf '  %-24s PSS %6.1f MB\n' "$name" "$(awk -v k="$pss" 'BEGIN {print k / 1024}')"
+done
+printf 'cluster processes PSS total: %.0f MB (CoreDNS and pods not included)\n' "$(awk -v k="$total" 'BEGIN {print k / 1024}')"
