@@ -98,6 +98,16 @@ impl Cluster {
         support::run_ok(&mut self.kubectl(args))
     }
 
+    /// The status of the node's Ready condition, as kubectl shows it.
+    fn node_ready_condition(&self) -> String {
+        self.kubectl_ok(&[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={.items[0].status.conditions[?(@.type==\"Ready\")].status}",
+        ])
+    }
+
     fn daemon_pid(&self) -> Option<u32> {
         let raw = std::fs::read(self.state().join("state.json")).ok()?;
         let record: serde_json::Value = serde_json::from_slice(&raw).ok()?;
@@ -283,12 +293,7 @@ fn enable_use_disable_enable_reset() {
     .unwrap();
 
     cluster.enable_ok();
-    let nodes = cluster.kubectl_ok(&[
-        "get",
-        "nodes",
-        "-o",
-        "jsonpath={.items[0].status.conditions[?(@.type==\"Ready\")].status}",
-    ]);
+    let nodes = cluster.node_ready_condition();
     assert_eq!(nodes, "True");
     assert_eq!(
         cluster.kubectl_ok(&["auth", "can-i", "*", "*"]).trim(),
@@ -515,12 +520,7 @@ fn kill_minus_nine_in_every_phase_then_enable_converges() {
     }
     // The manager died mid-phase many times; one enable must converge.
     cluster.enable_ok();
-    let ready = cluster.kubectl_ok(&[
-        "get",
-        "nodes",
-        "-o",
-        "jsonpath={.items[0].status.conditions[?(@.type==\"Ready\")].status}",
-    ]);
+    let ready = cluster.node_ready_condition();
     assert_eq!(ready, "True");
     cluster.kubectl_ok(&[
         "-n",

@@ -143,17 +143,20 @@ impl Engine {
             )
         })?;
         let result = phases::enable(self, config).await;
-        match &result {
-            Ok(()) => self.set_state(ClusterState::Running, Some(true)),
-            Err(err) => self.set_state(
-                ClusterState::Error {
-                    phase: err.phase,
-                    message: err.to_string(),
-                },
-                Some(true),
-            ),
-        }
+        self.settle(&result, ClusterState::Running, Some(true));
         result
+    }
+
+    /// The state an operation leaves: `done` on success, the error otherwise.
+    fn settle(&self, result: &Result<(), PhaseError>, done: ClusterState, enabled: Option<bool>) {
+        let state = match result {
+            Ok(()) => done,
+            Err(err) => ClusterState::Error {
+                phase: err.phase,
+                message: err.to_string(),
+            },
+        };
+        self.set_state(state, enabled);
     }
 
     /// The operation's last event, with its total time.
@@ -190,16 +193,7 @@ impl Engine {
         let start = Instant::now();
         self.set_state(ClusterState::Stopping, Some(false));
         let result = phases::stop(self).await;
-        match &result {
-            Ok(()) => self.set_state(ClusterState::Stopped, Some(false)),
-            Err(err) => self.set_state(
-                ClusterState::Error {
-                    phase: err.phase,
-                    message: err.to_string(),
-                },
-                Some(false),
-            ),
-        }
+        self.settle(&result, ClusterState::Stopped, Some(false));
         self.finish("disable", id, start, &result, |s| {
             format!("cluster stopped in {s:.1}s")
         });
@@ -220,16 +214,7 @@ impl Engine {
         let config = self.saved_config();
         self.set_state(ClusterState::Stopping, None);
         let mut result = phases::reset(self, config.as_ref()).await;
-        match &result {
-            Ok(()) => self.set_state(ClusterState::Stopped, None),
-            Err(err) => self.set_state(
-                ClusterState::Error {
-                    phase: err.phase,
-                    message: err.to_string(),
-                },
-                None,
-            ),
-        }
+        self.settle(&result, ClusterState::Stopped, None);
         let restarted = result.is_ok() && restart && was_enabled && config.is_some();
         if let (true, Some(config)) = (restarted, &config) {
             result = self.run_enable(config).await;
