@@ -85,6 +85,8 @@ struct Run<'a> {
     ctx: Context,
     bundle: Manifest,
     admin: Option<kube::Client>,
+    /// The image import, running in the background from preflight on.
+    images: Option<tokio::task::JoinHandle<Result<(), String>>>,
     /// When this enable started (Unix seconds, less a second of clock
     /// granularity): API statuses older than that describe an earlier run.
     started_unix: i64,
@@ -120,6 +122,7 @@ pub async fn enable(engine: &Engine, config: &ClusterConfig) -> Result<(), Phase
         ctx,
         bundle,
         admin: None,
+        images: None,
         started_unix,
     };
     for phase in Phase::ENABLE {
@@ -152,8 +155,21 @@ async fn run_phase(run: &mut Run<'_>, phase: Phase) -> Result<(), PhaseError> {
         Phase::Preflight => preflight_phase(run).await,
         Phase::Certs => certs_phase(run),
         Phase::Kubeconfigs => kubeconfigs_phase(run),
-        Phase::Etcd => start_and_wait(run, phase, &[&Etcd]).await,
-        Phase::KubeApiserver => start_and_wait(run, phase, &[&ApiServer]).await,
+        Phase::Etcd => {
+            // The API server retries its etcd connection: starting it now
+            // overlaps its own start-up with etcd's. (Started after etcd, so
+            // that the stop, in reverse order, ends it before etcd.)
+            start(run, phase, &[&Etcd]).await?;
+            prestart(run, &[&ApiServer]).await;
+            wait_all(run, phase, &[&Etcd]).await
+        }
+        Phase::KubeApiserver => {
+            // Everything else only waits for the API to answer: started now,
+            // each connects the moment it does. Their own phases then find
+            // them running and wait for their probes.
+            prestart(run, &[&ControllerManager, &Scheduler, &Kubelet, &KubeProxy]).await;
+            start_and_wait(run, phase, &[&ApiServer]).await
+        }
         Phase::ControlPlane => start_and_wait(run, phase, &[&ControllerManager, &Scheduler]).await,
         Phase::Images => images_phase(run).await,
         Phase::Cni => cni_phase(run),
@@ -195,6 +211,9 @@ async fn preflight_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
     }
     findings.problems.extend(check_bundle(run));
     findings.problems.extend(runtime_preflight(run).await);
+    if findings.problems.is_empty() {
+        run.images = Some(start_image_import(run));
+    }
     for warning in &findings.warnings {
         run.engine.emit(Event::Notice {
             message: format!("warning: {warning}"),
@@ -268,9 +287,38 @@ async fn running_pids(engine: &Engine) -> Vec<u32> {
         .collect()
 }
 
-/// Starts the components and waits until each answers its probe.
+/// Starts components ahead of their own phases. A failure here is left for
+/// their phase to report, with its name and logs.
+async fn prestart(run: &Run<'_>, components: &[&dyn Component]) {
+    for component in components {
+        let started = match component.prepare(&run.ctx) {
+            Ok(()) => run
+                .engine
+                .supervisor
+                .start(component.spec(&run.ctx), component.stop_grace())
+                .await
+                .map(|_| ()),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = started {
+            tracing::debug!("early start of {}: {err}", component.name());
+        }
+    }
+}
+
+/// Starts the components (a no-op for those already running as asked) and
+/// waits until each answers its probe.
 async fn start_and_wait(
     run: &mut Run<'_>,
+    phase: Phase,
+    components: &[&dyn Component],
+) -> Result<(), PhaseError> {
+    start(run, phase, components).await?;
+    wait_all(run, phase, components).await
+}
+
+async fn start(
+    run: &Run<'_>,
     phase: Phase,
     components: &[&dyn Component],
 ) -> Result<(), PhaseError> {
@@ -289,6 +337,14 @@ async fn start_and_wait(
                 PhaseError::new(phase, e.to_string()).with_logs(&run.ctx, component.name())
             })?;
     }
+    Ok(())
+}
+
+async fn wait_all(
+    run: &Run<'_>,
+    phase: Phase,
+    components: &[&dyn Component],
+) -> Result<(), PhaseError> {
     let waits = components
         .iter()
         .map(|component| wait_ready(run, phase, *component));
@@ -538,12 +594,6 @@ pub fn node_pod_subnet(pod_cidr: &str) -> Result<String, String> {
     }
 }
 
-async fn cri(config: &ClusterConfig, phase: Phase) -> Result<crate::runtime::Cri, PhaseError> {
-    crate::runtime::Cri::connect(&config.containerd_socket)
-        .await
-        .map_err(|e| PhaseError::new(phase, e.to_string()))
-}
-
 /// containerd answers on its socket and has its CRI plugin.
 async fn runtime_preflight(run: &Run<'_>) -> Vec<String> {
     match crate::runtime::Cri::connect(&run.config.containerd_socket).await {
@@ -562,29 +612,50 @@ async fn runtime_preflight(run: &Run<'_>) -> Vec<String> {
     }
 }
 
-/// pause and CoreDNS into containerd's `k8s.io` namespace from the bundle
-/// (nothing is pulled); pause also under the name containerd uses for sandboxes.
-async fn images_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
-    let phase = Phase::Images;
-    let cri = cri(run.config, phase).await?;
-    let ctr = crate::runtime::Ctr::new(&run.config.containerd_socket);
+/// Imports pause and CoreDNS into containerd's `k8s.io` namespace from the
+/// bundle (nothing is pulled), pause also under the name containerd uses for
+/// sandboxes. Started in the background when preflight passes, so that a cold
+/// import overlaps the control plane's start; the images phase waits for it.
+fn start_image_import(run: &Run<'_>) -> tokio::task::JoinHandle<Result<(), String>> {
+    let socket = run.config.containerd_socket.clone();
+    let bundle_dir = run.config.bundle.clone();
+    let images = run.bundle.images.clone();
     let pause = run
         .bundle
         .image("registry.k8s.io/pause")
-        .cloned()
-        .ok_or_else(|| PhaseError::new(phase, "the bundle carries no pause image"))?;
-    for image in &run.bundle.images {
-        let archive = Manifest::resolve(&run.config.bundle, &image.path)
-            .map_err(|e| PhaseError::new(phase, e))?;
-        let report = crate::runtime::images::import_archive(&ctr, &cri, &archive)
+        .map(|i| i.reference.clone());
+    tokio::spawn(async move {
+        let pause = pause.ok_or("the bundle carries no pause image")?;
+        let cri = crate::runtime::Cri::connect(&socket)
             .await
-            .map_err(|e| PhaseError::new(phase, e.to_string()))?;
-        tracing::debug!("{}: {:?}", archive.display(), report.outcome);
+            .map_err(|e| e.to_string())?;
+        let ctr = crate::runtime::Ctr::new(&socket);
+        for image in &images {
+            let archive = Manifest::resolve(&bundle_dir, &image.path)?;
+            let report = crate::runtime::images::import_archive(&ctr, &cri, &archive)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::debug!("{}: {:?}", archive.display(), report.outcome);
+        }
+        crate::runtime::images::ensure_sandbox_image(&ctr, &cri, &pause)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    })
+}
+
+async fn images_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
+    let import = match run.images.take() {
+        Some(import) => import,
+        None => start_image_import(run),
+    };
+    match import.await {
+        Ok(result) => result.map_err(|e| PhaseError::new(Phase::Images, e)),
+        Err(err) => Err(PhaseError::new(
+            Phase::Images,
+            format!("the image import stopped: {err}"),
+        )),
     }
-    crate::runtime::images::ensure_sandbox_image(&ctr, &cri, &pause.reference)
-        .await
-        .map_err(|e| PhaseError::new(phase, e.to_string()))?;
-    Ok(())
 }
 
 /// The pod network's CNI configuration, in containerd's CNI folder.
@@ -603,6 +674,16 @@ async fn remove_pods(engine: &Engine, config: Option<&ClusterConfig>) -> Result<
     let socket = config
         .map(|c| c.containerd_socket.clone())
         .unwrap_or_else(|| super::config::DEFAULT_CONTAINERD_SOCKET.into());
+    // Tearing a pod's network down goes through CNI: if our configuration
+    // went missing (a half-made or half-removed cluster), put it back first.
+    if let Some(config) = config
+        && let Ok(subnet) = node_pod_subnet(&config.pod_cidr)
+    {
+        let network = crate::runtime::CniNetwork::new(&subnet);
+        if let Err(err) = crate::runtime::cni::write_cni_config(&config.cni_conf_dir, &network) {
+            tracing::warn!("cannot restore the CNI configuration for pod removal: {err}");
+        }
+    }
     let cri = crate::runtime::Cri::connect(&socket)
         .await
         .map_err(|e| PhaseError::new(Phase::Stop, e.to_string()))?;

@@ -40,6 +40,12 @@ impl Component for ControllerManager {
                 ("cluster-cidr", ctx.config.pod_cidr.clone()),
                 ("node-cidr-mask-size", "24".into()),
                 ("profiling", "false".into()),
+                // With per-controller credentials every controller's start
+                // makes API calls; at the default 20 QPS those are throttled
+                // to ~150 ms a controller, 5 s before Deployments are acted
+                // on in a fresh cluster. Loopback to our own API server takes more.
+                ("kube-api-qps", "200".into()),
+                ("kube-api-burst", "300".into()),
             ]),
         )
     }
