@@ -430,10 +430,7 @@ fn update_locked<T>(
         .map_err(|e| KubeconfigError::io("read the mode of", target, e))?
         .unwrap_or(NEW_FILE_MODE);
     if let Some(old) = &bytes {
-        let backup = backup_path(target);
-        fsutil::write_atomic(&backup, old, mode)
-            .map_err(|e| KubeconfigError::io("write the backup", &backup, e))?;
-        outcome.backup = Some(backup);
+        outcome.backup = Some(keep_backup(target, old, mode)?);
     }
     fsutil::write_atomic(target, &new_bytes, mode)
         .map_err(|e| KubeconfigError::io("write", target, e))?;
@@ -450,6 +447,27 @@ fn resolve_symlink(file: &Path) -> Result<PathBuf, KubeconfigError> {
             fs::canonicalize(file).map_err(|e| KubeconfigError::io("follow the symlink", file, e))
         }
         _ => Ok(file.to_path_buf()),
+    }
+}
+
+/// Keeps the current content of `target` as `<file>.bak`. A hard link to the
+/// current file costs nothing however large it is: the rename that follows
+/// points `target` at a new file and leaves the old one to the backup alone.
+/// Where the file system has no hard links (some host mounts), a copy.
+fn keep_backup(target: &Path, old: &[u8], mode: u32) -> Result<PathBuf, KubeconfigError> {
+    let backup = backup_path(target);
+    let mut link = backup.clone().into_os_string();
+    link.push(format!(".tmp-{}", std::process::id()));
+    let link = PathBuf::from(link);
+    let _ = fs::remove_file(&link);
+    match fs::hard_link(target, &link).and_then(|()| fs::rename(&link, &backup)) {
+        Ok(()) => Ok(backup),
+        Err(_) => {
+            let _ = fs::remove_file(&link);
+            fsutil::write_atomic(&backup, old, mode)
+                .map_err(|e| KubeconfigError::io("write the backup", &backup, e))?;
+            Ok(backup)
+        }
     }
 }
 
