@@ -37,7 +37,8 @@ pub enum BundleError {
 }
 
 /// Where bundles live: `$K8S_MANAGER_CACHE`, else `$XDG_CACHE_HOME/k8s-manager`,
-/// else `~/.cache/k8s-manager`; the same rule as the builder script.
+/// else `~/.cache/k8s-manager` (`/var/cache/k8s-manager` without HOME); the
+/// builder script follows the same rule.
 pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("K8S_MANAGER_CACHE") {
         return PathBuf::from(dir);
@@ -45,10 +46,11 @@ pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(dir).join("k8s-manager");
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root"));
-    home.join(".cache").join("k8s-manager")
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".cache").join("k8s-manager"),
+        // A service started without HOME: the system's cache folder.
+        None => PathBuf::from("/var/cache/k8s-manager"),
+    }
 }
 
 /// The folder of the bundle for a Kubernetes version in the cache.
