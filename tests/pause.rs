@@ -56,7 +56,7 @@ fn zombie_children(pid: u32) -> Vec<u32> {
 #[test]
 fn prints_its_version() {
     let dir = tempfile::tempdir().unwrap();
-    let out = support::run_ok(&mut Command::new(build(dir.path())).arg("-v"));
+    let out = support::run_ok(Command::new(build(dir.path())).arg("-v"));
     assert_eq!(out.trim(), "pause.c 3.10.1");
 }
 
