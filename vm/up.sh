@@ -34,6 +34,8 @@ fi
 log "building k8s-manager"
 (cd "$root" && cargo build --release --locked -q)
 install -m 0755 "$root/target/release/k8s-manager" /usr/local/bin/k8s-manager
+# The service definition runs prepare-vm.sh from here at every boot.
+install -D -m 0755 "$root/vm/prepare-vm.sh" /usr/local/lib/k8s-manager/prepare-vm.sh
 
 args=(enable --bundle "$bundle")
 if [[ -n ${K8S_MANAGER_HOST_KUBECONFIG:-} ]]; then
