@@ -6,6 +6,12 @@
 //! lock, so kubectl and k8s-manager never write the file at the same time,
 //! but unlike kubectl we wait for it, with exponential backoff up to a
 //! deadline, because the merge runs unattended.
+//!
+//! Our lock files name their holder (`k8s-manager <pid>`; client-go only
+//! checks that the file exists), so that a lock left by a k8s-manager that
+//! was killed while holding it is recognised and removed by the next one,
+//! instead of blocking every later merge. A lock without our mark (kubectl's)
+//! is never removed: the error says how to clear it.
 
 use std::fs::{self, OpenOptions};
 use std::io;
@@ -68,11 +74,17 @@ impl KubeconfigLock {
                 .mode(0o600)
                 .open(&path)
             {
-                Ok(_) => {
+                Ok(mut lock_file) => {
+                    use std::io::Write;
+                    // Best effort: the lock holds by existing, the mark only helps a successor.
+                    let _ = write!(lock_file, "{}", holder_mark(std::process::id()));
                     tracing::debug!(lock = %path.display(), waited_ms = start.elapsed().as_millis() as u64, "took kubeconfig lock");
                     return Ok(KubeconfigLock { path });
                 }
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                    if remove_if_stale(&path) {
+                        continue;
+                    }
                     let now = Instant::now();
                     if now >= deadline {
                         return Err(KubeconfigError::LockTimeout {
@@ -94,6 +106,36 @@ impl KubeconfigLock {
     }
 }
 
+/// What our lock files contain.
+fn holder_mark(pid: u32) -> String {
+    format!("k8s-manager {pid}\n")
+}
+
+/// Removes the lock when it was left by a k8s-manager process that no
+/// longer runs; true when it did.
+fn remove_if_stale(lock: &Path) -> bool {
+    let Ok(content) = fs::read_to_string(lock) else {
+        return false;
+    };
+    let Some(pid) = content
+        .trim()
+        .strip_prefix("k8s-manager ")
+        .and_then(|p| p.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+        return false;
+    }
+    // Read once more right before removing: another k8s-manager may have
+    // cleared the stale lock and taken a fresh one in between.
+    if fs::read_to_string(lock).ok().as_deref() != Some(content.as_str()) {
+        return false;
+    }
+    tracing::warn!(lock = %lock.display(), pid, "removing a kubeconfig lock left by a k8s-manager that no longer runs");
+    fs::remove_file(lock).is_ok()
+}
+
 impl Drop for KubeconfigLock {
     fn drop(&mut self) {
         if let Err(err) = fs::remove_file(&self.path) {
@@ -107,6 +149,33 @@ impl Drop for KubeconfigLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lock_left_by_a_dead_manager_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config");
+        let lock_path = KubeconfigLock::lock_path(&file);
+        // A pid that cannot be running.
+        fs::write(&lock_path, holder_mark(u32::MAX - 7)).unwrap();
+        let lock = KubeconfigLock::acquire(&file, Duration::ZERO).unwrap();
+        assert_eq!(
+            fs::read_to_string(lock.path()).unwrap(),
+            holder_mark(std::process::id())
+        );
+    }
+
+    #[test]
+    fn a_kubectl_lock_or_a_live_managers_lock_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config");
+        let lock_path = KubeconfigLock::lock_path(&file);
+        for content in [String::new(), holder_mark(1)] {
+            fs::write(&lock_path, &content).unwrap();
+            let err = KubeconfigLock::acquire(&file, Duration::from_millis(30)).unwrap_err();
+            assert!(matches!(err, KubeconfigError::LockTimeout { .. }), "{err}");
+            assert_eq!(fs::read_to_string(&lock_path).unwrap(), content);
+        }
+    }
 
     #[test]
     fn lock_is_the_client_go_name_and_is_released_on_drop() {
