@@ -293,6 +293,8 @@ fn enable_use_disable_enable_reset() {
     .unwrap();
 
     cluster.enable_ok();
+    // enable on a running cluster re-checks every phase and changes nothing.
+    cluster.enable_ok();
     let nodes = cluster.node_ready_condition();
     assert_eq!(nodes, "True");
     assert_eq!(

@@ -200,15 +200,9 @@ async fn preflight_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
             ),
         });
     }
-    let mut findings = preflight::check_host(run.config);
     // On a re-enable of a running cluster, its own components hold its ports.
-    if !run.engine.supervisor.status().await.is_empty() {
-        let own = preflight::ports(run.config);
-        findings.problems.retain(|p| {
-            !own.iter()
-                .any(|port| p.starts_with(&format!("port {port} ")))
-        });
-    }
+    let ports_are_ours = !run.engine.supervisor.status().await.is_empty();
+    let mut findings = preflight::check_host(run.config, ports_are_ours);
     findings.problems.extend(check_bundle(run));
     findings.problems.extend(runtime_preflight(run).await);
     if findings.problems.is_empty() {

@@ -31,8 +31,9 @@ impl Findings {
 }
 
 /// The host checks that need no containerd: root, cgroups, kernel, swap,
-/// ports. Sets the two sysctls a cluster needs when they are off.
-pub fn check_host(config: &ClusterConfig) -> Findings {
+/// ports (unless `ports_are_ours`: the cluster already runs). Sets the two
+/// sysctls a cluster needs when they are off.
+pub fn check_host(config: &ClusterConfig, ports_are_ours: bool) -> Findings {
     let mut f = Findings::default();
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -64,7 +65,12 @@ pub fn check_host(config: &ClusterConfig) -> Findings {
     if let Some(missing) = missing_capability(CAP_SYS_RESOURCE) {
         f.warning(missing);
     }
-    for port in ports(config) {
+    let to_check = if ports_are_ours {
+        Vec::new()
+    } else {
+        ports(config)
+    };
+    for port in to_check {
         if !port_free(port) {
             f.problem(format!(
                 "port {port} is in use by another program: free it (`ss -ltnp 'sport = :{port}'` shows which), or choose another API port with --api-port"
