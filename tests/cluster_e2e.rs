@@ -98,6 +98,16 @@ impl Cluster {
         support::run_ok(&mut self.kubectl(args))
     }
 
+    /// The contexts of the user's kubeconfig, as kubectl lists them.
+    fn context_names(&self) -> String {
+        let file = self.host_kubeconfig();
+        support::run_ok(
+            Command::new(support::upstream_kubectl())
+                .args(["config", "get-contexts", "-o", "name", "--kubeconfig"])
+                .arg(file),
+        )
+    }
+
     /// The status of the node's Ready condition, as kubectl shows it.
     fn node_ready_condition(&self) -> String {
         self.kubectl_ok(&[
@@ -301,14 +311,7 @@ fn enable_use_disable_enable_reset() {
         cluster.kubectl_ok(&["auth", "can-i", "*", "*"]).trim(),
         "yes"
     );
-    let contexts = support::run_ok(Command::new(support::upstream_kubectl()).args([
-        "config",
-        "get-contexts",
-        "-o",
-        "name",
-        "--kubeconfig",
-        cluster.host_kubeconfig().to_str().unwrap(),
-    ]));
+    let contexts = cluster.context_names();
     assert!(
         contexts.contains("work") && contexts.contains(CONTEXT),
         "{contexts}"
@@ -410,14 +413,7 @@ fn enable_use_disable_enable_reset() {
         "{missing:?}"
     );
     cluster.kubectl_ok(&["get", "nodes"]);
-    let contexts = support::run_ok(Command::new(support::upstream_kubectl()).args([
-        "config",
-        "get-contexts",
-        "-o",
-        "name",
-        "--kubeconfig",
-        cluster.host_kubeconfig().to_str().unwrap(),
-    ]));
+    let contexts = cluster.context_names();
     assert!(contexts.contains("work"), "{contexts}");
 }
 
