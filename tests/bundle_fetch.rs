@@ -170,15 +170,7 @@ fn etcd_tarball() -> Vec<u8> {
 
 fn good_mirror() -> MirrorState {
     let mut state = MirrorState::default();
-    for name in [
-        "kube-apiserver",
-        "kube-controller-manager",
-        "kube-scheduler",
-        "kubelet",
-        "kube-proxy",
-        "kubectl",
-        "kubeadm",
-    ] {
+    for name in k8s_manager::bundle::fetch::KUBERNETES_BINARIES {
         let path = format!("/k8s/release/{VERSION}/bin/linux/amd64/{name}");
         let data = fake_binary(name);
         if name == "kubeadm" {

@@ -76,9 +76,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// The settings for this enable: the saved ones, overridden by any flag.
 fn settings(global: &GlobalArgs, args: &EnableArgs) -> anyhow::Result<ClusterConfig> {
     let paths = Paths::new(&global.state_dir);
-    let saved: Option<ClusterConfig> = std::fs::read(&paths.config_file)
-        .ok()
-        .and_then(|raw| serde_json::from_slice(&raw).ok());
+    let saved = ClusterConfig::load_saved(&paths);
     let bundle = match (&args.bundle, &saved) {
         (Some(b), _) => std::path::absolute(b)?,
         (None, Some(s)) => s.bundle.clone(),
@@ -268,16 +266,14 @@ pub fn status(output: Output, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         }
         // No daemon: report from the state folder alone.
         let record = StateRecord::load(&paths.state_file)?;
-        let saved: Option<ClusterConfig> = std::fs::read(&paths.config_file)
-            .ok()
-            .and_then(|raw| serde_json::from_slice(&raw).ok());
+        let saved = ClusterConfig::load_saved(&paths);
         let report = status::report(&paths, &record, saved.as_ref(), Vec::new(), false).await;
         Ok(serde_json::to_value(report)?)
     })?;
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Output::Text => {
-            let typed: status::StatusReport = status_from_json(&report)?;
+            let typed: status::StatusReport = serde_json::from_value(report.clone())?;
             print!("{}", status::render_text(&typed));
         }
     }
@@ -287,10 +283,6 @@ pub fn status(output: Output, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-fn status_from_json(value: &serde_json::Value) -> anyhow::Result<status::StatusReport> {
-    Ok(serde_json::from_value(value.clone())?)
 }
 
 pub fn daemon_main(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {

@@ -49,6 +49,12 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
+    /// The settings saved by the last enable (`<state>/cluster.json`), if any.
+    pub fn load_saved(paths: &Paths) -> Option<ClusterConfig> {
+        let raw = std::fs::read(&paths.config_file).ok()?;
+        serde_json::from_slice(&raw).ok()
+    }
+
     pub fn new(state_dir: PathBuf, bundle: PathBuf) -> ClusterConfig {
         ClusterConfig {
             state_dir,

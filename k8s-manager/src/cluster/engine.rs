@@ -115,8 +115,7 @@ impl Engine {
 
     /// The settings of the last enable, if any.
     pub fn saved_config(&self) -> Option<ClusterConfig> {
-        let raw = std::fs::read(&self.paths.config_file).ok()?;
-        serde_json::from_slice(&raw).ok()
+        ClusterConfig::load_saved(&self.paths)
     }
 
     /// Brings the cluster up (or back) with `config`; idempotent: on a running

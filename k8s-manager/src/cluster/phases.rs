@@ -187,7 +187,12 @@ async fn preflight_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
     // Children of a manager that died are ended first: they hold the ports
     // that the checks below want free.
     let ours = running_pids(run.engine).await;
-    let ended = stale::end(run.engine.supervisor.instance(), &ours, STALE_GRACE);
+    // Blocking work (signals and waits, reading 330 MB of bundle, making
+    // keys) runs with block_in_place: the runtime's other tasks (the
+    // control API, event streams) keep going meanwhile.
+    let ended = tokio::task::block_in_place(|| {
+        stale::end(run.engine.supervisor.instance(), &ours, STALE_GRACE)
+    });
     if !ended.is_empty() {
         let names: Vec<String> = ended
             .iter()
@@ -203,7 +208,9 @@ async fn preflight_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
     // On a re-enable of a running cluster, its own components hold its ports.
     let ports_are_ours = !run.engine.supervisor.status().await.is_empty();
     let mut findings = preflight::check_host(run.config, ports_are_ours);
-    findings.problems.extend(check_bundle(run));
+    findings
+        .problems
+        .extend(tokio::task::block_in_place(|| check_bundle(run)));
     findings.problems.extend(runtime_preflight(run).await);
     if findings.problems.is_empty() {
         run.images = Some(start_image_import(run));
@@ -416,7 +423,8 @@ fn certs_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
             pki.extra_sans.push(san);
         }
     }
-    let outcomes = crate::pki::ensure(&pki).map_err(|e| PhaseError::new(phase, e.to_string()))?;
+    let outcomes = tokio::task::block_in_place(|| crate::pki::ensure(&pki))
+        .map_err(|e| PhaseError::new(phase, e.to_string()))?;
     report_outcomes(run.engine, &outcomes);
     Ok(())
 }
@@ -455,7 +463,7 @@ fn kubeconfigs_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
         server,
         &run.config.node_name,
     );
-    let outcomes = crate::pki::kubeconfigs::write_all(&files)
+    let outcomes = tokio::task::block_in_place(|| crate::pki::kubeconfigs::write_all(&files))
         .map_err(|e| PhaseError::new(Phase::Kubeconfigs, e.to_string()))?;
     report_outcomes(run.engine, &outcomes);
     Ok(())
@@ -520,7 +528,7 @@ pub async fn stop(engine: &Engine) -> Result<(), PhaseError> {
     });
     let start = Instant::now();
     engine.supervisor.stop_all(STOP_GRACE).await;
-    stale::end(engine.supervisor.instance(), &[], STALE_GRACE);
+    tokio::task::block_in_place(|| stale::end(engine.supervisor.instance(), &[], STALE_GRACE));
     let config = engine.saved_config();
     remove_pods(engine, config.as_ref()).await?;
     super::mounts::unmount_below(&engine.paths().kubelet_root)
