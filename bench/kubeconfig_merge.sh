@@ -4,8 +4,8 @@
 #
 # Two generated shapes, both with a cluster (and its ~1.1 kB CA bundle, as
 # cloud providers write them) and a user per context:
-#   token - a bearer-token user per context (~2.0 MB, ~30k YAML nodes);
-#   exec  - an EKS `aws eks get-token` exec user per context (~2.7 MB, ~60k nodes).
+#   token - a bearer-token user per context (Rancher-style tokens; ~2.3 MB);
+#   exec  - an EKS `aws eks get-token` exec user per context (~2.6 MB).
 # Each run starts from a fresh copy, so every merge really adds our entries
 # and rewrites the file (backup + atomic write + fsync), and every remove
 # really removes them. Prints the median wall and CPU (user + sys) times.
@@ -46,7 +46,7 @@ generate() { # shape
   echo "users:"
   for ((i = 0; i < contexts; i++)); do
     if [[ $shape == token ]]; then
-      printf -- '- name: team-%04d\n  user:\n    token: %064X\n' "$i" "$i"
+      printf -- '- name: team-%04d\n  user:\n    token: kubeconfig-u-%04d:%064x\n' "$i" "$i" "$i"
     else
       printf -- '- name: team-%04d\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: aws\n      args: [--region, eu-west-1, eks, get-token, --cluster-name, team-%04d]\n      env:\n      - name: AWS_PROFILE\n        value: team-%04d\n      interactiveMode: IfAvailable\n      provideClusterInfo: false\n' "$i" "$i" "$i"
     fi

@@ -204,6 +204,7 @@ fn many_contexts(n: usize) -> String {
 
 #[test]
 fn corpus_merge_then_remove_as_kubectl_sees_it() {
+    let mut edited_in_place = Vec::new();
     for case in corpus() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join(case.name);
@@ -239,6 +240,18 @@ fn corpus_merge_then_remove_as_kubectl_sees_it() {
             case.name
         );
         assert_same_form(case.name, &case.bytes, &fs::read(&file).unwrap());
+        let original = (!case.bytes.is_empty())
+            .then(|| Kubeconfig::parse(&case.bytes, Path::new(case.name)).unwrap());
+        let in_place = original.as_ref().is_some_and(Kubeconfig::edited_in_place);
+        if in_place {
+            edited_in_place.push(case.name);
+            // Written as an edit: the user's comments are all still there.
+            let text = String::from_utf8_lossy(&case.bytes).into_owned();
+            let merged = String::from_utf8_lossy(&fs::read(&file).unwrap()).into_owned();
+            for comment in text.lines().filter(|l| l.trim_start().starts_with('#')) {
+                assert!(merged.contains(comment), "{}: {comment:?} lost", case.name);
+            }
+        }
 
         // A second merge finds nothing to do and writes nothing.
         let merged = fs::read(&file).unwrap();
@@ -270,8 +283,7 @@ fn corpus_merge_then_remove_as_kubectl_sees_it() {
                 case.name
             );
             // Beyond what kubectl shows (unknown fields, order): the same document.
-            if !case.bytes.is_empty() {
-                let original = Kubeconfig::parse(&case.bytes, Path::new(case.name)).unwrap();
+            if let Some(original) = &original {
                 let now = Kubeconfig::load(&file).unwrap();
                 assert_eq!(
                     now.root(),
@@ -279,6 +291,16 @@ fn corpus_merge_then_remove_as_kubectl_sees_it() {
                     "{}: document after merge + remove",
                     case.name
                 );
+                // Edited in place, and the current context stayed the
+                // user's: the very same bytes.
+                if in_place && original.current_context().is_some() {
+                    assert_eq!(
+                        fs::read(&file).unwrap(),
+                        case.bytes,
+                        "{}: bytes after merge + remove",
+                        case.name
+                    );
+                }
             }
         }
         assert_eq!(
@@ -291,6 +313,13 @@ fn corpus_merge_then_remove_as_kubectl_sees_it() {
         let out = remove(file.to_str().unwrap());
         assert!(out.contains("nothing to remove"), "{}: {out}", case.name);
     }
+    // Every YAML file of the corpus is written as an edit of its own text;
+    // JSON and the empty file are written whole.
+    assert_eq!(
+        edited_in_place.len(),
+        corpus().len() - 2,
+        "{edited_in_place:?}"
+    );
 }
 
 /// CRLF stays CRLF, a BOM stays, UTF-16 stays UTF-16, JSON stays JSON.

@@ -17,8 +17,15 @@
 //!
 //! The file's outer form is kept: JSON stays JSON, CRLF line endings stay
 //! CRLF (Notepad), a UTF-8 byte order mark stays, UTF-16 (what Windows
-//! PowerShell 5 writes with `>`) stays UTF-16. Comments and YAML anchors are
-//! not kept (kubectl does not keep them either when it rewrites a file).
+//! PowerShell 5 writes with `>`) stays UTF-16.
+//!
+//! Most kubeconfigs are plain block-style YAML: those are read by the fast
+//! reader of [`super::layout`], which also notes where each entry sits, and
+//! a change is written as an edit of the entries that changed: every other
+//! line of the file, comments included, stays byte for byte. Any other file
+//! is read by the general YAML reader and written back whole by the emitter
+//! (comments and YAML anchors are then not kept; kubectl does not keep them
+//! either when it rewrites a file).
 
 use std::path::Path;
 
@@ -27,6 +34,7 @@ use serde_json::{Map, Value};
 use serde_saphyr::MessageFormatter;
 
 use super::error::{KubeconfigError, TextPosition};
+use super::layout::{self, Edits, Layout};
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 const UTF16LE_BOM: &[u8] = b"\xFF\xFE";
@@ -45,6 +53,11 @@ impl Section {
     pub const ALL: [Section; 3] = [Section::Cluster, Section::Context, Section::User];
 
     /// The top-level key holding the list (`clusters`, ...).
+    /// The position in [`Section::ALL`].
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn list_key(self) -> &'static str {
         match self {
             Section::Cluster => "clusters",
@@ -89,10 +102,28 @@ impl FileFormat {
     };
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Kubeconfig {
     root: Map<String, Value>,
     format: FileFormat,
+    /// The text it was read from, when the fast reader could lay it out:
+    /// changes are then written as edits of that text.
+    source: Option<Box<Source>>,
+}
+
+#[derive(Debug, Clone)]
+struct Source {
+    text: String,
+    layout: Layout,
+    edits: Edits,
+}
+
+/// Two documents are equal when kubectl sees the same thing in them, in the
+/// same file format (however their text is laid out).
+impl PartialEq for Kubeconfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.root == other.root && self.format == other.format
+    }
 }
 
 impl Default for Kubeconfig {
@@ -107,6 +138,7 @@ impl Kubeconfig {
         Kubeconfig {
             root: Map::new(),
             format: FileFormat::NEW_FILE,
+            source: None,
         }
     }
 
@@ -127,6 +159,27 @@ impl Kubeconfig {
         let (text, encoding) =
             decode(bytes).map_err(|(at, message)| parse_error(Some(at), message))?;
         let crlf = text.find('\n').is_some_and(|i| text[..i].ends_with('\r'));
+        let format = |syntax| FileFormat {
+            syntax,
+            encoding,
+            crlf,
+        };
+
+        if !text.trim_start().starts_with('{')
+            && let Some((root, layout)) = layout::parse(&text)
+            && check_shape(&root).is_ok()
+        {
+            let edits = Edits::new(&root);
+            return Ok(Kubeconfig {
+                root,
+                format: format(Syntax::Yaml),
+                source: Some(Box::new(Source {
+                    text,
+                    layout,
+                    edits,
+                })),
+            });
+        }
 
         let (value, syntax) =
             parse_text(&text).map_err(|(at, message)| parse_error(at, message))?;
@@ -145,17 +198,17 @@ impl Kubeconfig {
         }
         Ok(Kubeconfig {
             root,
-            format: FileFormat {
-                syntax,
-                encoding,
-                crlf,
-            },
+            format: format(syntax),
+            source: None,
         })
     }
 
     /// The bytes to write back, in the file's own format. `path` only names
     /// the file in errors.
     pub fn to_bytes(&self, path: &Path) -> Result<Vec<u8>, KubeconfigError> {
+        if let Some(text) = self.edited_text() {
+            return Ok(encode(text, self.format.encoding));
+        }
         let mut text = match self.format.syntax {
             Syntax::Yaml => {
                 let options = serde_saphyr::ser_options! { prefer_block_scalars: false };
@@ -183,11 +236,36 @@ impl Kubeconfig {
         if self.format.crlf {
             text = text.replace('\n', "\r\n");
         }
-        Ok(encode(&text, self.format.encoding))
+        Ok(encode(text, self.format.encoding))
+    }
+
+    /// The source text with the changes written in place, when the document
+    /// was laid out by the fast reader and the changes can be written so.
+    fn edited_text(&self) -> Option<String> {
+        let source = self.source.as_deref()?;
+        let newline = if self.format.crlf { "\r\n" } else { "\n" };
+        let emit = |value: &Value| {
+            let options = serde_saphyr::ser_options! { prefer_block_scalars: false };
+            serde_saphyr::to_string_with_options(value, options).ok()
+        };
+        layout::render(
+            &source.text,
+            &source.layout,
+            &source.edits,
+            &self.root,
+            newline,
+            &emit,
+        )
     }
 
     pub fn format(&self) -> FileFormat {
         self.format
+    }
+
+    /// Whether a change will be written as an edit of the file's own text
+    /// (see the module documentation).
+    pub fn edited_in_place(&self) -> bool {
+        self.source.is_some()
     }
 
     /// The whole document, for comparisons and inspection.
@@ -229,11 +307,12 @@ impl Kubeconfig {
         })
     }
 
-    /// The list of one section for editing, created (as a list) when it is
-    /// missing or `null`. A file that had nothing at all first gets the
+    /// Appends an entry to one list, creating the list when it is missing or
+    /// `null`. A file that had nothing at all first gets the
     /// `apiVersion`/`kind` header kubectl writes.
-    pub(crate) fn entries_mut(&mut self, section: Section) -> &mut Vec<Value> {
+    pub(crate) fn push_entry(&mut self, section: Section, entry: Value) {
         if self.root.is_empty() {
+            self.source = None;
             self.root
                 .insert("apiVersion".into(), Value::String("v1".into()));
             self.root
@@ -244,13 +323,61 @@ impl Kubeconfig {
             // Missing or `null`: parse() rejects any other non-list.
             *slot = Value::Array(Vec::new());
         }
-        slot.as_array_mut().expect("the slot was just made a list")
+        slot.as_array_mut()
+            .expect("the slot was just made a list")
+            .push(entry);
+        if let Some(source) = &mut self.source {
+            source.edits.origins[section.index()].push(None);
+        }
+    }
+
+    /// Replaces the entry at `index` of one list.
+    pub(crate) fn replace_entry(&mut self, section: Section, index: usize, entry: Value) {
+        if let Some(Value::Array(list)) = self.root.get_mut(section.list_key()) {
+            list[index] = entry;
+            if let Some(source) = &mut self.source {
+                source.edits.origins[section.index()][index] = None;
+            }
+        }
+    }
+
+    /// Removes every entry called `name` from one list; how many there were.
+    pub(crate) fn remove_named(&mut self, section: Section, name: &str) -> usize {
+        let Some(Value::Array(list)) = self.root.get_mut(section.list_key()) else {
+            return 0;
+        };
+        let keep: Vec<bool> = list.iter().map(|e| entry_name(e) != Some(name)).collect();
+        let removed = keep.iter().filter(|k| !**k).count();
+        if removed == 0 {
+            return 0;
+        }
+        let mut flags = keep.iter();
+        list.retain(|_| *flags.next().expect("one flag per entry"));
+        if let Some(source) = &mut self.source {
+            let mut flags = keep.iter();
+            source.edits.origins[section.index()]
+                .retain(|_| *flags.next().expect("one flag per entry"));
+        }
+        removed
+    }
+
+    /// Removes the entry at `index` of one list.
+    pub(crate) fn remove_entry(&mut self, section: Section, index: usize) {
+        if let Some(Value::Array(list)) = self.root.get_mut(section.list_key()) {
+            list.remove(index);
+            if let Some(source) = &mut self.source {
+                source.edits.origins[section.index()].remove(index);
+            }
+        }
     }
 
     /// Sets `current-context`, in place when the key exists.
     pub(crate) fn set_current_context(&mut self, name: &str) {
         self.root
             .insert(CURRENT_CONTEXT.to_string(), Value::String(name.to_string()));
+        if let Some(source) = &mut self.source {
+            source.edits.current_context = true;
+        }
     }
 }
 
@@ -311,9 +438,9 @@ fn decode_utf16(bytes: &[u8], unit: fn([u8; 2]) -> u16) -> Result<String, (TextP
     Ok(text)
 }
 
-fn encode(text: &str, encoding: TextEncoding) -> Vec<u8> {
+fn encode(text: String, encoding: TextEncoding) -> Vec<u8> {
     match encoding {
-        TextEncoding::Utf8 => text.as_bytes().to_vec(),
+        TextEncoding::Utf8 => text.into_bytes(),
         TextEncoding::Utf8Bom => [UTF8_BOM, text.as_bytes()].concat(),
         TextEncoding::Utf16Le => UTF16LE_BOM
             .iter()
@@ -329,7 +456,7 @@ fn encode(text: &str, encoding: TextEncoding) -> Vec<u8> {
 }
 
 /// The reader options that make serde-saphyr see scalars as kubectl does.
-fn yaml_options() -> serde_saphyr::Options {
+pub(super) fn yaml_options() -> serde_saphyr::Options {
     serde_saphyr::options! {
         // go-yaml v2 reads `0123` as octal 83.
         legacy_octal_numbers: true,
@@ -454,6 +581,69 @@ fn locate_shape_error(text: &str, syntax: Syntax) -> Option<LocatedMessage> {
     }
 }
 
+/// Strings that a YAML 1.1 or 1.2 reader may take for something else, for
+/// the tests of both readers.
+#[cfg(test)]
+pub(crate) const TRICKY_SCALARS: &[&str] = &[
+    "yes",
+    "no",
+    "on",
+    "off",
+    "y",
+    "n",
+    "Y",
+    "N",
+    "true",
+    "False",
+    "null",
+    "Null",
+    "~",
+    "",
+    "0123",
+    "0o17",
+    "0x1F",
+    "1e3",
+    "1.5",
+    ".5",
+    "+1",
+    "-1",
+    "1_000",
+    "12:30",
+    "2001-12-14",
+    ":",
+    "- a",
+    "a: b",
+    "#x",
+    "x #y",
+    "@a",
+    "`a",
+    "!a",
+    "&a",
+    "*a",
+    "|",
+    ">",
+    "%a",
+    "'q'",
+    "\"q\"",
+    "a\nb",
+    "a\nb\n",
+    "tab\tx",
+    " lead",
+    "trail ",
+    "=",
+    "<<",
+    ".inf",
+    ".nan",
+    "[a]",
+    "{a}",
+    "?",
+    "---",
+    "...",
+    "C:\\Users\\dev\\.kube\\config",
+    "https://10.0.0.1:6443",
+    "word ",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -559,67 +749,9 @@ x-unknown-top:
 
     #[test]
     fn strings_that_look_like_other_types_stay_strings() {
-        let tricky = [
-            "yes",
-            "no",
-            "on",
-            "off",
-            "y",
-            "n",
-            "Y",
-            "N",
-            "true",
-            "False",
-            "null",
-            "Null",
-            "~",
-            "",
-            "0123",
-            "0o17",
-            "0x1F",
-            "1e3",
-            "1.5",
-            ".5",
-            "+1",
-            "-1",
-            "1_000",
-            "12:30",
-            "2001-12-14",
-            ":",
-            "- a",
-            "a: b",
-            "#x",
-            "x #y",
-            "@a",
-            "`a",
-            "!a",
-            "&a",
-            "*a",
-            "|",
-            ">",
-            "%a",
-            "'q'",
-            "\"q\"",
-            "a\nb",
-            "a\nb\n",
-            "tab\tx",
-            " lead",
-            "trail ",
-            "=",
-            "<<",
-            ".inf",
-            ".nan",
-            "[a]",
-            "{a}",
-            "?",
-            "---",
-            "...",
-            "C:\\Users\\dev\\.kube\\config",
-            "https://10.0.0.1:6443",
-            "word ",
-        ];
+        let tricky = TRICKY_SCALARS;
         let mut root = Map::new();
-        root.insert("values".into(), json!(tricky.as_slice()));
+        root.insert("values".into(), json!(tricky));
         let long = "word ".repeat(40);
         root.insert("long".into(), json!(long));
         for crlf in [false, true] {
@@ -629,6 +761,7 @@ x-unknown-top:
                     crlf,
                     ..FileFormat::NEW_FILE
                 },
+                source: None,
             };
             assert_eq!(round_trip(&doc).root(), doc.root(), "crlf={crlf}");
         }
@@ -774,14 +907,14 @@ x-unknown-top:
     }
 
     #[test]
-    fn entries_mut_gives_a_new_file_the_kubectl_header() {
+    fn push_entry_gives_a_new_file_the_kubectl_header() {
         let mut doc = Kubeconfig::empty();
-        doc.entries_mut(Section::User).push(json!({"name": "u"}));
+        doc.push_entry(Section::User, json!({"name": "u"}));
         let keys: Vec<&str> = doc.root().keys().map(String::as_str).collect();
         assert_eq!(keys, ["apiVersion", "kind", "users"]);
 
         let mut doc = parse("apiVersion: v1\nusers: null\n");
-        doc.entries_mut(Section::User).push(json!({"name": "u"}));
+        doc.push_entry(Section::User, json!({"name": "u"}));
         assert_eq!(doc.root()["users"], json!([{"name": "u"}]));
     }
 }

@@ -7,7 +7,10 @@
 //! 2. re-reads the file under the lock and parses it; a file that does not
 //!    parse is left as it is and the error names it, with line and column;
 //! 3. applies the pure merge/remove rules; when nothing changed, writes
-//!    nothing at all (the file keeps its bytes, comments and mtime);
+//!    nothing at all (the file keeps its bytes, comments and mtime); when
+//!    something did, only the entries that changed are rewritten in the
+//!    file's text where the fast reader could lay it out (nearly always: see
+//!    [`super::layout`]), so every other line keeps its bytes and comments;
 //! 4. copies the previous content to `<file>.bak` (atomically, same mode),
 //!    so one bad write can always be undone by hand, and only then
 //! 5. replaces the file atomically (temp file in the same folder, fsync,
@@ -193,12 +196,15 @@ pub fn merge_into_host(
 ) -> Result<MergeReport, KubeconfigError> {
     let own = OwnNames::of(src);
     // A survey without locks decides where to write; the chosen file is read
-    // again under its lock before anything is written.
-    let mut survey = dest
-        .files()
-        .iter()
-        .map(|f| Snapshot::read(f))
-        .collect::<Result<Vec<_>, _>>()?;
+    // again under its lock before anything is written. A single file needs
+    // no survey: it is read once, under its lock.
+    let mut survey = match dest.files() {
+        [_] => vec![Snapshot::default()],
+        files => files
+            .iter()
+            .map(|f| Snapshot::read(f))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
     let target = survey.iter().position(|s| own.any_in(&s.doc)).unwrap_or(0);
     let current_holder = survey
         .iter()

@@ -146,28 +146,28 @@ pub fn merge(dest: &mut Kubeconfig, src: &Kubeconfig, mode: CurrentContextMode) 
             if !seen.insert(name) {
                 continue;
             }
-            let list = dest.entries_mut(section);
-            let mut positions = list
+            let positions: Vec<usize> = dest
+                .entries(section)
                 .iter()
                 .enumerate()
                 .filter(|(_, e)| entry_name(e) == Some(name))
-                .map(|(i, _)| i);
+                .map(|(i, _)| i)
+                .collect();
             let entry_ref = EntryRef::new(section, name);
-            match positions.next() {
+            match positions.split_first() {
                 None => {
-                    list.push(entry.clone());
+                    dest.push_entry(section, entry.clone());
                     changes.added.push(entry_ref);
                 }
-                Some(first) => {
-                    let later: Vec<usize> = positions.collect();
+                Some((&first, later)) => {
                     for &i in later.iter().rev() {
-                        list.remove(i);
+                        dest.remove_entry(section, i);
                         changes.duplicates_dropped.push(entry_ref.clone());
                     }
-                    if list[first] == *entry {
+                    if dest.entries(section)[first] == *entry {
                         changes.unchanged.push(entry_ref);
                     } else {
-                        list[first] = entry.clone();
+                        dest.replace_entry(section, first, entry.clone());
                         changes.replaced.push(entry_ref);
                     }
                 }
@@ -292,12 +292,7 @@ fn remove_unless_shared(
 
 /// Removes every entry called `name` from one list; whether any was there.
 fn remove_named(doc: &mut Kubeconfig, section: Section, name: &str) -> bool {
-    if !doc.contains(section, name) {
-        return false;
-    }
-    doc.entries_mut(section)
-        .retain(|entry| entry_name(entry) != Some(name));
-    true
+    doc.remove_named(section, name) > 0
 }
 
 #[cfg(test)]
@@ -549,9 +544,12 @@ x-tool-state: {last: prod}
         let mut dest = doc(USERS_FILE);
         merge(&mut dest, &doc(OURS), CurrentContextMode::Always);
         // The user points a context of their own at our cluster.
-        dest.entries_mut(Section::Context).push(json!({
-            "name": "mine", "context": {"cluster": "docker-desktop", "user": "sso"}
-        }));
+        dest.push_entry(
+            Section::Context,
+            json!({
+                "name": "mine", "context": {"cluster": "docker-desktop", "user": "sso"}
+            }),
+        );
         let changes = remove_context(&mut dest, "docker-desktop", &References::default());
         assert_eq!(
             changes.removed,

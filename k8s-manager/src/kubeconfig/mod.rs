@@ -15,6 +15,7 @@ pub mod discovery;
 pub mod document;
 mod error;
 pub mod host;
+mod layout;
 pub mod lock;
 pub mod merge;
 
