@@ -312,11 +312,14 @@ pub fn remove_from_host(
     context: &str,
     opts: &RemoveOptions,
 ) -> Result<RemoveReport, KubeconfigError> {
-    let survey = dest
-        .files()
-        .iter()
-        .map(|f| Snapshot::read(f))
-        .collect::<Result<Vec<_>, _>>()?;
+    // A single existing file is read once, under its lock.
+    let survey = match dest.files() {
+        [file] if file.exists() => vec![Snapshot::default()],
+        files => files
+            .iter()
+            .map(|f| Snapshot::read(f))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
     let refs: Vec<References> = survey
         .iter()
         .map(|s| {
@@ -332,7 +335,10 @@ pub fn remove_from_host(
     };
     for (i, snapshot) in survey.into_iter().enumerate() {
         let doc = &snapshot.doc;
-        if !doc.contains(Section::Context, context) && doc.current_context() != Some(context) {
+        if snapshot.read
+            && !doc.contains(Section::Context, context)
+            && doc.current_context() != Some(context)
+        {
             continue;
         }
         let mut elsewhere = References::default();
@@ -358,9 +364,11 @@ pub fn remove_from_host(
     Ok(report)
 }
 
-/// A file as read without its lock, to decide what to do.
+/// A file as read without its lock, to decide what to do; the default is a
+/// file not read (then read under its lock only).
 #[derive(Default)]
 struct Snapshot {
+    read: bool,
     /// `None` when the file does not exist.
     bytes: Option<Vec<u8>>,
     doc: Kubeconfig,
@@ -373,7 +381,11 @@ impl Snapshot {
             Some(b) => Kubeconfig::parse(b, path)?,
             None => Kubeconfig::empty(),
         };
-        Ok(Snapshot { bytes, doc })
+        Ok(Snapshot {
+            read: true,
+            bytes,
+            doc,
+        })
     }
 }
 
@@ -413,6 +425,7 @@ fn update_locked<T>(
             Snapshot {
                 bytes: Some(then),
                 doc,
+                ..
             },
         ) if *now == then => doc,
         (Some(now), _) => Kubeconfig::parse(now, file)?,
