@@ -20,11 +20,14 @@
 //! - on a line: plain scalars, single- and double-quoted scalars, and flow
 //!   collections (`[a, b]`, `{k: v}`) that end on that line, then an
 //!   optional comment;
+//! - plain scalars folded over more indented lines (go-yaml writes long
+//!   strings so), and literal or folded block scalars (`|`, `>-`);
 //! - keys that read as strings; no duplicate keys in one mapping.
 //!
-//! Outside it: block scalars (`|`, `>`), multi-line flow scalars, anchors,
+//! Outside it: block scalars with keep chomping (`|+`) or an indentation
+//! digit, quoted scalars and flow collections over several lines, anchors,
 //! aliases, tags, merge keys (`<<`), complex keys (`?`), directives and
-//! document markers, control characters, and anything ambiguous.
+//! document markers, tabs, control characters, and anything ambiguous.
 //!
 //! Scalars are resolved as the general reader resolves them: the plain
 //! scalars whose meaning is obvious (words starting with a letter that are
@@ -805,6 +808,10 @@ pub(crate) fn render(
             Some(Value::Array(entries)) => entries.as_slice(),
             _ => &[],
         };
+        if origins.len() != entries.len() {
+            // The bookkeeping lost track: write the whole document instead.
+            return None;
+        }
         match &key.value {
             TopValue::Sequence { items, .. } if entries.is_empty() => {
                 let end = items.last()?.end;
@@ -816,8 +823,9 @@ pub(crate) fn render(
                     match origin {
                         Some(i) => {
                             // An entry with the comments and blank lines up to the next one.
-                            let end = items.get(i + 1).map_or(items[*i].end, |r| r.start);
-                            out.push_str(&text[items[*i].start..end]);
+                            let item = items.get(*i)?;
+                            let end = items.get(i + 1).map_or(item.end, |r| r.start);
+                            out.push_str(&text[item.start..end]);
                             if !out.ends_with('\n') {
                                 out.push_str(newline);
                             }
