@@ -261,7 +261,8 @@ fn fetches_a_verifiable_bundle_and_resumes_a_cut_download() {
     assert_eq!(
         kubelet_requests[1].1.as_deref(),
         Some("bytes=70000-"),
-        "the second kubelet request must resume"
+        "the second kubelet request must resume; the fetch said: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
     assert!(
         !dest.with_file_name(format!("{VERSION}.partial")).exists(),

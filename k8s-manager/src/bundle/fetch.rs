@@ -361,13 +361,24 @@ impl Downloader {
         );
         let start = Instant::now();
         let mut got = 0u64;
-        while let Some(chunk) = resp.chunk().await.map_err(|e| fail(e.to_string()))? {
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-            got += chunk.len() as u64;
-            progress.advance(chunk.len() as u64);
-        }
+        let received = loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if let Err(err) = file.write_all(&chunk).await {
+                        break Err(fail(err.to_string()));
+                    }
+                    got += chunk.len() as u64;
+                    progress.advance(chunk.len() as u64);
+                }
+                Ok(None) => break Ok(()),
+                Err(err) => break Err(fail(err.to_string())),
+            }
+        };
+        // tokio writes in the background: what arrived must be in the file
+        // before the next attempt resumes from the file's length, also when
+        // the transfer broke off.
+        file.flush().await.map_err(|e| fail(e.to_string()))?;
+        received?;
         file.sync_all().await.map_err(|e| fail(e.to_string()))?;
         self.downloaded_bytes += got;
         progress.finish(got, start.elapsed());
