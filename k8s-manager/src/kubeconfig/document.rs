@@ -52,12 +52,12 @@ pub enum Section {
 impl Section {
     pub const ALL: [Section; 3] = [Section::Cluster, Section::Context, Section::User];
 
-    /// The top-level key holding the list (`clusters`, ...).
     /// The position in [`Section::ALL`].
     pub(crate) fn index(self) -> usize {
         self as usize
     }
 
+    /// The top-level key holding the list (`clusters`, ...).
     pub fn list_key(self) -> &'static str {
         match self {
             Section::Cluster => "clusters",
