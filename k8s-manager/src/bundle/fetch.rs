@@ -13,12 +13,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256, Sha512};
 use tokio::io::AsyncWriteExt;
 
 use super::BundleError;
 use super::manifest::{Executable, FileEntry, MANIFEST_FILE, Manifest, SCHEMA_VERSION};
-use super::verify::hex;
+use super::verify::digest_file;
 
 pub const DEFAULT_KUBERNETES_MIRROR: &str = "https://dl.k8s.io";
 pub const DEFAULT_ETCD_MIRROR: &str = "https://github.com/etcd-io/etcd/releases/download";
@@ -68,10 +67,9 @@ enum Checksum {
 
 impl Checksum {
     fn matches(&self, path: &Path) -> std::io::Result<Option<String>> {
-        let data = std::fs::read(path)?;
         let (actual, expected) = match self {
-            Checksum::Sha256(e) => (hex(&Sha256::digest(&data)), e),
-            Checksum::Sha512(e) => (hex(&Sha512::digest(&data)), e),
+            Checksum::Sha256(e) => (digest_file(path, &aws_lc_rs::digest::SHA256)?, e),
+            Checksum::Sha512(e) => (digest_file(path, &aws_lc_rs::digest::SHA512)?, e),
         };
         Ok(if actual.eq_ignore_ascii_case(expected) {
             None

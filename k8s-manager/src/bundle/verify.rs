@@ -143,11 +143,19 @@ pub fn verify(bundle_dir: &Path, depth: Depth) -> Result<VerifyReport, BundleErr
     })
 }
 
-/// SHA-256 of a file, with aws-lc's SHA-extension code: the bundle's 330 MB
-/// are hashed on every cold start, so this is worth the fast path.
+/// SHA-256 of a file, in hex.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    digest_file(path, &aws_lc_rs::digest::SHA256)
+}
+
+/// A digest of a file, in hex, read a MiB at a time, with aws-lc's
+/// SHA-extension code: the bundle's 330 MB are hashed on every cold start.
+pub fn digest_file(
+    path: &Path,
+    algorithm: &'static aws_lc_rs::digest::Algorithm,
+) -> std::io::Result<String> {
     let mut file = fs::File::open(path)?;
-    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut context = aws_lc_rs::digest::Context::new(algorithm);
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = file.read(&mut buf)?;
@@ -157,6 +165,11 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
         context.update(&buf[..n]);
     }
     Ok(hex(context.finish().as_ref()))
+}
+
+/// SHA-256 of bytes, in hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data).as_ref())
 }
 
 pub fn hex(bytes: &[u8]) -> String {

@@ -160,14 +160,19 @@ async fn run_phase(run: &mut Run<'_>, phase: Phase) -> Result<(), PhaseError> {
             // overlaps its own start-up with etcd's. (Started after etcd, so
             // that the stop, in reverse order, ends it before etcd.)
             start(run, phase, &[&Etcd]).await?;
-            prestart(run, &[&ApiServer]).await;
+            prestart(run, phase, &[&ApiServer]).await;
             wait_all(run, phase, &[&Etcd]).await
         }
         Phase::KubeApiserver => {
             // Everything else only waits for the API to answer: started now,
             // each connects the moment it does. Their own phases then find
             // them running and wait for their probes.
-            prestart(run, &[&ControllerManager, &Scheduler, &Kubelet, &KubeProxy]).await;
+            prestart(
+                run,
+                phase,
+                &[&ControllerManager, &Scheduler, &Kubelet, &KubeProxy],
+            )
+            .await;
             start_and_wait(run, phase, &[&ApiServer]).await
         }
         Phase::ControlPlane => start_and_wait(run, phase, &[&ControllerManager, &Scheduler]).await,
@@ -242,7 +247,7 @@ fn check_bundle(run: &Run<'_>) -> Vec<String> {
     let fingerprint = format!(
         "{}\n{}",
         run.config.bundle.display(),
-        crate::bundle::verify::hex(&sha2_digest(manifest_json.as_bytes()))
+        crate::bundle::verify::sha256_hex(manifest_json.as_bytes())
     );
     if std::fs::read_to_string(&marker).ok().as_deref() == Some(fingerprint.as_str()) {
         let mut problems = Vec::new();
@@ -273,11 +278,6 @@ fn check_bundle(run: &Run<'_>) -> Vec<String> {
     }
 }
 
-fn sha2_digest(data: &[u8]) -> Vec<u8> {
-    use sha2::Digest;
-    sha2::Sha256::digest(data).to_vec()
-}
-
 async fn running_pids(engine: &Engine) -> Vec<u32> {
     engine
         .supervisor
@@ -290,18 +290,9 @@ async fn running_pids(engine: &Engine) -> Vec<u32> {
 
 /// Starts components ahead of their own phases. A failure here is left for
 /// their phase to report, with its name and logs.
-async fn prestart(run: &Run<'_>, components: &[&dyn Component]) {
-    for component in components {
-        let started = match component.prepare(&run.ctx) {
-            Ok(()) => run
-                .engine
-                .supervisor
-                .start(component.spec(&run.ctx), component.stop_grace())
-                .await
-                .map(|_| ()),
-            Err(err) => Err(err),
-        };
-        if let Err(err) = started {
+async fn prestart(run: &Run<'_>, phase: Phase, components: &[&dyn Component]) {
+    for &component in components {
+        if let Err(err) = start(run, phase, &[component]).await {
             tracing::debug!("early start of {}: {err}", component.name());
         }
     }

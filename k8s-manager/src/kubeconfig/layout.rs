@@ -403,7 +403,8 @@ impl<'a> Reader<'a> {
         let value = match value {
             Some(value) => value,
             None => {
-                let mut folded = self.text[at..value_end].to_string();
+                let first = &self.text[at..value_end];
+                let mut folded: Option<String> = None;
                 // Continued on the next lines, unless a comment or a blank line ends it.
                 while let Some(next) = self.peek().filter(|n| open && n.start == self.pos) {
                     if next.indent <= indent || !starts_plain(self.b, next.content, next.end, false)
@@ -414,12 +415,13 @@ impl<'a> Reader<'a> {
                     if stop != next.end {
                         return None;
                     }
+                    let folded = folded.get_or_insert_with(|| first.to_string());
                     folded.push(' ');
                     folded.push_str(raw);
                     value_end = next.content + raw.len();
                     self.consume(&next);
                 }
-                resolve_plain(&folded)?
+                resolve_plain(folded.as_deref().unwrap_or(first))?
             }
         };
         if self.peek().is_some_and(|next| next.indent > indent) {
@@ -734,23 +736,13 @@ fn general_scalar(token: &str) -> Option<Value> {
     }
 }
 
-/// Words that YAML 1.1 or a float parser may read as something else.
+/// Words that YAML 1.1 or a float parser may read as something else, in any
+/// case (compared without allocating: every key goes through here).
 fn special_word(raw: &str) -> bool {
-    raw.len() <= 8
-        && matches!(
-            raw.to_ascii_lowercase().as_str(),
-            "y" | "n"
-                | "yes"
-                | "no"
-                | "on"
-                | "off"
-                | "true"
-                | "false"
-                | "null"
-                | "inf"
-                | "nan"
-                | "infinity"
-        )
+    const WORDS: [&str; 12] = [
+        "y", "n", "yes", "no", "on", "off", "true", "false", "null", "inf", "nan", "infinity",
+    ];
+    raw.len() <= 8 && WORDS.iter().any(|w| w.eq_ignore_ascii_case(raw))
 }
 
 /// What changed in a document read with a layout, relative to its text.

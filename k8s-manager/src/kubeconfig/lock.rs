@@ -106,9 +106,16 @@ impl KubeconfigLock {
     }
 }
 
+const HOLDER_PREFIX: &str = "k8s-manager ";
+
 /// What our lock files contain.
 fn holder_mark(pid: u32) -> String {
-    format!("k8s-manager {pid}\n")
+    format!("{HOLDER_PREFIX}{pid}\n")
+}
+
+/// The process that wrote a lock file's content, when it is one of ours.
+fn holder_pid(content: &str) -> Option<u32> {
+    content.trim().strip_prefix(HOLDER_PREFIX)?.parse().ok()
 }
 
 /// Removes the lock when it was left by a k8s-manager process that no
@@ -117,11 +124,7 @@ fn remove_if_stale(lock: &Path) -> bool {
     let Ok(content) = fs::read_to_string(lock) else {
         return false;
     };
-    let Some(pid) = content
-        .trim()
-        .strip_prefix("k8s-manager ")
-        .and_then(|p| p.parse::<u32>().ok())
-    else {
+    let Some(pid) = holder_pid(&content) else {
         return false;
     };
     if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
