@@ -194,12 +194,7 @@ fn spawn(spec: &ProcessSpec, instance: &str) -> std::io::Result<tokio::process::
         .create(true)
         .append(true)
         .open(&spec.log_file)?;
-    writeln!(
-        log,
-        "==== k8s-manager: starting {} at {} ====",
-        spec.name,
-        now_rfc3339()
-    )?;
+    writeln!(log, "{START_MARK}{} at {} ====", spec.name, now_rfc3339())?;
     let mut cmd = tokio::process::Command::new(&spec.program);
     cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -305,16 +300,32 @@ fn signal_group(pid: u32, signal: i32) {
     }
 }
 
-/// The last `n` lines of a component's log: what an error message shows.
-pub fn tail_log(path: &Path, n: usize) -> Vec<String> {
+/// The line the supervisor writes into a log before each start.
+const START_MARK: &str = "==== k8s-manager: starting ";
+
+/// The last `n` lines a component wrote since its latest start, leaving out
+/// lines that contain any of `noise` (such as the component's complaints
+/// about our own probes, which would push the cause out of view): what an
+/// error message shows.
+pub fn tail_log(path: &Path, n: usize, noise: &[&str]) -> Vec<String> {
     let Ok(mut file) = std::fs::File::open(path) else {
         return Vec::new();
     };
-    // Read at most the last 64 KiB: enough for n lines, cheap for a big log.
+    // Read at most the last 256 KiB: enough for n lines, cheap for a big log.
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let _ = file.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
-    let lines: Vec<String> = BufReader::new(file).lines().map_while(Result::ok).collect();
-    lines[lines.len().saturating_sub(n)..].to_vec()
+    let from = len.saturating_sub(256 * 1024);
+    let _ = file.seek(SeekFrom::Start(from));
+    let mut lines: Vec<String> = BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        // A read that starts mid-file starts mid-line.
+        .skip(usize::from(from > 0))
+        .collect();
+    if let Some(start) = lines.iter().rposition(|l| l.starts_with(START_MARK)) {
+        lines.drain(..start);
+    }
+    lines.retain(|l| !noise.iter().any(|w| l.contains(w)));
+    lines.split_off(lines.len().saturating_sub(n))
 }
 
 #[cfg(test)]
@@ -329,6 +340,35 @@ mod tests {
             env: vec![("GREETING".into(), "hello".into())],
             log_file: dir.join(format!("{name}.log")),
         }
+    }
+
+    #[test]
+    fn a_log_tail_shows_the_latest_start_without_noise() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        let mut text = String::new();
+        text.push_str(&format!("{START_MARK}c at 1 ====\nold cause\n"));
+        text.push_str(&format!("{START_MARK}c at 2 ====\nnew cause\n"));
+        for i in 0..50 {
+            text.push_str(&format!("probe said no {i}\n"));
+        }
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(
+            tail_log(&path, 5, &["probe said"]),
+            [format!("{START_MARK}c at 2 ===="), "new cause".into()]
+        );
+        assert_eq!(
+            tail_log(&path, 2, &[]),
+            ["probe said no 48", "probe said no 49"]
+        );
+        // A log bigger than what is read: no partial first line, the last lines kept.
+        let long = "x".repeat(1000);
+        let big: String = (0..400).map(|i| format!("{i} {long}\n")).collect();
+        std::fs::write(&path, &big).unwrap();
+        let tail = tail_log(&path, 1000, &[]);
+        assert!(tail.iter().all(|l| l.ends_with(&long)), "a cut line");
+        assert_eq!(tail.last().unwrap(), &format!("399 {long}"));
+        assert!(tail_log(&dir.path().join("missing.log"), 5, &[]).is_empty());
     }
 
     #[tokio::test]
@@ -356,7 +396,7 @@ mod tests {
         );
         sup.stop_all(Duration::from_secs(2)).await;
         assert!(!crate::cluster::state::process_alive(pid));
-        let log = tail_log(&dir.path().join("greeter.log"), 5);
+        let log = tail_log(&dir.path().join("greeter.log"), 5, &[]);
         assert!(log.iter().any(|l| l == "hello greeter"), "{log:?}");
         // Stopping again, or stopping what never ran, is fine.
         sup.stop("greeter", Duration::from_secs(1)).await;
