@@ -118,6 +118,21 @@ impl Cluster {
         ])
     }
 
+    /// A failed test's component logs and state record outlive its
+    /// temporary folder: they are copied next to it and the copy is named.
+    fn keep_logs(&self) {
+        let name = self.dir.path().file_name().unwrap().to_string_lossy();
+        let kept = std::env::temp_dir().join(format!("{name}-failed"));
+        let _ = std::fs::create_dir_all(&kept);
+        let _ = Command::new("cp")
+            .arg("-a")
+            .arg(self.state().join("logs"))
+            .arg(self.state().join("state.json"))
+            .arg(&kept)
+            .status();
+        eprintln!("component logs kept in {}", kept.display());
+    }
+
     fn daemon_pid(&self) -> Option<u32> {
         let raw = std::fs::read(self.state().join("state.json")).ok()?;
         let record: serde_json::Value = serde_json::from_slice(&raw).ok()?;
@@ -127,6 +142,9 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.keep_logs();
+        }
         let _ = self.manager(&["reset", "--no-restart"]).output();
         if let Some(pid) = self.daemon_pid() {
             // SAFETY: kill(2) on the daemon this test started.
@@ -304,6 +322,9 @@ fn enable_use_disable_enable_reset() {
 
     cluster.enable_ok();
     // enable on a running cluster re-checks every phase and changes nothing.
+    // It comes a few seconds later, as a user's would: statuses that the
+    // running components wrote before it must still count.
+    std::thread::sleep(Duration::from_secs(3));
     cluster.enable_ok();
     let nodes = cluster.node_ready_condition();
     assert_eq!(nodes, "True");

@@ -5,6 +5,7 @@
 //! The manifests are plain YAML compiled into the binary; `${NAME}`
 //! placeholders are filled from the cluster's settings before they are sent.
 
+pub mod dns;
 pub mod wait;
 
 use std::collections::BTreeMap;

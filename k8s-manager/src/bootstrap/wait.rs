@@ -1,6 +1,7 @@
 //! Waits with a deadline and a message: each polls one condition and, when
 //! time is up, says what it last saw.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -10,6 +11,8 @@ use kube::api::{Api, ListParams};
 use super::BootstrapError;
 
 const POLL: Duration = Duration::from_millis(200);
+/// One DNS question's wait; CoreDNS answers from memory in well under that.
+const DNS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Polls `check` until it returns Ok or `deadline` passes; the error then
 /// carries the last thing `check` reported.
@@ -43,9 +46,10 @@ fn seconds(t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> 
     t.map(|t| t.0.as_second()).unwrap_or(0)
 }
 
-/// Whether the node reports Ready, or why not. `since` (Unix seconds) makes
-/// a status written before this start not count: after a restart the node
-/// object still says Ready until the new kubelet reports.
+/// Whether the node reports Ready, or why not. `since` (Unix seconds) is
+/// when the running kubelet started: a status written before it does not
+/// count, since after a restart the node object still says Ready until the
+/// new kubelet reports (it always reports once it is up).
 pub async fn node_ready(client: &kube::Client, name: &str, since: i64) -> Result<(), String> {
     let nodes: Api<Node> = Api::all(client.clone());
     let node = nodes
@@ -69,46 +73,64 @@ pub async fn node_ready(client: &kube::Client, name: &str, since: i64) -> Result
     }
 }
 
-/// Whether a CoreDNS pod became Ready since `since` (Unix seconds; a Ready
-/// left in the API by an earlier run does not count), or what its pods are doing.
-pub async fn coredns_ready(client: &kube::Client, since: i64) -> Result<(), String> {
+/// Whether the cluster's DNS answers `name` with `expect` through its
+/// Service address `dns`, as a pod's resolver would ask it; if not, what the
+/// DNS said and what the CoreDNS pods are doing.
+pub async fn cluster_dns_answers(
+    client: &kube::Client,
+    dns: SocketAddr,
+    name: &str,
+    expect: IpAddr,
+) -> Result<(), String> {
+    let said = match super::dns::resolve(dns, name, DNS_TIMEOUT).await {
+        Ok(addresses) if addresses.contains(&expect) => return Ok(()),
+        Ok(addresses) => format!("{name} is {addresses:?}, not {expect}"),
+        Err(err) => err.to_string(),
+    };
+    Err(format!(
+        "{dns} for {name}: {said}; {}",
+        coredns_pods(client).await
+    ))
+}
+
+/// One line about the CoreDNS pods.
+async fn coredns_pods(client: &kube::Client) -> String {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "kube-system");
-    deployments
-        .get_opt("coredns")
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("deployment coredns not found")?;
+    match deployments.get_opt("coredns").await {
+        Ok(Some(_)) => {}
+        Ok(None) => return "deployment coredns not found".into(),
+        Err(err) => return err.to_string(),
+    }
     let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
-    let list = pods
+    match pods
         .list(&ListParams::default().labels("k8s-app=kube-dns"))
         .await
-        .map_err(|e| e.to_string())?;
-    if list.items.iter().any(|pod| pod_ready_since(pod, since)) {
-        return Ok(());
+    {
+        Ok(list) if list.items.is_empty() => "no CoreDNS pod yet".into(),
+        Ok(list) => list
+            .items
+            .iter()
+            .map(describe_pod)
+            .collect::<Vec<_>>()
+            .join("; "),
+        Err(err) => err.to_string(),
     }
-    let seen: Vec<String> = list.items.iter().map(describe_pod).collect();
-    Err(if seen.is_empty() {
-        "no CoreDNS pod yet".into()
-    } else {
-        seen.join("; ")
-    })
 }
 
-fn pod_ready_since(pod: &Pod, since: i64) -> bool {
-    let conditions = pod.status.as_ref().and_then(|s| s.conditions.as_ref());
-    conditions.into_iter().flatten().any(|c| {
-        c.type_ == "Ready"
-            && c.status == "True"
-            && seconds(c.last_transition_time.as_ref()) >= since
-    })
-}
-
-/// One line about a pod that is not ready: its phase and the first reason found.
+/// One line about a pod: Ready, or its phase and the first reason found.
 pub fn describe_pod(pod: &Pod) -> String {
     let name = pod.metadata.name.clone().unwrap_or_default();
     let Some(status) = &pod.status else {
         return format!("pod {name}: no status");
     };
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    if ready {
+        return format!("pod {name} Ready");
+    }
     let phase = status.phase.clone().unwrap_or_default();
     let waiting = status.container_statuses.iter().flatten().find_map(|c| {
         c.state.as_ref()?.waiting.as_ref().map(|w| {
@@ -162,15 +184,13 @@ mod tests {
     }
 
     #[test]
-    fn readiness_from_before_the_start_does_not_count() {
+    fn a_ready_pod_says_so() {
         let pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "coredns-1"},
             "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:10Z"}]}
         }))
         .unwrap();
-        let t = 1_767_225_610; // 2026-01-01T00:00:10Z
-        assert!(pod_ready_since(&pod, t));
-        assert!(!pod_ready_since(&pod, t + 1));
+        assert_eq!(describe_pod(&pod), "pod coredns-1 Ready");
     }
 
     #[test]

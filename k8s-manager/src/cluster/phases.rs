@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::config::ClusterConfig;
@@ -43,7 +44,11 @@ impl PhaseError {
     }
 
     fn with_logs(mut self, ctx: &Context, component: &str) -> PhaseError {
-        self.logs = supervisor::tail_log(&ctx.paths.log(component), LOG_LINES);
+        self.logs = supervisor::tail_log(
+            &ctx.paths.log(component),
+            LOG_LINES,
+            crate::components::probe_noise(component),
+        );
         if !self.logs.is_empty() {
             self.message.push_str(&format!(
                 " (last lines of {}:)",
@@ -87,9 +92,6 @@ struct Run<'a> {
     admin: Option<kube::Client>,
     /// The image import, running in the background from preflight on.
     images: Option<tokio::task::JoinHandle<Result<(), String>>>,
-    /// When this enable started (Unix seconds, less a second of clock
-    /// granularity): API statuses older than that describe an earlier run.
-    started_unix: i64,
 }
 
 pub async fn enable(engine: &Engine, config: &ClusterConfig) -> Result<(), PhaseError> {
@@ -115,7 +117,6 @@ pub async fn enable(engine: &Engine, config: &ClusterConfig) -> Result<(), Phase
         cgroup: Cgroups::detect(),
         resolv_conf: components::pod_resolv_conf(),
     };
-    let started_unix = time::OffsetDateTime::now_utc().unix_timestamp() - 1;
     let mut run = Run {
         engine,
         config,
@@ -123,7 +124,6 @@ pub async fn enable(engine: &Engine, config: &ClusterConfig) -> Result<(), Phase
         bundle,
         admin: None,
         images: None,
-        started_unix,
     };
     for phase in Phase::ENABLE {
         engine.set_state(ClusterState::Starting { phase }, Some(true));
@@ -488,7 +488,16 @@ async fn bootstrap_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
 async fn wait_node_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
     let client = run.admin.clone().expect("bootstrap made the client");
     let node = run.config.node_name.clone();
-    let since = run.started_unix;
+    // Only a status from the kubelet running now counts; when this enable
+    // left an earlier kubelet running, that is still the one.
+    let kubelet = run.engine.supervisor.child_status(Kubelet.name()).await;
+    let since = kubelet
+        .and_then(|k| k.up_since)
+        .and_then(|t| {
+            time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .map(|t| t.unix_timestamp())
+        .ok_or_else(|| PhaseError::new(Phase::WaitNode, "the kubelet is not running"))?;
     crate::bootstrap::wait::until(
         "node Ready",
         deadline(Phase::WaitNode) - Duration::from_secs(2),
@@ -498,13 +507,22 @@ async fn wait_node_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
     .map_err(|e| PhaseError::new(Phase::WaitNode, e.to_string()).with_logs(&run.ctx, "kubelet"))
 }
 
+/// CoreDNS answers, through its Service, for the API's own Service name:
+/// what every pod's first DNS lookup needs.
 async fn wait_dns_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
     let client = run.admin.clone().expect("bootstrap made the client");
-    let since = run.started_unix;
+    let dns = SocketAddr::new(run.config.cluster_dns, 53);
+    let name = format!("kubernetes.default.svc.{}.", run.config.cluster_domain);
+    let api_service = run
+        .config
+        .service_cidr
+        .parse::<crate::pki::ServiceCidr>()
+        .map_err(|e| PhaseError::new(Phase::WaitDns, e.to_string()))?
+        .first_ip();
     crate::bootstrap::wait::until(
-        "CoreDNS Ready",
+        "cluster DNS",
         deadline(Phase::WaitDns) - Duration::from_secs(2),
-        || crate::bootstrap::wait::coredns_ready(&client, since),
+        || crate::bootstrap::wait::cluster_dns_answers(&client, dns, &name, api_service),
     )
     .await
     .map_err(|e| PhaseError::new(Phase::WaitDns, e.to_string()).with_logs(&run.ctx, "kubelet"))
