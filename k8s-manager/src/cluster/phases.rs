@@ -527,20 +527,24 @@ async fn bootstrap_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
 async fn wait_node_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
     let client = run.admin.clone().expect("bootstrap made the client");
     let node = run.config.node_name.clone();
-    // Only a status from the kubelet running now counts; when this enable
-    // left an earlier kubelet running, that is still the one.
-    let kubelet = run.engine.supervisor.child_status(Kubelet.name()).await;
-    let since = kubelet
-        .and_then(|k| k.up_since)
-        .and_then(|t| {
-            time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok()
-        })
-        .map(|t| t.unix_timestamp())
-        .ok_or_else(|| PhaseError::new(Phase::WaitNode, "the kubelet is not running"))?;
+    let supervisor = &run.engine.supervisor;
     crate::bootstrap::wait::until(
         "node Ready",
         deadline(Phase::WaitNode) - Duration::from_secs(2),
-        || crate::bootstrap::wait::node_ready(&client, &node, since),
+        || async {
+            // Only a status from the kubelet running now counts; when this
+            // enable left an earlier kubelet running, that is still the one.
+            let since = supervisor
+                .child_status(Kubelet.name())
+                .await
+                .and_then(|k| k.up_since)
+                .and_then(|t| {
+                    time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .ok_or("the kubelet is not running (it is being restarted)")?;
+            crate::bootstrap::wait::node_ready(&client, &node, since.unix_timestamp()).await
+        },
     )
     .await
     .map_err(|e| PhaseError::new(Phase::WaitNode, e.to_string()).with_logs(&run.ctx, "kubelet"))
