@@ -1,9 +1,6 @@
-//! A minimal DNS client (RFC 1035, one question over UDP), enough to ask the
-//! cluster's DNS Service for a name the way a pod would. "CoreDNS answers
-//! through its Service IP" proves more than a Ready condition can: kube-proxy
-//! has programmed the Service, the endpoints point at a live CoreDNS, and
-//! CoreDNS reads the API. It also cannot be stale the way a condition left
-//! in the API by an earlier kubelet can.
+//! A minimal DNS client (RFC 1035, one question over UDP), enough to ask
+//! CoreDNS for a name. An answer proves CoreDNS serves now, which a Ready
+//! condition cannot: one left in the API by an earlier kubelet looks the same.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;

@@ -11,8 +11,9 @@ use kube::api::{Api, ListParams};
 use super::BootstrapError;
 
 const POLL: Duration = Duration::from_millis(200);
-/// One DNS question's wait; CoreDNS answers from memory in well under that.
-const DNS_TIMEOUT: Duration = Duration::from_secs(1);
+/// One DNS question's wait: CoreDNS answers from memory in about a
+/// millisecond; a lost question is asked again after this and `POLL`.
+const DNS_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// Polls `check` until it returns Ok or `deadline` passes; the error then
 /// carries the last thing `check` reported.
@@ -73,48 +74,60 @@ pub async fn node_ready(client: &kube::Client, name: &str, since: i64) -> Result
     }
 }
 
-/// Whether the cluster's DNS answers `name` with `expect` through its
-/// Service address `dns`, as a pod's resolver would ask it; if not, what the
-/// DNS said and what the CoreDNS pods are doing.
-pub async fn cluster_dns_answers(
+/// Whether a CoreDNS pod is Ready and, asked at its own address, answers
+/// `name` with `expect`; if not, what the pods are doing. The answer is what
+/// makes it true now: a Ready condition alone may be one that an earlier
+/// kubelet left in the API.
+pub async fn coredns_answers(
     client: &kube::Client,
-    dns: SocketAddr,
     name: &str,
     expect: IpAddr,
 ) -> Result<(), String> {
-    let said = match super::dns::resolve(dns, name, DNS_TIMEOUT).await {
-        Ok(addresses) if addresses.contains(&expect) => return Ok(()),
-        Ok(addresses) => format!("{name} is {addresses:?}, not {expect}"),
-        Err(err) => err.to_string(),
-    };
-    Err(format!(
-        "{dns} for {name}: {said}; {}",
-        coredns_pods(client).await
-    ))
-}
-
-/// One line about the CoreDNS pods.
-async fn coredns_pods(client: &kube::Client) -> String {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "kube-system");
-    match deployments.get_opt("coredns").await {
-        Ok(Some(_)) => {}
-        Ok(None) => return "deployment coredns not found".into(),
-        Err(err) => return err.to_string(),
-    }
+    deployments
+        .get_opt("coredns")
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("deployment coredns not found")?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
-    match pods
+    let list = pods
         .list(&ListParams::default().labels("k8s-app=kube-dns"))
         .await
-    {
-        Ok(list) if list.items.is_empty() => "no CoreDNS pod yet".into(),
-        Ok(list) => list
-            .items
-            .iter()
-            .map(describe_pod)
-            .collect::<Vec<_>>()
-            .join("; "),
-        Err(err) => err.to_string(),
+        .map_err(|e| e.to_string())?;
+    let mut seen = Vec::new();
+    for pod in &list.items {
+        let address = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.as_deref())
+            .and_then(|ip| ip.parse::<IpAddr>().ok());
+        match address {
+            Some(ip) if is_ready(pod) => {
+                match super::dns::resolve(SocketAddr::new(ip, 53), name, DNS_TIMEOUT).await {
+                    Ok(addresses) if addresses.contains(&expect) => return Ok(()),
+                    Ok(addresses) => seen.push(format!(
+                        "{}: {name} is {addresses:?}, not {expect}",
+                        describe_pod(pod)
+                    )),
+                    Err(err) => seen.push(format!("{} at {ip}: {err}", describe_pod(pod))),
+                }
+            }
+            _ => seen.push(describe_pod(pod)),
+        }
     }
+    Err(if seen.is_empty() {
+        "no CoreDNS pod yet".into()
+    } else {
+        seen.join("; ")
+    })
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    let conditions = pod.status.as_ref().and_then(|s| s.conditions.as_ref());
+    conditions
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 /// One line about a pod: Ready, or its phase and the first reason found.
@@ -123,12 +136,7 @@ pub fn describe_pod(pod: &Pod) -> String {
     let Some(status) = &pod.status else {
         return format!("pod {name}: no status");
     };
-    let ready = status
-        .conditions
-        .iter()
-        .flatten()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
-    if ready {
+    if is_ready(pod) {
         return format!("pod {name} Ready");
     }
     let phase = status.phase.clone().unwrap_or_default();

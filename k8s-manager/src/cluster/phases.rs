@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::config::ClusterConfig;
@@ -550,11 +549,10 @@ async fn wait_node_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
     .map_err(|e| PhaseError::new(Phase::WaitNode, e.to_string()).with_logs(&run.ctx, "kubelet"))
 }
 
-/// CoreDNS answers, through its Service, for the API's own Service name:
-/// what every pod's first DNS lookup needs.
+/// A CoreDNS pod is Ready and answers, for the API's own Service name, what
+/// the Service's address is: what every pod's first DNS lookup needs.
 async fn wait_dns_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
     let client = run.admin.clone().expect("bootstrap made the client");
-    let dns = SocketAddr::new(run.config.cluster_dns, 53);
     let name = format!("kubernetes.default.svc.{}.", run.config.cluster_domain);
     let api_service = run
         .config
@@ -563,9 +561,9 @@ async fn wait_dns_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
         .map_err(|e| PhaseError::new(Phase::WaitDns, e.to_string()))?
         .first_ip();
     crate::bootstrap::wait::until(
-        "cluster DNS",
+        "CoreDNS",
         deadline(Phase::WaitDns) - Duration::from_secs(2),
-        || crate::bootstrap::wait::cluster_dns_answers(&client, dns, &name, api_service),
+        || crate::bootstrap::wait::coredns_answers(&client, &name, api_service),
     )
     .await
     .map_err(|e| PhaseError::new(Phase::WaitDns, e.to_string()).with_logs(&run.ctx, "kubelet"))

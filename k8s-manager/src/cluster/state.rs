@@ -90,7 +90,7 @@ impl Phase {
             Phase::KubeProxy => "starting kube-proxy",
             Phase::Bootstrap => "applying CoreDNS and RBAC",
             Phase::WaitNode => "waiting for the node to be Ready",
-            Phase::WaitDns => "waiting for the cluster DNS to answer",
+            Phase::WaitDns => "waiting for CoreDNS to answer",
             Phase::Export => "merging the kubeconfig",
             Phase::Stop => "stopping",
             Phase::Reset => "removing the cluster's data",
