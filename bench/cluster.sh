@@ -5,6 +5,8 @@
 #   cold enable   no state, images not in containerd, no daemon → node Ready +
 #                 CoreDNS Ready + kubeconfig merged
 #   warm enable   after disable (data, PKI and images kept)
+#   again         enable of a running cluster, 5 s after it came up: every
+#                 phase re-checked, nothing restarted
 #   reset         reset of an enabled cluster → a fresh cluster Ready
 #   idle memory   manager RSS, each component's PSS, 30 s after an enable
 #
@@ -40,7 +42,7 @@ forget_images() {
 	ctr -n k8s.io images rm $(ctr -n k8s.io images ls -q | grep -E 'registry.k8s.io/(pause|coredns)') >/dev/null 2>&1 || true
 }
 
-cold=() warm=() reset=()
+cold=() warm=() again=() reset=()
 for _ in $(seq "$runs"); do
 	m reset --no-restart >/dev/null 2>&1 || true
 	pkill -f -- "--state-dir $state daemon" || true
@@ -50,11 +52,14 @@ for _ in $(seq "$runs"); do
 	cold+=("$(seconds m enable --bundle "$bundle")")
 	m disable >/dev/null
 	warm+=("$(seconds m enable)")
+	sleep 5
+	again+=("$(seconds m enable)")
 	reset+=("$(seconds m reset)")
 done
 printf 'machine: %s, %s cores, %s\n' "$(uname -r)" "$(nproc)" "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
 printf 'cold enable:  %s s (median of %s: %s)\n' "$(printf '%s\n' "${cold[@]}" | median)" "$runs" "${cold[*]}"
 printf 'warm enable:  %s s (median of %s: %s)\n' "$(printf '%s\n' "${warm[@]}" | median)" "$runs" "${warm[*]}"
+printf 'enable again: %s s (median of %s: %s)\n' "$(printf '%s\n' "${again[@]}" | median)" "$runs" "${again[*]}"
 printf 'reset→Ready:  %s s (median of %s: %s)\n' "$(printf '%s\n' "${reset[@]}" | median)" "$runs" "${reset[*]}"
 
 sleep 30
