@@ -21,6 +21,9 @@ use crate::supervisor::{self, stale};
 /// Processes of a dead manager get little time to stop: nothing waits on
 /// them, and the new manager needs their ports.
 const STALE_GRACE: Duration = Duration::from_secs(2);
+/// The processes left by a manager that died which are asked to stop, not
+/// killed: etcd, the one that owns the cluster's data.
+const GRACEFUL: &[&str] = &["etcd"];
 
 /// Log lines of the component at fault shown with an error.
 const LOG_LINES: usize = 15;
@@ -188,7 +191,12 @@ async fn preflight_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
     // keys) runs with block_in_place: the runtime's other tasks (the
     // control API, event streams) keep going meanwhile.
     let ended = tokio::task::block_in_place(|| {
-        stale::end(run.engine.supervisor.instance(), &ours, STALE_GRACE)
+        stale::end(
+            run.engine.supervisor.instance(),
+            &ours,
+            STALE_GRACE,
+            GRACEFUL,
+        )
     });
     if !ended.is_empty() {
         let names: Vec<String> = ended
@@ -578,7 +586,9 @@ pub async fn stop(engine: &Engine) -> Result<(), PhaseError> {
     });
     let start = Instant::now();
     engine.supervisor.stop_all(STOP_GRACE).await;
-    tokio::task::block_in_place(|| stale::end(engine.supervisor.instance(), &[], STALE_GRACE));
+    tokio::task::block_in_place(|| {
+        stale::end(engine.supervisor.instance(), &[], STALE_GRACE, GRACEFUL)
+    });
     let config = engine.saved_config();
     remove_pods(engine, config.as_ref()).await?;
     super::mounts::unmount_below(&engine.paths().kubelet_root)

@@ -51,9 +51,14 @@ pub fn find(instance: &str, ours: &[u32]) -> Vec<StaleProcess> {
     found
 }
 
-/// Ends stale processes: SIGTERM, then SIGKILL to those still alive after
-/// `grace`. Returns what was found.
-pub fn end(instance: &str, ours: &[u32], grace: Duration) -> Vec<StaleProcess> {
+/// Ends stale processes and returns what was found. Those whose component
+/// is in `graceful` (etcd: it owns the cluster's data) get SIGTERM, and
+/// SIGKILL if still alive after `grace`; the others get SIGKILL at once,
+/// first. They keep nothing a SIGKILL could lose, and gone, their
+/// connections no longer hold up the graceful ones: an etcd whose API
+/// server is still connected takes seconds over a SIGTERM, one whose API
+/// server was killed first takes 0.15 s.
+pub fn end(instance: &str, ours: &[u32], grace: Duration, graceful: &[&str]) -> Vec<StaleProcess> {
     let stale = find(instance, ours);
     for p in &stale {
         tracing::info!(
@@ -61,28 +66,27 @@ pub fn end(instance: &str, ours: &[u32], grace: Duration) -> Vec<StaleProcess> {
             p.component,
             p.pid
         );
+    }
+    let (gentle, blunt): (Vec<_>, Vec<_>) = stale
+        .iter()
+        .partition(|p| graceful.contains(&p.component.as_str()));
+    for p in &blunt {
+        signal(p.pid, libc::SIGKILL);
+    }
+    for p in &gentle {
         signal(p.pid, libc::SIGTERM);
     }
+    let alive = |p: &StaleProcess| crate::cluster::state::process_alive(p.pid);
     let deadline = Instant::now() + grace;
-    while Instant::now() < deadline
-        && stale
-            .iter()
-            .any(|p| crate::cluster::state::process_alive(p.pid))
-    {
-        std::thread::sleep(Duration::from_millis(50));
+    while Instant::now() < deadline && gentle.iter().any(|p| alive(p)) {
+        std::thread::sleep(Duration::from_millis(10));
     }
-    for p in &stale {
-        if crate::cluster::state::process_alive(p.pid) {
-            signal(p.pid, libc::SIGKILL);
-        }
+    for p in gentle.iter().filter(|p| alive(p)) {
+        signal(p.pid, libc::SIGKILL);
     }
     let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline
-        && stale
-            .iter()
-            .any(|p| crate::cluster::state::process_alive(p.pid))
-    {
-        std::thread::sleep(Duration::from_millis(20));
+    while Instant::now() < deadline && stale.iter().any(alive) {
+        std::thread::sleep(Duration::from_millis(10));
     }
     stale
 }
@@ -127,7 +131,7 @@ mod tests {
             find(&instance, &[marked.id()]).is_empty(),
             "our own children are not stale"
         );
-        let ended = end(&instance, &[], Duration::from_secs(2));
+        let ended = end(&instance, &[], Duration::from_secs(2), &[]);
         assert_eq!(ended.len(), 1);
         assert!(marked.wait().unwrap().code().is_none(), "ended by a signal");
         assert!(
@@ -136,5 +140,36 @@ mod tests {
         );
         other.kill().unwrap();
         other.wait().unwrap();
+    }
+
+    #[test]
+    fn the_graceful_get_sigterm_after_the_others_are_killed() {
+        use std::os::unix::process::ExitStatusExt;
+        let instance = format!("stale-order-{}", std::process::id());
+        let dir = tempfile::tempdir().unwrap();
+        // Each says a SIGTERM reached it, if its trap gets to run. (A
+        // busy loop: a `sleep` child would carry the marker too.)
+        let spawn = |component: &str| {
+            let said = dir.path().join(component);
+            let script = format!(
+                "trap 'echo TERM > {}; exit 0' TERM; while :; do :; done",
+                said.display()
+            );
+            Command::new("sh")
+                .args(["-c", &script])
+                .env(INSTANCE_ENV, &instance)
+                .env(COMPONENT_ENV, component)
+                .spawn()
+                .unwrap()
+        };
+        let mut store = spawn("etcd");
+        let mut server = spawn("kube-apiserver");
+        std::thread::sleep(Duration::from_millis(100));
+        let ended = end(&instance, &[], Duration::from_secs(5), &["etcd"]);
+        assert_eq!(ended.len(), 2);
+        assert_eq!(store.wait().unwrap().code(), Some(0), "etcd ran its trap");
+        assert!(dir.path().join("etcd").exists());
+        assert_eq!(server.wait().unwrap().signal(), Some(libc::SIGKILL));
+        assert!(!dir.path().join("kube-apiserver").exists());
     }
 }
