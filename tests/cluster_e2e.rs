@@ -25,14 +25,20 @@ const IMAGE: &str = "example.test/busybox:e2e";
 const CONTEXT: &str = "docker-desktop";
 
 /// One test cluster: its state folder, its "Windows" kubeconfig, its HOME.
-/// Dropping it tears everything down, also when the test panics.
+/// It holds the machine's one cluster turn while it lives. Dropping it tears
+/// everything down, also when the test panics, and then gives up the turn.
 struct Cluster {
     dir: tempfile::TempDir,
     bundle: PathBuf,
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Cluster {
     fn new() -> Cluster {
+        // A test that panicked while holding the turn has torn its cluster down.
+        let turn = ONE_CLUSTER_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let bundle = std::env::var_os("K8S_MANAGER_BUNDLE")
             .map(PathBuf::from)
             .expect("K8S_MANAGER_BUNDLE is not set: build the bundle with vm/bundle/build.sh (tests/run.sh does)");
@@ -42,7 +48,11 @@ impl Cluster {
             .unwrap();
         std::fs::create_dir_all(dir.path().join("home")).unwrap();
         std::fs::create_dir_all(dir.path().join("windows/.kube")).unwrap();
-        Cluster { dir, bundle }
+        Cluster {
+            dir,
+            bundle,
+            _turn: turn,
+        }
     }
 
     fn state(&self) -> PathBuf {
@@ -342,9 +352,6 @@ fn ca_data(kubeconfig: &Path) -> String {
 
 #[test]
 fn enable_use_disable_enable_reset() {
-    let _turn = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
     let cluster = Cluster::new();
     // The user already has a kubeconfig with other entries: they must survive.
     std::fs::write(
@@ -549,9 +556,6 @@ fn plain_etcd_args(data: &Path) -> Vec<String> {
 /// of the member folder right after the log's rename into place.
 #[test]
 fn an_etcd_first_start_cut_short_is_started_again_from_empty() {
-    let _turn = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
     let cluster = Cluster::new();
     let etcd = cluster.bundle.join("bin/etcd");
     let data = cluster.state().join("etcd");
@@ -585,6 +589,11 @@ fn an_etcd_first_start_cut_short_is_started_again_from_empty() {
         if start.elapsed() > Duration::from_secs(3) && !answer.is_empty() {
             break answer;
         }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "etcd never answered on 127.0.0.1:22381; see {}",
+            log.display()
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     let _ = stuck.kill();
@@ -616,9 +625,6 @@ fn an_etcd_first_start_cut_short_is_started_again_from_empty() {
 
 #[test]
 fn kill_minus_nine_in_every_phase_then_enable_converges() {
-    let _turn = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
     let cluster = Cluster::new();
     let phases = [
         "preflight",

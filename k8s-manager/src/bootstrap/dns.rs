@@ -166,13 +166,13 @@ pub async fn resolve(
     }
 }
 
-/// A query id that differs from one query to the next.
+/// A random query id (RFC 5452: an answer must match it).
 fn query_id() -> u16 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    (nanos ^ (nanos >> 16)) as u16 ^ std::process::id() as u16
+    let mut id = [0u8; 2];
+    // The system's random source does not fail on Linux; a fixed id would
+    // still work, only less strictly matched.
+    let _ = aws_lc_rs::rand::fill(&mut id);
+    u16::from_be_bytes(id)
 }
 
 #[cfg(test)]

@@ -45,17 +45,12 @@ impl PhaseError {
         }
     }
 
-    fn with_logs(mut self, ctx: &Context, component: &str) -> PhaseError {
-        self.logs = supervisor::tail_log(
-            &ctx.paths.log(component),
-            LOG_LINES,
-            crate::components::probe_noise(component),
-        );
+    fn with_logs(mut self, ctx: &Context, component: &dyn Component) -> PhaseError {
+        let log = ctx.paths.log(component.name());
+        self.logs = supervisor::tail_log(&log, LOG_LINES, component.log_noise());
         if !self.logs.is_empty() {
-            self.message.push_str(&format!(
-                " (last lines of {}:)",
-                ctx.paths.log(component).display()
-            ));
+            self.message
+                .push_str(&format!(" (last lines of {}:)", log.display()));
         }
         self
     }
@@ -371,9 +366,7 @@ async fn start(
             .supervisor
             .start(component.spec(&run.ctx), component.stop_grace())
             .await
-            .map_err(|e| {
-                PhaseError::new(phase, e.to_string()).with_logs(&run.ctx, component.name())
-            })?;
+            .map_err(|e| PhaseError::new(phase, e.to_string()).with_logs(&run.ctx, *component))?;
     }
     Ok(())
 }
@@ -416,7 +409,7 @@ async fn wait_ready(
                 status.restarts,
                 status.last_exit.unwrap_or_default()
             );
-            return Err(PhaseError::new(phase, message).with_logs(&run.ctx, component.name()));
+            return Err(PhaseError::new(phase, message).with_logs(&run.ctx, component));
         }
         if start.elapsed() >= limit {
             return Err(PhaseError::new(
@@ -427,7 +420,7 @@ async fn wait_ready(
                     limit.as_secs()
                 ),
             )
-            .with_logs(&run.ctx, component.name()));
+            .with_logs(&run.ctx, component));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -523,7 +516,7 @@ async fn bootstrap_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
     ]);
     crate::bootstrap::apply_all(&client, &values, deadline(phase) - Duration::from_secs(5))
         .await
-        .map_err(|e| PhaseError::new(phase, e.to_string()).with_logs(&run.ctx, "kube-apiserver"))?;
+        .map_err(|e| PhaseError::new(phase, e.to_string()).with_logs(&run.ctx, &ApiServer))?;
     let admin = crate::bootstrap::client(&run.ctx.paths.admin_kubeconfig())
         .await
         .map_err(|e| PhaseError::new(phase, e.to_string()))?;
@@ -554,7 +547,7 @@ async fn wait_node_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
         },
     )
     .await
-    .map_err(|e| PhaseError::new(Phase::WaitNode, e.to_string()).with_logs(&run.ctx, "kubelet"))
+    .map_err(|e| PhaseError::new(Phase::WaitNode, e.to_string()).with_logs(&run.ctx, &Kubelet))
 }
 
 /// A CoreDNS pod is Ready and answers, for the API's own Service name, what
@@ -574,7 +567,7 @@ async fn wait_dns_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
         || crate::bootstrap::wait::coredns_answers(&client, &name, api_service),
     )
     .await
-    .map_err(|e| PhaseError::new(Phase::WaitDns, e.to_string()).with_logs(&run.ctx, "kubelet"))
+    .map_err(|e| PhaseError::new(Phase::WaitDns, e.to_string()).with_logs(&run.ctx, &Kubelet))
 }
 
 /// Stops every component (reverse order), then removes the pods' sandboxes,

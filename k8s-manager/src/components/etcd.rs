@@ -49,6 +49,11 @@ impl Component for Etcd {
         )
     }
 
+    /// Two lines for each /health it refuses, ten a second.
+    fn log_noise(&self) -> &'static [&'static str] {
+        &["\"/health error\"", "\"serving /health false"]
+    }
+
     fn probe(&self, _ctx: &Context) -> Probe {
         // The metrics listener serves /health without TLS, as kubeadm's probe uses it.
         Probe::http(format!("http://127.0.0.1:{ETCD_METRICS_PORT}/health"))

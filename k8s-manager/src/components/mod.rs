@@ -134,19 +134,15 @@ pub trait Component: Send + Sync {
     }
     fn spec(&self, ctx: &Context) -> ProcessSpec;
     fn probe(&self, ctx: &Context) -> Probe;
+    /// Markers of the lines it logs about our own probes while it is not
+    /// ready yet: left out of the log lines an error shows, where they would
+    /// hide the reason.
+    fn log_noise(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// How long it gets between SIGTERM and SIGKILL.
     fn stop_grace(&self) -> std::time::Duration {
         std::time::Duration::from_secs(10)
-    }
-}
-
-/// What a component logs about our own probes while it is not ready yet,
-/// left out of the log lines an error shows: etcd logs two lines for each
-/// /health it refuses, ten a second, and they would hide the reason.
-pub fn probe_noise(component: &str) -> &'static [&'static str] {
-    match component {
-        "etcd" => &["\"/health error\"", "\"serving /health false"],
-        _ => &[],
     }
 }
 
