@@ -450,16 +450,15 @@ fn kubeconfig_lists_write_the_file_holding_our_entries() {
 
 #[test]
 fn windows_style_list_creates_a_fresh_kube_folder() {
-    let dir = tempfile::tempdir().unwrap();
-    let other = dir.path().join("other-config");
-    fs::copy(fixtures().join("gke.yaml"), &other).unwrap();
     // The host's drives mounted under dir/mnt, a profile without .kube yet;
-    // the list as Windows spells it.
+    // the list as Windows spells it, none of its files there yet: like
+    // client-go, the merge creates the last one, and only that one.
+    let dir = tempfile::tempdir().unwrap();
     let mount = dir.path().join("mnt");
     fs::create_dir_all(mount.join("c/Users/dev")).unwrap();
-    let list = format!(r"C:\Users\dev\.kube\config;{}", other.display());
+    let list = r"C:\Users\dev\.kube\extra;C:\Users\dev\.kube\config";
     let out = run_ok(
-        merge_cmd(&list)
+        merge_cmd(list)
             .args(["--mount-root"])
             .arg(&mount)
             .args(["--set-current-context", "never"]),
@@ -469,10 +468,10 @@ fn windows_style_list_creates_a_fresh_kube_folder() {
         out.contains(&format!("created {}", created.display())),
         "{out}"
     );
-    let kubectl_list = format!("{}:{}", created.display(), other.display());
-    let seen = view_list(&kubectl_list);
+    assert!(!mount.join("c/Users/dev/.kube/extra").exists());
+    let seen = view(&created);
     assert!(by_name(&seen, "contexts").contains_key(OURS));
-    assert_eq!(seen["current-context"], view(&other)["current-context"]);
+    assert_eq!(seen["current-context"], "");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         fs::metadata(&created).unwrap().permissions().mode() & 0o777,

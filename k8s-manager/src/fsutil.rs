@@ -5,7 +5,13 @@
 //! folder, are flushed to disk, get their final mode, and only then replace the
 //! target by `rename(2)`, which is atomic within a file system. A crash at any
 //! point leaves either the old file or the new one, plus at worst a stray
-//! temporary file that the next write of the same target ignores.
+//! temporary file, named for the target and the writer's pid, which the next
+//! write of the same target removes once that writer no longer runs
+//! ([`remove_stale_temps`]): a temp file may hold a key.
+//!
+//! Every read of a file that someone else controls goes through
+//! [`read_bounded`]: a FIFO, a device or a file of gigabytes in place of a
+//! kubeconfig or a key must be an error, never a hang or an exhausted memory.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -15,7 +21,39 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Writes `contents` to `path` atomically with the given permission bits.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    write_atomic_owned(path, contents, mode, None)
+}
+
+/// Who owns a file: user and group ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Owner {
+    /// The owner of an existing file or folder (a symlink is followed).
+    pub fn of(path: &Path) -> io::Result<Owner> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(path)?;
+        Ok(Owner {
+            uid: meta.uid(),
+            gid: meta.gid(),
+        })
+    }
+}
+
+/// [`write_atomic`], and the new file gets `owner` (when given) before it
+/// replaces the old one: a root process rewriting a user's file must leave
+/// it the user's. Host mounts that refuse ownership changes keep theirs.
+pub fn write_atomic_owned(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+    owner: Option<Owner>,
+) -> io::Result<()> {
     let dir = parent_dir(path);
+    remove_stale_temps(path);
     let tmp = temp_path(path);
     let result = (|| {
         let mut file = OpenOptions::new()
@@ -23,9 +61,16 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
             .create_new(true)
             .mode(mode)
             .open(&tmp)?;
+        if let Some(owner) = owner
+            && let Err(err) = std::os::unix::fs::fchown(&file, Some(owner.uid), Some(owner.gid))
+            && !refused_by_mount(&err)
+        {
+            return Err(err);
+        }
         // The umask may have narrowed the mode given to open(2); set it
-        // exactly. Host mounts (9p, drvfs) may refuse modes: the file is
-        // still whole, so that is not a failed write.
+        // exactly (after the chown, which may clear set-id bits). Host
+        // mounts (9p, drvfs) may refuse modes: the file is still whole, so
+        // that is not a failed write.
         if let Err(err) = file.set_permissions(fs::Permissions::from_mode(mode))
             && !refused_by_mount(&err)
         {
@@ -74,14 +119,106 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
-fn temp_path(path: &Path) -> PathBuf {
+/// A fresh temporary name beside `path`: `.<name>.tmp-<pid>-<n>`.
+pub fn temp_path(path: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    parent_dir(path).join(format!(".{name}.tmp-{}-{n}", std::process::id()))
+    let mut name = temp_prefix(path);
+    name.push(format!("{}-{n}", std::process::id()));
+    parent_dir(path).join(name)
+}
+
+/// `.<name>.tmp-`: what every temporary file of `path` starts with.
+fn temp_prefix(path: &Path) -> std::ffi::OsString {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(".tmp-");
+    name
+}
+
+/// Removes the temporary files of `path` ([`temp_path`]) left by writers
+/// that no longer run (killed mid-write); how many it removed. Temp files of
+/// a live process, this one included, are left alone: they are being
+/// written. Best effort: a folder that cannot be listed has nothing to clean.
+pub fn remove_stale_temps(path: &Path) -> usize {
+    use std::os::unix::ffi::OsStrExt;
+    let prefix = temp_prefix(path);
+    let dir = parent_dir(path);
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.as_bytes().strip_prefix(prefix.as_bytes()) else {
+            continue;
+        };
+        let Some(pid) = temp_writer(rest) else {
+            continue;
+        };
+        if process_runs(pid) {
+            continue;
+        }
+        if fs::remove_file(dir.join(&name)).is_ok() {
+            tracing::debug!(file = %dir.join(&name).display(), pid, "removed a temporary file left by a writer that no longer runs");
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// The pid in `<pid>-<n>`, the tail of a temporary file's name.
+fn temp_writer(tail: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(tail).ok()?;
+    let (pid, n) = text.split_once('-')?;
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (all_digits(pid) && all_digits(n)).then(|| pid.parse().ok())?
+}
+
+/// Whether a process with this pid runs (in this pid namespace).
+pub fn process_runs(pid: u32) -> bool {
+    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Why a bounded read refused a file.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("it is not a regular file")]
+    NotRegular,
+    #[error("it is larger than {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl ReadError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ReadError::Io(err) if err.kind() == io::ErrorKind::NotFound)
+    }
+}
+
+/// Reads a whole regular file of at most `limit` bytes. Opening does not
+/// block on a FIFO (`O_NONBLOCK`), and whatever the file turns out to be, no
+/// more than `limit + 1` bytes are ever read. A symlink is followed.
+pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(ReadError::NotRegular);
+    }
+    if meta.len() > limit {
+        return Err(ReadError::TooLarge { limit });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(ReadError::TooLarge { limit });
+    }
+    Ok(bytes)
 }
 
 /// Flushes a folder's entries, so that a rename in it survives a power loss.
@@ -129,6 +266,85 @@ mod tests {
         assert!(write_atomic(&target, b"x", 0o644).is_err());
         assert!(target.is_dir());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_temp_left_by_a_dead_writer_is_removed_by_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("config");
+        // A pid that cannot run, one that runs (ours), and look-alikes.
+        let dead = dir.path().join(format!(".config.tmp-{}-0", u32::MAX - 3));
+        let live = dir
+            .path()
+            .join(format!(".config.tmp-{}-99", std::process::id()));
+        let others = [
+            ".config.tmp-x-1",
+            ".other.tmp-4294967290-0",
+            "config.tmp-4294967290-0",
+        ];
+        fs::write(&dead, b"key material").unwrap();
+        fs::write(&live, b"being written").unwrap();
+        for other in others {
+            fs::write(dir.path().join(other), b"").unwrap();
+        }
+        write_atomic(&target, b"new", 0o600).unwrap();
+        assert!(!dead.exists(), "a dead writer's temp is removed");
+        assert!(live.exists(), "a live writer's temp is kept");
+        for other in others {
+            assert!(dir.path().join(other).exists(), "{other} is not ours");
+        }
+    }
+
+    #[test]
+    fn the_owner_is_given_to_the_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("config");
+        fs::write(&target, b"old").unwrap();
+        let owner = Owner {
+            uid: 4242,
+            gid: 4343,
+        };
+        if std::os::unix::fs::chown(&target, Some(owner.uid), Some(owner.gid)).is_err() {
+            // Not root: only our own ids can be given.
+            let me = Owner::of(&target).unwrap();
+            write_atomic_owned(&target, b"new", 0o600, Some(me)).unwrap();
+            assert_eq!(Owner::of(&target).unwrap(), me);
+            return;
+        }
+        write_atomic_owned(&target, b"new", 0o640, Some(owner)).unwrap();
+        assert_eq!(Owner::of(&target).unwrap(), owner);
+        assert_eq!(existing_mode(&target).unwrap(), Some(0o640));
+    }
+
+    #[test]
+    fn bounded_reads_refuse_fifos_devices_and_large_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        assert!(matches!(
+            read_bounded(&fifo, 10),
+            Err(ReadError::NotRegular)
+        ));
+        assert!(matches!(
+            read_bounded(Path::new("/dev/zero"), 10),
+            Err(ReadError::NotRegular)
+        ));
+        let big = dir.path().join("big");
+        fs::write(&big, vec![b'x'; 11]).unwrap();
+        assert!(matches!(
+            read_bounded(&big, 10),
+            Err(ReadError::TooLarge { limit: 10 })
+        ));
+        assert_eq!(read_bounded(&big, 11).unwrap().len(), 11);
+        assert!(
+            read_bounded(&dir.path().join("nope"), 10)
+                .unwrap_err()
+                .is_not_found()
+        );
     }
 
     #[test]

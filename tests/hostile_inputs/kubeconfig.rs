@@ -1,1 +1,377 @@
-//! Hostile inputs: kubeconfig.
+//! Hostile inputs: the user's kubeconfig, KUBECONFIG lists and Windows
+//! paths, through `k8s-manager kubeconfig merge|remove`, judged where it
+//! matters by upstream kubectl (the one the user runs).
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::support::{manager_bin, run, run_ok, upstream_kubectl};
+
+const THEIRS: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name: prod\n  cluster:\n    server: https://prod.example:6443\nusers:\n- name: me\n  user:\n    token: user-token\ncontexts:\n- name: prod\n  context:\n    cluster: prod\n    user: me\ncurrent-context: prod\n";
+
+/// A client key as a user's file carries it: it must never reach a message.
+const SECRET: &str = "c2VjcmV0LWtleS1tYXRlcmlhbC1uZXZlci1wcmludGVk";
+
+fn ours() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/kubeconfig/ours-docker-desktop.yaml")
+}
+
+fn merge(into: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(manager_bin());
+    cmd.args(["kubeconfig", "merge", "--from"])
+        .arg(ours())
+        .args(["--into", into])
+        .args(extra);
+    cmd
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A merge refused: non-zero, the message names the file and a line, and
+/// the file is byte for byte what it was, with nothing left beside it.
+fn assert_refused(content: &str, want: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config");
+    fs::write(&file, content).unwrap();
+    let out = run(&mut merge(file.to_str().unwrap(), &[]));
+    let said = text(&out);
+    assert!(!out.status.success(), "{content}\n{said}");
+    assert!(
+        said.contains(file.to_str().unwrap()) && said.contains("line "),
+        "{said}"
+    );
+    assert!(said.contains(want), "want {want:?} in: {said}");
+    assert!(!said.contains(SECRET), "a secret was printed: {said}");
+    assert_eq!(fs::read_to_string(&file).unwrap(), content);
+    assert_eq!(names_in(dir.path()), ["config"]);
+}
+
+#[test]
+fn a_key_given_twice_is_refused_not_half_dropped() {
+    // kubectl itself keeps the second `clusters:` and drops `prod` silently.
+    let twice = "apiVersion: v1\nclusters:\n- name: prod\n  cluster: {server: https://prod}\nclusters:\n- name: dev\n  cluster: {server: https://dev}\n";
+    assert_refused(twice, "\"clusters\" is given twice");
+    let nested =
+        "clusters:\n- name: prod\n  cluster:\n    server: https://a\n    server: https://b\n";
+    assert_refused(nested, "is given twice");
+}
+
+#[test]
+fn what_is_not_a_kubeconfig_is_refused() {
+    assert_refused(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n",
+        "not a kubeconfig",
+    );
+    assert_refused(
+        "clusters:\n- name: a\n  cluster: {server: https://a}\n---\nclusters: []\n",
+        "more than one YAML document",
+    );
+    assert_refused(
+        &format!(
+            "users:\n- name: u\n  user: {{client-key-data: {SECRET}}}\n- name: u\n  user: {{token: t}}\n"
+        ),
+        "repeats the user name",
+    );
+    assert_refused(
+        "clusters:\n- name: a\n  cluster: {server: 6443}\n",
+        "must be a string",
+    );
+    assert_refused("- just\n- a list\n", "top level must be a mapping");
+}
+
+#[test]
+fn kubectl_refuses_what_we_refuse_as_not_loadable() {
+    // The shapes we call "kubectl would not load": kubectl agrees.
+    let dir = tempfile::tempdir().unwrap();
+    for (i, content) in [
+        "apiVersion: apps/v1\nkind: Deployment\n",
+        "users:\n- name: u\n  user: {token: a}\n- name: u\n  user: {token: b}\n",
+        "clusters:\n- name: a\n  cluster: {server: 6443}\n",
+        "clusters:\n- name: a\n  cluster: {certificate-authority-data: \"QUJ\"}\n",
+        "preferences: {colors: \"true\"}\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let file = dir.path().join(format!("c{i}"));
+        fs::write(&file, content).unwrap();
+        let out = run(Command::new(upstream_kubectl())
+            .env_remove("KUBECONFIG")
+            .args(["config", "view", "--kubeconfig"])
+            .arg(&file));
+        assert!(!out.status.success(), "kubectl loads {content}");
+        assert!(
+            !run(&mut merge(file.to_str().unwrap(), &[]))
+                .status
+                .success()
+        );
+    }
+}
+
+#[test]
+fn parser_internals_and_file_content_stay_out_of_messages() {
+    let deep = format!(
+        "clusters:\n- name: a\n  cluster:\n    extensions:\n    - name: x\n      extension: {}{}\n",
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    // Too many nodes for the general reader (an anchor takes the file out
+    // of the fast reader's subset): one list of 300,000 numbers.
+    let huge = format!("x: &many [{}]\n", "1, ".repeat(300_000));
+    let broken = format!(
+        "users:\n- name: u\n  user:\n    client-key-data: {SECRET}\n    token: \"{SECRET}\n  - : :\n"
+    );
+    for content in [deep, huge, broken, format!("{{\"users\": [{SECRET}]}}")] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config");
+        fs::write(&file, &content).unwrap();
+        let out = run(&mut merge(file.to_str().unwrap(), &[]));
+        let said = text(&out);
+        assert!(!out.status.success());
+        for internal in [
+            "budget",
+            "Budget",
+            "Depth",
+            "Nodes",
+            "from_str",
+            "builder error",
+            "{ ",
+            SECRET,
+        ] {
+            assert!(!said.contains(internal), "{internal:?} in: {said}");
+        }
+        assert_eq!(fs::read_to_string(&file).unwrap(), content);
+    }
+}
+
+#[test]
+fn a_users_file_stays_the_users_and_their_kubectl_still_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    fs::create_dir_all(home.join(".kube")).unwrap();
+    let file = home.join(".kube/config");
+    fs::write(&file, THEIRS).unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    for path in [&home, &home.join(".kube"), &file] {
+        std::os::unix::fs::chown(path, Some(1000), Some(1000)).unwrap();
+    }
+    run_ok(&mut merge(file.to_str().unwrap(), &[]));
+    for path in [file.clone(), file.with_extension("bak")] {
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o777),
+            (1000, 1000, 0o600),
+            "{path:?}"
+        );
+    }
+    // The user's own kubectl, as that user.
+    let out = run_ok(
+        Command::new("setpriv")
+            .args(["--reuid=1000", "--regid=1000", "--clear-groups"])
+            .arg(upstream_kubectl())
+            .env_remove("KUBECONFIG")
+            .args(["config", "get-contexts", "-o", "name", "--kubeconfig"])
+            .arg(&file),
+    );
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["docker-desktop", "prod"]);
+}
+
+#[test]
+fn windows_paths_stay_inside_the_mount_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("mnt");
+    fs::create_dir_all(mount.join("c/outside")).unwrap();
+    fs::create_dir_all(dir.path().join("outside")).unwrap();
+    let mount_arg = mount.to_str().unwrap();
+    // Windows resolves `..` at a drive's root to the root itself.
+    run_ok(&mut merge(
+        r"C:\..\..\outside\.kube\config",
+        &["--mount-root", mount_arg],
+    ));
+    assert!(mount.join("c/outside/.kube/config").is_file());
+    assert_eq!(
+        names_in(&dir.path().join("outside")),
+        Vec::<String>::new(),
+        "escaped the mount root"
+    );
+
+    fs::create_dir_all(mount.join("c/Users/me")).unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    for (spec, why) in [
+        (r"C:\Users\me\config:stream", "list separator"),
+        (r"C:\Users\me\config:stream;D:\x", "alternate data stream"),
+    ] {
+        let refused = run(merge(spec, &["--mount-root", mount_arg]).current_dir(cwd.path()));
+        assert!(!refused.status.success(), "{spec}");
+        assert!(text(&refused).contains(why), "{spec}: {}", text(&refused));
+        assert_eq!(names_in(cwd.path()), Vec::<String>::new());
+        assert_eq!(names_in(&mount.join("c/Users/me")), Vec::<String>::new());
+    }
+    let relative = run(&mut merge(r"..\..\config", &["--mount-root", mount_arg]));
+    assert!(!relative.status.success(), "{}", text(&relative));
+}
+
+#[test]
+fn a_kubeconfig_list_writes_where_kubectl_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing/config");
+    let existing = dir.path().join("existing");
+    fs::write(&existing, THEIRS).unwrap();
+    let list = format!("{}:{}", missing.display(), existing.display());
+    run_ok(&mut merge(&list, &[]));
+    assert!(!missing.exists() && !dir.path().join("missing").exists());
+    // kubectl, through the same list, finds our context in the file it would write.
+    run_ok(
+        Command::new(upstream_kubectl())
+            .env("KUBECONFIG", &list)
+            .args(["config", "set-context", "kubectl-added", "--cluster=prod"]),
+    );
+    let names = run_ok(
+        Command::new(upstream_kubectl())
+            .env_remove("KUBECONFIG")
+            .args(["config", "get-contexts", "-o", "name", "--kubeconfig"])
+            .arg(&existing),
+    );
+    assert_eq!(
+        names.lines().collect::<Vec<_>>(),
+        ["docker-desktop", "kubectl-added", "prod"]
+    );
+    assert!(!missing.exists(), "kubectl wrote to the same file");
+}
+
+#[test]
+fn fifos_and_endless_files_are_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("config");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let start = Instant::now();
+    let out = run(&mut merge(
+        fifo.to_str().unwrap(),
+        &["--lock-timeout", "1s"],
+    ));
+    assert!(!out.status.success());
+    assert!(text(&out).contains("not a regular file"), "{}", text(&out));
+    let mut from_zero = Command::new(manager_bin());
+    from_zero
+        .args(["kubeconfig", "merge", "--from", "/dev/zero", "--into"])
+        .arg(dir.path().join("other"));
+    let out = run(&mut from_zero);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("not a regular file"), "{}", text(&out));
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+/// Runs a merge under strace, killed by SIGKILL at the `nth` call of one of
+/// `syscalls`: a `kill -9` at a precise step.
+fn merge_killed_at(file: &Path, syscalls: &str, nth: u32) {
+    let out = run(Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e"])
+        .arg(format!("inject={syscalls}:signal=KILL:when={nth}"))
+        .arg(manager_bin())
+        .args(["kubeconfig", "merge", "--from"])
+        .arg(ours())
+        .arg("--into")
+        .arg(file));
+    assert!(
+        !out.status.success(),
+        "the merge was killed: {}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_merge_killed_at_any_step_leaves_nothing_the_next_does_not_clean() {
+    // Killed after the stamped lock is linked, before its temp name is
+    // removed; after writing the new content, before the rename: the next
+    // merge succeeds at once and leaves only the file and its backup.
+    for (syscalls, nth) in [
+        ("link,linkat", 1),
+        ("unlink,unlinkat", 1),
+        ("rename,renameat,renameat2", 1),
+        ("rename,renameat,renameat2", 2),
+        ("fsync", 1),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config");
+        fs::write(&file, THEIRS).unwrap();
+        merge_killed_at(&file, syscalls, nth);
+        let content = fs::read_to_string(&file).unwrap();
+        assert!(
+            content == THEIRS || content.contains("docker-desktop"),
+            "{syscalls}: whole, old or new"
+        );
+        let start = Instant::now();
+        run_ok(&mut merge(
+            file.to_str().unwrap(),
+            &["--lock-timeout", "3s"],
+        ));
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{syscalls}: waited for a dead lock"
+        );
+        assert_eq!(
+            names_in(dir.path()),
+            ["config", "config.bak"],
+            "{syscalls}:{nth}"
+        );
+    }
+}
+
+#[test]
+fn many_top_level_keys_are_merged_in_linear_time() {
+    // 90,000 unknown top-level keys: a valid kubeconfig. The in-place writer
+    // once looked each key up in a list, and took a minute here.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config");
+    let content: String = (0..90_000).map(|i| format!("x{i}: [1, 2]\n")).collect();
+    fs::write(&file, &content).unwrap();
+    let start = Instant::now();
+    run_ok(&mut merge(file.to_str().unwrap(), &[]));
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        start.elapsed()
+    );
+    let merged = fs::read_to_string(&file).unwrap();
+    assert!(merged.starts_with(&content), "every key kept, in place");
+}
+
+#[test]
+fn a_merge_over_a_hard_linked_backup_leaves_no_temp() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config");
+    fs::write(&file, THEIRS).unwrap();
+    fs::hard_link(&file, dir.path().join("config.bak")).unwrap();
+    run_ok(&mut merge(file.to_str().unwrap(), &[]));
+    assert_eq!(names_in(dir.path()), ["config", "config.bak"]);
+}

@@ -159,7 +159,6 @@ fn merge_text(report: &MergeReport) -> String {
         out.push_str(&format!("{verb} {file}\n"));
         push_entries(&mut out, "added", &changes.added);
         push_entries(&mut out, "replaced", &changes.replaced);
-        push_entries(&mut out, "dropped duplicate", &changes.duplicates_dropped);
         if let Some(backup) = &report.backup {
             out.push_str(&format!(
                 "  previous content saved as {}\n",

@@ -129,7 +129,12 @@ pub fn discover(env: &HostEnvironment) -> Result<Discovery, KubeconfigError> {
     }
 
     let users = root.join("c").join("Users");
-    if let Some(name) = set(&env.user_name) {
+    // A user name is one folder name; anything else (`..\\x`, `a/b`) would
+    // lead out of the profiles folder, and is not a Windows user name.
+    let one_name = |name: &String| {
+        !matches!(name.as_str(), "." | "..") && !name.contains(['/', '\\', ':', '\0'])
+    };
+    if let Some(name) = set(&env.user_name).filter(one_name) {
         let dir = users.join(&name);
         if dir.is_dir() {
             return found(
@@ -326,6 +331,21 @@ mod tests {
         .unwrap();
         assert_eq!(found.source, DiscoverySource::OnlyProfile);
         assert_eq!(found.files, [config_of(&host, "bob.CORP")]);
+    }
+
+    #[test]
+    fn a_user_name_never_leads_out_of_the_profiles_folder() {
+        let host = host(&["dev"]);
+        fs::create_dir_all(host.root.join("etc")).unwrap();
+        for name in ["../..", "..", "../../etc", r"..\..\etc", "dev/../..", "."] {
+            let found = discover(&HostEnvironment {
+                user_name: Some(name.into()),
+                ..env(&host)
+            })
+            .unwrap();
+            assert_eq!(found.source, DiscoverySource::OnlyProfile, "{name}");
+            assert_eq!(found.files, [config_of(&host, "dev")], "{name}");
+        }
     }
 
     #[test]

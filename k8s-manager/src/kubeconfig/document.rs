@@ -8,8 +8,9 @@
 //! and the merge touches only the entries it owns.
 //!
 //! Scalars are read the way kubectl reads them (go-yaml v2 via sigs.k8s.io/yaml,
-//! YAML 1.1 flavoured): `yes`/`on` are booleans, `0123` is octal, duplicate
-//! keys keep the last value. serde-saphyr's emitter quotes every string that a
+//! YAML 1.1 flavoured): `yes`/`on` are booleans, `0123` is octal. A key
+//! given twice, which kubectl reads as its last value, is refused: the first
+//! would be lost. serde-saphyr's emitter quotes every string that a
 //! YAML 1.1 or 1.2 reader would take for something else (`"yes"`, `"0123"`,
 //! `"1e3"`, `"null"`, `"~"`, `":"`), so each string reads back as the same
 //! string. Block scalars are switched off: a long folded string is one more
@@ -31,10 +32,31 @@ use std::path::Path;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use serde_saphyr::MessageFormatter;
+use serde_saphyr::{MessageFormatter, Spanned};
 
 use super::error::{KubeconfigError, TextPosition};
 use super::layout::{self, Edits, Layout};
+use super::schema;
+use crate::fsutil;
+
+/// No kubeconfig comes near this (a 1,500-context file is 3 MB); a file
+/// larger than this is a wrong path, and is not read.
+const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Reads a kubeconfig file: a regular file of at most [`MAX_FILE_BYTES`],
+/// without blocking on a FIFO.
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, KubeconfigError> {
+    fsutil::read_bounded(path, MAX_FILE_BYTES).map_err(|err| match err {
+        fsutil::ReadError::NotRegular => KubeconfigError::NotRegularFile {
+            path: path.to_path_buf(),
+        },
+        fsutil::ReadError::TooLarge { limit } => KubeconfigError::TooLarge {
+            path: path.to_path_buf(),
+            limit,
+        },
+        fsutil::ReadError::Io(source) => KubeconfigError::io("read", path, source),
+    })
+}
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 const UTF16LE_BOM: &[u8] = b"\xFF\xFE";
@@ -145,11 +167,14 @@ impl Kubeconfig {
     /// Reads a kubeconfig file that must exist (e.g. the cluster's admin
     /// kubeconfig). An empty file is an empty config.
     pub fn load(path: &Path) -> Result<Self, KubeconfigError> {
-        let bytes = std::fs::read(path).map_err(|e| KubeconfigError::io("read", path, e))?;
-        Kubeconfig::parse(&bytes, path)
+        Kubeconfig::parse(&read_file(path)?, path)
     }
 
-    /// Parses the bytes of a kubeconfig; `origin` only names the file in errors.
+    /// Parses the bytes of a kubeconfig; `origin` only names the file in
+    /// errors. Refused: what is not YAML or JSON, what kubectl would not
+    /// load (see [`super::schema`]), and what two readers could read two
+    /// ways (a key given twice, several documents). The messages say where
+    /// and what, never quoting the file's values, which may be secrets.
     pub fn parse(bytes: &[u8], origin: &Path) -> Result<Self, KubeconfigError> {
         let parse_error = |at: Option<TextPosition>, message: String| KubeconfigError::Parse {
             path: origin.to_path_buf(),
@@ -159,47 +184,50 @@ impl Kubeconfig {
         let (text, encoding) =
             decode(bytes).map_err(|(at, message)| parse_error(Some(at), message))?;
         let crlf = text.find('\n').is_some_and(|i| text[..i].ends_with('\r'));
-        let format = |syntax| FileFormat {
-            syntax,
-            encoding,
-            crlf,
+
+        let fast = match text.trim_start().starts_with('{') {
+            true => None,
+            false => layout::parse(&text),
         };
-
-        if !text.trim_start().starts_with('{')
-            && let Some((root, layout)) = layout::parse(&text)
-            && check_shape(&root).is_ok()
-        {
-            let edits = Edits::new(&root);
-            return Ok(Kubeconfig {
-                root,
-                format: format(Syntax::Yaml),
-                source: Some(Box::new(Source {
-                    text,
-                    layout,
-                    edits,
-                })),
-            });
-        }
-
-        let (value, syntax) =
-            parse_text(&text).map_err(|(at, message)| parse_error(at, message))?;
-        let root = match value {
-            Value::Null => Map::new(),
-            Value::Object(map) => map,
-            _ => {
-                let (at, message) = locate_shape_error(&text, syntax)
-                    .unwrap_or((None, "the top level must be a mapping".to_string()));
-                return Err(parse_error(at, message));
+        let (root, syntax, layout) = match fast {
+            Some((root, layout)) => (root, Syntax::Yaml, Some(layout)),
+            None => {
+                let (value, syntax) =
+                    parse_text(&text).map_err(|(at, message)| parse_error(at, message))?;
+                let root = match value {
+                    Value::Null => Map::new(),
+                    Value::Object(map) => map,
+                    _ => {
+                        return Err(parse_error(
+                            locate(&text, &[]),
+                            "the top level must be a mapping (`apiVersion: v1`, `kind: Config`, \
+                             `clusters: ...`)"
+                                .to_string(),
+                        ));
+                    }
+                };
+                (root, syntax, None)
             }
         };
-        if let Err(message) = check_shape(&root) {
-            let (at, located) = locate_shape_error(&text, syntax).unwrap_or((None, message));
-            return Err(parse_error(at, located));
+        if let Err(err) = schema::check(&root) {
+            return Err(parse_error(locate(&text, &err.path), err.to_string()));
         }
+        let source = layout.map(|layout| {
+            let edits = Edits::new(&root);
+            Box::new(Source {
+                text,
+                layout,
+                edits,
+            })
+        });
         Ok(Kubeconfig {
             root,
-            format: format(syntax),
-            source: None,
+            format: FileFormat {
+                syntax,
+                encoding,
+                crlf,
+            },
+            source,
         })
     }
 
@@ -361,16 +389,6 @@ impl Kubeconfig {
         removed
     }
 
-    /// Removes the entry at `index` of one list.
-    pub(crate) fn remove_entry(&mut self, section: Section, index: usize) {
-        if let Some(Value::Array(list)) = self.root.get_mut(section.list_key()) {
-            list.remove(index);
-            if let Some(source) = &mut self.source {
-                source.edits.origins[section.index()].remove(index);
-            }
-        }
-    }
-
     /// Sets `current-context`, in place when the key exists.
     pub(crate) fn set_current_context(&mut self, name: &str) {
         self.root
@@ -461,8 +479,9 @@ pub(super) fn yaml_options() -> serde_saphyr::Options {
         // go-yaml v2 reads `0123` as octal 83.
         legacy_octal_numbers: true,
         // go-yaml v2 (non-strict, as sigs.k8s.io/yaml uses it) keeps the last
-        // of duplicate keys instead of failing.
-        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::LastWins,
+        // of duplicate keys, silently dropping the first: two `clusters:`
+        // lists in a hand-edited file would lose one. Ambiguous: refused.
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
     }
 }
 
@@ -472,8 +491,8 @@ type LocatedMessage = (Option<TextPosition>, String);
 /// else as YAML.
 fn parse_text(text: &str) -> Result<(Value, Syntax), LocatedMessage> {
     if text.trim_start().starts_with('{') {
-        match serde_json::from_str::<Value>(text) {
-            Ok(value) => return Ok((value, Syntax::Json)),
+        match serde_json::from_str::<UniqueKeys>(text) {
+            Ok(UniqueKeys(value)) => return Ok((value, Syntax::Json)),
             // A YAML flow mapping also starts with '{': only if YAML fails too
             // is the file broken, and then the JSON message is the useful one.
             Err(json_err) => {
@@ -488,17 +507,124 @@ fn parse_text(text: &str) -> Result<(Value, Syntax), LocatedMessage> {
         .map_err(|err| yaml_error(&err))
 }
 
+/// The reader's error in the user's terms: what is wrong and what to do,
+/// never the reader's internals nor a quote of the file (which may hold a
+/// key or a token).
 fn yaml_error(err: &serde_saphyr::Error) -> LocatedMessage {
+    use serde_saphyr::Error as E;
     let at = err.location().map(|l| TextPosition {
         line: l.line(),
         column: l.column(),
     });
-    // The formatter gives the message alone: no location suffix and no
-    // snippet, which could print secrets from the file into a log.
-    let message = serde_saphyr::DefaultMessageFormatter
-        .format_message(err)
-        .into_owned();
+    let message = match err.without_snippet() {
+        E::DuplicateMappingKey { key, .. } => {
+            let key = key.as_deref().filter(|k| plain_words(k));
+            format!(
+                "{} is given twice in one mapping: kubectl would keep only the last and \
+                 silently drop the first; merge the two into one",
+                key.map_or("a key".to_string(), |k| format!("the key {k:?}"))
+            )
+        }
+        E::MultipleDocuments { .. } => "the file holds more than one YAML document (`---` \
+             between them): kubectl reads only the first; keep one document per file"
+            .to_string(),
+        E::Budget { .. } => {
+            "the file is too large or too deeply nested to be a kubeconfig".to_string()
+        }
+        E::InvalidUtf8Input => "the file is not UTF-8 text".to_string(),
+        E::UnknownAnchor { .. } => "an alias (`*name`) refers to no anchor".to_string(),
+        other => {
+            let said = serde_saphyr::DefaultMessageFormatter.format_message(other);
+            match plain_words(&said) {
+                true => format!("this is not valid YAML: {said}"),
+                false => "this is not valid YAML".to_string(),
+            }
+        }
+    };
     (at, message)
+}
+
+/// Whether a reader's message is safe and useful to show: short words with
+/// no quoted part, which could be a piece of the file.
+fn plain_words(text: &str) -> bool {
+    text.len() <= 120
+        && !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || " -_,.()/".contains(c))
+}
+
+/// A JSON value whose mappings give each key once: serde_json alone keeps
+/// the last of a repeated key, silently.
+struct UniqueKeys(Value);
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueKeysVisitor)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut access: A,
+    ) -> Result<UniqueKeys, A::Error> {
+        let mut map = Map::new();
+        while let Some(key) = access.next_key::<String>()? {
+            let UniqueKeys(value) = access.next_value()?;
+            if map.contains_key(&key) {
+                let key = Some(key.as_str()).filter(|k| plain_words(k));
+                return Err(serde::de::Error::custom(format!(
+                    "{} is given twice in one mapping: kubectl would keep only the last and \
+                     silently drop the first; merge the two into one",
+                    key.map_or("a key".to_string(), |k| format!("the key {k:?}"))
+                )));
+            }
+            map.insert(key, value);
+        }
+        Ok(UniqueKeys(Value::Object(map)))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut access: A,
+    ) -> Result<UniqueKeys, A::Error> {
+        let mut items = Vec::new();
+        while let Some(UniqueKeys(item)) = access.next_element()? {
+            items.push(item);
+        }
+        Ok(UniqueKeys(Value::Array(items)))
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys(Value::Bool(v)))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys(Value::from(v)))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys(Value::from(v)))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys(Value::from(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys(Value::String(v.to_string())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys(Value::String(v)))
+    }
+    fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys(Value::Null))
+    }
 }
 
 fn json_error(err: &serde_json::Error) -> LocatedMessage {
@@ -512,72 +638,121 @@ fn json_error(err: &serde_json::Error) -> LocatedMessage {
         Some(i) => text[..i].to_string(),
         None => text,
     };
+    // serde_json's own messages are fixed phrases, never a piece of the file.
+    let message = match message.as_str() {
+        "recursion limit exceeded" => {
+            "the file is too large or too deeply nested to be a kubeconfig".to_string()
+        }
+        _ => message,
+    };
     (at, message)
 }
 
-/// The parts of the shape that the merge relies on and that kubectl itself
-/// enforces: named lists are lists of mappings with string names, and
-/// `current-context` is a string. Everything else is free-form.
-fn check_shape(root: &Map<String, Value>) -> Result<(), String> {
-    for section in Section::ALL {
-        let key = section.list_key();
-        match root.get(key) {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(items)) => {
-                for (i, item) in items.iter().enumerate() {
-                    let Value::Object(fields) = item else {
-                        return Err(format!("`{key}[{i}]` must be a mapping"));
-                    };
-                    if !matches!(fields.get("name"), None | Some(Value::String(_))) {
-                        return Err(format!("`{key}[{i}].name` must be a string"));
-                    }
-                }
+/// Where the node at `path` starts in the text, found by reading the text
+/// once more with positions. Only used for an error, so a valid file is
+/// read once.
+fn locate(text: &str, path: &[schema::Step]) -> Option<TextPosition> {
+    let tree: Spanned<Tree> = serde_saphyr::from_str_with_options(text, yaml_options()).ok()?;
+    let mut node = &tree;
+    for step in path {
+        node = match (&node.value, step) {
+            (Tree::Map(entries), schema::Step::Key(key)) => {
+                &entries.iter().rev().find(|(k, _)| k == key)?.1
             }
-            Some(_) => return Err(format!("`{key}` must be a list")),
-        }
+            (Tree::Seq(items), schema::Step::Index(i)) => items.get(*i)?,
+            _ => return None,
+        };
     }
-    match root.get(CURRENT_CONTEXT) {
-        None | Some(Value::Null | Value::String(_)) => Ok(()),
-        Some(_) => Err(format!("`{CURRENT_CONTEXT}` must be a string")),
+    let at = node.referenced;
+    Some(TextPosition {
+        line: at.line(),
+        column: at.column(),
+    })
+}
+
+/// A YAML document as nodes with their positions, for [`locate`].
+enum Tree {
+    Map(Vec<(String, Spanned<Tree>)>),
+    Seq(Vec<Spanned<Tree>>),
+    Scalar,
+}
+
+impl<'de> Deserialize<'de> for Tree {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(TreeVisitor)
     }
 }
 
-/// The same rules as [`check_shape`], as types: deserialising the text into
-/// them yields the line and column of the offending node. Only used once
-/// `check_shape` has failed, so a valid file is parsed once. The fields exist
-/// to be validated, never read.
-#[derive(Deserialize)]
-#[serde(rename_all = "kebab-case")]
-struct ShapeProbe {
-    #[serde(default, rename = "clusters")]
-    _clusters: Option<Vec<EntryProbe>>,
-    #[serde(default, rename = "contexts")]
-    _contexts: Option<Vec<EntryProbe>>,
-    #[serde(default, rename = "users")]
-    _users: Option<Vec<EntryProbe>>,
-    #[serde(default, rename = "current-context")]
-    _current_context: Option<String>,
-}
+struct TreeVisitor;
 
-#[derive(Deserialize)]
-struct EntryProbe {
-    #[serde(default, rename = "name")]
-    _name: Option<String>,
-}
+impl<'de> serde::de::Visitor<'de> for TreeVisitor {
+    type Value = Tree;
 
-fn locate_shape_error(text: &str, syntax: Syntax) -> Option<LocatedMessage> {
-    match syntax {
-        Syntax::Json => serde_json::from_str::<ShapeProbe>(text)
-            .err()
-            .map(|e| json_error(&e)),
-        Syntax::Yaml => {
-            let mut options = yaml_options();
-            // Reject `name: yes` / `name: 12` for string fields, as kubectl does.
-            options.no_schema = true;
-            serde_saphyr::from_str_with_options::<ShapeProbe>(text, options)
-                .err()
-                .map(|e| yaml_error(&e))
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a YAML node")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Tree, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(key) = map.next_key::<KeyText>()? {
+            entries.push((key.0, map.next_value()?));
         }
+        Ok(Tree::Map(entries))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Tree, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Tree::Seq(items))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Tree, E> {
+        Ok(Tree::Scalar)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Tree, E> {
+        Ok(Tree::Scalar)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Tree, E> {
+        Ok(Tree::Scalar)
+    }
+    fn visit_i128<E>(self, _: i128) -> Result<Tree, E> {
+        Ok(Tree::Scalar)
+    }
+    fn visit_u128<E>(self, _: u128) -> Result<Tree, E> {
+        Ok(Tree::Scalar)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Tree, E> {
+        Ok(Tree::Scalar)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Tree, E> {
+        Ok(Tree::Scalar)
+    }
+    fn visit_bytes<E>(self, _: &[u8]) -> Result<Tree, E> {
+        Ok(Tree::Scalar)
+    }
+    fn visit_unit<E>(self) -> Result<Tree, E> {
+        Ok(Tree::Scalar)
+    }
+    fn visit_none<E>(self) -> Result<Tree, E> {
+        Ok(Tree::Scalar)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Tree, D::Error> {
+        Tree::deserialize(d)
+    }
+}
+
+/// A mapping key as text, whatever scalar it is.
+struct KeyText(String);
+
+impl<'de> Deserialize<'de> for KeyText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        Ok(KeyText(match value {
+            Value::String(s) => s,
+            other => other.to_string(),
+        }))
     }
 }
 
@@ -782,9 +957,21 @@ x-unknown-top:
     }
 
     #[test]
-    fn duplicate_keys_keep_the_last_value_like_kubectl() {
-        let doc = parse("current-context: a\ncurrent-context: b\n");
-        assert_eq!(doc.current_context(), Some("b"));
+    fn a_key_given_twice_is_refused_where_it_is_repeated() {
+        for (text, line) in [
+            ("current-context: a\ncurrent-context: b\n", 2),
+            (
+                "clusters:\n- name: a\n  cluster: {server: x, server: y}\n",
+                3,
+            ),
+            ("{\"users\": [], \"kind\": \"Config\", \"users\": []}", 1),
+        ] {
+            let KubeconfigError::Parse { at, message, .. } = parse_err(text.as_bytes()) else {
+                panic!("{text}: not a parse error")
+            };
+            assert_eq!(at.map(|at| at.line), Some(line), "{text}: {message}");
+            assert!(message.contains("given twice"), "{message}");
+        }
     }
 
     #[test]

@@ -56,6 +56,17 @@ pub enum KubeconfigError {
         source: io::Error,
     },
 
+    /// A FIFO, a device or a folder where a kubeconfig should be: reading
+    /// it could block or never end.
+    #[error("{} is not a regular file, so it cannot be a kubeconfig; give the path of a file", path.display())]
+    NotRegularFile { path: PathBuf },
+
+    #[error("{} is larger than {} MiB, far more than any kubeconfig; give the path of a kubeconfig", path.display(), limit / (1024 * 1024))]
+    TooLarge { path: PathBuf, limit: u64 },
+
+    #[error("the kubeconfig path {path:?} cannot be used: {reason}")]
+    InvalidHostPath { path: String, reason: &'static str },
+
     #[error("cannot write kubeconfig {}: {message}", path.display())]
     Serialize { path: PathBuf, message: String },
 

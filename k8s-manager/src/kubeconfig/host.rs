@@ -53,7 +53,20 @@ impl HostKubeconfig {
     /// With `:`, a single-letter relative path followed by an absolute one
     /// (`c:/x`) reads as a drive path; a real list never looks like that.
     pub fn parse(spec: &str, mount_root: &Path) -> Result<Self, KubeconfigError> {
-        let files = split_list(spec)
+        let items = split_list(spec);
+        // A list is read by a daemon whose working folder means nothing to
+        // the user; and `C:\x\config:stream` splits into a drive path and
+        // a relative `stream`. Only a single path may be relative.
+        if items.len() > 1
+            && let Some(relative) = items.iter().find(|i| !is_absolute_item(i))
+        {
+            return Err(KubeconfigError::InvalidHostPath {
+                path: relative.clone(),
+                reason: "a KUBECONFIG list names absolute paths only (a ':' inside a Windows \
+                         path reads as a list separator)",
+            });
+        }
+        let files = items
             .iter()
             .map(|item| host_path_to_vm(item, mount_root))
             .collect::<Result<Vec<_>, _>>()?;
@@ -93,6 +106,17 @@ impl fmt::Display for HostKubeconfig {
     }
 }
 
+/// A VM path from `/`, or a Windows drive path from its drive's root.
+fn is_absolute_item(item: &str) -> bool {
+    let b = item.as_bytes();
+    item.starts_with('/')
+        || item.starts_with("\\\\")
+        || (b.len() >= 3
+            && b[0].is_ascii_alphabetic()
+            && b[1] == b':'
+            && matches!(b[2], b'\\' | b'/'))
+}
+
 /// Splits a `KUBECONFIG`-style value into its paths, empty items dropped.
 fn split_list(spec: &str) -> Vec<String> {
     if spec.contains(';') {
@@ -127,11 +151,23 @@ fn split_list(spec: &str) -> Vec<String> {
 
 /// A host path as the VM sees it: `C:\Users\me\.kube\config` →
 /// `<mount_root>/c/Users/me/.kube/config`; a VM path is returned as it is.
+///
+/// A drive path never leaves its drive's folder under the mount root: `..`
+/// is resolved as Windows resolves it, against the path itself and never
+/// above the drive's root (`C:\..\x` is `C:\x`), and `.` is dropped. The
+/// Win32 namespace prefixes `\\?\` and `\\.\` before a drive name the same
+/// path. A `:` past the drive (an alternate data stream), a relative
+/// Windows path and a network path are refused: none names a file of a
+/// mounted drive.
 pub fn host_path_to_vm(path: &str, mount_root: &Path) -> Result<PathBuf, KubeconfigError> {
     let unreachable = || KubeconfigError::UnreachableHostPath {
         path: path.to_string(),
     };
-    let mut chars = path.chars();
+    let local = ["\\\\?\\", "\\\\.\\", "//?/", "//./"]
+        .iter()
+        .find_map(|prefix| path.strip_prefix(prefix))
+        .unwrap_or(path);
+    let mut chars = local.chars();
     if let (Some(drive), Some(':')) = (chars.next(), chars.next())
         && drive.is_ascii_alphabetic()
     {
@@ -140,12 +176,30 @@ pub fn host_path_to_vm(path: &str, mount_root: &Path) -> Result<PathBuf, Kubecon
         if !(rest.is_empty() || rest.starts_with(['\\', '/'])) {
             return Err(unreachable());
         }
+        let mut parts: Vec<&str> = Vec::new();
+        for part in rest.split(['\\', '/']) {
+            match part {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                _ if part.contains([':', '\0']) => {
+                    return Err(KubeconfigError::InvalidHostPath {
+                        path: path.to_string(),
+                        reason: "a ':' past the drive names an alternate data stream, not a file",
+                    });
+                }
+                _ => parts.push(part),
+            }
+        }
         let mut vm = mount_root.join(drive.to_ascii_lowercase().to_string());
-        vm.extend(rest.split(['\\', '/']).filter(|p| !p.is_empty()));
+        vm.extend(parts);
         return Ok(vm);
     }
-    // UNC paths (\\server\share) are not mounted in the VM.
-    if path.starts_with("\\\\") {
+    // UNC paths (\\server\share) are not mounted in the VM; a backslash
+    // anywhere else makes a Windows path without a drive: relative to a
+    // folder of the host we do not know.
+    if local.starts_with("\\\\") || local.contains('\\') {
         return Err(unreachable());
     }
     Ok(PathBuf::from(path))
@@ -186,7 +240,7 @@ pub struct MergeReport {
 
 /// Merges the clusters, users and contexts of `src` into the user's
 /// kubeconfig `dest`: into the first file of the list that already holds one
-/// of them, else into the first file (created, with its folder, if missing).
+/// of them, else where kubectl puts new entries (see [`write_target`]).
 /// The `current-context` lives in the first file of the list that sets one,
 /// as kubectl reads it; `auto` leaves it alone if any file sets one.
 pub fn merge_into_host(
@@ -205,7 +259,7 @@ pub fn merge_into_host(
             .map(|f| Snapshot::read(f))
             .collect::<Result<Vec<_>, _>>()?,
     };
-    let target = survey.iter().position(|s| own.any_in(&s.doc)).unwrap_or(0);
+    let target = write_target(&survey, |s| own.any_in(&s.doc));
     let current_holder = survey
         .iter()
         .position(|s| s.doc.current_context().is_some());
@@ -364,6 +418,21 @@ pub fn remove_from_host(
     Ok(report)
 }
 
+/// Which file of a list gets our entries: the first that already holds one
+/// of them; else, as client-go's `GetDefaultFilename` decides for new
+/// entries, the first file that exists, or the last one when none does. A
+/// single file is itself (not surveyed: read under its lock only).
+fn write_target(survey: &[Snapshot], holds_ours: impl Fn(&Snapshot) -> bool) -> usize {
+    if survey.len() == 1 {
+        return 0;
+    }
+    survey
+        .iter()
+        .position(holds_ours)
+        .or_else(|| survey.iter().position(|s| s.bytes.is_some()))
+        .unwrap_or(survey.len() - 1)
+}
+
 /// A file as read without its lock, to decide what to do; the default is a
 /// file not read (then read under its lock only).
 #[derive(Default)]
@@ -390,10 +459,12 @@ impl Snapshot {
 }
 
 fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, KubeconfigError> {
-    match fs::read(path) {
+    match super::document::read_file(path) {
         Ok(bytes) => Ok(Some(bytes)),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(err) => Err(KubeconfigError::io("read", path, err)),
+        Err(KubeconfigError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            Ok(None)
+        }
+        Err(err) => Err(err),
     }
 }
 
@@ -448,10 +519,17 @@ fn update_locked<T>(
     let mode = fsutil::existing_mode(target)
         .map_err(|e| KubeconfigError::io("read the mode of", target, e))?
         .unwrap_or(NEW_FILE_MODE);
-    if let Some(old) = &bytes {
-        outcome.backup = Some(keep_backup(target, old, mode)?);
+    // The file stays its owner's (root rewriting a user's file must not take
+    // it); a new file belongs to whoever owns its folder.
+    let owner = match &bytes {
+        Some(_) => fsutil::Owner::of(target),
+        None => fsutil::Owner::of(&parent_of(target)),
     }
-    fsutil::write_atomic(target, &new_bytes, mode)
+    .map_err(|e| KubeconfigError::io("read the owner of", target, e))?;
+    if let Some(old) = &bytes {
+        outcome.backup = Some(keep_backup(target, old, mode, owner)?);
+    }
+    fsutil::write_atomic_owned(target, &new_bytes, mode, Some(owner))
         .map_err(|e| KubeconfigError::io("write", target, e))?;
     tracing::debug!(file = %target.display(), bytes = new_bytes.len(), "kubeconfig written");
     outcome.written = true;
@@ -471,22 +549,35 @@ fn resolve_symlink(file: &Path) -> Result<PathBuf, KubeconfigError> {
 
 /// Keeps the current content of `target` as `<file>.bak`. A hard link to the
 /// current file costs nothing however large it is: the rename that follows
-/// points `target` at a new file and leaves the old one to the backup alone.
-/// Where the file system has no hard links (some host mounts), a copy.
-fn keep_backup(target: &Path, old: &[u8], mode: u32) -> Result<PathBuf, KubeconfigError> {
+/// points `target` at a new file and leaves the old one to the backup alone
+/// (with its owner and mode). Where the file system has no hard links (some
+/// host mounts), a copy, given the file's owner and mode.
+fn keep_backup(
+    target: &Path,
+    old: &[u8],
+    mode: u32,
+    owner: fsutil::Owner,
+) -> Result<PathBuf, KubeconfigError> {
     let backup = backup_path(target);
-    let mut link = backup.clone().into_os_string();
-    link.push(format!(".tmp-{}", std::process::id()));
-    let link = PathBuf::from(link);
+    fsutil::remove_stale_temps(&backup);
+    let link = fsutil::temp_path(&backup);
+    let linked = fs::hard_link(target, &link).and_then(|()| fs::rename(&link, &backup));
+    // rename(2) of a name onto another link of the same file does nothing
+    // and succeeds: when the backup already was a link of the file, the
+    // temporary name is still there.
     let _ = fs::remove_file(&link);
-    match fs::hard_link(target, &link).and_then(|()| fs::rename(&link, &backup)) {
-        Ok(()) => Ok(backup),
-        Err(_) => {
-            let _ = fs::remove_file(&link);
-            fsutil::write_atomic(&backup, old, mode)
-                .map_err(|e| KubeconfigError::io("write the backup", &backup, e))?;
-            Ok(backup)
-        }
+    if linked.is_err() {
+        fsutil::write_atomic_owned(&backup, old, mode, Some(owner))
+            .map_err(|e| KubeconfigError::io("write the backup", &backup, e))?;
+    }
+    Ok(backup)
+}
+
+/// The folder of a file path ("." for a bare name).
+fn parent_of(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
     }
 }
 
@@ -656,12 +747,12 @@ mod tests {
     #[test]
     fn a_failed_write_keeps_the_file_and_releases_the_lock() {
         let dir = tempfile::tempdir().unwrap();
-        // A folder where the file should be: reading it fails.
+        // A folder where the file should be: it is refused.
         let file = dir.path().join("config");
         fs::create_dir(&file).unwrap();
         assert!(matches!(
             merge_into_host(&ours(), &single(&file), &MergeOptions::default()),
-            Err(KubeconfigError::Io { .. })
+            Err(KubeconfigError::NotRegularFile { .. })
         ));
         assert!(file.is_dir());
         assert!(!KubeconfigLock::lock_path(&file).exists());
@@ -733,7 +824,7 @@ mod tests {
     }
 
     #[test]
-    fn list_target_is_the_file_holding_our_entries_else_the_first() {
+    fn list_target_is_the_file_holding_our_entries() {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a");
         let b = dir.path().join("b");
@@ -751,13 +842,176 @@ mod tests {
         // Auto: a.current-context (prod) wins for kubectl, so b gets none.
         assert_eq!(Kubeconfig::load(&b).unwrap().current_context(), None);
         assert_eq!(report.current_context_file, None);
+    }
 
+    #[test]
+    fn new_entries_go_where_kubectl_puts_them() {
+        // client-go: the first file of the list that exists, else the last.
+        let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join(".kube/config");
-        let list = HostKubeconfig::from_files(vec![missing.clone(), a.clone()]).unwrap();
-        fs::write(&b, "").unwrap();
+        let existing = dir.path().join("existing");
+        fs::write(&existing, THEIRS).unwrap();
+        let list = HostKubeconfig::from_files(vec![missing.clone(), existing.clone()]).unwrap();
         let report = merge_into_host(&ours(), &list, &MergeOptions::default()).unwrap();
-        assert_eq!(report.file, missing);
-        assert!(report.created);
+        assert_eq!(report.file, existing);
+        assert!(
+            !missing.exists() && !dir.path().join(".kube").exists(),
+            "nothing created"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("first");
+        let last = dir.path().join("last");
+        let list = HostKubeconfig::from_files(vec![first.clone(), last.clone()]).unwrap();
+        let report = merge_into_host(&ours(), &list, &MergeOptions::default()).unwrap();
+        assert_eq!(report.file, last);
+        assert!(report.created && !first.exists());
+    }
+
+    #[test]
+    fn a_rewritten_file_keeps_its_owner_and_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config");
+        fs::write(&file, THEIRS).unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+        let user = fsutil::Owner {
+            uid: 1000,
+            gid: 1001,
+        };
+        if std::os::unix::fs::chown(&file, Some(user.uid), Some(user.gid)).is_err() {
+            return; // Not root: a process can only write files as itself.
+        }
+        merge_into_host(&ours(), &single(&file), &MergeOptions::default()).unwrap();
+        assert_eq!(fsutil::Owner::of(&file).unwrap(), user);
+        assert_eq!(mode_of(&file), 0o600);
+        assert_eq!(fsutil::Owner::of(&backup_path(&file)).unwrap(), user);
+
+        // A new file and its new .kube folder belong to the profile's owner.
+        let profile = dir.path().join("profile");
+        fs::create_dir(&profile).unwrap();
+        std::os::unix::fs::chown(&profile, Some(user.uid), Some(user.gid)).unwrap();
+        let new = profile.join(".kube/config");
+        merge_into_host(&ours(), &single(&new), &MergeOptions::default()).unwrap();
+        assert_eq!(fsutil::Owner::of(&new).unwrap(), user);
+        assert_eq!(fsutil::Owner::of(&profile.join(".kube")).unwrap(), user);
+    }
+
+    #[test]
+    fn a_backup_that_is_a_link_of_the_file_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config");
+        fs::write(&file, THEIRS).unwrap();
+        fs::hard_link(&file, backup_path(&file)).unwrap();
+        merge_into_host(&ours(), &single(&file), &MergeOptions::default()).unwrap();
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["config", "config.bak"]);
+        assert_eq!(fs::read_to_string(backup_path(&file)).unwrap(), THEIRS);
+    }
+
+    #[test]
+    fn temps_left_by_a_killed_merge_are_removed_by_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config");
+        fs::write(&file, THEIRS).unwrap();
+        let dead = u32::MAX - 5;
+        let left = [
+            format!(".config.tmp-{dead}-0"),
+            format!(".config.bak.tmp-{dead}-1"),
+            format!(".config.lock.tmp-{dead}-2"),
+        ];
+        for name in &left {
+            fs::write(dir.path().join(name), "client-key-data: c2VjcmV0").unwrap();
+        }
+        merge_into_host(&ours(), &single(&file), &MergeOptions::default()).unwrap();
+        for name in &left {
+            assert!(!dir.path().join(name).exists(), "{name} was removed");
+        }
+    }
+
+    #[test]
+    fn what_kubectl_would_not_load_is_refused_and_left_byte_identical() {
+        let cases: [&str; 4] = [
+            // Two `clusters:` lists: kubectl keeps the second, silently.
+            "clusters:\n- name: prod\n  cluster: {server: https://prod}\nclusters:\n- name: dev\n  cluster: {server: https://dev}\n",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n",
+            "users:\n- name: u\n  user: {token: one}\n- name: u\n  user: {token: two}\n",
+            "clusters:\n- name: a\n  cluster: {server: https://a}\n---\nclusters: []\n",
+        ];
+        for content in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("config");
+            fs::write(&file, content).unwrap();
+            let err =
+                merge_into_host(&ours(), &single(&file), &MergeOptions::default()).unwrap_err();
+            assert!(
+                matches!(err, KubeconfigError::Parse { .. }),
+                "{content}: {err}"
+            );
+            assert_eq!(fs::read_to_string(&file).unwrap(), content);
+            assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "{content}");
+            let err = remove_from_host(&single(&file), "docker-desktop", &RemoveOptions::default())
+                .unwrap_err();
+            assert!(
+                matches!(err, KubeconfigError::Parse { .. }),
+                "{content}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_fifo_or_a_device_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("config");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let err = merge_into_host(&ours(), &single(&fifo), &MergeOptions::default()).unwrap_err();
+        assert!(
+            matches!(err, KubeconfigError::NotRegularFile { .. }),
+            "{err}"
+        );
+        assert!(!KubeconfigLock::lock_path(&fifo).exists());
+        let err = Kubeconfig::load(Path::new("/dev/zero")).unwrap_err();
+        assert!(
+            matches!(err, KubeconfigError::NotRegularFile { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn windows_paths_never_leave_their_drive() {
+        let root = Path::new("/mnt");
+        let cases = [
+            (r"C:\..\..\outside\config", "/mnt/c/outside/config"),
+            (r"C:\Users\me\..\..\..\etc\x", "/mnt/c/etc/x"),
+            (
+                r"C:\Users\.\me\.kube\config",
+                "/mnt/c/Users/me/.kube/config",
+            ),
+            (r"\\?\C:\Users\me\config", "/mnt/c/Users/me/config"),
+            ("C:/../x", "/mnt/c/x"),
+        ];
+        for (windows, vm) in cases {
+            let got = host_path_to_vm(windows, root).unwrap();
+            assert_eq!(got, Path::new(vm), "{windows}");
+            assert!(got.starts_with("/mnt/c"));
+        }
+        for refused in [
+            r"C:\Users\me\config:stream",
+            r".kube\config",
+            r"\\server\share\config",
+            r"\\?\UNC\server\share",
+        ] {
+            assert!(host_path_to_vm(refused, root).is_err(), "{refused}");
+        }
     }
 
     #[test]

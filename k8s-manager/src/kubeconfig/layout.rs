@@ -875,9 +875,12 @@ pub(crate) fn render(
 
     // Keys the text does not have yet (a new list, a first current-context)
     // go at the end, in the document's order.
+    // A set: a file may have tens of thousands of top-level keys.
+    let known: std::collections::HashSet<&str> =
+        layout.keys.iter().map(|k| k.name.as_str()).collect();
     let appended: Map<String, Value> = root
         .iter()
-        .filter(|(name, _)| layout.key(name).is_none())
+        .filter(|(name, _)| !known.contains(name.as_str()))
         .map(|(name, value)| (name.clone(), value.clone()))
         .collect();
     if !appended.is_empty() {
@@ -1382,11 +1385,20 @@ current-context: prod
                     let len = d.entries(section).len();
                     let name = format!("n{}", next(3));
                     match next(5) {
-                        0 | 1 => d.push_entry(section, entry(&name, json!({"v": [next(9)]}))),
-                        2 if len > 0 => {
-                            d.replace_entry(section, next(len), entry(&name, json!({})))
+                        // Names stay unique, as in any file kubectl loads.
+                        0 | 1 if !d.contains(section, &name) => {
+                            d.push_entry(section, entry(&name, json!({"v": [next(9)]})))
                         }
-                        3 if len > 0 => d.remove_entry(section, next(len)),
+                        0..=2 if len > 0 => {
+                            let at = next(len);
+                            let kept = d.entries(section)[at]["name"].clone();
+                            let kept = kept.as_str().unwrap_or_default();
+                            d.replace_entry(section, at, entry(kept, json!({"v": next(9)})))
+                        }
+                        3 if len > 0 => {
+                            let victim = d.entries(section)[next(len)]["name"].clone();
+                            d.remove_named(section, victim.as_str().unwrap_or_default());
+                        }
                         3 => {
                             d.remove_named(section, &name);
                         }
@@ -1399,10 +1411,10 @@ current-context: prod
     }
 
     #[test]
-    fn emptying_a_list_and_dropping_duplicates() {
-        let text = "clusters:\n- name: a\n- name: b\n- name: a\nusers:\n- name: u\n";
+    fn emptying_a_list_and_removing_its_last_entry() {
+        let text = "clusters:\n- name: a\n- name: b\n- name: c\nusers:\n- name: u\n";
         let mut d = doc(text);
-        d.remove_entry(Section::Cluster, 2);
+        d.remove_named(Section::Cluster, "c");
         d.remove_named(Section::User, "u");
         let out = assert_writes_itself(&d);
         assert_eq!(out, "clusters:\n- name: a\n- name: b\nusers: []\n");

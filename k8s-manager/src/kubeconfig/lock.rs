@@ -12,15 +12,23 @@
 //! was killed while holding it is recognised and removed by the next one,
 //! instead of blocking every later merge. A lock without our mark (kubectl's)
 //! is never removed: the error says how to clear it.
+//!
+//! The mark must be there from the lock's first instant: a lock created empty
+//! and stamped afterwards looks like kubectl's to anyone who finds it after a
+//! kill between the two steps, and is then never taken over. So the stamped
+//! lock is written to a temporary file first and `link(2)`ed to the lock
+//! path, which fails with `EEXIST` exactly like `O_CREAT|O_EXCL`. Where the
+//! file system has no hard links (some host mounts), `O_EXCL` then a write.
 
 use std::fs::{self, OpenOptions};
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::error::KubeconfigError;
+use crate::fsutil;
 
 /// The first wait after finding the lock taken; doubled up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);
@@ -53,7 +61,15 @@ impl KubeconfigLock {
     pub fn acquire(file: &Path, timeout: Duration) -> Result<Self, KubeconfigError> {
         if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
             match fs::create_dir(dir) {
-                Ok(()) => {}
+                // A `.kube` made by root for a user is the user's, like
+                // the profile it sits in.
+                Ok(()) => {
+                    if let Some(profile) = dir.parent().filter(|p| !p.as_os_str().is_empty())
+                        && let Ok(owner) = fsutil::Owner::of(profile)
+                    {
+                        let _ = std::os::unix::fs::chown(dir, Some(owner.uid), Some(owner.gid));
+                    }
+                }
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {
                     return Err(KubeconfigError::MissingFolder {
@@ -68,16 +84,8 @@ impl KubeconfigLock {
         let deadline = start + timeout;
         let mut backoff = FIRST_BACKOFF;
         loop {
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-            {
-                Ok(mut lock_file) => {
-                    use std::io::Write;
-                    // Best effort: the lock holds by existing, the mark only helps a successor.
-                    let _ = write!(lock_file, "{}", holder_mark(std::process::id()));
+            match create_stamped(&path) {
+                Ok(()) => {
                     tracing::debug!(lock = %path.display(), waited_ms = start.elapsed().as_millis() as u64, "took kubeconfig lock");
                     return Ok(KubeconfigLock { path });
                 }
@@ -106,7 +114,50 @@ impl KubeconfigLock {
     }
 }
 
+/// Creates the lock file with our mark in it, in one step where the file
+/// system allows (see the module documentation); `AlreadyExists` when the
+/// lock is held.
+fn create_stamped(lock: &Path) -> io::Result<()> {
+    let mark = holder_mark(std::process::id());
+    let stamped = fsutil::temp_path(lock);
+    fsutil::remove_stale_temps(lock);
+    let linked = (|| {
+        let mut tmp = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&stamped)?;
+        tmp.write_all(mark.as_bytes())?;
+        drop(tmp);
+        fs::hard_link(&stamped, lock)
+    })();
+    let _ = fs::remove_file(&stamped);
+    match linked {
+        Err(err) if no_hard_links(&err) => {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(lock)?;
+            // Best effort: the lock holds by existing, the mark only helps a successor.
+            let _ = file.write_all(mark.as_bytes());
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Errors of a file system that has no hard links.
+fn no_hard_links(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EPERM) | Some(libc::ENOTSUP) | Some(libc::ENOSYS) | Some(libc::EMLINK)
+    )
+}
+
 const HOLDER_PREFIX: &str = "k8s-manager ";
+/// More than any mark of ours; a lock file is never read past this.
+const MAX_MARK_BYTES: u64 = 64;
 
 /// What our lock files contain.
 fn holder_mark(pid: u32) -> String {
@@ -121,18 +172,21 @@ fn holder_pid(content: &str) -> Option<u32> {
 /// Removes the lock when it was left by a k8s-manager process that no
 /// longer runs; true when it did.
 fn remove_if_stale(lock: &Path) -> bool {
-    let Ok(content) = fs::read_to_string(lock) else {
+    // Bounded: whatever sits at the lock path (a FIFO, a huge file) is
+    // never read beyond a mark's length, nor waited on.
+    let read = || fsutil::read_bounded(lock, MAX_MARK_BYTES).ok();
+    let Some(content) = read() else {
         return false;
     };
-    let Some(pid) = holder_pid(&content) else {
+    let Some(pid) = std::str::from_utf8(&content).ok().and_then(holder_pid) else {
         return false;
     };
-    if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+    if fsutil::process_runs(pid) {
         return false;
     }
     // Read once more right before removing: another k8s-manager may have
     // cleared the stale lock and taken a fresh one in between.
-    if fs::read_to_string(lock).ok().as_deref() != Some(content.as_str()) {
+    if read().as_deref() != Some(content.as_slice()) {
         return false;
     }
     tracing::warn!(lock = %lock.display(), pid, "removing a kubeconfig lock left by a k8s-manager that no longer runs");
@@ -178,6 +232,47 @@ mod tests {
             assert!(matches!(err, KubeconfigError::LockTimeout { .. }), "{err}");
             assert_eq!(fs::read_to_string(&lock_path).unwrap(), content);
         }
+    }
+
+    #[test]
+    fn the_lock_appears_with_its_holder_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config");
+        // A stamped temp left by a manager killed between write and link.
+        let left = dir
+            .path()
+            .join(format!(".config.lock.tmp-{}-3", u32::MAX - 9));
+        fs::write(&left, holder_mark(u32::MAX - 9)).unwrap();
+        let lock = KubeconfigLock::acquire(&file, Duration::ZERO).unwrap();
+        assert_eq!(
+            fs::read_to_string(lock.path()).unwrap(),
+            holder_mark(std::process::id())
+        );
+        drop(lock);
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+    }
+
+    #[test]
+    fn a_fifo_at_the_lock_path_is_a_timeout_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config");
+        let lock = KubeconfigLock::lock_path(&file);
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&lock)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let start = Instant::now();
+        let err = KubeconfigLock::acquire(&file, Duration::from_millis(50)).unwrap_err();
+        assert!(matches!(err, KubeconfigError::LockTimeout { .. }), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(2));
     }
 
     #[test]

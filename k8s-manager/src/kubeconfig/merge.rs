@@ -89,9 +89,6 @@ pub struct MergeChanges {
     pub replaced: Vec<EntryRef>,
     /// Entries of ours that were already exactly as wanted.
     pub unchanged: Vec<EntryRef>,
-    /// Second and later entries of one of our names: kubectl refuses a file
-    /// with duplicate names, and only the first one was ever used.
-    pub duplicates_dropped: Vec<EntryRef>,
     /// The new `current-context`, when the merge set it.
     pub current_context_set: Option<String>,
 }
@@ -99,10 +96,7 @@ pub struct MergeChanges {
 impl MergeChanges {
     /// Whether the document differs from before the merge.
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty()
-            && self.replaced.is_empty()
-            && self.duplicates_dropped.is_empty()
-            && self.current_context_set.is_none()
+        self.added.is_empty() && self.replaced.is_empty() && self.current_context_set.is_none()
     }
 }
 
@@ -136,40 +130,27 @@ impl OwnNames {
 pub fn merge(dest: &mut Kubeconfig, src: &Kubeconfig, mode: CurrentContextMode) -> MergeChanges {
     let mut changes = MergeChanges::default();
     for section in Section::ALL {
-        let mut seen = HashSet::new();
+        // Names are unique in a parsed document (kubectl refuses duplicates,
+        // and so does `Kubeconfig::parse`); an entry without a name cannot
+        // be matched.
         for entry in src.entries(section) {
-            // An entry without a name cannot be matched; the first of
-            // duplicate names in the source is the one kubectl would use.
             let Some(name) = entry_name(entry) else {
                 continue;
             };
-            if !seen.insert(name) {
-                continue;
-            }
-            let positions: Vec<usize> = dest
+            let entry_ref = EntryRef::new(section, name);
+            let position = dest
                 .entries(section)
                 .iter()
-                .enumerate()
-                .filter(|(_, e)| entry_name(e) == Some(name))
-                .map(|(i, _)| i)
-                .collect();
-            let entry_ref = EntryRef::new(section, name);
-            match positions.split_first() {
+                .position(|e| entry_name(e) == Some(name));
+            match position {
                 None => {
                     dest.push_entry(section, entry.clone());
                     changes.added.push(entry_ref);
                 }
-                Some((&first, later)) => {
-                    for &i in later.iter().rev() {
-                        dest.remove_entry(section, i);
-                        changes.duplicates_dropped.push(entry_ref.clone());
-                    }
-                    if dest.entries(section)[first] == *entry {
-                        changes.unchanged.push(entry_ref);
-                    } else {
-                        dest.replace_entry(section, first, entry.clone());
-                        changes.replaced.push(entry_ref);
-                    }
+                Some(i) if dest.entries(section)[i] == *entry => changes.unchanged.push(entry_ref),
+                Some(i) => {
+                    dest.replace_entry(section, i, entry.clone());
+                    changes.replaced.push(entry_ref);
                 }
             }
         }
@@ -422,16 +403,6 @@ x-tool-state: {last: prod}
         assert!(changes.is_empty(), "{changes:?}");
         assert_eq!(changes.unchanged.len(), 3);
         assert_eq!(dest, once);
-    }
-
-    #[test]
-    fn merge_drops_later_duplicates_of_our_names() {
-        let mut dest = doc(
-            "clusters:\n- name: docker-desktop\n  cluster: {server: a}\n- name: x\n  cluster: {server: x}\n- name: docker-desktop\n  cluster: {server: b}\n",
-        );
-        let changes = merge(&mut dest, &doc(OURS), CurrentContextMode::Never);
-        assert_eq!(changes.duplicates_dropped.len(), 1);
-        assert_eq!(names(&dest, Section::Cluster), ["docker-desktop", "x"]);
     }
 
     #[test]

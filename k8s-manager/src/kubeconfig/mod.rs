@@ -6,6 +6,7 @@
 //!   writes back everything kubectl sees (unknown fields, extensions, exec
 //!   and auth-provider users), in the file's own form (YAML/JSON, CRLF, BOM).
 //! - [`merge`]: the upsert/remove rules, pure functions on documents.
+//! - `schema`: what kubectl would load; anything else is refused, untouched.
 //! - [`lock`]: kubectl's `<file>.lock`, waited for with backoff.
 //! - [`host`]: which file of a `KUBECONFIG` list to write, and the locked,
 //!   atomic, backed-up rewrite ([`merge_into_host`], [`remove_from_host`]).
@@ -18,6 +19,7 @@ pub mod host;
 mod layout;
 pub mod lock;
 pub mod merge;
+mod schema;
 
 pub use discovery::{Discovery, DiscoverySource, HostEnvironment, discover};
 pub use document::{FileFormat, Kubeconfig, Section, Syntax, TextEncoding};
