@@ -43,7 +43,7 @@ fn reissue_reason(
 ) -> Option<ReissueReason> {
     let cert = match CertInfo::from_pem(cert_pem) {
         Ok(cert) => cert,
-        Err(reason) => return Some(ReissueReason::Unreadable(reason)),
+        Err(reason) => return Some(ReissueReason::CertUnreadable(reason)),
     };
     match expected.ca {
         Some(ca) if cert.is_signed_by(ca) => {}
@@ -55,7 +55,7 @@ fn reissue_reason(
     match key_from_pem(key_pem) {
         Ok(key) if cert.matches_key(&key) => {}
         Ok(_) => return Some(ReissueReason::KeyMismatch),
-        Err(reason) => return Some(ReissueReason::Unreadable(reason)),
+        Err(reason) => return Some(ReissueReason::KeyUnreadable(reason)),
     }
     if !cert.has_subject(expected.subject) {
         return Some(ReissueReason::SubjectChanged {

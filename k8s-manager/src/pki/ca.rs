@@ -63,8 +63,8 @@ impl CaMaterial {
 pub fn find(pki_dir: &Path, name: &str, now: OffsetDateTime) -> Result<FoundCa, PkiError> {
     let cert_path = store::cert_path(pki_dir, name);
     let key_path = store::key_path(pki_dir, name);
-    let cert_pem = store::read_optional(&cert_path)?;
-    let key_pem = store::read_optional(&key_path)?;
+    let cert_pem = store::read_cert(pki_dir, name)?;
+    let key_pem = store::read_key(pki_dir, name)?;
     let read_key = |pem: &[u8]| {
         key_from_pem(pem).map_err(|reason| PkiError::Unreadable {
             path: key_path.clone(),

@@ -63,7 +63,7 @@ pub fn check(
         .iter()
         .map(|spec| {
             let path = store::cert_path(pki_dir, &spec.name);
-            let Some(pem) = store::read_optional(&path)? else {
+            let Some(pem) = store::read_cert(pki_dir, &spec.name)? else {
                 return Ok(CertStatus {
                     name: spec.name.clone(),
                     ca: spec.ca.clone(),

@@ -88,8 +88,8 @@ pub fn ensure(config: &PkiConfig) -> Result<Vec<Outcome>, PkiError> {
             now,
             renew_within: config.renew_within,
         };
-        let cert_pem = store::read_optional(&store::cert_path(pki_dir, &spec.name))?;
-        let key_pem = store::read_optional(&store::key_path(pki_dir, &spec.name))?;
+        let cert_pem = store::read_cert(pki_dir, &spec.name)?;
+        let key_pem = store::read_key(pki_dir, &spec.name)?;
         match assess::leaf_action(cert_pem.as_deref(), key_pem.as_deref(), &expected) {
             None => {
                 actions.insert(&spec.name, Action::Kept);
@@ -225,7 +225,7 @@ enum ServiceAccountPlan {
 }
 
 fn plan_service_account(pki_dir: &Path) -> Result<ServiceAccountPlan, PkiError> {
-    let key_pem = store::read_optional(&store::key_path(pki_dir, store::SERVICE_ACCOUNT))?;
+    let key_pem = store::read_key(pki_dir, store::SERVICE_ACCOUNT)?;
     let Some(key_pem) = key_pem else {
         return Ok(ServiceAccountPlan::NewPair(Action::Created));
     };
@@ -233,16 +233,16 @@ fn plan_service_account(pki_dir: &Path) -> Result<ServiceAccountPlan, PkiError> 
         Ok(key) => key,
         Err(reason) => {
             return Ok(ServiceAccountPlan::NewPair(Action::Reissued(
-                ReissueReason::Unreadable(reason),
+                ReissueReason::KeyUnreadable(reason),
             )));
         }
     };
-    let public_pem = store::read_optional(&store::service_account_public_path(pki_dir))?;
+    let public_pem = store::read_optional(pki_dir, &store::service_account_public_file())?;
     Ok(match public_pem.map(|pem| public_key_from_pem(&pem)) {
         None => ServiceAccountPlan::PublicFromKey(key, Action::Created),
         Some(Err(reason)) => ServiceAccountPlan::PublicFromKey(
             key,
-            Action::Reissued(ReissueReason::Unreadable(reason)),
+            Action::Reissued(ReissueReason::Unreadable(reason.to_string())),
         ),
         Some(Ok(public)) if public != key.public_key_raw() => {
             ServiceAccountPlan::PublicFromKey(key, Action::Reissued(ReissueReason::KeyMismatch))
@@ -665,7 +665,9 @@ mod tests {
         );
         assert_eq!(changes[2].0, "apiserver-etcd-client");
         assert!(
-            changes[2].1.starts_with("reissued (unreadable"),
+            changes[2]
+                .1
+                .starts_with("reissued (certificate unreadable: it is not PEM text"),
             "{changes:?}"
         );
     }

@@ -32,6 +32,7 @@ use time::{Duration, OffsetDateTime};
 
 pub use check::{CertStatus, ExpiryStatus, check};
 pub use ensure::ensure;
+pub use inspect::BadPem;
 pub use issue::{KeyAlgorithm, UnknownKeyAlgorithm};
 pub use renew::{RenewedCert, renew};
 pub use sans::{InvalidSan, InvalidServiceCidr, ServiceCidr, SubjectAltName};
@@ -115,6 +116,12 @@ pub enum ReissueReason {
     CaChanged,
     KeyMissing,
     KeyMismatch,
+    /// The certificate's file does not hold a certificate.
+    CertUnreadable(BadPem),
+    /// The key's file does not hold a usable private key.
+    KeyUnreadable(BadPem),
+    /// A kubeconfig file, or the service account's public key, that does not
+    /// read as one.
     Unreadable(String),
     /// A kubeconfig that points at another API server.
     ServerChanged {
@@ -148,6 +155,8 @@ impl fmt::Display for ReissueReason {
             ReissueReason::CaChanged => f.write_str("not signed by the current CA"),
             ReissueReason::KeyMissing => f.write_str("key missing"),
             ReissueReason::KeyMismatch => f.write_str("key does not match"),
+            ReissueReason::CertUnreadable(reason) => write!(f, "certificate unreadable: {reason}"),
+            ReissueReason::KeyUnreadable(reason) => write!(f, "key unreadable: {reason}"),
             ReissueReason::Unreadable(reason) => write!(f, "unreadable: {reason}"),
             ReissueReason::ServerChanged { found } => write!(f, "server was {found}"),
             ReissueReason::KubeconfigChanged => f.write_str("cluster or user names changed"),
@@ -179,12 +188,24 @@ pub enum PkiError {
         source: std::io::Error,
     },
     #[error(
+        "{path} is a symbolic link, and k8s-manager follows no link inside the PKI folder (it could lead to another PKI's files, or out of the folder); put the file itself there, or delete the link so that the file is made again"
+    )]
+    Symlink { path: PathBuf },
+    #[error(
+        "{path} is a {kind}, not a file; delete it so that the file is made again (`k8s-manager certs generate`)"
+    )]
+    NotAFile { path: PathBuf, kind: &'static str },
+    #[error(
+        "{path} is larger than {limit} bytes, far more than a certificate or key holds; delete it so that the file is made again (`k8s-manager certs generate`)"
+    )]
+    TooLarge { path: PathBuf, limit: u64 },
+    #[error(
         "{path} is not a readable {what} ({reason}); restore it, or delete it so that it is made again"
     )]
     Unreadable {
         path: PathBuf,
         what: &'static str,
-        reason: String,
+        reason: BadPem,
     },
     #[error(
         "CA {name}: {cert} exists but its key {key} is missing; restore the key, or delete the certificate to make a new CA (every certificate it signed is then re-issued)"

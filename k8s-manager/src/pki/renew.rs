@@ -40,10 +40,11 @@ pub fn renew(
     let mut algorithms = Vec::with_capacity(specs.len());
     for spec in specs {
         let path = store::cert_path(pki_dir, &spec.name);
-        let pem = store::read_optional(&path)?.ok_or_else(|| PkiError::CertificateMissing {
-            name: spec.name.clone(),
-            path: path.clone(),
-        })?;
+        let pem =
+            store::read_cert(pki_dir, &spec.name)?.ok_or_else(|| PkiError::CertificateMissing {
+                name: spec.name.clone(),
+                path: path.clone(),
+            })?;
         let existing = CertInfo::from_pem(&pem).map_err(|reason| PkiError::Unreadable {
             path: path.clone(),
             what: "certificate",
