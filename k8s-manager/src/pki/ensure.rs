@@ -29,6 +29,7 @@ pub fn ensure(config: &PkiConfig) -> Result<Vec<Outcome>, PkiError> {
         return Err(PkiError::InvalidDnsDomain(config.dns_domain.clone()));
     }
     let declaration = PkiDeclaration::embedded()?;
+    let leaf_validity = leaf_validity(&declaration, config.leaf_validity)?;
     let now = OffsetDateTime::now_utc();
     let pki_dir = config.pki_dir.as_path();
     store::prepare_dirs(
@@ -38,7 +39,6 @@ pub fn ensure(config: &PkiConfig) -> Result<Vec<Outcome>, PkiError> {
             .iter()
             .map(|spec| spec.name.as_str()),
     )?;
-    let leaf_validity = leaf_validity(&declaration, config.leaf_validity);
     let mut actions: HashMap<&str, Action> = HashMap::new();
     // Everything is signed first and written at the end, in one batch.
     let mut writes: Vec<Vec<PendingWrite>> = Vec::new();
@@ -294,8 +294,8 @@ mod tests {
 
     use time::Duration;
 
-    use super::super::KeyAlgorithm;
     use super::super::testutil::{ADVERTISE, NODE, cert, changed_files, changes, config, snapshot};
+    use super::super::{KeyAlgorithm, MAX_VALIDITY_DAYS};
     use super::*;
     use crate::fsutil::existing_mode;
 
@@ -715,6 +715,30 @@ mod tests {
         // their algorithm alone.
         config.key_algorithm = KeyAlgorithm::EcdsaP256;
         assert_eq!(changes(&ensure(&config).unwrap()), vec![]);
+    }
+
+    #[test]
+    fn a_validity_out_of_range_is_an_error_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = dir.path().join("pki");
+        let mut config = config(&pki);
+        for days in [i64::from(u32::MAX), MAX_VALIDITY_DAYS + 1, 0] {
+            config.leaf_validity = Some(Duration::days(days));
+            let err = ensure(&config).unwrap_err();
+            assert!(
+                matches!(err, PkiError::InvalidValidity { days: found } if found == days),
+                "{err}"
+            );
+            assert!(
+                err.to_string().contains("between 1 and 36500 days"),
+                "{err}"
+            );
+        }
+        assert!(!pki.exists());
+        config.leaf_validity = Some(Duration::days(MAX_VALIDITY_DAYS));
+        ensure(&config).unwrap();
+        let days = (cert(&pki, "apiserver").not_after - OffsetDateTime::now_utc()).whole_days();
+        assert_eq!(days, MAX_VALIDITY_DAYS - 1);
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub fn write_all(config: &KubeconfigsConfig) -> Result<Vec<Outcome>, PkiError> {
     }
     let declaration = PkiDeclaration::embedded()?;
     let now = OffsetDateTime::now_utc();
-    let validity = leaf_validity(&declaration, config.client_validity);
+    let validity = leaf_validity(&declaration, config.client_validity)?;
     let mut cas: HashMap<&str, CaMaterial> = HashMap::new();
     for spec in &declaration.kubeconfigs {
         let ca_name = spec.ca.as_deref().unwrap_or_default();

@@ -216,6 +216,10 @@ pub enum PkiError {
         key: PathBuf,
     },
     #[error(
+        "a validity of {days} days is out of range; give between 1 and {MAX_VALIDITY_DAYS} days"
+    )]
+    InvalidValidity { days: i64 },
+    #[error(
         "CA {name}: the key {key} does not belong to the certificate {cert}; restore the matching key, or delete both to make a new CA (every certificate it signed is then re-issued)"
     )]
     CaKeyMismatch {
@@ -263,9 +267,25 @@ pub enum PkiError {
     KubeconfigSerialize { name: String, reason: String },
 }
 
-/// Validity of new leaves: the configured one, or the declaration's default.
-fn leaf_validity(declaration: &PkiDeclaration, configured: Option<Duration>) -> Duration {
-    configured.unwrap_or_else(|| Duration::days(declaration.validity.leaf_days.into()))
+/// The longest validity a new certificate may be given: a century. Far past
+/// any use, and it keeps every expiry a four-digit year (X.509's and RFC 3339's
+/// limit) whatever the day.
+pub const MAX_VALIDITY_DAYS: i64 = 36_500;
+
+/// Validity of new leaves: the configured one, or the declaration's default;
+/// an error when it is not between a day and [`MAX_VALIDITY_DAYS`].
+fn leaf_validity(
+    declaration: &PkiDeclaration,
+    configured: Option<Duration>,
+) -> Result<Duration, PkiError> {
+    let validity =
+        configured.unwrap_or_else(|| Duration::days(declaration.validity.leaf_days.into()));
+    if validity < Duration::days(1) || validity > Duration::days(MAX_VALIDITY_DAYS) {
+        return Err(PkiError::InvalidValidity {
+            days: validity.whole_days(),
+        });
+    }
+    Ok(validity)
 }
 
 fn ca_validity(declaration: &PkiDeclaration) -> Duration {

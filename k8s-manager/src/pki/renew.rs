@@ -32,7 +32,7 @@ pub fn renew(
 ) -> Result<Vec<RenewedCert>, PkiError> {
     let declaration = PkiDeclaration::embedded()?;
     let now = OffsetDateTime::now_utc();
-    let validity = leaf_validity(&declaration, validity);
+    let validity = leaf_validity(&declaration, validity)?;
     let specs = select_leaves(&declaration, names)?;
 
     let mut cas: HashMap<&str, CaMaterial> = HashMap::new();
@@ -95,7 +95,7 @@ pub fn renew(
         ));
         renewed.push(RenewedCert {
             name: name.clone(),
-            not_after: now + validity,
+            not_after: request.not_after(),
         });
     }
     store::write_groups(&writes)?;
@@ -262,6 +262,20 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("certs generate"), "{err}");
+    }
+
+    #[test]
+    fn a_validity_out_of_range_is_an_error_before_any_write() {
+        let dir = tempfile::tempdir().unwrap();
+        ensure(&config(dir.path())).unwrap();
+        let before = snapshot(dir.path());
+        let names = ["apiserver".to_string()];
+        let err = renew(dir.path(), &names, Some(Duration::days(u32::MAX.into()))).unwrap_err();
+        assert!(matches!(err, PkiError::InvalidValidity { .. }), "{err}");
+        assert_eq!(
+            changed_files(&before, &snapshot(dir.path())),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
