@@ -65,6 +65,11 @@ fn reissue_reason(
     if !cert.has_usages(expected.spec) {
         return Some(ReissueReason::UsagesChanged);
     }
+    if expected.now < cert.not_before {
+        return Some(ReissueReason::NotYetValid {
+            not_before: cert.not_before,
+        });
+    }
     let missing = cert.missing_sans(expected.sans);
     if !missing.is_empty() {
         return Some(ReissueReason::SansNotCovered(missing));

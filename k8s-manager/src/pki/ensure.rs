@@ -59,7 +59,7 @@ pub fn ensure(config: &PkiConfig) -> Result<Vec<Outcome>, PkiError> {
         match ca::find(pki_dir, &spec.name, now)? {
             FoundCa::Usable(ca) => {
                 actions.insert(&spec.name, Action::Kept);
-                ready_cas.insert(&spec.name, ca);
+                ready_cas.insert(&spec.name, *ca);
             }
             FoundCa::KeyOnly(key) => {
                 let (ca, files) = make_ca(

@@ -100,6 +100,10 @@ pub struct CertInfo {
     pub common_names: Vec<String>,
     pub organizations: Vec<String>,
     pub is_ca: bool,
+    /// A CA whose key usage, if it has one, allows signing certificates: what
+    /// TLS clients (Go's crypto/x509 among them) ask of an issuer.
+    pub may_sign_certificates: bool,
+    pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
     pub sans: Vec<SubjectAltName>,
     key_usage_flags: u16,
@@ -154,10 +158,10 @@ impl CertInfo {
                 .collect(),
             None => Vec::new(),
         };
-        let key_usage_flags = cert
-            .key_usage()
-            .map_err(bad_extension)?
-            .map_or(0, |ext| ext.value.flags);
+        let key_usage = cert.key_usage().map_err(bad_extension)?;
+        let key_usage_flags = key_usage.as_ref().map_or(0, |ext| ext.value.flags);
+        let may_sign_certificates =
+            cert.is_ca() && key_usage.is_none_or(|ext| ext.value.key_cert_sign());
         let (server_auth, client_auth, other_extended_usages) =
             match cert.extended_key_usage().map_err(bad_extension)? {
                 Some(ext) => (
@@ -181,6 +185,8 @@ impl CertInfo {
             common_names,
             organizations,
             is_ca: cert.is_ca(),
+            may_sign_certificates,
+            not_before: cert.validity().not_before.to_datetime(),
             not_after: cert.validity().not_after.to_datetime(),
             sans,
             key_usage_flags,

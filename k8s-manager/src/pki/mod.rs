@@ -120,6 +120,10 @@ pub enum ReissueReason {
     CertUnreadable(BadPem),
     /// The key's file does not hold a usable private key.
     KeyUnreadable(BadPem),
+    /// Not valid yet: made by a clock ahead of this one.
+    NotYetValid {
+        not_before: OffsetDateTime,
+    },
     /// A kubeconfig file, or the service account's public key, that does not
     /// read as one.
     Unreadable(String),
@@ -157,6 +161,9 @@ impl fmt::Display for ReissueReason {
             ReissueReason::KeyMismatch => f.write_str("key does not match"),
             ReissueReason::CertUnreadable(reason) => write!(f, "certificate unreadable: {reason}"),
             ReissueReason::KeyUnreadable(reason) => write!(f, "key unreadable: {reason}"),
+            ReissueReason::NotYetValid { not_before } => {
+                write!(f, "not valid before {not_before}")
+            }
             ReissueReason::Unreadable(reason) => write!(f, "unreadable: {reason}"),
             ReissueReason::ServerChanged { found } => write!(f, "server was {found}"),
             ReissueReason::KubeconfigChanged => f.write_str("cluster or user names changed"),
@@ -228,7 +235,7 @@ pub enum PkiError {
         key: PathBuf,
     },
     #[error(
-        "CA {name}: {cert} is not a CA certificate (no basicConstraints CA:TRUE); put the CA certificate there, or delete it and {key} to make a new CA"
+        "CA {name}: {cert} is not a CA certificate that may sign others (it needs basicConstraints CA:TRUE, and keyCertSign if it has a key usage); put the CA certificate there, or delete it and {key} to make a new CA"
     )]
     NotACa {
         name: String,
@@ -242,6 +249,14 @@ pub enum PkiError {
         name: String,
         cert: PathBuf,
         not_after: OffsetDateTime,
+    },
+    #[error(
+        "CA {name}: {cert} is not valid before {not_before}; check this machine's clock, or reset the cluster (`k8s-manager reset`) to make a new PKI"
+    )]
+    CaNotYetValid {
+        name: String,
+        cert: PathBuf,
+        not_before: OffsetDateTime,
     },
     #[error("CA {name} is missing ({cert}); run `k8s-manager certs generate` first")]
     CaMissing { name: String, cert: PathBuf },
