@@ -269,6 +269,14 @@ pub enum PkiError {
     #[error("certificate {name} is missing ({path}); run `k8s-manager certs generate` to make it")]
     CertificateMissing { name: String, path: PathBuf },
     #[error(
+        "certificate {name} ({path}) is not signed by its CA {ca}, so its subject and names are not k8s-manager's to copy; run `k8s-manager certs generate` to re-issue it from the settings"
+    )]
+    NotSignedByCa {
+        name: String,
+        path: PathBuf,
+        ca: String,
+    },
+    #[error(
         "certificate {name} ({path}) has a subject k8s-manager cannot write again ({subject}); run `k8s-manager certs generate` to replace it"
     )]
     UnrenewableSubject {

@@ -61,6 +61,18 @@ pub fn renew(
         if !cas.contains_key(ca_name) {
             cas.insert(ca_name, CaMaterial::load(pki_dir, ca_name, now)?);
         }
+        // The subject and names are copied only from what the CA vouched for:
+        // a certificate put there by someone else must not pass them on.
+        if !cas
+            .get(ca_name)
+            .is_some_and(|ca| existing.is_signed_by(&ca.info))
+        {
+            return Err(PkiError::NotSignedByCa {
+                name: spec.name.clone(),
+                path,
+                ca: ca_name.to_string(),
+            });
+        }
         algorithms.push(existing.key_algorithm().unwrap_or_default());
         requests.push(CertRequest {
             spec,
@@ -272,6 +284,32 @@ mod tests {
         let names = ["apiserver".to_string()];
         let err = renew(dir.path(), &names, Some(Duration::days(u32::MAX.into()))).unwrap_err();
         assert!(matches!(err, PkiError::InvalidValidity { .. }), "{err}");
+        assert_eq!(
+            changed_files(&before, &snapshot(dir.path())),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn a_leaf_not_signed_by_its_ca_does_not_pass_on_its_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        ensure(&config(dir.path())).unwrap();
+        let mut other_config = config(other.path());
+        other_config.extra_sans = vec![SubjectAltName::Dns("attacker.example".to_string())];
+        ensure(&other_config).unwrap();
+        fs::copy(
+            store::cert_path(other.path(), "apiserver"),
+            store::cert_path(dir.path(), "apiserver"),
+        )
+        .unwrap();
+        let before = snapshot(dir.path());
+        let err = renew(dir.path(), &["apiserver".to_string()], None).unwrap_err();
+        assert!(
+            matches!(&err, PkiError::NotSignedByCa { name, ca, .. } if name == "apiserver" && ca == "ca"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("certs generate"), "{err}");
         assert_eq!(
             changed_files(&before, &snapshot(dir.path())),
             Vec::<String>::new()
