@@ -3,7 +3,7 @@
 //!
 //! - [`ensure`] makes what is missing and re-issues what no longer serves,
 //!   idempotently: the `certs` phase and the daemon's renewal loop call it.
-//! - [`check`] reports every certificate's expiry.
+//! - [`check`] reports every certificate's expiry, or why it cannot be used.
 //! - [`renew`] re-issues leaves on demand with the same subject and names.
 //! - [`kubeconfigs::write_all`] writes the components' kubeconfig files.
 //!
@@ -30,7 +30,7 @@ use std::path::PathBuf;
 
 use time::{Duration, OffsetDateTime};
 
-pub use check::{CertStatus, ExpiryStatus, check};
+pub use check::{CertState, CertStatus, check};
 pub use ensure::ensure;
 pub use inspect::BadPem;
 pub use issue::{KeyAlgorithm, UnknownKeyAlgorithm};
