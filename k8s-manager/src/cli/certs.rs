@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
 use k8s_manager::pki::{
-    self, CertStatus, ExpiryStatus, KeyAlgorithm, Outcome, PkiConfig, ServiceCidr, SubjectAltName,
+    self, CertState, CertStatus, KeyAlgorithm, Outcome, PkiConfig, ServiceCidr, SubjectAltName,
     kubeconfigs::{self, KubeconfigsConfig},
 };
 use serde_json::json;
@@ -23,7 +23,9 @@ pub enum CertsCommand {
     /// keep what is valid, re-issue leaves that expire within 90 days or no
     /// longer cover the asked names. An existing CA is reused, never replaced.
     Generate(GenerateArgs),
-    /// Show every certificate's expiry; exit code 1 if one is expired or missing.
+    /// Show every certificate's expiry, and whether it can be used (readable,
+    /// signed by its CA, with its own key); exit code 1 if one is expired,
+    /// missing or invalid.
     Check(CheckArgs),
     /// Re-issue leaf certificates (all, or those named) under the same CA,
     /// with the same subject and names. CAs are never renewed.
@@ -182,13 +184,26 @@ fn check(args: CheckArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             serde_json::to_string_pretty(&status_json(&pki_dir, &statuses)?)?
         ),
     }
-    let broken = statuses
-        .iter()
-        .any(|s| matches!(s.status, ExpiryStatus::Expired | ExpiryStatus::Missing));
-    if broken && args.output == Output::Text {
-        eprintln!(
-            "error: certificates are expired or missing; run `k8s-manager certs generate` (or `certs renew`) to replace them"
-        );
+    let broken = statuses.iter().any(|s| {
+        matches!(
+            s.state,
+            CertState::Expired | CertState::Missing | CertState::Invalid
+        )
+    });
+    if args.output == Output::Text {
+        for status in &statuses {
+            if let Some(problem) = &status.problem {
+                eprintln!("error: {problem}");
+            }
+        }
+        let outdated = statuses
+            .iter()
+            .any(|s| matches!(s.state, CertState::Expired | CertState::Missing));
+        if outdated {
+            eprintln!(
+                "error: certificates are expired or missing; run `k8s-manager certs generate` (or `certs renew`) to replace them"
+            );
+        }
     }
     Ok(if broken {
         ExitCode::FAILURE
@@ -214,7 +229,7 @@ fn print_status_table(statuses: &[CertStatus]) {
                 not_after_text(s).unwrap_or_else(|_| "?".to_string()),
                 s.days_left
                     .map_or_else(|| "-".to_string(), |days| days.to_string()),
-                s.status.to_string(),
+                s.state.to_string(),
             ]
         })
         .collect();
@@ -244,7 +259,8 @@ fn status_json(pki_dir: &Path, statuses: &[CertStatus]) -> anyhow::Result<serde_
                 "ca": s.ca,
                 "notAfter": s.not_after.map(|_| not_after_text(s)).transpose()?,
                 "daysLeft": s.days_left,
-                "status": s.status.name(),
+                "status": s.state.name(),
+                "problem": s.problem,
             }))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

@@ -41,29 +41,14 @@ fn reissue_reason(
     key_pem: Option<&[u8]>,
     expected: &ExpectedLeaf<'_>,
 ) -> Option<ReissueReason> {
-    let cert = match CertInfo::from_pem(cert_pem) {
+    let cert = match sound_leaf(cert_pem, key_pem, expected.spec, expected.ca, expected.now) {
         Ok(cert) => cert,
-        Err(reason) => return Some(ReissueReason::Unreadable(reason)),
+        Err(reason) => return Some(reason),
     };
-    match expected.ca {
-        Some(ca) if cert.is_signed_by(ca) => {}
-        _ => return Some(ReissueReason::CaChanged),
-    }
-    let Some(key_pem) = key_pem else {
-        return Some(ReissueReason::KeyMissing);
-    };
-    match key_from_pem(key_pem) {
-        Ok(key) if cert.matches_key(&key) => {}
-        Ok(_) => return Some(ReissueReason::KeyMismatch),
-        Err(reason) => return Some(ReissueReason::Unreadable(reason)),
-    }
     if !cert.has_subject(expected.subject) {
         return Some(ReissueReason::SubjectChanged {
             found: cert.subject_text(),
         });
-    }
-    if !cert.has_usages(expected.spec) {
-        return Some(ReissueReason::UsagesChanged);
     }
     let missing = cert.missing_sans(expected.sans);
     if !missing.is_empty() {
@@ -75,4 +60,38 @@ fn reissue_reason(
         });
     }
     None
+}
+
+/// The leaf, when it is whole whatever the settings: its file holds one
+/// certificate, valid from `now` on, signed by `ca`, with the declared usages,
+/// and its key is there and belongs to it. Else why it is not: what
+/// [`super::check`] reports, and what [`super::ensure`] re-issues for before
+/// it looks at names and expiry. `ca` is `None` when the CA is missing or
+/// unusable: nothing existing can be trusted to be signed by it.
+pub fn sound_leaf(
+    cert_pem: &[u8],
+    key_pem: Option<&[u8]>,
+    spec: &CertSpec,
+    ca: Option<&CertInfo>,
+    now: OffsetDateTime,
+) -> Result<CertInfo, ReissueReason> {
+    let cert = CertInfo::from_pem(cert_pem).map_err(ReissueReason::CertUnreadable)?;
+    match ca {
+        Some(ca) if cert.is_signed_by(ca) => {}
+        _ => return Err(ReissueReason::CaChanged),
+    }
+    let key_pem = key_pem.ok_or(ReissueReason::KeyMissing)?;
+    let key = key_from_pem(key_pem).map_err(ReissueReason::KeyUnreadable)?;
+    if !cert.matches_key(&key) {
+        return Err(ReissueReason::KeyMismatch);
+    }
+    if !cert.has_usages(spec) {
+        return Err(ReissueReason::UsagesChanged);
+    }
+    if now < cert.not_before {
+        return Err(ReissueReason::NotYetValid {
+            not_before: cert.not_before,
+        });
+    }
+    Ok(cert)
 }

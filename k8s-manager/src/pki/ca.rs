@@ -26,7 +26,7 @@ pub struct CaMaterial {
 #[derive(Debug)]
 pub enum FoundCa {
     /// Certificate and key, checked.
-    Usable(CaMaterial),
+    Usable(Box<CaMaterial>),
     /// A key without its certificate: what a crash between writing a new
     /// CA's key and its certificate leaves. Nothing can have been signed by a
     /// certificate that was never written, so a certificate is made for it.
@@ -39,7 +39,7 @@ impl CaMaterial {
     /// The CA in `pki_dir`, which must be there and usable.
     pub fn load(pki_dir: &Path, name: &str, now: OffsetDateTime) -> Result<Self, PkiError> {
         match find(pki_dir, name, now)? {
-            FoundCa::Usable(ca) => Ok(ca),
+            FoundCa::Usable(ca) => Ok(*ca),
             FoundCa::KeyOnly(_) | FoundCa::Missing => Err(PkiError::CaMissing {
                 name: name.to_string(),
                 cert: store::cert_path(pki_dir, name),
@@ -63,8 +63,8 @@ impl CaMaterial {
 pub fn find(pki_dir: &Path, name: &str, now: OffsetDateTime) -> Result<FoundCa, PkiError> {
     let cert_path = store::cert_path(pki_dir, name);
     let key_path = store::key_path(pki_dir, name);
-    let cert_pem = store::read_optional(&cert_path)?;
-    let key_pem = store::read_optional(&key_path)?;
+    let cert_pem = store::read_cert(pki_dir, name)?;
+    let key_pem = store::read_key(pki_dir, name)?;
     let read_key = |pem: &[u8]| {
         key_from_pem(pem).map_err(|reason| PkiError::Unreadable {
             path: key_path.clone(),
@@ -86,7 +86,7 @@ pub fn find(pki_dir: &Path, name: &str, now: OffsetDateTime) -> Result<FoundCa, 
                 what: "CA certificate",
                 reason,
             })?;
-            if !info.is_ca {
+            if !info.may_sign_certificates {
                 return Err(PkiError::NotACa {
                     name: name.to_string(),
                     cert: cert_path,
@@ -101,6 +101,13 @@ pub fn find(pki_dir: &Path, name: &str, now: OffsetDateTime) -> Result<FoundCa, 
                     key: key_path,
                 });
             }
+            if now < info.not_before {
+                return Err(PkiError::CaNotYetValid {
+                    name: name.to_string(),
+                    cert: cert_path,
+                    not_before: info.not_before,
+                });
+            }
             if info.not_after <= now {
                 return Err(PkiError::CaExpired {
                     name: name.to_string(),
@@ -108,12 +115,71 @@ pub fn find(pki_dir: &Path, name: &str, now: OffsetDateTime) -> Result<FoundCa, 
                     not_after: info.not_after,
                 });
             }
-            Ok(FoundCa::Usable(CaMaterial {
+            Ok(FoundCa::Usable(Box::new(CaMaterial {
                 name: name.to_string(),
                 cert_pem,
                 info,
                 key,
-            }))
+            })))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyUsagePurpose};
+    use time::Duration;
+
+    use super::super::issue::{CertRequest, KeyAlgorithm, Subject, generate_key};
+    use super::super::spec::PkiDeclaration;
+    use super::*;
+
+    /// Writes a CA certificate and its key as `ca`.
+    fn put_ca(pki_dir: &Path, cert_pem: &str, key: &KeyPair) {
+        std::fs::write(store::cert_path(pki_dir, "ca"), cert_pem).unwrap();
+        std::fs::write(store::key_path(pki_dir, "ca"), key.serialize_pem()).unwrap();
+    }
+
+    #[test]
+    fn a_ca_whose_key_usage_forbids_signing_is_not_a_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = generate_key(KeyAlgorithm::EcdsaP256).unwrap();
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "kubernetes");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        put_ca(dir.path(), &params.self_signed(&key).unwrap().pem(), &key);
+        let err = find(dir.path(), "ca", OffsetDateTime::now_utc()).unwrap_err();
+        assert!(
+            matches!(&err, PkiError::NotACa { name, .. } if name == "ca"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("keyCertSign"), "{err}");
+    }
+
+    #[test]
+    fn a_ca_not_valid_yet_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let declaration = PkiDeclaration::embedded().unwrap();
+        let spec = declaration.certificate("ca").unwrap();
+        let now = OffsetDateTime::now_utc();
+        let request = CertRequest {
+            spec,
+            subject: Subject::for_node(spec, "node"),
+            sans: Vec::new(),
+            validity: Duration::days(3650),
+            now: now + Duration::days(1),
+        };
+        let key = generate_key(KeyAlgorithm::EcdsaP256).unwrap();
+        put_ca(dir.path(), &request.self_signed(&key).unwrap(), &key);
+        let err = find(dir.path(), "ca", now).unwrap_err();
+        assert!(matches!(&err, PkiError::CaNotYetValid { .. }), "{err}");
+        assert!(err.to_string().contains("clock"), "{err}");
+        assert!(matches!(
+            find(dir.path(), "ca", now + Duration::days(1)),
+            Ok(FoundCa::Usable(_))
+        ));
     }
 }

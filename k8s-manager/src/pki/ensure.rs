@@ -29,6 +29,7 @@ pub fn ensure(config: &PkiConfig) -> Result<Vec<Outcome>, PkiError> {
         return Err(PkiError::InvalidDnsDomain(config.dns_domain.clone()));
     }
     let declaration = PkiDeclaration::embedded()?;
+    let leaf_validity = leaf_validity(&declaration, config.leaf_validity)?;
     let now = OffsetDateTime::now_utc();
     let pki_dir = config.pki_dir.as_path();
     store::prepare_dirs(
@@ -38,7 +39,6 @@ pub fn ensure(config: &PkiConfig) -> Result<Vec<Outcome>, PkiError> {
             .iter()
             .map(|spec| spec.name.as_str()),
     )?;
-    let leaf_validity = leaf_validity(&declaration, config.leaf_validity);
     let mut actions: HashMap<&str, Action> = HashMap::new();
     // Everything is signed first and written at the end, in one batch.
     let mut writes: Vec<Vec<PendingWrite>> = Vec::new();
@@ -59,7 +59,7 @@ pub fn ensure(config: &PkiConfig) -> Result<Vec<Outcome>, PkiError> {
         match ca::find(pki_dir, &spec.name, now)? {
             FoundCa::Usable(ca) => {
                 actions.insert(&spec.name, Action::Kept);
-                ready_cas.insert(&spec.name, ca);
+                ready_cas.insert(&spec.name, *ca);
             }
             FoundCa::KeyOnly(key) => {
                 let (ca, files) = make_ca(
@@ -88,8 +88,8 @@ pub fn ensure(config: &PkiConfig) -> Result<Vec<Outcome>, PkiError> {
             now,
             renew_within: config.renew_within,
         };
-        let cert_pem = store::read_optional(&store::cert_path(pki_dir, &spec.name))?;
-        let key_pem = store::read_optional(&store::key_path(pki_dir, &spec.name))?;
+        let cert_pem = store::read_cert(pki_dir, &spec.name)?;
+        let key_pem = store::read_key(pki_dir, &spec.name)?;
         match assess::leaf_action(cert_pem.as_deref(), key_pem.as_deref(), &expected) {
             None => {
                 actions.insert(&spec.name, Action::Kept);
@@ -225,7 +225,7 @@ enum ServiceAccountPlan {
 }
 
 fn plan_service_account(pki_dir: &Path) -> Result<ServiceAccountPlan, PkiError> {
-    let key_pem = store::read_optional(&store::key_path(pki_dir, store::SERVICE_ACCOUNT))?;
+    let key_pem = store::read_key(pki_dir, store::SERVICE_ACCOUNT)?;
     let Some(key_pem) = key_pem else {
         return Ok(ServiceAccountPlan::NewPair(Action::Created));
     };
@@ -233,16 +233,16 @@ fn plan_service_account(pki_dir: &Path) -> Result<ServiceAccountPlan, PkiError> 
         Ok(key) => key,
         Err(reason) => {
             return Ok(ServiceAccountPlan::NewPair(Action::Reissued(
-                ReissueReason::Unreadable(reason),
+                ReissueReason::KeyUnreadable(reason),
             )));
         }
     };
-    let public_pem = store::read_optional(&store::service_account_public_path(pki_dir))?;
+    let public_pem = store::read_optional(pki_dir, &store::service_account_public_file())?;
     Ok(match public_pem.map(|pem| public_key_from_pem(&pem)) {
         None => ServiceAccountPlan::PublicFromKey(key, Action::Created),
         Some(Err(reason)) => ServiceAccountPlan::PublicFromKey(
             key,
-            Action::Reissued(ReissueReason::Unreadable(reason)),
+            Action::Reissued(ReissueReason::Unreadable(reason.to_string())),
         ),
         Some(Ok(public)) if public != key.public_key_raw() => {
             ServiceAccountPlan::PublicFromKey(key, Action::Reissued(ReissueReason::KeyMismatch))
@@ -294,8 +294,8 @@ mod tests {
 
     use time::Duration;
 
-    use super::super::KeyAlgorithm;
     use super::super::testutil::{ADVERTISE, NODE, cert, changed_files, changes, config, snapshot};
+    use super::super::{KeyAlgorithm, MAX_VALIDITY_DAYS};
     use super::*;
     use crate::fsutil::existing_mode;
 
@@ -665,7 +665,9 @@ mod tests {
         );
         assert_eq!(changes[2].0, "apiserver-etcd-client");
         assert!(
-            changes[2].1.starts_with("reissued (unreadable"),
+            changes[2]
+                .1
+                .starts_with("reissued (certificate unreadable: it is not PEM text"),
             "{changes:?}"
         );
     }
@@ -713,6 +715,30 @@ mod tests {
         // their algorithm alone.
         config.key_algorithm = KeyAlgorithm::EcdsaP256;
         assert_eq!(changes(&ensure(&config).unwrap()), vec![]);
+    }
+
+    #[test]
+    fn a_validity_out_of_range_is_an_error_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = dir.path().join("pki");
+        let mut config = config(&pki);
+        for days in [i64::from(u32::MAX), MAX_VALIDITY_DAYS + 1, 0] {
+            config.leaf_validity = Some(Duration::days(days));
+            let err = ensure(&config).unwrap_err();
+            assert!(
+                matches!(err, PkiError::InvalidValidity { days: found } if found == days),
+                "{err}"
+            );
+            assert!(
+                err.to_string().contains("between 1 and 36500 days"),
+                "{err}"
+            );
+        }
+        assert!(!pki.exists());
+        config.leaf_validity = Some(Duration::days(MAX_VALIDITY_DAYS));
+        ensure(&config).unwrap();
+        let days = (cert(&pki, "apiserver").not_after - OffsetDateTime::now_utc()).whole_days();
+        assert_eq!(days, MAX_VALIDITY_DAYS - 1);
     }
 
     #[test]

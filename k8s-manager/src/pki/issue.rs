@@ -161,7 +161,7 @@ impl CertRequest<'_> {
         params.distinguished_name = self.subject.distinguished_name();
         params.serial_number = Some(random_serial()?);
         params.not_before = self.now - BACKDATE;
-        params.not_after = self.now + self.validity;
+        params.not_after = self.not_after();
         params.key_usages = self
             .spec
             .key_usages
@@ -184,6 +184,12 @@ impl CertRequest<'_> {
             params.use_authority_key_identifier_extension = true;
         }
         Ok(params)
+    }
+
+    /// When the certificate expires. Saturating: callers bound the validity
+    /// (see `leaf_validity`), and a clock near year 9999 must not panic.
+    pub fn not_after(&self) -> OffsetDateTime {
+        self.now.saturating_add(self.validity)
     }
 
     /// A self-signed CA certificate, PEM.

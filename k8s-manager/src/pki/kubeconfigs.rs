@@ -78,7 +78,7 @@ pub fn write_all(config: &KubeconfigsConfig) -> Result<Vec<Outcome>, PkiError> {
     }
     let declaration = PkiDeclaration::embedded()?;
     let now = OffsetDateTime::now_utc();
-    let validity = leaf_validity(&declaration, config.client_validity);
+    let validity = leaf_validity(&declaration, config.client_validity)?;
     let mut cas: HashMap<&str, CaMaterial> = HashMap::new();
     for spec in &declaration.kubeconfigs {
         let ca_name = spec.ca.as_deref().unwrap_or_default();
@@ -107,7 +107,7 @@ pub fn write_all(config: &KubeconfigsConfig) -> Result<Vec<Outcome>, PkiError> {
             validity,
             now,
         };
-        let existing = store::read_optional(&config.out_dir.join(file_name(&spec.name)))?;
+        let existing = store::read_optional(&config.out_dir, Path::new(&file_name(&spec.name)))?;
         match file_action(existing.as_deref(), &request, ca, config) {
             None => {
                 actions.insert(&spec.name, Action::Kept);
@@ -165,13 +165,14 @@ fn file_action(
     let Some(existing) = existing else {
         return Some(Action::Created);
     };
-    let file = match std::str::from_utf8(existing)
-        .map_err(|err| err.to_string())
-        .and_then(|text| {
-            serde_saphyr::from_str::<KubeconfigFile>(text).map_err(|err| err.to_string())
-        }) {
-        Ok(file) => file,
-        Err(reason) => return Some(Action::Reissued(ReissueReason::Unreadable(reason))),
+    // The parser's message is not passed on: it quotes the file, key included.
+    let parsed = std::str::from_utf8(existing)
+        .ok()
+        .and_then(|text| serde_saphyr::from_str::<KubeconfigFile>(text).ok());
+    let Some(file) = parsed else {
+        return Some(Action::Reissued(ReissueReason::Unreadable(
+            "not a kubeconfig file as k8s-manager writes it".to_string(),
+        )));
     };
     let Some((cert_pem, key_pem)) = file.client_credentials() else {
         return Some(Action::Reissued(ReissueReason::Unreadable(
@@ -475,6 +476,34 @@ mod tests {
             )]
         );
         drop(dir);
+    }
+
+    #[test]
+    fn a_kubeconfig_that_does_not_parse_is_replaced_without_quoting_it() {
+        let (_dir, _pki, config) = setup();
+        write_all(&config).unwrap();
+        let path = config.out_dir.join("admin.conf");
+        let text = fs::read_to_string(&path).unwrap();
+        // Broken next to the key, where a parser's excerpt would quote it.
+        let broken = text.replace("client-key-data: ", "client-key-data: [");
+        assert_ne!(broken, text);
+        fs::write(&path, &broken).unwrap();
+        let outcomes = write_all(&config).unwrap();
+        let (name, action) = changes(&outcomes)[0];
+        assert_eq!(name, "admin.conf");
+        let shown = action.to_string();
+        assert!(shown.starts_with("reissued (unreadable"), "{shown}");
+        let key_data = read(&config, "admin.conf").users[0]
+            .user
+            .client_key_data
+            .clone();
+        let old_key_data = broken
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("client-key-data: ["))
+            .unwrap();
+        assert_ne!(key_data, old_key_data);
+        assert!(!shown.contains(&old_key_data[..16]), "{shown}");
+        assert!(!shown.contains("client-key-data"), "{shown}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! - [`ensure`] makes what is missing and re-issues what no longer serves,
 //!   idempotently: the `certs` phase and the daemon's renewal loop call it.
-//! - [`check`] reports every certificate's expiry.
+//! - [`check`] reports every certificate's expiry, or why it cannot be used.
 //! - [`renew`] re-issues leaves on demand with the same subject and names.
 //! - [`kubeconfigs::write_all`] writes the components' kubeconfig files.
 //!
@@ -30,8 +30,9 @@ use std::path::PathBuf;
 
 use time::{Duration, OffsetDateTime};
 
-pub use check::{CertStatus, ExpiryStatus, check};
+pub use check::{CertState, CertStatus, check};
 pub use ensure::ensure;
+pub use inspect::BadPem;
 pub use issue::{KeyAlgorithm, UnknownKeyAlgorithm};
 pub use renew::{RenewedCert, renew};
 pub use sans::{InvalidSan, InvalidServiceCidr, ServiceCidr, SubjectAltName};
@@ -115,6 +116,16 @@ pub enum ReissueReason {
     CaChanged,
     KeyMissing,
     KeyMismatch,
+    /// The certificate's file does not hold a certificate.
+    CertUnreadable(BadPem),
+    /// The key's file does not hold a usable private key.
+    KeyUnreadable(BadPem),
+    /// Not valid yet: made by a clock ahead of this one.
+    NotYetValid {
+        not_before: OffsetDateTime,
+    },
+    /// A kubeconfig file, or the service account's public key, that does not
+    /// read as one.
     Unreadable(String),
     /// A kubeconfig that points at another API server.
     ServerChanged {
@@ -148,6 +159,11 @@ impl fmt::Display for ReissueReason {
             ReissueReason::CaChanged => f.write_str("not signed by the current CA"),
             ReissueReason::KeyMissing => f.write_str("key missing"),
             ReissueReason::KeyMismatch => f.write_str("key does not match"),
+            ReissueReason::CertUnreadable(reason) => write!(f, "certificate unreadable: {reason}"),
+            ReissueReason::KeyUnreadable(reason) => write!(f, "key unreadable: {reason}"),
+            ReissueReason::NotYetValid { not_before } => {
+                write!(f, "not valid before {not_before}")
+            }
             ReissueReason::Unreadable(reason) => write!(f, "unreadable: {reason}"),
             ReissueReason::ServerChanged { found } => write!(f, "server was {found}"),
             ReissueReason::KubeconfigChanged => f.write_str("cluster or user names changed"),
@@ -179,12 +195,24 @@ pub enum PkiError {
         source: std::io::Error,
     },
     #[error(
+        "{path} is a symbolic link, and k8s-manager follows no link inside the PKI folder (it could lead to another PKI's files, or out of the folder); put the file itself there, or delete the link so that the file is made again"
+    )]
+    Symlink { path: PathBuf },
+    #[error(
+        "{path} is a {kind}, not a file; delete it so that the file is made again (`k8s-manager certs generate`)"
+    )]
+    NotAFile { path: PathBuf, kind: &'static str },
+    #[error(
+        "{path} is larger than {limit} bytes, far more than a certificate or key holds; delete it so that the file is made again (`k8s-manager certs generate`)"
+    )]
+    TooLarge { path: PathBuf, limit: u64 },
+    #[error(
         "{path} is not a readable {what} ({reason}); restore it, or delete it so that it is made again"
     )]
     Unreadable {
         path: PathBuf,
         what: &'static str,
-        reason: String,
+        reason: BadPem,
     },
     #[error(
         "CA {name}: {cert} exists but its key {key} is missing; restore the key, or delete the certificate to make a new CA (every certificate it signed is then re-issued)"
@@ -195,6 +223,10 @@ pub enum PkiError {
         key: PathBuf,
     },
     #[error(
+        "a validity of {days} days is out of range; give between 1 and {MAX_VALIDITY_DAYS} days"
+    )]
+    InvalidValidity { days: i64 },
+    #[error(
         "CA {name}: the key {key} does not belong to the certificate {cert}; restore the matching key, or delete both to make a new CA (every certificate it signed is then re-issued)"
     )]
     CaKeyMismatch {
@@ -203,7 +235,7 @@ pub enum PkiError {
         key: PathBuf,
     },
     #[error(
-        "CA {name}: {cert} is not a CA certificate (no basicConstraints CA:TRUE); put the CA certificate there, or delete it and {key} to make a new CA"
+        "CA {name}: {cert} is not a CA certificate that may sign others (it needs basicConstraints CA:TRUE, and keyCertSign if it has a key usage); put the CA certificate there, or delete it and {key} to make a new CA"
     )]
     NotACa {
         name: String,
@@ -218,6 +250,14 @@ pub enum PkiError {
         cert: PathBuf,
         not_after: OffsetDateTime,
     },
+    #[error(
+        "CA {name}: {cert} is not valid before {not_before}; check this machine's clock, or reset the cluster (`k8s-manager reset`) to make a new PKI"
+    )]
+    CaNotYetValid {
+        name: String,
+        cert: PathBuf,
+        not_before: OffsetDateTime,
+    },
     #[error("CA {name} is missing ({cert}); run `k8s-manager certs generate` first")]
     CaMissing { name: String, cert: PathBuf },
     #[error("unknown certificate {name:?}; the leaves are: {}", known.join(", "))]
@@ -228,6 +268,14 @@ pub enum PkiError {
     CaNotRenewable { name: String },
     #[error("certificate {name} is missing ({path}); run `k8s-manager certs generate` to make it")]
     CertificateMissing { name: String, path: PathBuf },
+    #[error(
+        "certificate {name} ({path}) is not signed by its CA {ca}, so its subject and names are not k8s-manager's to copy; run `k8s-manager certs generate` to re-issue it from the settings"
+    )]
+    NotSignedByCa {
+        name: String,
+        path: PathBuf,
+        ca: String,
+    },
     #[error(
         "certificate {name} ({path}) has a subject k8s-manager cannot write again ({subject}); run `k8s-manager certs generate` to replace it"
     )]
@@ -242,9 +290,25 @@ pub enum PkiError {
     KubeconfigSerialize { name: String, reason: String },
 }
 
-/// Validity of new leaves: the configured one, or the declaration's default.
-fn leaf_validity(declaration: &PkiDeclaration, configured: Option<Duration>) -> Duration {
-    configured.unwrap_or_else(|| Duration::days(declaration.validity.leaf_days.into()))
+/// The longest validity a new certificate may be given: a century. Far past
+/// any use, and it keeps every expiry a four-digit year (X.509's and RFC 3339's
+/// limit) whatever the day.
+pub const MAX_VALIDITY_DAYS: i64 = 36_500;
+
+/// Validity of new leaves: the configured one, or the declaration's default;
+/// an error when it is not between a day and [`MAX_VALIDITY_DAYS`].
+fn leaf_validity(
+    declaration: &PkiDeclaration,
+    configured: Option<Duration>,
+) -> Result<Duration, PkiError> {
+    let validity =
+        configured.unwrap_or_else(|| Duration::days(declaration.validity.leaf_days.into()));
+    if validity < Duration::days(1) || validity > Duration::days(MAX_VALIDITY_DAYS) {
+        return Err(PkiError::InvalidValidity {
+            days: validity.whole_days(),
+        });
+    }
+    Ok(validity)
 }
 
 fn ca_validity(declaration: &PkiDeclaration) -> Duration {

@@ -32,7 +32,7 @@ pub fn renew(
 ) -> Result<Vec<RenewedCert>, PkiError> {
     let declaration = PkiDeclaration::embedded()?;
     let now = OffsetDateTime::now_utc();
-    let validity = leaf_validity(&declaration, validity);
+    let validity = leaf_validity(&declaration, validity)?;
     let specs = select_leaves(&declaration, names)?;
 
     let mut cas: HashMap<&str, CaMaterial> = HashMap::new();
@@ -40,10 +40,11 @@ pub fn renew(
     let mut algorithms = Vec::with_capacity(specs.len());
     for spec in specs {
         let path = store::cert_path(pki_dir, &spec.name);
-        let pem = store::read_optional(&path)?.ok_or_else(|| PkiError::CertificateMissing {
-            name: spec.name.clone(),
-            path: path.clone(),
-        })?;
+        let pem =
+            store::read_cert(pki_dir, &spec.name)?.ok_or_else(|| PkiError::CertificateMissing {
+                name: spec.name.clone(),
+                path: path.clone(),
+            })?;
         let existing = CertInfo::from_pem(&pem).map_err(|reason| PkiError::Unreadable {
             path: path.clone(),
             what: "certificate",
@@ -59,6 +60,18 @@ pub fn renew(
         let ca_name = spec.ca.as_deref().unwrap_or_default();
         if !cas.contains_key(ca_name) {
             cas.insert(ca_name, CaMaterial::load(pki_dir, ca_name, now)?);
+        }
+        // The subject and names are copied only from what the CA vouched for:
+        // a certificate put there by someone else must not pass them on.
+        if !cas
+            .get(ca_name)
+            .is_some_and(|ca| existing.is_signed_by(&ca.info))
+        {
+            return Err(PkiError::NotSignedByCa {
+                name: spec.name.clone(),
+                path,
+                ca: ca_name.to_string(),
+            });
         }
         algorithms.push(existing.key_algorithm().unwrap_or_default());
         requests.push(CertRequest {
@@ -94,7 +107,7 @@ pub fn renew(
         ));
         renewed.push(RenewedCert {
             name: name.clone(),
-            not_after: now + validity,
+            not_after: request.not_after(),
         });
     }
     store::write_groups(&writes)?;
@@ -261,6 +274,46 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("certs generate"), "{err}");
+    }
+
+    #[test]
+    fn a_validity_out_of_range_is_an_error_before_any_write() {
+        let dir = tempfile::tempdir().unwrap();
+        ensure(&config(dir.path())).unwrap();
+        let before = snapshot(dir.path());
+        let names = ["apiserver".to_string()];
+        let err = renew(dir.path(), &names, Some(Duration::days(u32::MAX.into()))).unwrap_err();
+        assert!(matches!(err, PkiError::InvalidValidity { .. }), "{err}");
+        assert_eq!(
+            changed_files(&before, &snapshot(dir.path())),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn a_leaf_not_signed_by_its_ca_does_not_pass_on_its_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        ensure(&config(dir.path())).unwrap();
+        let mut other_config = config(other.path());
+        other_config.extra_sans = vec![SubjectAltName::Dns("attacker.example".to_string())];
+        ensure(&other_config).unwrap();
+        fs::copy(
+            store::cert_path(other.path(), "apiserver"),
+            store::cert_path(dir.path(), "apiserver"),
+        )
+        .unwrap();
+        let before = snapshot(dir.path());
+        let err = renew(dir.path(), &["apiserver".to_string()], None).unwrap_err();
+        assert!(
+            matches!(&err, PkiError::NotSignedByCa { name, ca, .. } if name == "apiserver" && ca == "ca"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("certs generate"), "{err}");
+        assert_eq!(
+            changed_files(&before, &snapshot(dir.path())),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

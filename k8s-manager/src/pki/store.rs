@@ -2,9 +2,20 @@
 //! `sa.key`, `sa.pub`), the modes, and every read and write of it. Writes go
 //! through [`crate::fsutil::write_atomic`], so a crash never leaves half a
 //! key; they are made after everything is signed, in one concurrent batch.
+//!
+//! Symbolic links inside the folder are refused, files and sub-folders alike:
+//! the folder is k8s-manager's own, and a link could make it trust another
+//! PKI's key, read a device, or write outside the folder. The PKI folder
+//! itself may be a link: where it lives is the user's choice. Every read is
+//! bounded: a file is opened without following a link and without blocking
+//! (a FIFO answers at once), must be a regular file, and is read up to
+//! [`MAX_FILE_BYTES`].
 
-use std::io;
-use std::path::{Path, PathBuf};
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -20,28 +31,142 @@ pub const PUBLIC_MODE: u32 = 0o644;
 /// The service-account signing key pair's base name (`sa.key`, `sa.pub`).
 pub const SERVICE_ACCOUNT: &str = "sa";
 
+/// A certificate's file, relative to the PKI folder.
+pub fn cert_file(name: &str) -> PathBuf {
+    PathBuf::from(format!("{name}.crt"))
+}
+
+/// A private key's file, relative to the PKI folder.
+pub fn key_file(name: &str) -> PathBuf {
+    PathBuf::from(format!("{name}.key"))
+}
+
+pub fn service_account_public_file() -> PathBuf {
+    PathBuf::from(format!("{SERVICE_ACCOUNT}.pub"))
+}
+
 pub fn cert_path(pki_dir: &Path, name: &str) -> PathBuf {
-    pki_dir.join(format!("{name}.crt"))
+    pki_dir.join(cert_file(name))
 }
 
 pub fn key_path(pki_dir: &Path, name: &str) -> PathBuf {
-    pki_dir.join(format!("{name}.key"))
+    pki_dir.join(key_file(name))
 }
 
 pub fn service_account_public_path(pki_dir: &Path) -> PathBuf {
-    pki_dir.join(format!("{SERVICE_ACCOUNT}.pub"))
+    pki_dir.join(service_account_public_file())
 }
 
-/// A file's bytes, or `None` when it does not exist.
-pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, PkiError> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(PkiError::Io {
+/// The most a file of the PKI (or a kubeconfig written from it) may hold: an
+/// RSA-4096 key is 3.3 KiB, a kubeconfig with an RSA CA, certificate and key
+/// embedded about 12 KiB.
+pub const MAX_FILE_BYTES: u64 = 64 * 1024;
+
+/// The bytes of the file at `relative` under `dir`, or `None` when it does not
+/// exist. Neither the file nor a sub-folder on the way to it may be a
+/// symbolic link; `dir` itself may.
+pub fn read_optional(dir: &Path, relative: &Path) -> Result<Option<Vec<u8>>, PkiError> {
+    let path = dir.join(relative);
+    refuse_linked_folders(dir, relative)?;
+    let io_error = |source| PkiError::Io {
+        action: "read",
+        path: path.clone(),
+        source,
+    };
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+    {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(PkiError::Symlink { path });
+        }
+        Err(source) => return Err(io_error(source)),
+    };
+    let file_type = file.metadata().map_err(io_error)?.file_type();
+    if !file_type.is_file() {
+        return Err(PkiError::NotAFile {
+            path,
+            kind: kind_of(file_type),
+        });
+    }
+    read_bounded(file, &path).map(Some)
+}
+
+/// A certificate of the PKI folder, or `None` when it does not exist.
+pub fn read_cert(pki_dir: &Path, name: &str) -> Result<Option<Vec<u8>>, PkiError> {
+    read_optional(pki_dir, &cert_file(name))
+}
+
+/// A private key of the PKI folder, or `None` when it does not exist.
+pub fn read_key(pki_dir: &Path, name: &str) -> Result<Option<Vec<u8>>, PkiError> {
+    read_optional(pki_dir, &key_file(name))
+}
+
+/// At most [`MAX_FILE_BYTES`] of an open regular file.
+fn read_bounded(file: File, path: &Path) -> Result<Vec<u8>, PkiError> {
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| PkiError::Io {
             action: "read",
             path: path.to_path_buf(),
             source,
-        }),
+        })?;
+    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > MAX_FILE_BYTES {
+        return Err(PkiError::TooLarge {
+            path: path.to_path_buf(),
+            limit: MAX_FILE_BYTES,
+        });
+    }
+    Ok(bytes)
+}
+
+/// An error when a sub-folder between `dir` and the file at `relative` is a
+/// symbolic link. A sub-folder that does not exist is no error: the file is
+/// then missing, or the folder is made by [`prepare_dirs`].
+fn refuse_linked_folders(dir: &Path, relative: &Path) -> Result<(), PkiError> {
+    let mut folder = dir.to_path_buf();
+    let Some(parent) = relative.parent() else {
+        return Ok(());
+    };
+    for component in parent.components() {
+        let Component::Normal(name) = component else {
+            continue;
+        };
+        folder.push(name);
+        match std::fs::symlink_metadata(&folder) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(PkiError::Symlink { path: folder });
+            }
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(PkiError::Io {
+                    action: "read",
+                    path: folder,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a file system entry that is not a regular file is, in the user's words.
+fn kind_of(file_type: std::fs::FileType) -> &'static str {
+    if file_type.is_dir() {
+        "folder"
+    } else if file_type.is_fifo() {
+        "named pipe (FIFO)"
+    } else if file_type.is_char_device() || file_type.is_block_device() {
+        "device"
+    } else if file_type.is_socket() {
+        "socket"
+    } else {
+        "special file"
     }
 }
 
@@ -68,6 +193,8 @@ pub fn prepare_dirs<'a>(
     };
     create(pki_dir)?;
     for name in names {
+        // A linked sub-folder would be followed by the chmod and the writes.
+        refuse_linked_folders(pki_dir, &cert_file(name))?;
         if let Some((sub_dir, _)) = name.rsplit_once('/') {
             create(&pki_dir.join(sub_dir))?;
         }
@@ -75,12 +202,23 @@ pub fn prepare_dirs<'a>(
     Ok(())
 }
 
-/// One file to write, with its mode.
-#[derive(Debug, Clone)]
+/// One file to write, with its mode. Its `Debug` leaves the contents out:
+/// they may be a private key.
+#[derive(Clone)]
 pub struct PendingWrite {
     pub path: PathBuf,
     pub contents: Vec<u8>,
     pub mode: u32,
+}
+
+impl fmt::Debug for PendingWrite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingWrite")
+            .field("path", &self.path)
+            .field("bytes", &self.contents.len())
+            .field("mode", &format_args!("{:o}", self.mode))
+            .finish()
+    }
 }
 
 impl PendingWrite {
@@ -148,5 +286,123 @@ pub fn write_groups(groups: &[Vec<PendingWrite>]) -> Result<(), PkiError> {
     {
         Some(err) => Err(err),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn read(dir: &Path, relative: &str) -> Result<Option<Vec<u8>>, PkiError> {
+        read_optional(dir, Path::new(relative))
+    }
+
+    #[test]
+    fn links_to_files_and_folders_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pki, elsewhere) = (dir.path().join("pki"), dir.path().join("elsewhere"));
+        fs_dir(&pki);
+        fs_dir(&elsewhere);
+        std::fs::write(elsewhere.join("ca.key"), "another PKI's key").unwrap();
+        symlink(elsewhere.join("ca.key"), pki.join("ca.key")).unwrap();
+        let err = read(&pki, "ca.key").unwrap_err();
+        assert!(
+            matches!(&err, PkiError::Symlink { path } if path.ends_with("pki/ca.key")),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("another PKI's key"), "{err}");
+
+        symlink(&elsewhere, pki.join("etcd")).unwrap();
+        let err = read(&pki, "etcd/ca.key").unwrap_err();
+        assert!(
+            matches!(&err, PkiError::Symlink { path } if path.ends_with("pki/etcd")),
+            "{err}"
+        );
+        // Nor is the linked folder made owner-only, nor written into.
+        let err = prepare_dirs(&pki, ["ca", "etcd/ca"]).unwrap_err();
+        assert!(matches!(&err, PkiError::Symlink { .. }), "{err}");
+        assert_eq!(
+            crate::fsutil::existing_mode(&elsewhere).unwrap(),
+            Some(0o755)
+        );
+
+        // The PKI folder itself may be a link: the user chose where it lives.
+        let linked_pki = dir.path().join("linked-pki");
+        symlink(&elsewhere, &linked_pki).unwrap();
+        assert_eq!(
+            read(&linked_pki, "ca.key").unwrap().unwrap(),
+            b"another PKI's key"
+        );
+    }
+
+    #[test]
+    fn fifos_devices_and_folders_are_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("apiserver.crt");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        std::fs::create_dir(dir.path().join("apiserver.key")).unwrap();
+        // A read that blocks on the FIFO fails the test instead of hanging it.
+        let (sender, receiver) = mpsc::channel();
+        let root = dir.path().to_path_buf();
+        std::thread::spawn(move || {
+            let results = [read(&root, "apiserver.crt"), read(&root, "apiserver.key")];
+            sender.send(results).unwrap();
+        });
+        let [fifo_read, folder_read] = receiver
+            .recv_timeout(Duration::from_secs(10))
+            .expect("reading a FIFO does not block");
+        let err = fifo_read.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                PkiError::NotAFile {
+                    kind: "named pipe (FIFO)",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = folder_read.unwrap_err();
+        assert!(
+            matches!(&err, PkiError::NotAFile { kind: "folder", .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("is a folder, not a file"), "{err}");
+    }
+
+    #[test]
+    fn reads_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let limit = usize::try_from(MAX_FILE_BYTES).unwrap();
+        std::fs::write(dir.path().join("fits.crt"), vec![b'a'; limit]).unwrap();
+        assert_eq!(read(dir.path(), "fits.crt").unwrap().unwrap().len(), limit);
+        std::fs::write(dir.path().join("huge.crt"), vec![b'a'; limit + 1]).unwrap();
+        let err = read(dir.path(), "huge.crt").unwrap_err();
+        assert!(matches!(err, PkiError::TooLarge { .. }), "{err}");
+        assert_eq!(read(dir.path(), "absent.crt").unwrap(), None);
+        assert_eq!(read(dir.path(), "absent/absent.crt").unwrap(), None);
+    }
+
+    #[test]
+    fn a_pending_write_does_not_show_its_contents() {
+        let write = PendingWrite::new(PathBuf::from("ca.key"), "secret key bytes", PRIVATE_MODE);
+        let shown = format!("{write:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("ca.key") && shown.contains("600"), "{shown}");
+    }
+
+    /// A folder others may read, as a folder outside the PKI would be.
+    fn fs_dir(path: &Path) {
+        std::fs::create_dir(path).unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(path, mode).unwrap();
     }
 }
