@@ -12,6 +12,7 @@ pub mod bundle;
 pub mod cluster;
 pub mod components;
 pub mod fsutil;
+pub mod input;
 pub mod kubeconfig;
 pub mod pki;
 pub mod runtime;

@@ -69,10 +69,10 @@ async fn handle(
     let query = req.uri().query().unwrap_or_default().to_string();
     let method = req.method().clone();
     let response = match (method, path.as_str()) {
-        (Method::GET, super::STATUS) => {
-            let report = status(&engine).await;
-            json(StatusCode::OK, &report)
-        }
+        (Method::GET, super::STATUS) => match status(&engine).await {
+            Ok(report) => json(StatusCode::OK, &report),
+            Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, &err),
+        },
         (Method::GET, super::EVENTS) => stream_events(engine.subscribe(), None),
         (Method::POST, super::ENABLE) => {
             let body = match req.into_body().collect().await {
@@ -81,13 +81,14 @@ async fn handle(
             };
             let config = if body.iter().all(u8::is_ascii_whitespace) {
                 match engine.saved_config() {
-                    Some(config) => config,
-                    None => {
+                    Ok(Some(config)) => config,
+                    Ok(None) => {
                         return Ok(error(
                             StatusCode::BAD_REQUEST,
                             "no saved settings: send the cluster settings with the first enable",
                         ));
                     }
+                    Err(err) => return Ok(error(StatusCode::INTERNAL_SERVER_ERROR, &err)),
                 }
             } else {
                 match serde_json::from_slice::<ClusterConfig>(&body) {
@@ -118,11 +119,14 @@ async fn handle(
     Ok(response)
 }
 
-pub async fn status(engine: &Engine) -> crate::cluster::status::StatusReport {
+pub async fn status(engine: &Engine) -> Result<crate::cluster::status::StatusReport, String> {
     let record = engine.record();
-    let config = engine.saved_config();
+    let config = engine.saved_config()?;
     let components = engine.supervisor.status().await;
-    crate::cluster::status::report(engine.paths(), &record, config.as_ref(), components, true).await
+    Ok(
+        crate::cluster::status::report(engine.paths(), &record, config.as_ref(), components, true)
+            .await,
+    )
 }
 
 /// Runs an operation in its own task and streams its own events to the

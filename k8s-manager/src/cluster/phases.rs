@@ -582,7 +582,13 @@ pub async fn stop(engine: &Engine) -> Result<(), PhaseError> {
     tokio::task::block_in_place(|| {
         stale::end(engine.supervisor.instance(), &[], STALE_GRACE, GRACEFUL)
     });
-    let config = engine.saved_config();
+    // A stop works on a broken cluster: damaged settings are told, not fatal.
+    let config = engine.saved_config().unwrap_or_else(|err| {
+        engine.emit(Event::Notice {
+            message: format!("warning: {err}"),
+        });
+        None
+    });
     remove_pods(engine, config.as_ref()).await?;
     super::mounts::unmount_below(&engine.paths().kubelet_root)
         .map_err(|e| PhaseError::new(Phase::Stop, e))?;
