@@ -95,7 +95,8 @@ pub async fn enable(engine: &Engine, config: &ClusterConfig) -> Result<(), Phase
     config
         .validate()
         .map_err(|e| PhaseError::new(Phase::Preflight, e))?;
-    let bundle = Manifest::load(&config.bundle).map_err(|e| PhaseError::new(Phase::Preflight, format!("{e}; build one with vm/bundle/build.sh or fetch one with `k8s-manager bundle fetch`")))?;
+    let bundle = Manifest::load(&config.bundle)
+        .map_err(|e| PhaseError::new(Phase::Preflight, e.to_string()))?;
     let advertise_address = config
         .advertise_address
         .or_else(super::config::default_route_address)
