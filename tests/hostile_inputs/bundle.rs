@@ -322,3 +322,55 @@ fn a_version_probe_that_leaves_a_process_behind_does_not_hold_verify() {
     assert!(ok, "{stdout}{stderr}");
 }
 
+#[test]
+fn a_mirror_that_sends_a_huge_checksum_is_refused_in_few_words() {
+    // Every request is answered with 20 MB that is not a checksum.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                use std::io::{BufRead, Write};
+                let mut reader = std::io::BufReader::new(&stream);
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let size = 20 << 20;
+                let mut stream = &stream;
+                let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n");
+                let block = vec![b'a'; 1 << 20];
+                for _ in 0..20 {
+                    if stream.write_all(&block).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let f = fixture();
+    let dest = f.root.join("fetched");
+    let out = run_within(
+        Command::new(support::manager_bin()).args([
+            "bundle",
+            "fetch",
+            "--version",
+            "v1.34.4",
+            "--mirror",
+            &url,
+            "--etcd-mirror",
+            &url,
+            "--dest",
+            dest.to_str().unwrap(),
+        ]),
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.len() < 4096, "{} bytes of error", stderr.len());
+    assert!(
+        stderr.contains("larger than the 65536 bytes a checksum file can be"),
+        "{stderr}"
+    );
+    assert!(!dest.exists());
+}
