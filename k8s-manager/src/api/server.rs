@@ -4,12 +4,13 @@ use std::convert::Infallible;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::Frame;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::UnixListener;
 use tokio::sync::{broadcast, mpsc};
 
@@ -17,6 +18,13 @@ use crate::cluster::config::ClusterConfig;
 use crate::cluster::engine::{Engine, Event};
 
 type Body = BoxBody<Bytes, Infallible>;
+
+/// A client has this long to send a request's headers, and again its body:
+/// one that never finishes holds a connection that long, not for ever.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Cluster settings are a few hundred bytes.
+const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Serves the API on `socket` until `shutdown` resolves.
 pub async fn serve(
@@ -49,7 +57,11 @@ pub async fn serve(
                 let engine = engine.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| handle(engine.clone(), req));
-                    if let Err(err) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+                    let connection = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(HEADER_READ_TIMEOUT)
+                        .serve_connection(TokioIo::new(stream), service);
+                    if let Err(err) = connection.await {
                         tracing::debug!("control API connection: {err}");
                     }
                 });
@@ -69,25 +81,26 @@ async fn handle(
     let query = req.uri().query().unwrap_or_default().to_string();
     let method = req.method().clone();
     let response = match (method, path.as_str()) {
-        (Method::GET, super::STATUS) => {
-            let report = status(&engine).await;
-            json(StatusCode::OK, &report)
-        }
+        (Method::GET, super::STATUS) => match status(&engine).await {
+            Ok(report) => json(StatusCode::OK, &report),
+            Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, &err),
+        },
         (Method::GET, super::EVENTS) => stream_events(engine.subscribe(), None),
         (Method::POST, super::ENABLE) => {
-            let body = match req.into_body().collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(err) => return Ok(error(StatusCode::BAD_REQUEST, &err.to_string())),
+            let body = match read_body(req).await {
+                Ok(body) => body,
+                Err(response) => return Ok(response),
             };
             let config = if body.iter().all(u8::is_ascii_whitespace) {
                 match engine.saved_config() {
-                    Some(config) => config,
-                    None => {
+                    Ok(Some(config)) => config,
+                    Ok(None) => {
                         return Ok(error(
                             StatusCode::BAD_REQUEST,
                             "no saved settings: send the cluster settings with the first enable",
                         ));
                     }
+                    Err(err) => return Ok(error(StatusCode::INTERNAL_SERVER_ERROR, &err)),
                 }
             } else {
                 match serde_json::from_slice::<ClusterConfig>(&body) {
@@ -95,7 +108,10 @@ async fn handle(
                     Err(err) => {
                         return Ok(error(
                             StatusCode::BAD_REQUEST,
-                            &format!("bad settings: {err}"),
+                            &format!(
+                                "the cluster settings sent {}: send a JSON object of settings, or an empty body for the saved ones",
+                                crate::input::json_problem(&err)
+                            ),
                         ));
                     }
                 }
@@ -113,16 +129,77 @@ async fn handle(
                 e.reset(restart, id).await.map_err(|err| err.to_string())
             })
         }
-        _ => error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
+        (method, path) => match allowed_method(path) {
+            Some(allowed) => {
+                let mut response = error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &format!("{path} answers {allowed}, not {method}"),
+                );
+                if let Ok(value) = hyper::header::HeaderValue::from_str(allowed.as_str()) {
+                    response.headers_mut().insert(hyper::header::ALLOW, value);
+                }
+                response
+            }
+            None => error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
+        },
     };
     Ok(response)
 }
 
-pub async fn status(engine: &Engine) -> crate::cluster::status::StatusReport {
+/// The method each endpoint answers (the routes above), for a 405 that says it.
+fn allowed_method(path: &str) -> Option<Method> {
+    match path {
+        super::STATUS | super::EVENTS => Some(Method::GET),
+        super::ENABLE | super::DISABLE | super::RESET => Some(Method::POST),
+        _ => None,
+    }
+}
+
+/// A request's body, bounded in size ([`MAX_BODY_BYTES`]) and in the time it
+/// takes to arrive ([`BODY_READ_TIMEOUT`]); otherwise the error to answer.
+async fn read_body(req: Request<hyper::body::Incoming>) -> Result<Bytes, Response<Body>> {
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "the request body is larger than {MAX_BODY_BYTES} bytes; cluster settings are a few hundred"
+            ),
+        )
+    };
+    let announced = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    let body = http_body_util::Limited::new(req.into_body(), MAX_BODY_BYTES);
+    match tokio::time::timeout(BODY_READ_TIMEOUT, body.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(_)) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "the request body broke off before its end",
+        )),
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            &format!(
+                "the request body did not arrive within {}s",
+                BODY_READ_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}
+
+pub async fn status(engine: &Engine) -> Result<crate::cluster::status::StatusReport, String> {
     let record = engine.record();
-    let config = engine.saved_config();
+    let config = engine.saved_config()?;
     let components = engine.supervisor.status().await;
-    crate::cluster::status::report(engine.paths(), &record, config.as_ref(), components, true).await
+    Ok(
+        crate::cluster::status::report(engine.paths(), &record, config.as_ref(), components, true)
+            .await,
+    )
 }
 
 /// Runs an operation in its own task and streams its own events to the
@@ -195,4 +272,140 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
 
 fn error(status: StatusCode, message: &str) -> Response<Body> {
     json(status, &serde_json::json!({ "error": message }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::config::Paths;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A daemon's API on a socket in `dir`, served until the test ends.
+    async fn daemon(dir: &Path) -> std::path::PathBuf {
+        let paths = Paths::new(dir);
+        let engine = Arc::new(Engine::new(paths.clone()).unwrap());
+        let socket = paths.socket.clone();
+        let listening = socket.clone();
+        tokio::spawn(async move { serve(engine, &listening, None, std::future::pending()).await });
+        while tokio::net::UnixStream::connect(&socket).await.is_err() {
+            tokio::task::yield_now().await;
+        }
+        socket
+    }
+
+    /// Sends raw bytes, and reads what comes back until the daemon closes
+    /// the connection; a daemon that never does fails the test.
+    async fn exchange(socket: &Path, request: &[u8]) -> String {
+        let mut stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+        // A daemon that answers early (a body too large) may close before
+        // it read everything: what it answered is still read below.
+        let _ = stream.write_all(request).await;
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut answer))
+            .await
+            .expect("the daemon still holds the connection after 60s");
+        if let Err(err) = read {
+            assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    fn request(method: &str, path: &str, body: &str) -> Vec<u8> {
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: k8s-manager\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_and_wrong_methods_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = daemon(dir.path()).await;
+        let answer = exchange(&socket, &request("GET", "/v1/nothing", "")).await;
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+        assert!(answer.contains("no such endpoint: /v1/nothing"), "{answer}");
+        let answer = exchange(&socket, &request("GET", super::super::ENABLE, "")).await;
+        assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+        assert!(answer.contains("allow: POST"), "{answer}");
+        assert!(
+            answer.contains("/v1/enable answers POST, not GET"),
+            "{answer}"
+        );
+        let answer = exchange(&socket, &request("DELETE", super::super::STATUS, "")).await;
+        assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn malformed_settings_are_a_400_in_plain_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = daemon(dir.path()).await;
+        for (body, says) in [
+            ("{\"stateDir\": ", "the cluster settings sent is cut short"),
+            (
+                "stateDir=/x",
+                "the cluster settings sent is not valid JSON (at line 1, column 1)",
+            ),
+            ("[]", "invalid type: list, expected an object"),
+        ] {
+            let answer = exchange(&socket, &request("POST", super::super::ENABLE, body)).await;
+            assert!(answer.starts_with("HTTP/1.1 400"), "{body}: {answer}");
+            assert!(answer.contains(says), "{body}: {answer}");
+            assert!(!answer.contains("EOF while parsing"), "{answer}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_oversized_body_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = daemon(dir.path()).await;
+        // Announced too large: answered before any of it is read.
+        let headers = format!(
+            "POST /v1/enable HTTP/1.1\r\nHost: k\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY_BYTES + 1
+        );
+        let answer = exchange(&socket, headers.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        // Announced large, sent in chunks: counted as it comes.
+        let mut chunked = b"POST /v1/enable HTTP/1.1\r\nHost: k\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for _ in 0..20 {
+            chunked.extend_from_slice(format!("1000\r\n{}\r\n", "a".repeat(0x1000)).as_bytes());
+        }
+        chunked.extend_from_slice(b"0\r\n\r\n");
+        let answer = exchange(&socket, &chunked).await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_never_ends_does_not_hold_the_daemon() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = daemon(dir.path()).await;
+        // Headers that never end: the connection is closed (else `exchange` fails).
+        exchange(
+            &socket,
+            b"POST /v1/enable HTTP/1.1\r\nHost: k8s-manager\r\n",
+        )
+        .await;
+        // A body that never comes: answered, and closed.
+        let answer = exchange(
+            &socket,
+            b"POST /v1/enable HTTP/1.1\r\nHost: k\r\nConnection: close\r\nContent-Length: 100\r\n\r\n{\"node",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn damaged_saved_settings_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = daemon(dir.path()).await;
+        let paths = Paths::new(dir.path());
+        std::fs::write(&paths.config_file, b"\x00garbage").unwrap();
+        let answer = exchange(&socket, &request("POST", super::super::ENABLE, "")).await;
+        assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
+        assert!(
+            answer.contains("cluster.json: the saved cluster settings are damaged"),
+            "{answer}"
+        );
+    }
 }

@@ -36,6 +36,12 @@ pub const KUBERNETES_BINARIES: [&str; 7] = [
 const ETCD_BINARIES: [&str; 3] = ["etcd", "etcdctl", "etcdutl"];
 /// Attempts per file: transfer errors resume, a checksum mismatch restarts.
 const ATTEMPTS: u32 = 3;
+/// A checksum file is a line, SHA256SUMS a few dozen: a mirror that sends
+/// more is not sending one.
+const MAX_CHECKSUM_BYTES: usize = 64 * 1024;
+/// The largest release binary is about 150 MB: a mirror that sends more is
+/// not sending one, and must not fill the disk.
+const MAX_DOWNLOAD_BYTES: u64 = 1 << 30;
 
 #[derive(Debug, Clone)]
 pub struct FetchOptions {
@@ -221,7 +227,26 @@ impl Downloader {
         if !resp.status().is_success() {
             return Err(fail(format!("HTTP {}", resp.status())));
         }
-        resp.text().await.map_err(|e| fail(e.to_string()))
+        let too_large = || {
+            fail(format!(
+                "larger than the {MAX_CHECKSUM_BYTES} bytes a checksum file can be: is the mirror right?"
+            ))
+        };
+        let mut resp = resp;
+        if resp
+            .content_length()
+            .is_some_and(|len| len > MAX_CHECKSUM_BYTES as u64)
+        {
+            return Err(too_large());
+        }
+        let mut text = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| fail(e.to_string()))? {
+            if text.len() + chunk.len() > MAX_CHECKSUM_BYTES {
+                return Err(too_large());
+            }
+            text.extend_from_slice(&chunk);
+        }
+        String::from_utf8(text).map_err(|_| fail("not a text file: is the mirror right?".into()))
     }
 
     /// The checksum published next to a release binary: `<url>.sha256`, else
@@ -237,9 +262,10 @@ impl Downloader {
                         .unwrap_or_default()
                         .to_ascii_lowercase();
                     if digest.len() != len || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        let start: String = text.trim().chars().take(80).collect();
                         return Err(BundleError::Download {
                             url: sum_url,
-                            reason: format!("not a {suffix} checksum: {:?}", text.trim()),
+                            reason: format!("not a {suffix} checksum: it starts {start:?}"),
                         });
                     }
                     return Ok(if len == 64 {
@@ -343,6 +369,15 @@ impl Downloader {
         let total = resp
             .content_length()
             .map(|len| if append { len + have } else { len });
+        let too_large = || {
+            fail(format!(
+                "larger than the {MAX_DOWNLOAD_BYTES} bytes a release binary can be: is the mirror right?"
+            ))
+        };
+        if total.is_some_and(|len| len > MAX_DOWNLOAD_BYTES) {
+            return Err(too_large());
+        }
+        let start_len = if append { have } else { 0 };
         let mut file = tokio::fs::OpenOptions::new()
             .create(true)
             .write(true)
@@ -351,17 +386,15 @@ impl Downloader {
             .open(part)
             .await
             .map_err(|e| fail(e.to_string()))?;
-        let progress = Progress::new(
-            self.progress_bars,
-            &display_name(part),
-            total,
-            if append { have } else { 0 },
-        );
+        let progress = Progress::new(self.progress_bars, &display_name(part), total, start_len);
         let start = Instant::now();
         let mut got = 0u64;
         let received = loop {
             match resp.chunk().await {
                 Ok(Some(chunk)) => {
+                    if start_len + got + chunk.len() as u64 > MAX_DOWNLOAD_BYTES {
+                        break Err(too_large());
+                    }
                     if let Err(err) = file.write_all(&chunk).await {
                         break Err(fail(err.to_string()));
                     }
@@ -476,10 +509,22 @@ fn extract_etcd(tarball: &Path, top: &str, bin: &Path) -> Result<(), BundleError
             continue;
         };
         let out = bin.join(name);
-        let mut dest = std::fs::File::create(&out).map_err(|source| BundleError::Io {
+        let io_out = |source| BundleError::Io {
             path: out.clone(),
             source,
-        })?;
+        };
+        // A new file, never through whatever is in its place (a link left
+        // in the staging folder would have the write land outside it).
+        match std::fs::remove_file(&out) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(io_out(err)),
+        }
+        let mut dest = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&out)
+            .map_err(io_out)?;
         std::io::copy(&mut entry, &mut dest).map_err(io_err)?;
         set_executable(&out)?;
         found.push(*name);

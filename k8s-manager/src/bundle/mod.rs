@@ -18,7 +18,9 @@ pub enum BundleError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: not a usable bundle manifest: {reason}")]
+    #[error(
+        "{path}: not a usable bundle manifest: {reason}. Rebuild the bundle with vm/bundle/build.sh, or fetch it again with `k8s-manager bundle fetch`"
+    )]
     BadManifest { path: PathBuf, reason: String },
     #[error("{0:?} is not a release version like v1.34.4")]
     BadVersion(String),

@@ -93,6 +93,12 @@ pub fn run(cmd: BundleCommand, _global: &GlobalArgs) -> anyhow::Result<ExitCode>
                         report.files_checked,
                         report.executables_checked
                     );
+                    if !report.is_ok() {
+                        println!(
+                            "rebuild it with vm/bundle/build.sh, or fetch it again with `k8s-manager bundle fetch --version {}`",
+                            report.manifest.kubernetes
+                        );
+                    }
                 }
             }
             Ok(if report.is_ok() {

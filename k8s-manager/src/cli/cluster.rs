@@ -76,7 +76,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// The settings for this enable: the saved ones, overridden by any flag.
 fn settings(global: &GlobalArgs, args: &EnableArgs) -> anyhow::Result<ClusterConfig> {
     let paths = Paths::new(&global.state_dir);
-    let saved = ClusterConfig::load_saved(&paths);
+    let saved = ClusterConfig::load_saved(&paths).map_err(anyhow::Error::msg)?;
     let bundle = match (&args.bundle, &saved) {
         (Some(b), _) => std::path::absolute(b)?,
         (None, Some(s)) => s.bundle.clone(),
@@ -266,7 +266,7 @@ pub fn status(output: Output, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         }
         // No daemon: report from the state folder alone.
         let record = StateRecord::load(&paths.state_file)?;
-        let saved = ClusterConfig::load_saved(&paths);
+        let saved = ClusterConfig::load_saved(&paths).map_err(anyhow::Error::msg)?;
         let report = status::report(&paths, &record, saved.as_ref(), Vec::new(), false).await;
         Ok(serde_json::to_value(report)?)
     })?;
@@ -292,10 +292,15 @@ pub fn daemon_main(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<Exit
         let engine = Arc::new(Engine::new(paths.clone())?);
         // A cluster that was enabled comes back with the daemon (VM boot).
         let record = engine.record();
-        if record.enabled
-            && !args.no_restore
-            && let Some(saved) = engine.saved_config()
-        {
+        let saved = if record.enabled && !args.no_restore {
+            engine.saved_config().unwrap_or_else(|err| {
+                tracing::error!("not bringing the enabled cluster back: {err}");
+                None
+            })
+        } else {
+            None
+        };
+        if let Some(saved) = saved {
             let engine = engine.clone();
             tokio::spawn(async move {
                 let id = engine.operation_id();

@@ -48,11 +48,33 @@ pub struct ClusterConfig {
     pub extra_sans: Vec<String>,
 }
 
+/// Saved settings are a few hundred bytes: anything past this is not them.
+pub const MAX_SETTINGS_BYTES: u64 = 1 << 20;
+
 impl ClusterConfig {
-    /// The settings saved by the last enable (`<state>/cluster.json`), if any.
-    pub fn load_saved(paths: &Paths) -> Option<ClusterConfig> {
-        let raw = std::fs::read(&paths.config_file).ok()?;
-        serde_json::from_slice(&raw).ok()
+    /// The settings saved by the last enable (`<state>/cluster.json`): none
+    /// before the first enable, an error naming the file when it holds
+    /// something else than settings.
+    pub fn load_saved(paths: &Paths) -> Result<Option<ClusterConfig>, String> {
+        let path = &paths.config_file;
+        let fix = "move it aside, and enable again with the settings you want (flags or the API)";
+        let raw = match crate::input::read_bounded(path, MAX_SETTINGS_BYTES) {
+            Ok(raw) => raw,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => {
+                return Err(format!(
+                    "{}: the saved cluster settings cannot be read: {err}; {fix}",
+                    path.display()
+                ));
+            }
+        };
+        serde_json::from_slice(&raw).map(Some).map_err(|err| {
+            format!(
+                "{}: the saved cluster settings are damaged: the file {}; {fix}",
+                path.display(),
+                crate::input::json_problem(&err)
+            )
+        })
     }
 
     pub fn new(state_dir: PathBuf, bundle: PathBuf) -> ClusterConfig {
@@ -262,6 +284,37 @@ mod tests {
             serde_json::from_str::<ClusterConfig>(&json).unwrap(),
             config
         );
+    }
+
+    #[test]
+    fn damaged_saved_settings_are_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        assert_eq!(ClusterConfig::load_saved(&paths), Ok(None));
+        let config = ClusterConfig::new(dir.path().into(), "/b".into());
+        std::fs::write(&paths.config_file, serde_json::to_vec(&config).unwrap()).unwrap();
+        assert_eq!(ClusterConfig::load_saved(&paths), Ok(Some(config)));
+
+        std::fs::write(&paths.config_file, b"{\"stateDir\": \"/s\", ").unwrap();
+        let err = ClusterConfig::load_saved(&paths).unwrap_err();
+        assert!(
+            err.starts_with(&paths.config_file.display().to_string()),
+            "{err}"
+        );
+        assert!(err.contains("damaged: the file is cut short"), "{err}");
+        assert!(err.contains("move it aside"), "{err}");
+
+        std::fs::File::create(&paths.config_file)
+            .unwrap()
+            .set_len(MAX_SETTINGS_BYTES + 1)
+            .unwrap();
+        let err = ClusterConfig::load_saved(&paths).unwrap_err();
+        assert!(err.contains("cannot be read: larger than"), "{err}");
+
+        std::fs::remove_file(&paths.config_file).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &paths.config_file).unwrap();
+        let err = ClusterConfig::load_saved(&paths).unwrap_err();
+        assert!(err.contains("not a regular file"), "{err}");
     }
 
     #[test]

@@ -113,8 +113,8 @@ impl Engine {
         self.emit(Event::State { state });
     }
 
-    /// The settings of the last enable, if any.
-    pub fn saved_config(&self) -> Option<ClusterConfig> {
+    /// The settings of the last enable, if any; an error when the file is damaged.
+    pub fn saved_config(&self) -> Result<Option<ClusterConfig>, String> {
         ClusterConfig::load_saved(&self.paths)
     }
 
@@ -210,7 +210,13 @@ impl Engine {
         });
         let start = Instant::now();
         let was_enabled = self.record().enabled;
-        let config = self.saved_config();
+        // A reset works on a broken cluster: damaged settings are told, not fatal.
+        let config = self.saved_config().unwrap_or_else(|err| {
+            self.emit(Event::Notice {
+                message: format!("warning: {err}"),
+            });
+            None
+        });
         self.set_state(ClusterState::Stopping, None);
         let mut result = phases::reset(self, config.as_ref()).await;
         self.settle(&result, ClusterState::Stopped, None);

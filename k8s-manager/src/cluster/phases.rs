@@ -16,6 +16,7 @@ use crate::components::{
     self, ApiServer, Cgroups, Component, Context, ControllerManager, Etcd, KubeProxy, Kubelet,
     Scheduler,
 };
+use crate::exec::FileIdentity;
 use crate::supervisor::{self, stale};
 
 /// Processes of a dead manager get little time to stop: nothing waits on
@@ -95,7 +96,8 @@ pub async fn enable(engine: &Engine, config: &ClusterConfig) -> Result<(), Phase
     config
         .validate()
         .map_err(|e| PhaseError::new(Phase::Preflight, e))?;
-    let bundle = Manifest::load(&config.bundle).map_err(|e| PhaseError::new(Phase::Preflight, format!("{e}; build one with vm/bundle/build.sh or fetch one with `k8s-manager bundle fetch`")))?;
+    let bundle = Manifest::load(&config.bundle)
+        .map_err(|e| PhaseError::new(Phase::Preflight, e.to_string()))?;
     let advertise_address = config
         .advertise_address
         .or_else(super::config::default_route_address)
@@ -109,6 +111,7 @@ pub async fn enable(engine: &Engine, config: &ClusterConfig) -> Result<(), Phase
         paths: config.paths(),
         config: config.clone(),
         bin: config.bundle.join("bin"),
+        checked: BTreeMap::new(),
         kubernetes_version: bundle.kubernetes.clone(),
         advertise_address,
         cgroup: Cgroups::detect(),
@@ -208,9 +211,10 @@ async fn preflight_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
     // On a re-enable of a running cluster, its own components hold its ports.
     let ports_are_ours = !run.engine.supervisor.status().await.is_empty();
     let mut findings = preflight::check_host(run.config, ports_are_ours);
-    findings
-        .problems
-        .extend(tokio::task::block_in_place(|| check_bundle(run)));
+    match tokio::task::block_in_place(|| check_bundle(run)) {
+        Ok(checked) => run.ctx.checked = checked,
+        Err(problems) => findings.problems.extend(problems),
+    }
     findings.problems.extend(runtime_preflight(run).await);
     if findings.problems.is_empty() {
         run.images = Some(start_image_import(run));
@@ -234,42 +238,42 @@ async fn preflight_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
     }
 }
 
-/// The bundle's files are all there with their sizes; the full digest check
-/// runs once per bundle (it reads 300 MB) and is remembered in the state folder.
-fn check_bundle(run: &Run<'_>) -> Vec<String> {
+/// The bundle is checked on every start: each file inside the bundle with
+/// its digest, each executable the very file whose digest was checked. The
+/// digests (300 MB to read) are remembered in the state folder with each
+/// file's identity, so that a start hashes only what changed since. The
+/// identities of the executables go to the components: the supervisor runs
+/// only those files.
+fn check_bundle(run: &Run<'_>) -> Result<BTreeMap<String, FileIdentity>, Vec<String>> {
     let marker = run.ctx.paths.state_dir.join("bundle-verified");
-    let manifest_json = serde_json::to_string(&run.bundle).expect("manifest serialises");
-    let fingerprint = format!(
-        "{}\n{}",
-        run.config.bundle.display(),
-        crate::bundle::verify::sha256_hex(manifest_json.as_bytes())
-    );
-    if std::fs::read_to_string(&marker).ok().as_deref() == Some(fingerprint.as_str()) {
-        let mut problems = Vec::new();
-        for file in &run.bundle.files {
-            let path = run.config.bundle.join(&file.path);
-            match std::fs::metadata(&path) {
-                Ok(meta) if meta.len() == file.size => {}
-                _ => problems.push(format!(
-                    "bundle file {} is missing or changed: run `k8s-manager bundle verify {}`",
-                    file.path,
-                    run.config.bundle.display()
-                )),
-            }
-        }
-        return problems;
-    }
-    match bundle::verify(&run.config.bundle, bundle::Depth::Digests) {
+    // Written by an earlier start; anything unreadable only costs a full check.
+    let earlier: Option<bundle::verify::Checked> =
+        crate::input::read_bounded(&marker, bundle::manifest::MAX_MANIFEST_BYTES)
+            .ok()
+            .and_then(|raw| serde_json::from_slice(&raw).ok());
+    match bundle::verify::verify_since(&run.config.bundle, bundle::Depth::Digests, earlier.as_ref())
+    {
         Ok(report) if report.is_ok() => {
-            let _ = crate::fsutil::write_atomic(&marker, fingerprint.as_bytes(), 0o644);
-            Vec::new()
+            if earlier.as_ref() != Some(&report.checked)
+                && let Ok(json) = serde_json::to_vec(&report.checked)
+            {
+                let _ = crate::fsutil::write_atomic(&marker, &json, 0o644);
+            }
+            Ok(report.executables)
         }
-        Ok(report) => report
-            .problems
-            .iter()
-            .map(|p| format!("bundle: {p}"))
-            .collect(),
-        Err(err) => vec![format!("bundle: {err}")],
+        Ok(report) => {
+            let mut problems: Vec<String> = report
+                .problems
+                .iter()
+                .map(|p| format!("bundle: {p}"))
+                .collect();
+            problems.push(format!(
+                "the bundle {} is not usable as it is: `k8s-manager bundle verify {0}` tells more; rebuild it with vm/bundle/build.sh or fetch it again with `k8s-manager bundle fetch`",
+                run.config.bundle.display()
+            ));
+            Err(problems)
+        }
+        Err(err) => Err(vec![format!("bundle: {err}")]),
     }
 }
 
@@ -582,7 +586,13 @@ pub async fn stop(engine: &Engine) -> Result<(), PhaseError> {
     tokio::task::block_in_place(|| {
         stale::end(engine.supervisor.instance(), &[], STALE_GRACE, GRACEFUL)
     });
-    let config = engine.saved_config();
+    // A stop works on a broken cluster: damaged settings are told, not fatal.
+    let config = engine.saved_config().unwrap_or_else(|err| {
+        engine.emit(Event::Notice {
+            message: format!("warning: {err}"),
+        });
+        None
+    });
     remove_pods(engine, config.as_ref()).await?;
     super::mounts::unmount_below(&engine.paths().kubelet_root)
         .map_err(|e| PhaseError::new(Phase::Stop, e))?;

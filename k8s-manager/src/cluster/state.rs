@@ -126,6 +126,9 @@ impl ClusterState {
     }
 }
 
+/// A state record is a few hundred bytes: anything past this is not one.
+pub const MAX_STATE_BYTES: u64 = 1 << 20;
+
 /// What is written to `<state>/state.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -151,18 +154,34 @@ impl StateRecord {
         }
     }
 
-    /// Reads the record; a missing file is a cluster never started.
+    /// Reads the record; a missing file is a cluster never started. A file
+    /// that is not a record is an error naming it.
     pub fn load(path: &Path) -> std::io::Result<StateRecord> {
-        match std::fs::read(path) {
-            Ok(raw) => serde_json::from_slice(&raw)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        let fix = "remove it, and the manager starts from a stopped cluster";
+        match crate::input::read_bounded(path, MAX_STATE_BYTES) {
+            Ok(raw) => serde_json::from_slice(&raw).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: the cluster state is damaged: the file {}; {fix}",
+                        path.display(),
+                        crate::input::json_problem(&e)
+                    ),
+                )
+            }),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(StateRecord {
                 state: ClusterState::Stopped,
                 enabled: false,
                 manager_pid: 0,
                 since: String::new(),
             }),
-            Err(err) => Err(err),
+            Err(err) => Err(std::io::Error::new(
+                err.kind(),
+                format!(
+                    "{}: the cluster state cannot be read: {err}; {fix}",
+                    path.display()
+                ),
+            )),
         }
     }
 
@@ -248,6 +267,33 @@ mod tests {
             json.contains("\"state\": \"error\"") && json.contains("\"phase\": \"etcd\""),
             "{json}"
         );
+    }
+
+    #[test]
+    fn a_damaged_state_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        std::fs::write(&path, b"{\"state\": {\"state\": \"flying\"}}").unwrap();
+        let err = StateRecord::load(&path).unwrap_err().to_string();
+        assert!(err.starts_with(&path.display().to_string()), "{err}");
+        assert!(err.contains("unknown variant `flying`"), "{err}");
+        assert!(err.contains("remove it"), "{err}");
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(MAX_STATE_BYTES + 1)
+            .unwrap();
+        let err = StateRecord::load(&path).unwrap_err().to_string();
+        assert!(err.contains("larger than"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&path)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let err = StateRecord::load(&path).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
     }
 
     #[test]

@@ -69,6 +69,7 @@ pub async fn report(
         config: config.clone(),
         paths: paths.clone(),
         bin: config.bundle.join("bin"),
+        checked: BTreeMap::new(),
         kubernetes_version: report
             .versions
             .get("kubernetes")

@@ -15,6 +15,7 @@ mod kubelet;
 pub mod probe;
 mod scheduler;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -26,7 +27,9 @@ pub use kubelet::Kubelet;
 pub use probe::Probe;
 pub use scheduler::Scheduler;
 
+use crate::bundle::manifest::cluster_executable;
 use crate::cluster::config::{ClusterConfig, Paths};
+use crate::exec::FileIdentity;
 use crate::supervisor::ProcessSpec;
 
 /// Ports of the components (kubeadm's defaults).
@@ -47,6 +50,9 @@ pub struct Context {
     pub paths: Paths,
     /// The bundle's `bin` folder.
     pub bin: PathBuf,
+    /// The identity of each bundle executable whose digest preflight checked,
+    /// by manifest path (`bin/kubelet`): the supervisor runs only those files.
+    pub checked: BTreeMap<String, FileIdentity>,
     pub kubernetes_version: String,
     pub advertise_address: IpAddr,
     pub cgroup: Cgroups,
@@ -75,6 +81,7 @@ impl Context {
         ProcessSpec {
             name: name.to_string(),
             program: self.binary(name),
+            checked: self.checked.get(&cluster_executable(name)).copied(),
             args,
             env: Vec::new(),
             log_file: self.paths.log(name),
@@ -174,6 +181,7 @@ pub(crate) mod test_support {
             paths: config.paths(),
             config,
             bin: "/bundle/bin".into(),
+            checked: BTreeMap::new(),
             kubernetes_version: "v1.34.4".into(),
             advertise_address: "192.0.2.10".parse().unwrap(),
             cgroup: Cgroups {
@@ -192,6 +200,53 @@ pub(crate) mod test_support {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_component_runs_the_bundle_file_preflight_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ctx = test_support::context(dir.path());
+        let components: [&dyn Component; 6] = [
+            &Etcd,
+            &ApiServer,
+            &ControllerManager,
+            &Scheduler,
+            &Kubelet,
+            &KubeProxy,
+        ];
+        for (i, name) in crate::bundle::manifest::CLUSTER_EXECUTABLES
+            .iter()
+            .enumerate()
+        {
+            let identity = FileIdentity {
+                dev: 1,
+                ino: i as u64,
+                size: 1,
+                mtime_ns: 0,
+                ctime_ns: 0,
+            };
+            ctx.checked.insert(cluster_executable(name), identity);
+        }
+        for component in components {
+            let spec = component.spec(&ctx);
+            let name = spec
+                .program
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            assert_eq!(
+                spec.checked,
+                ctx.checked.get(&cluster_executable(&name)).copied(),
+                "{}",
+                component.name()
+            );
+            assert!(
+                spec.checked.is_some(),
+                "{} runs unchecked",
+                component.name()
+            );
+        }
+    }
 
     #[test]
     fn cgroup_driver_follows_init_and_hierarchy() {

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::cluster::state::now_rfc3339;
+use crate::exec::{self, FileIdentity};
 
 pub const INSTANCE_ENV: &str = "K8S_MANAGER_INSTANCE";
 pub const COMPONENT_ENV: &str = "K8S_MANAGER_COMPONENT";
@@ -36,6 +37,10 @@ const STABLE_AFTER: Duration = Duration::from_secs(60);
 pub struct ProcessSpec {
     pub name: String,
     pub program: PathBuf,
+    /// The identity `program` had when its digest was checked: then that
+    /// very file runs, through its descriptor, and a program changed since is
+    /// not started (see [`crate::exec`]). Every start checks it, restarts too.
+    pub checked: Option<FileIdentity>,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub log_file: PathBuf,
@@ -195,7 +200,30 @@ fn spawn(spec: &ProcessSpec, instance: &str) -> std::io::Result<tokio::process::
         .append(true)
         .open(&spec.log_file)?;
     writeln!(log, "{START_MARK}{} at {} ====", spec.name, now_rfc3339())?;
-    let mut cmd = tokio::process::Command::new(&spec.program);
+    let cannot_start = |err: std::io::Error| {
+        std::io::Error::new(
+            err.kind(),
+            format!(
+                "cannot start {} ({}): {err}",
+                spec.name,
+                spec.program.display()
+            ),
+        )
+    };
+    // Kept open until the child is started: it runs this file.
+    let checked = match &spec.checked {
+        Some(identity) => Some(exec::open_checked(&spec.program, identity).map_err(|err| {
+            cannot_start(std::io::Error::new(
+                err.kind(),
+                format!("{err}; run `k8s-manager bundle verify` on the bundle, and enable again"),
+            ))
+        })?),
+        None => None,
+    };
+    let mut cmd = match &checked {
+        Some(file) => tokio::process::Command::from(exec::command(file, &spec.program)),
+        None => tokio::process::Command::new(&spec.program),
+    };
     cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env(INSTANCE_ENV, instance)
@@ -207,16 +235,7 @@ fn spawn(spec: &ProcessSpec, instance: &str) -> std::io::Result<tokio::process::
         // stop reaches whatever it started.
         .process_group(0)
         .kill_on_drop(false);
-    cmd.spawn().map_err(|err| {
-        std::io::Error::new(
-            err.kind(),
-            format!(
-                "cannot start {} ({}): {err}",
-                spec.name,
-                spec.program.display()
-            ),
-        )
-    })
+    cmd.spawn().map_err(cannot_start)
 }
 
 async fn supervise(
@@ -336,6 +355,7 @@ mod tests {
         ProcessSpec {
             name: name.into(),
             program: "/bin/sh".into(),
+            checked: None,
             args: vec!["-c".into(), script.into()],
             env: vec![("GREETING".into(), "hello".into())],
             log_file: dir.join(format!("{name}.log")),
@@ -490,5 +510,48 @@ mod tests {
         s.program = dir.path().join("no-such-binary");
         let err = sup.start(s, Duration::from_secs(1)).await.unwrap_err();
         assert!(err.to_string().contains("cannot start ghost"), "{err}");
+    }
+
+    /// A program checked by its identity: `marker` shows whether it ran.
+    fn checked_program(dir: &Path, marker: &Path) -> (PathBuf, FileIdentity) {
+        use std::os::unix::fs::PermissionsExt;
+        let program = dir.join("tool");
+        let script = format!("#!/bin/sh\ntouch {}\nexec sleep 30\n", marker.display());
+        std::fs::write(&program, script).unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let identity = FileIdentity::of(&std::fs::File::open(&program).unwrap()).unwrap();
+        (program, identity)
+    }
+
+    #[tokio::test]
+    async fn a_checked_program_runs_and_a_changed_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let sup = Supervisor::new("test-instance-f");
+        let marker = dir.path().join("ran");
+        let (program, identity) = checked_program(dir.path(), &marker);
+        let mut s = spec(dir.path(), "checked", "");
+        s.program = program.clone();
+        s.args.clear();
+        s.checked = Some(identity);
+        sup.start(s.clone(), Duration::from_secs(1)).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !marker.exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(marker.exists(), "the checked program did not run");
+        sup.stop("checked", Duration::from_secs(1)).await;
+
+        // Replaced after its check: refused, and never run.
+        std::fs::remove_file(&marker).unwrap();
+        let (_, other) = checked_program(dir.path(), &marker);
+        assert_ne!(other, identity);
+        let err = sup.start(s, Duration::from_secs(1)).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("changed since its digest was checked"),
+            "{err}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!marker.exists(), "a program changed after its check ran");
     }
 }

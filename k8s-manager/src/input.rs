@@ -1,0 +1,167 @@
+//! Files the manager reads but did not necessarily write (a bundle's
+//! manifest, the saved settings and state), and JSON from clients: read
+//! bounded in size and time, and described in the user's terms when they are
+//! not what they should be.
+
+use std::fs::OpenOptions;
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// Reads a whole file of at most `limit` bytes. Only a regular file is read:
+/// it is opened non-blocking, so that a FIFO in its place is refused at once
+/// instead of waited on, and a device (`/dev/zero`) is refused before any
+/// read. A file that grows past `limit` while it is read is refused too.
+pub fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file (a folder, a device or a pipe is in its place)",
+        ));
+    }
+    let too_large = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than the {limit} bytes such a file can be"),
+        )
+    };
+    if meta.len() > limit {
+        return Err(too_large());
+    }
+    let mut raw = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1).read_to_end(&mut raw)?;
+    if raw.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok(raw)
+}
+
+/// What is wrong with a JSON document, without the parser's vocabulary:
+/// where it stops being JSON, or which field has the wrong kind of value.
+pub fn json_problem(err: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let at = format!("line {}, column {}", err.line(), err.column());
+    match err.classify() {
+        Category::Io => "could not be read to the end".into(),
+        Category::Eof => format!("is cut short (it ends at {at})"),
+        Category::Syntax => format!("is not valid JSON (at {at})"),
+        Category::Data => {
+            // serde's message for a value of the wrong shape, with its own
+            // location suffix dropped and Rust's type names said plainly.
+            let message = err.to_string();
+            let message = message
+                .rsplit_once(" at line ")
+                .map_or(message.as_str(), |(m, _)| m);
+            format!("{} (at {at})", plain_types(message))
+        }
+    }
+}
+
+fn plain_types(message: &str) -> String {
+    let mut out = message.to_string();
+    for (rust, plain) in [
+        ("u8", "a whole number"),
+        ("u16", "a whole number"),
+        ("u32", "a whole number"),
+        ("u64", "a whole number"),
+        ("usize", "a whole number"),
+        ("i32", "a whole number"),
+        ("i64", "a whole number"),
+        ("a boolean", "true or false"),
+        ("a sequence", "a list"),
+        ("a map", "an object"),
+    ] {
+        out = out.replace(&format!("expected {rust}"), &format!("expected {plain}"));
+    }
+    for (rust, plain) in [
+        ("invalid type: sequence", "invalid type: list"),
+        ("invalid type: map", "invalid type: object"),
+    ] {
+        out = out.replace(rust, plain);
+    }
+    if let Some(pos) = out.find("expected struct ") {
+        // A struct read from a list: serde counts its elements.
+        if out.starts_with("invalid length") {
+            return "invalid type: list, expected an object".into();
+        }
+        out.replace_range(pos.., "expected an object");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fifo_or_a_device_is_refused_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        // Nobody writes to the FIFO: a blocking open would wait for ever.
+        let err = read_bounded(&fifo, 1024).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let err = read_bounded(Path::new("/dev/zero"), 1024).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        assert!(read_bounded(dir.path(), 1024).is_err());
+    }
+
+    #[test]
+    fn a_file_over_the_limit_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(1 << 30)
+            .unwrap();
+        let err = read_bounded(&path, 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("larger than"), "{err}");
+        std::fs::write(&path, b"{}").unwrap();
+        assert_eq!(read_bounded(&path, 2).unwrap(), b"{}");
+        assert!(read_bounded(&path, 1).is_err());
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Settings {
+        port: u16,
+        names: Vec<String>,
+    }
+
+    #[test]
+    fn json_problems_are_said_plainly() {
+        let problem =
+            |text: &str| json_problem(&serde_json::from_str::<Settings>(text).unwrap_err());
+        assert_eq!(
+            problem("{\"port\": 1,"),
+            "is cut short (it ends at line 1, column 11)"
+        );
+        assert_eq!(
+            problem("port = 1"),
+            "is not valid JSON (at line 1, column 1)"
+        );
+        assert_eq!(
+            problem("{\"port\": \"x\", \"names\": []}"),
+            "invalid type: string \"x\", expected a whole number (at line 1, column 12)"
+        );
+        assert_eq!(
+            problem("{\"port\": 1}"),
+            "missing field `names` (at line 1, column 11)"
+        );
+        assert_eq!(
+            problem("[1]"),
+            "invalid type: list, expected an object (at line 1, column 3)"
+        );
+    }
+}
