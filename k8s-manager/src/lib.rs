@@ -11,6 +11,7 @@ pub mod bootstrap;
 pub mod bundle;
 pub mod cluster;
 pub mod components;
+pub mod error;
 pub mod fsutil;
 pub mod kubeconfig;
 pub mod pki;

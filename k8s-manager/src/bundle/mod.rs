@@ -13,7 +13,7 @@ pub use verify::{Depth, VerifyReport, verify};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,

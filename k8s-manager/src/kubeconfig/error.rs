@@ -48,7 +48,7 @@ pub enum KubeconfigError {
              and is this the right user profile?", folder.display())]
     MissingFolder { folder: PathBuf },
 
-    #[error("cannot {action} {}: {source}", path.display())]
+    #[error("cannot {action} {}", path.display())]
     Io {
         action: &'static str,
         path: PathBuf,

@@ -172,7 +172,7 @@ pub enum PkiError {
         "server URL {0:?} is not an https:// URL; use the API server's address, like https://127.0.0.1:6443"
     )]
     InvalidServerUrl(String),
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}")]
     Io {
         action: &'static str,
         path: PathBuf,
@@ -236,7 +236,7 @@ pub enum PkiError {
         path: PathBuf,
         subject: String,
     },
-    #[error("cannot make {name}: {source}")]
+    #[error("cannot make {name}")]
     Issue { name: String, source: rcgen::Error },
     #[error("cannot write kubeconfig {name}: {reason}")]
     KubeconfigSerialize { name: String, reason: String },
