@@ -77,7 +77,13 @@ async fn handle(
         (Method::POST, super::ENABLE) => {
             let body = match req.into_body().collect().await {
                 Ok(b) => b.to_bytes(),
-                Err(err) => return Ok(error(StatusCode::BAD_REQUEST, &err.to_string())),
+                Err(err) => {
+                    return Ok(error(
+                        StatusCode::BAD_REQUEST,
+                        "InvalidArgument",
+                        &err.to_string(),
+                    ));
+                }
             };
             let config = if body.iter().all(u8::is_ascii_whitespace) {
                 match engine.saved_config() {
@@ -85,6 +91,7 @@ async fn handle(
                     None => {
                         return Ok(error(
                             StatusCode::BAD_REQUEST,
+                            "SettingsMissing",
                             "no saved settings: send the cluster settings with the first enable",
                         ));
                     }
@@ -95,6 +102,7 @@ async fn handle(
                     Err(err) => {
                         return Ok(error(
                             StatusCode::BAD_REQUEST,
+                            "InvalidArgument",
                             &format!("bad settings: {err}"),
                         ));
                     }
@@ -113,7 +121,11 @@ async fn handle(
                 e.reset(restart, id).await.map_err(|err| err.to_string())
             })
         }
-        _ => error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("no such endpoint: {path}"),
+        ),
     };
     Ok(response)
 }
@@ -193,6 +205,12 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
         .expect("valid response")
 }
 
-fn error(status: StatusCode, message: &str) -> Response<Body> {
-    json(status, &serde_json::json!({ "error": message }))
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = super::ErrorBody {
+        error: super::ErrorDetail {
+            code: code.into(),
+            message: message.into(),
+        },
+    };
+    json(status, &body)
 }

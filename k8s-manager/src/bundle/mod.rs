@@ -36,6 +36,20 @@ pub enum BundleError {
     },
 }
 
+impl BundleError {
+    /// A stable reason a GUI can act on, in Kubernetes' CamelCase.
+    pub fn code(&self) -> &'static str {
+        match self {
+            BundleError::Io { .. } => "IoError",
+            BundleError::BadManifest { .. } => "BundleInvalid",
+            BundleError::BadVersion(_) => "InvalidArgument",
+            BundleError::Download { .. } => "DownloadFailed",
+            BundleError::MissingChecksum { .. } => "ChecksumMissing",
+            BundleError::ChecksumMismatch { .. } => "ChecksumMismatch",
+        }
+    }
+}
+
 /// Where bundles live: `$K8S_MANAGER_CACHE`, else `$XDG_CACHE_HOME/k8s-manager`,
 /// else `~/.cache/k8s-manager` (`/var/cache/k8s-manager` without HOME); the
 /// builder script follows the same rule.

@@ -81,6 +81,21 @@ pub enum KubeconfigError {
 }
 
 impl KubeconfigError {
+    /// A stable reason a GUI can act on, in Kubernetes' CamelCase.
+    pub fn code(&self) -> &'static str {
+        match self {
+            KubeconfigError::Parse { .. } => "InvalidKubeconfig",
+            KubeconfigError::LockTimeout { .. } => "LockTimeout",
+            KubeconfigError::MissingFolder { .. } => "FolderMissing",
+            KubeconfigError::Io { .. } => "IoError",
+            KubeconfigError::Serialize { .. } => "Internal",
+            KubeconfigError::EmptyList { .. } => "InvalidArgument",
+            KubeconfigError::UnreachableHostPath { .. } => "HostPathUnreachable",
+            KubeconfigError::NoHostProfile { .. } => "HostProfileNotFound",
+            KubeconfigError::AmbiguousHostProfile { .. } => "HostProfileAmbiguous",
+        }
+    }
+
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         KubeconfigError::Io {
             action,

@@ -242,6 +242,32 @@ pub enum PkiError {
     KubeconfigSerialize { name: String, reason: String },
 }
 
+impl PkiError {
+    /// A stable reason a GUI can act on, in Kubernetes' CamelCase.
+    pub fn code(&self) -> &'static str {
+        match self {
+            // The declaration is compiled in: a broken one is a bug of the build.
+            PkiError::Declaration(_) => "Internal",
+            PkiError::InvalidNodeName(_)
+            | PkiError::InvalidDnsDomain(_)
+            | PkiError::InvalidServerUrl(_)
+            | PkiError::UnknownCertificate { .. }
+            | PkiError::CaNotRenewable { .. } => "InvalidArgument",
+            PkiError::Io { .. } => "IoError",
+            PkiError::Unreadable { .. }
+            | PkiError::CaKeyMissing { .. }
+            | PkiError::CaKeyMismatch { .. }
+            | PkiError::NotACa { .. }
+            | PkiError::UnrenewableSubject { .. } => "PkiInvalid",
+            PkiError::CaExpired { .. } => "CaExpired",
+            PkiError::CaMissing { .. } | PkiError::CertificateMissing { .. } => {
+                "CertificateMissing"
+            }
+            PkiError::Issue { .. } | PkiError::KubeconfigSerialize { .. } => "Internal",
+        }
+    }
+}
+
 /// Validity of new leaves: the configured one, or the declaration's default.
 fn leaf_validity(declaration: &PkiDeclaration, configured: Option<Duration>) -> Duration {
     configured.unwrap_or_else(|| Duration::days(declaration.validity.leaf_days.into()))
