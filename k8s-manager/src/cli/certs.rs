@@ -15,7 +15,7 @@ use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
-use super::{GlobalArgs, Output};
+use super::{GlobalArgs, Output, OutputArg};
 
 #[derive(Subcommand, Debug)]
 pub enum CertsCommand {
@@ -59,12 +59,15 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "IP")]
     advertise_address: IpAddr,
     /// Another name or address for the API server certificate (repeatable);
-    /// an IP if it parses as one, else a DNS name.
+    /// an IP if it parses as one, else a DNS name [default: none: only the
+    /// node's and the in-cluster names every API server certificate has].
     #[arg(long = "san", value_name = "NAME_OR_IP")]
     sans: Vec<SubjectAltName>,
     /// The Service network; its first IP is the API server's in-cluster address.
     #[arg(long, value_name = "CIDR", default_value = "10.96.0.0/12")]
     service_cidr: ServiceCidr,
+    /// The cluster's DNS domain: the API server certificate covers
+    /// kubernetes.default.svc.<domain>.
     #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
     dns_domain: String,
     #[command(flatten)]
@@ -91,15 +94,15 @@ pub struct KeyAlgorithmArg {
 pub struct CheckArgs {
     #[command(flatten)]
     pki_dir: PkiDirArg,
-    #[arg(long, value_enum, default_value_t)]
-    output: Output,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 #[derive(Args, Debug)]
 pub struct RenewArgs {
     #[command(flatten)]
     pki_dir: PkiDirArg,
-    /// Leaves to renew, by name (apiserver, etcd/server, ...); all when none.
+    /// Leaves to renew, by name (apiserver, etcd/server, ...) [default: every leaf].
     #[arg(value_name = "NAME")]
     names: Vec<String>,
     /// Validity of the renewed certificates, in days [default: 365].
@@ -120,6 +123,7 @@ pub struct KubeconfigsArgs {
     /// The node's name, for the kubelet's identity system:node:<name>.
     #[arg(long, value_name = "NAME")]
     node_name: String,
+    /// The name of the cluster (and the context) inside the files.
     #[arg(long, value_name = "NAME", default_value = kubeconfigs::DEFAULT_CLUSTER_NAME)]
     cluster_name: String,
     #[command(flatten)]
@@ -175,7 +179,7 @@ fn check(args: CheckArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         pki::DEFAULT_RENEW_WITHIN,
     )
     .with_context(|| format!("cannot check the PKI in {}", pki_dir.display()))?;
-    match args.output {
+    match args.output.value {
         Output::Text => print_status_table(&statuses),
         Output::Json => println!(
             "{}",
@@ -185,7 +189,7 @@ fn check(args: CheckArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let broken = statuses
         .iter()
         .any(|s| matches!(s.status, ExpiryStatus::Expired | ExpiryStatus::Missing));
-    if broken && args.output == Output::Text {
+    if broken && args.output.value == Output::Text {
         eprintln!(
             "error: certificates are expired or missing; run `k8s-manager certs generate` (or `certs renew`) to replace them"
         );

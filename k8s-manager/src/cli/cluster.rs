@@ -16,34 +16,46 @@ use k8s_manager::cluster::engine::{Engine, Event};
 use k8s_manager::cluster::state::StateRecord;
 use k8s_manager::cluster::status;
 
-use super::{GlobalArgs, Output};
+use super::{GlobalArgs, Output, OutputArg};
 
+/// Each setting left out keeps the value saved by the last enable
+/// (<state-dir>/cluster.json), or on a first enable takes the default its help
+/// names.
 #[derive(Args, Debug)]
 pub struct EnableArgs {
-    /// The Kubernetes bundle folder (default: the newest in the cache, or the saved setting).
-    #[arg(long)]
+    /// The Kubernetes bundle folder [default: the saved one, else the newest
+    /// in the cache].
+    #[arg(long, value_name = "DIR")]
     pub bundle: Option<PathBuf>,
     /// The user's kubeconfig to merge into: a path or a KUBECONFIG-style list
-    /// (e.g. the Windows profile's .kube/config through its mount).
-    #[arg(long)]
+    /// (e.g. the Windows profile's .kube/config through its mount)
+    /// [default: the saved one, else none: only the VM user's].
+    #[arg(long, value_name = "PATH_OR_LIST")]
     pub host_kubeconfig: Option<String>,
-    #[arg(long)]
+    /// The node's name, a lowercase DNS name [default: the saved one, else
+    /// docker-desktop].
+    #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
-    #[arg(long)]
+    /// The API server's port [default: the saved one, else 6443].
+    #[arg(long, value_name = "PORT")]
     pub api_port: Option<u16>,
-    /// The API server URL written into kubeconfigs (default https://127.0.0.1:<api-port>).
-    #[arg(long)]
+    /// The API server URL written into kubeconfigs [default: the saved one,
+    /// else https://127.0.0.1:<api-port>].
+    #[arg(long, value_name = "URL")]
     pub server_url: Option<String>,
-    /// The address the API server advertises (default: the address of the default route).
-    #[arg(long)]
+    /// The address the API server advertises [default: the saved one, else
+    /// the address of the default route].
+    #[arg(long, value_name = "IP")]
     pub advertise_address: Option<IpAddr>,
-    #[arg(long)]
+    /// containerd's socket, with its CRI plugin enabled [default: the saved
+    /// one, else /run/containerd/containerd.sock].
+    #[arg(long, value_name = "SOCKET")]
     pub containerd_socket: Option<PathBuf>,
-    /// Do not merge into the VM user's ~/.kube/config.
+    /// Do not merge into the VM user's ~/.kube/config (saved for later enables).
     #[arg(long)]
     pub no_vm_kubeconfig: bool,
-    #[arg(long, value_enum, default_value_t)]
-    pub output: Output,
+    #[command(flatten)]
+    pub output: OutputArg,
 }
 
 #[derive(Args, Debug)]
@@ -51,8 +63,8 @@ pub struct ResetArgs {
     /// Leave the cluster off after removing it, even if it was enabled.
     #[arg(long)]
     pub no_restart: bool,
-    #[arg(long, value_enum, default_value_t)]
-    pub output: Output,
+    #[command(flatten)]
+    pub output: OutputArg,
 }
 
 #[derive(Args, Debug)]
@@ -61,8 +73,9 @@ pub struct DaemonArgs {
     /// (the CLI starts the daemon this way for an explicit request).
     #[arg(long)]
     pub no_restore: bool,
-    /// Group (numeric id) that may use the control socket (mode 0660).
-    #[arg(long)]
+    /// Group (numeric id) that may use the control socket (mode 0660)
+    /// [default: the daemon's own group].
+    #[arg(long, value_name = "GID")]
     pub socket_gid: Option<u32>,
 }
 
@@ -212,8 +225,8 @@ async fn run_operation(
 pub fn enable(args: EnableArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let config = settings(global, &args)?;
     let body = serde_json::to_vec(&config)?;
-    let code = runtime()?.block_on(run_operation(global, api::ENABLE, body, args.output))?;
-    if code == ExitCode::SUCCESS && args.output == Output::Text {
+    let code = runtime()?.block_on(run_operation(global, api::ENABLE, body, args.output.value))?;
+    if code == ExitCode::SUCCESS && args.output.value == Output::Text {
         let paths = Paths::new(&global.state_dir);
         eprintln!(
             "\nkubectl is ready: context {:?} in {}",
@@ -250,7 +263,7 @@ pub fn reset(args: ResetArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     } else {
         api::RESET.to_string()
     };
-    runtime()?.block_on(run_operation(global, &path, Vec::new(), args.output))
+    runtime()?.block_on(run_operation(global, &path, Vec::new(), args.output.value))
 }
 
 pub fn status(output: Output, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
@@ -318,4 +331,28 @@ pub fn daemon_main(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<Exit
         engine.shutdown().await;
         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+    use k8s_manager::cluster::config::{
+        DEFAULT_API_PORT, DEFAULT_CONTAINERD_SOCKET, DEFAULT_NODE_NAME,
+    };
+
+    use super::super::Cli;
+
+    /// The help of an enable option names the default of the settings.
+    #[test]
+    fn enable_help_names_the_defaults_of_the_settings() {
+        let cli = Cli::command();
+        let enable = cli.find_subcommand("enable").unwrap();
+        let help = |id: &str| {
+            let arg = enable.get_arguments().find(|a| a.get_id() == id).unwrap();
+            arg.get_help().unwrap().to_string()
+        };
+        assert!(help("node_name").contains(DEFAULT_NODE_NAME));
+        assert!(help("api_port").contains(&DEFAULT_API_PORT.to_string()));
+        assert!(help("containerd_socket").contains(DEFAULT_CONTAINERD_SOCKET));
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use super::{GlobalArgs, Output};
+use super::{GlobalArgs, Output, OutputArg};
 use k8s_manager::kubeconfig::{
     self, CurrentContextMode, DEFAULT_CONTEXT_NAME, EntryRef, HostEnvironment, HostKubeconfig,
     Kubeconfig, MergeOptions, MergeReport, RemoveOptions, RemoveReport,
@@ -64,29 +64,33 @@ pub struct CommonArgs {
     /// Where the host's drives are mounted in the VM.
     #[arg(long, env = "K8S_MANAGER_HOST_MOUNT_ROOT", default_value = HostEnvironment::DEFAULT_MOUNT_ROOT)]
     mount_root: PathBuf,
-    #[arg(long, value_enum, default_value_t = Output::Text)]
-    output: Output,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 #[derive(Args, Debug)]
 pub struct DiscoverArgs {
-    /// A configured kubeconfig path or list; wins over everything else.
+    /// A configured kubeconfig path or list; wins over everything else
+    /// [default: none: the host's settings below decide].
     #[arg(long, env = "K8S_MANAGER_KUBECONFIG")]
     kubeconfig: Option<String>,
-    /// The host's %KUBECONFIG%, as handed over by the host.
+    /// The host's %KUBECONFIG%, as handed over by the host; next in line
+    /// [default: none: the user profile decides].
     #[arg(long, env = "K8S_MANAGER_HOST_KUBECONFIG")]
     host_kubeconfig: Option<String>,
-    /// The host's %USERPROFILE% (C:\Users\me).
+    /// The host's %USERPROFILE% (C:\Users\me), whose .kube\config is used
+    /// [default: none: the user name decides].
     #[arg(long, env = "K8S_MANAGER_HOST_USERPROFILE")]
     host_userprofile: Option<String>,
-    /// The host's %USERNAME%.
+    /// The host's %USERNAME%, whose profile under <mount-root>/c/Users is used
+    /// [default: none: the only real profile there, if one is].
     #[arg(long, env = "K8S_MANAGER_HOST_USERNAME")]
     host_username: Option<String>,
     /// Where the host's drives are mounted in the VM.
     #[arg(long, env = "K8S_MANAGER_HOST_MOUNT_ROOT", default_value = HostEnvironment::DEFAULT_MOUNT_ROOT)]
     mount_root: PathBuf,
-    #[arg(long, value_enum, default_value_t = Output::Text)]
-    output: Output,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 pub fn run(cmd: KubeconfigCommand, _global: &GlobalArgs) -> anyhow::Result<ExitCode> {
@@ -105,7 +109,7 @@ fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
         lock_timeout: args.common.lock_timeout,
     };
     let report = kubeconfig::merge_into_host(&src, &dest, &opts)?;
-    match args.common.output {
+    match args.common.output.value {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Output::Text => print!("{}", merge_text(&report)),
     }
@@ -118,7 +122,7 @@ fn remove(args: RemoveArgs) -> anyhow::Result<ExitCode> {
         lock_timeout: args.common.lock_timeout,
     };
     let report = kubeconfig::remove_from_host(&dest, &args.context, &opts)?;
-    match args.common.output {
+    match args.common.output.value {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Output::Text => print!("{}", remove_text(&report, &dest)),
     }
@@ -134,7 +138,7 @@ fn discover(args: DiscoverArgs) -> anyhow::Result<ExitCode> {
         mount_root: args.mount_root,
     };
     let found = kubeconfig::discover(&env)?;
-    match args.output {
+    match args.output.value {
         Output::Json => println!("{}", serde_json::to_string_pretty(&found)?),
         Output::Text => {
             let files: Vec<String> = found
