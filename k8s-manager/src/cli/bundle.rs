@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use k8s_manager::bundle::{self, Depth, fetch};
 
+use super::error::ErrorReport;
 use super::{GlobalArgs, Output, OutputArg};
 
 #[derive(Subcommand, Debug)]
@@ -46,6 +47,15 @@ pub enum BundleCommand {
     },
 }
 
+impl BundleCommand {
+    pub fn output(&self) -> Output {
+        match self {
+            BundleCommand::Verify { output, .. } => output.value,
+            BundleCommand::Fetch { .. } => Output::Text,
+        }
+    }
+}
+
 pub fn run(cmd: BundleCommand, _global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     match cmd {
         BundleCommand::Verify {
@@ -66,7 +76,7 @@ pub fn run(cmd: BundleCommand, _global: &GlobalArgs) -> anyhow::Result<ExitCode>
                         .iter()
                         .map(|p| serde_json::json!({"path": p.path, "problem": p.what}))
                         .collect();
-                    let json = serde_json::json!({
+                    let mut json = serde_json::json!({
                         "bundle": dir,
                         "kubernetes": report.manifest.kubernetes,
                         "components": report.manifest.components,
@@ -75,6 +85,14 @@ pub fn run(cmd: BundleCommand, _global: &GlobalArgs) -> anyhow::Result<ExitCode>
                         "ok": report.is_ok(),
                         "problems": problems,
                     });
+                    if !report.is_ok() {
+                        let error = ErrorReport::new(
+                            "BundleInvalid",
+                            format!("{} is not a usable bundle", dir.display()),
+                        )
+                        .with_problems(report.problems.iter().map(|p| p.to_string()).collect());
+                        error.attach_to(&mut json);
+                    }
                     println!("{}", serde_json::to_string_pretty(&json)?);
                 }
                 Output::Text => {

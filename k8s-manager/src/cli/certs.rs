@@ -15,6 +15,7 @@ use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
+use super::error::ErrorReport;
 use super::{GlobalArgs, Output, OutputArg};
 
 #[derive(Subcommand, Debug)]
@@ -31,6 +32,17 @@ pub enum CertsCommand {
     /// Write the components' kubeconfig files (admin, super-admin,
     /// controller-manager, scheduler, kubelet) with embedded credentials.
     Kubeconfigs(KubeconfigsArgs),
+}
+
+impl CertsCommand {
+    pub fn output(&self) -> Output {
+        match self {
+            CertsCommand::Check(args) => args.output.value,
+            CertsCommand::Generate(_) | CertsCommand::Renew(_) | CertsCommand::Kubeconfigs(_) => {
+                Output::Text
+            }
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -179,26 +191,34 @@ fn check(args: CheckArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         pki::DEFAULT_RENEW_WITHIN,
     )
     .with_context(|| format!("cannot check the PKI in {}", pki_dir.display()))?;
-    match args.output.value {
-        Output::Text => print_status_table(&statuses),
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&status_json(&pki_dir, &statuses)?)?
-        ),
-    }
-    let broken = statuses
+    let broken: Vec<String> = statuses
         .iter()
-        .any(|s| matches!(s.status, ExpiryStatus::Expired | ExpiryStatus::Missing));
-    if broken && args.output.value == Output::Text {
-        eprintln!(
-            "error: certificates are expired or missing; run `k8s-manager certs generate` (or `certs renew`) to replace them"
-        );
+        .filter(|s| matches!(s.status, ExpiryStatus::Expired | ExpiryStatus::Missing))
+        .map(|s| format!("{}: {}", s.name, s.status))
+        .collect();
+    let error = (!broken.is_empty()).then(|| {
+        ErrorReport::new(
+            "PkiInvalid",
+            "certificates are expired or missing; run `k8s-manager certs generate` (or `certs renew`) to replace them",
+        )
+        .with_problems(broken)
+    });
+    match args.output.value {
+        Output::Text => {
+            print_status_table(&statuses);
+            if let Some(error) = &error {
+                eprintln!("error: {}", error.message);
+            }
+        }
+        Output::Json => {
+            let mut json = status_json(&pki_dir, &statuses)?;
+            if let Some(error) = &error {
+                error.attach_to(&mut json);
+            }
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        }
     }
-    Ok(if broken {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(error.map_or(ExitCode::SUCCESS, |error| error.exit_code()))
 }
 
 fn not_after_text(status: &CertStatus) -> anyhow::Result<String> {

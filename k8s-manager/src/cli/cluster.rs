@@ -10,12 +10,16 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
-use k8s_manager::api::{self, client::Client};
+use k8s_manager::api::{
+    self,
+    client::{Client, ClientError},
+};
 use k8s_manager::cluster::config::{ClusterConfig, Paths};
 use k8s_manager::cluster::engine::{Engine, Event};
-use k8s_manager::cluster::state::StateRecord;
+use k8s_manager::cluster::state::{ClusterState, StateRecord};
 use k8s_manager::cluster::status;
 
+use super::error::{CliError, ErrorReport, PHASE_FAILED};
 use super::{GlobalArgs, Output, OutputArg};
 
 /// Each setting left out keeps the value saved by the last enable
@@ -93,7 +97,7 @@ fn settings(global: &GlobalArgs, args: &EnableArgs) -> anyhow::Result<ClusterCon
     let bundle = match (&args.bundle, &saved) {
         (Some(b), _) => std::path::absolute(b)?,
         (None, Some(s)) => s.bundle.clone(),
-        (None, None) => newest_cached_bundle().context("no bundle given and none in the cache: build one with vm/bundle/build.sh, or pass --bundle")?,
+        (None, None) => newest_cached_bundle().ok_or(CliError::NoBundle)?,
     };
     let mut config =
         saved.unwrap_or_else(|| ClusterConfig::new(global.state_dir.clone(), bundle.clone()));
@@ -120,7 +124,7 @@ fn settings(global: &GlobalArgs, args: &EnableArgs) -> anyhow::Result<ClusterCon
     if args.no_vm_kubeconfig {
         config.merge_vm_kubeconfig = false;
     }
-    config.validate().map_err(anyhow::Error::msg)?;
+    config.validate().map_err(CliError::InvalidArgument)?;
     Ok(config)
 }
 
@@ -195,11 +199,18 @@ impl Progress {
                 let _ = writeln!(err, "{prefix}  ! {message}");
             }
             Event::State { .. } | Event::Started { .. } => {}
-            Event::Done { ok, message, .. } => {
+            Event::Done {
+                ok: true, message, ..
+            } => {
                 let prefix = if self.tty { "\r\x1b[2K" } else { "" };
-                let mark = if *ok { "done" } else { "FAILED" };
-                let _ = writeln!(err, "{prefix}{mark}: {message}");
+                let _ = writeln!(err, "{prefix}done: {message}");
             }
+            // The error is the command's, printed as every error is; only
+            // the progress line is cleared for it.
+            Event::Done { ok: false, .. } if self.tty => {
+                let _ = write!(err, "\r\x1b[2K");
+            }
+            Event::Done { ok: false, .. } => {}
         }
     }
 }
@@ -215,11 +226,13 @@ async fn run_operation(
         output,
         tty: std::io::stderr().is_terminal(),
     };
-    let done = client.operation(path, body, |e| progress.show(e)).await?;
-    Ok(match done {
-        Event::Done { ok: true, .. } => ExitCode::SUCCESS,
-        _ => ExitCode::FAILURE,
-    })
+    match client.operation(path, body, |e| progress.show(e)).await? {
+        Event::Done { ok: true, .. } => Ok(ExitCode::SUCCESS),
+        Event::Done {
+            operation, message, ..
+        } => Err(CliError::OperationFailed { operation, message }.into()),
+        other => Err(ClientError::Protocol(format!("the operation ended with {other:?}")).into()),
+    }
 }
 
 pub fn enable(args: EnableArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
@@ -278,24 +291,28 @@ pub fn status(output: Output, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
                 .map_err(anyhow::Error::from);
         }
         // No daemon: report from the state folder alone.
-        let record = StateRecord::load(&paths.state_file)?;
+        let record = StateRecord::load(&paths.state_file)
+            .with_context(|| format!("cannot read {}", paths.state_file.display()))?;
         let saved = ClusterConfig::load_saved(&paths);
         let report = status::report(&paths, &record, saved.as_ref(), Vec::new(), false).await;
         Ok(serde_json::to_value(report)?)
     })?;
+    let typed: status::StatusReport = serde_json::from_value(report.clone())?;
+    let error = match &typed.state {
+        ClusterState::Error { .. } => Some(ErrorReport::new(PHASE_FAILED, typed.state.label())),
+        _ => None,
+    };
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Output::Text => {
-            let typed: status::StatusReport = serde_json::from_value(report.clone())?;
-            print!("{}", status::render_text(&typed));
+        Output::Json => {
+            let mut report = report;
+            if let Some(error) = &error {
+                error.attach_to(&mut report);
+            }
+            println!("{}", serde_json::to_string_pretty(&report)?);
         }
+        Output::Text => print!("{}", status::render_text(&typed)),
     }
-    let failed = report["state"]["state"] == "error";
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(error.map_or(ExitCode::SUCCESS, |error| error.exit_code()))
 }
 
 pub fn daemon_main(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
+use super::json::with_camel_case_keys;
 use super::{GlobalArgs, Output, OutputArg};
 use k8s_manager::kubeconfig::{
     self, CurrentContextMode, DEFAULT_CONTEXT_NAME, EntryRef, HostEnvironment, HostKubeconfig,
@@ -24,6 +25,16 @@ pub enum KubeconfigCommand {
     Remove(RemoveArgs),
     /// Find the Windows user's kubeconfig as seen from the VM.
     Discover(DiscoverArgs),
+}
+
+impl KubeconfigCommand {
+    pub fn output(&self) -> Output {
+        match self {
+            KubeconfigCommand::Merge(args) => args.common.output.value,
+            KubeconfigCommand::Remove(args) => args.common.output.value,
+            KubeconfigCommand::Discover(args) => args.output.value,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -110,7 +121,10 @@ fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
     };
     let report = kubeconfig::merge_into_host(&src, &dest, &opts)?;
     match args.common.output.value {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&with_camel_case_keys(&report)?)?
+        ),
         Output::Text => print!("{}", merge_text(&report)),
     }
     Ok(ExitCode::SUCCESS)
@@ -123,7 +137,10 @@ fn remove(args: RemoveArgs) -> anyhow::Result<ExitCode> {
     };
     let report = kubeconfig::remove_from_host(&dest, &args.context, &opts)?;
     match args.common.output.value {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&with_camel_case_keys(&report)?)?
+        ),
         Output::Text => print!("{}", remove_text(&report, &dest)),
     }
     Ok(ExitCode::SUCCESS)
@@ -139,7 +156,10 @@ fn discover(args: DiscoverArgs) -> anyhow::Result<ExitCode> {
     };
     let found = kubeconfig::discover(&env)?;
     match args.output.value {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&found)?),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&with_camel_case_keys(&found)?)?
+        ),
         Output::Text => {
             let files: Vec<String> = found
                 .files

@@ -4,6 +4,8 @@
 mod bundle;
 mod certs;
 mod cluster;
+pub mod error;
+mod json;
 mod kubeconfig;
 
 use std::path::PathBuf;
@@ -58,7 +60,8 @@ pub enum Output {
 
 #[derive(Args, Debug, Clone, Copy)]
 pub struct OutputArg {
-    /// How to print the result: text for people, or json for programs.
+    /// How to print the result: text for people, or json for programs
+    /// (camelCase keys; a failure is {"error": {"code", "message"}}).
     #[arg(long = "output", value_name = "FORMAT", value_enum, default_value_t)]
     pub value: Output,
 }
@@ -90,6 +93,22 @@ pub enum Command {
     /// Merge into and remove from a user's kubeconfig.
     #[command(subcommand)]
     Kubeconfig(kubeconfig::KubeconfigCommand),
+}
+
+impl Command {
+    /// How the command prints its result, and so its error; text for the
+    /// commands without --output.
+    pub fn output(&self) -> Output {
+        match self {
+            Command::Enable(args) => args.output.value,
+            Command::Disable { output } | Command::Status { output } => output.value,
+            Command::Reset(args) => args.output.value,
+            Command::Daemon(_) => Output::Text,
+            Command::Certs(cmd) => cmd.output(),
+            Command::Bundle(cmd) => cmd.output(),
+            Command::Kubeconfig(cmd) => cmd.output(),
+        }
+    }
 }
 
 pub fn init_logging(global: &GlobalArgs) {
@@ -179,5 +198,17 @@ mod tests {
             .map(|(path, arg)| format!("{path} {}", arg.get_id()))
             .collect();
         assert_eq!(silent, Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_command_has_an_output_it_reports_errors_in() {
+        let cli =
+            Cli::try_parse_from(["k8s-manager", "certs", "check", "--output", "json"]).unwrap();
+        assert_eq!(cli.command.output(), Output::Json);
+        let cli = Cli::try_parse_from(["k8s-manager", "status"]).unwrap();
+        assert_eq!(cli.command.output(), Output::Text);
+        let cli = Cli::try_parse_from(["k8s-manager", "kubeconfig", "discover", "--output=json"])
+            .unwrap();
+        assert_eq!(cli.command.output(), Output::Json);
     }
 }
