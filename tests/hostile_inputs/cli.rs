@@ -1,7 +1,7 @@
 //! Hostile inputs: cli. The command line as a script or a careless user
-//! gives it: with `--output json` every result is JSON with camelCase keys,
-//! and every error one JSON object with a stable code; no message says a
-//! cause twice.
+//! gives it: extreme numbers and odd strings never panic; with
+//! `--output json` every result is JSON with camelCase keys, and every
+//! error one JSON object with a stable code; no message says a cause twice.
 //! Every run has its own state folder and bundle cache, and none starts the
 //! daemon (each enable is refused before it would).
 
@@ -488,4 +488,216 @@ fn no_error_message_repeats_a_clause() {
             assert_eq!(repeated_clause(&message), None, "{}", describe(&cmd, &out));
         }
     }
+}
+
+/// Runs and checks that the manager ended on its own terms: no panic
+/// (exit code 101, "panicked" on standard error), no signal.
+fn assert_no_panic(mut cmd: Command) {
+    let out = run(&mut cmd);
+    let stderr = text(&out.stderr);
+    assert!(
+        out.status.code().is_some_and(|code| code != 101) && !stderr.contains("panicked"),
+        "{}",
+        describe(&cmd, &out)
+    );
+}
+
+#[test]
+fn no_argument_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let pki = generate_pki(dir);
+    let numbers = [
+        "0",
+        "1",
+        "-1",
+        "65535",
+        "65536",
+        "2147483648",
+        "4294967295",
+        "4294967296",
+        "9223372036854775807",
+        "10000000000000000000",
+        "18446744073709551615",
+        "18446744073709551616",
+        "99999999999999999999999999999999",
+        "1e400",
+        "NaN",
+        "",
+    ];
+    let long = "x".repeat(100_000);
+    let strings = [
+        "",
+        " ",
+        "ü ñ 漢字 🚀",
+        "\u{202e}gnp.exe",
+        "..",
+        "-",
+        "--",
+        "C:\\",
+        ":;:;",
+        "%USERPROFILE%",
+        "${HOME}",
+        long.as_str(),
+    ];
+    let bundle = bundle(dir, &[]);
+    for n in numbers {
+        // Refused before a daemon is started: every enable here has an API
+        // port or a node name that does not validate, or no such bundle.
+        let mut cmd = manager(dir);
+        cmd.args([
+            "enable",
+            "--node-name",
+            "Bad Name",
+            "--output",
+            "json",
+            "--api-port",
+            n,
+        ]);
+        assert_no_panic(cmd);
+        let mut cmd = manager_without_state(dir);
+        cmd.args(["daemon", "--socket-gid", n, "--state-dir"])
+            .arg(file_in(dir));
+        assert_no_panic(cmd);
+        // An hour is the longest lock wait; a lock held by nobody answers at once.
+        for unit in ["", "s", "ms", "m"] {
+            let mut cmd = manager(dir);
+            cmd.args(["kubeconfig", "merge", "--from"])
+                .arg(ours())
+                .arg("--into")
+                .arg(dir.join("merged"))
+                .arg(format!("--lock-timeout={n}{unit}"));
+            assert_no_panic(cmd);
+        }
+        // The pki module bounds the validity itself (its own hostile test);
+        // here the values clap sees first.
+        if n.len() < 10 {
+            let mut cmd = manager(dir);
+            cmd.args(["certs", "renew", "--pki-dir"])
+                .arg(&pki)
+                .arg(format!("--validity-days={n}"))
+                .arg("front-proxy-client");
+            assert_no_panic(cmd);
+        }
+    }
+    let mut cmd = manager(dir);
+    cmd.arg(format!("-{}", "v".repeat(300)))
+        .args(["certs", "check", "--pki-dir"])
+        .arg(&pki);
+    assert_no_panic(cmd);
+    for s in strings {
+        let mut cmd = manager(dir);
+        cmd.args(["enable", "--api-port", "0", "--bundle"])
+            .arg(&bundle)
+            .args(["--node-name", s, "--server-url", s, "--host-kubeconfig", s]);
+        assert_no_panic(cmd);
+        let mut cmd = manager(dir);
+        cmd.args(["certs", "generate", "--pki-dir"])
+            .arg(dir.join("pki-odd"))
+            .args([
+                "--advertise-address",
+                "10.0.0.2",
+                "--node-name",
+                s,
+                "--dns-domain",
+                s,
+                "--san",
+                s,
+                "--service-cidr",
+                s,
+            ]);
+        assert_no_panic(cmd);
+        let mut cmd = manager(dir);
+        cmd.args(["certs", "generate", "--pki-dir"])
+            .arg(dir.join("pki-odd"))
+            .args([
+                "--node-name",
+                "node",
+                "--advertise-address",
+                s,
+                "--key-algorithm",
+                s,
+            ]);
+        assert_no_panic(cmd);
+        let mut cmd = manager(dir);
+        cmd.args(["certs", "kubeconfigs", "--pki-dir"])
+            .arg(&pki)
+            .arg("--out-dir")
+            .arg(dir.join("out"))
+            .args(["--server", s, "--node-name", s, "--cluster-name", s]);
+        assert_no_panic(cmd);
+        let mut cmd = manager(dir);
+        cmd.args(["certs", "renew", "--pki-dir"]).arg(&pki).arg(s);
+        assert_no_panic(cmd);
+        let mut cmd = manager(dir);
+        cmd.args(["kubeconfig", "merge", "--from"])
+            .arg(ours())
+            .args(["--into", s, "--set-current-context", s, "--mount-root"])
+            .arg(dir.join("mnt"));
+        assert_no_panic(cmd);
+        let mut cmd = manager(dir);
+        cmd.args([
+            "kubeconfig",
+            "remove",
+            "--from",
+            s,
+            "--context",
+            s,
+            "--mount-root",
+        ])
+        .arg(dir.join("mnt"));
+        assert_no_panic(cmd);
+        let mut cmd = manager(dir);
+        cmd.args([
+            "kubeconfig",
+            "discover",
+            "--kubeconfig",
+            s,
+            "--host-kubeconfig",
+            s,
+            "--host-userprofile",
+            s,
+            "--host-username",
+            s,
+            "--mount-root",
+        ])
+        .arg(dir.join("mnt"));
+        assert_no_panic(cmd);
+        let mut cmd = manager(dir);
+        cmd.args([
+            "kubeconfig",
+            "discover",
+            "--host-userprofile",
+            s,
+            "--host-username",
+            s,
+            "--mount-root",
+        ])
+        .arg(dir.join("mnt"));
+        assert_no_panic(cmd);
+        // Refused before any download: the version does not parse.
+        let mut cmd = manager(dir);
+        cmd.args([
+            "bundle",
+            "fetch",
+            "--version",
+            s,
+            "--etcd-version",
+            s,
+            "--dest",
+        ])
+        .arg(dir.join("fetched"));
+        assert_no_panic(cmd);
+        let mut cmd = manager(dir);
+        cmd.args(["--log-format", s, "status", "--output", s]);
+        assert_no_panic(cmd);
+    }
+}
+
+/// A state folder that cannot be made (a path under a file), so that a
+/// daemon given it stops at once instead of serving.
+fn file_in(dir: &Path) -> PathBuf {
+    let file = dir.join("not-a-folder");
+    std::fs::write(&file, "").unwrap();
+    file.join("state")
 }

@@ -79,7 +79,8 @@ pub struct DaemonArgs {
     pub no_restore: bool,
     /// Group (numeric id) that may use the control socket (mode 0660)
     /// [default: the daemon's own group].
-    #[arg(long, value_name = "GID")]
+    // u32::MAX is chown's "leave the group as it is", not a group.
+    #[arg(long, value_name = "GID", value_parser = clap::value_parser!(u32).range(..i64::from(u32::MAX)))]
     pub socket_gid: Option<u32>,
 }
 

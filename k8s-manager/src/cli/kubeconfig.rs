@@ -69,7 +69,7 @@ pub struct RemoveArgs {
 #[derive(Args, Debug)]
 pub struct CommonArgs {
     /// How long to wait for kubectl (or another writer) to release
-    /// <file>.lock, e.g. 10s, 500ms, 1m.
+    /// <file>.lock, e.g. 10s, 500ms, 1m; at most 1h.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     lock_timeout: Duration,
     /// Where the host's drives are mounted in the VM.
@@ -237,7 +237,11 @@ fn push_entries(out: &mut String, label: &str, entries: &[EntryRef]) {
     }
 }
 
-/// Reads "10s", "500ms", "2m" or a bare number of seconds.
+/// The longest lock wait: longer is a mistake, and an unbounded one would
+/// overflow the deadline.
+const MAX_LOCK_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Reads "10s", "500ms", "2m" or a bare number of seconds, up to an hour.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -257,7 +261,11 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
             ));
         }
     };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+    let duration = Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))?;
+    if duration > MAX_LOCK_TIMEOUT {
+        return Err(format!("{text:?} is longer than the longest wait, 1h"));
+    }
+    Ok(duration)
 }
 
 #[cfg(test)]
@@ -274,6 +282,12 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5h").is_err());
         assert!(parse_duration("-1s").is_err());
+        assert_eq!(parse_duration("60m"), Ok(MAX_LOCK_TIMEOUT));
+        assert!(parse_duration("61m").is_err());
+        assert!(parse_duration("18446744073709551615").is_err());
+        assert!(parse_duration("1e9").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration(".").is_err());
     }
 
     #[test]
