@@ -99,22 +99,48 @@ fn json_of(cmd: &Command, out: &Output) -> Value {
         .unwrap_or_else(|err| panic!("not one JSON value ({err}): {}", describe(cmd, out)))
 }
 
-/// A bundle with its manifest, holding `files` as (path, sha256) entries
-/// that are not on disk.
-fn bundle(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
+/// The executables a bundle must list for the cluster to run.
+const CLUSTER_EXECUTABLES: [&str; 6] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+];
+
+/// A bundle of stand-in executables that passes `verify --digests-only`,
+/// except that the manifest's digest of `corrupt`, if given, is wrong.
+fn bundle(dir: &Path, corrupt: Option<&str>) -> PathBuf {
+    use sha2::Digest;
+    use std::os::unix::fs::PermissionsExt;
     let bundle = dir.join("bundle");
-    std::fs::create_dir_all(&bundle).unwrap();
-    let files: Vec<Value> = files
-        .iter()
-        .map(|(path, sha256)| {
-            serde_json::json!({"path": path, "sha256": sha256, "size": 1, "executable": false})
-        })
-        .collect();
+    std::fs::create_dir_all(bundle.join("bin")).unwrap();
+    let mut files = Vec::new();
+    let mut executables = Vec::new();
+    for name in CLUSTER_EXECUTABLES {
+        let path = format!("bin/{name}");
+        let content = format!("#!/bin/sh\necho {name} v1.34.4\n");
+        std::fs::write(bundle.join(&path), &content).unwrap();
+        std::fs::set_permissions(bundle.join(&path), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        let sha256 = if corrupt == Some(name) {
+            "0".repeat(64)
+        } else {
+            format!("{:x}", sha2::Sha256::digest(content.as_bytes()))
+        };
+        files.push(serde_json::json!({
+            "path": path, "sha256": sha256, "size": content.len(), "executable": true,
+        }));
+        executables.push(serde_json::json!({
+            "path": path, "args": ["--version"], "expect": "v1.34.4",
+        }));
+    }
     let manifest = serde_json::json!({
         "schemaVersion": 1,
         "kubernetes": "v1.34.4",
         "components": {"kubernetes": "v1.34.4", "etcd": "3.6.5"},
-        "executables": [],
+        "executables": executables,
         "files": files,
     });
     std::fs::write(bundle.join("bundle.json"), manifest.to_string()).unwrap();
@@ -147,7 +173,6 @@ fn every_json_result_parses_and_has_only_camel_case_keys() {
     let profile = dir.join("mnt/c/Users/dev");
     std::fs::create_dir_all(&profile).unwrap();
     let config = dir.join("config");
-    let zeros = "0".repeat(64);
 
     let mut commands: Vec<(Vec<String>, bool)> = vec![
         (vec!["status".into()], true),
@@ -203,12 +228,12 @@ fn every_json_result_parses_and_has_only_camel_case_keys() {
                 "bundle".into(),
                 "verify".into(),
                 "--digests-only".into(),
-                bundle(dir, &[]).display().to_string(),
+                bundle(dir, None).display().to_string(),
             ],
             true,
         ),
     ];
-    let broken = bundle(&dir.join("broken"), &[("bin/kubelet", &zeros)]);
+    let broken = bundle(&dir.join("broken"), Some("kubelet"));
     commands.push((
         vec![
             "bundle".into(),
@@ -540,7 +565,7 @@ fn no_argument_panics() {
         "${HOME}",
         long.as_str(),
     ];
-    let bundle = bundle(dir, &[]);
+    let bundle = bundle(dir, None);
     for n in numbers {
         // Refused before a daemon is started: every enable here has an API
         // port or a node name that does not validate, or no such bundle.
