@@ -496,7 +496,7 @@ fn json_output_for_scripts() {
     let out = run_ok(merge_cmd(file.to_str().unwrap()).args(["--output", "json"]));
     let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["created"], true);
-    assert_eq!(report["current_context_set"], OURS);
+    assert_eq!(report["currentContextSet"], OURS);
     assert_eq!(report["added"].as_array().unwrap().len(), 3);
 
     let mount = dir.path().join("mnt");

@@ -363,7 +363,8 @@ fn pki_validity_days_out_of_range_is_an_error_not_a_panic() {
         &pkis.ours,
         &["--validity-days", "4294967295"],
     ));
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    // A refused argument: exit 2, as for every refusal.
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("between 1 and 36500 days"),
         "{}",
@@ -379,7 +380,7 @@ fn pki_validity_days_out_of_range_is_an_error_not_a_panic() {
         "--validity-days",
         "3000000",
     ]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("between 1 and 36500 days"));
 }
 

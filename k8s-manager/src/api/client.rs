@@ -16,10 +16,43 @@ use crate::cluster::engine::Event;
 pub enum ClientError {
     #[error("cannot reach the manager at {socket}: {reason}")]
     Connect { socket: PathBuf, reason: String },
-    #[error("the manager answered {status}: {body}")]
-    Status { status: u16, body: String },
+    #[error("the manager answered {status}: {message}")]
+    Status {
+        status: u16,
+        code: String,
+        message: String,
+    },
     #[error("talking to the manager: {0}")]
     Protocol(String),
+}
+
+impl ClientError {
+    /// A stable reason a GUI can act on, in Kubernetes' CamelCase; for a
+    /// refused request, the daemon's own.
+    pub fn code(&self) -> &str {
+        match self {
+            ClientError::Connect { .. } => "DaemonUnavailable",
+            ClientError::Status { code, .. } => code,
+            ClientError::Protocol(_) => "DaemonProtocol",
+        }
+    }
+
+    /// The error of a non-2xx answer, from its body ([`super::ErrorBody`]);
+    /// a body of another shape is kept as the message.
+    fn refused(status: u16, body: &[u8]) -> ClientError {
+        match serde_json::from_slice::<super::ErrorBody>(body) {
+            Ok(body) => ClientError::Status {
+                status,
+                code: body.error.code,
+                message: body.error.message,
+            },
+            Err(_) => ClientError::Status {
+                status,
+                code: "Internal".into(),
+                message: String::from_utf8_lossy(body).into_owned(),
+            },
+        }
+    }
 }
 
 pub struct Client {
@@ -73,9 +106,9 @@ impl Client {
                 .into_body()
                 .collect()
                 .await
-                .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+                .map(|b| b.to_bytes())
                 .unwrap_or_default();
-            return Err(ClientError::Status { status, body });
+            return Err(ClientError::refused(status, &body));
         }
         Ok(response)
     }
@@ -259,5 +292,19 @@ mod tests {
             assert_eq!(parse_event(json).unwrap(), event);
         }
         assert!(parse_event(serde_json::json!({"event": "nope"})).is_err());
+    }
+
+    #[test]
+    fn a_refusal_keeps_the_daemons_code_and_message() {
+        let body = br#"{"error": {"code": "SettingsMissing", "message": "no saved settings"}}"#;
+        let err = ClientError::refused(400, body);
+        assert_eq!(err.code(), "SettingsMissing");
+        assert_eq!(
+            err.to_string(),
+            "the manager answered 400: no saved settings"
+        );
+        let err = ClientError::refused(502, b"bad gateway");
+        assert_eq!(err.code(), "Internal");
+        assert_eq!(err.to_string(), "the manager answered 502: bad gateway");
     }
 }

@@ -9,6 +9,9 @@
 //! | `POST /v1/reset?restart=false` | the same |
 //! | `GET /v1/events` | every event, as it happens, until the client leaves |
 //!
+//! A request the daemon refuses is answered with a 4xx status and
+//! `{"error": {"code": "InvalidArgument", "message": "..."}}` ([`ErrorBody`]).
+//!
 //! An operation runs to its end even when the client that asked goes away;
 //! one runs at a time, later ones wait their turn.
 
@@ -20,3 +23,17 @@ pub const ENABLE: &str = "/v1/enable";
 pub const DISABLE: &str = "/v1/disable";
 pub const RESET: &str = "/v1/reset";
 pub const EVENTS: &str = "/v1/events";
+
+/// The body of an error answer, written by the server and read by the client.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ErrorDetail {
+    /// A stable reason in Kubernetes' CamelCase: `InvalidArgument`,
+    /// `SettingsMissing`, `NotFound`.
+    pub code: String,
+    pub message: String,
+}

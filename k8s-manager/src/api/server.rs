@@ -83,7 +83,7 @@ async fn handle(
     let response = match (method, path.as_str()) {
         (Method::GET, super::STATUS) => match status(&engine).await {
             Ok(report) => json(StatusCode::OK, &report),
-            Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, &err),
+            Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, "SettingsDamaged", &err),
         },
         (Method::GET, super::EVENTS) => stream_events(engine.subscribe(), None),
         (Method::POST, super::ENABLE) => {
@@ -97,10 +97,17 @@ async fn handle(
                     Ok(None) => {
                         return Ok(error(
                             StatusCode::BAD_REQUEST,
+                            "SettingsMissing",
                             "no saved settings: send the cluster settings with the first enable",
                         ));
                     }
-                    Err(err) => return Ok(error(StatusCode::INTERNAL_SERVER_ERROR, &err)),
+                    Err(err) => {
+                        return Ok(error(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "SettingsDamaged",
+                            &err,
+                        ));
+                    }
                 }
             } else {
                 match serde_json::from_slice::<ClusterConfig>(&body) {
@@ -108,6 +115,7 @@ async fn handle(
                     Err(err) => {
                         return Ok(error(
                             StatusCode::BAD_REQUEST,
+                            "InvalidArgument",
                             &format!(
                                 "the cluster settings sent {}: send a JSON object of settings, or an empty body for the saved ones",
                                 crate::input::json_problem(&err)
@@ -133,6 +141,7 @@ async fn handle(
             Some(allowed) => {
                 let mut response = error(
                     StatusCode::METHOD_NOT_ALLOWED,
+                    "MethodNotAllowed",
                     &format!("{path} answers {allowed}, not {method}"),
                 );
                 if let Ok(value) = hyper::header::HeaderValue::from_str(allowed.as_str()) {
@@ -140,7 +149,11 @@ async fn handle(
                 }
                 response
             }
-            None => error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                &format!("no such endpoint: {path}"),
+            ),
         },
     };
     Ok(response)
@@ -161,6 +174,7 @@ async fn read_body(req: Request<hyper::body::Incoming>) -> Result<Bytes, Respons
     let too_large = || {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLarge",
             &format!(
                 "the request body is larger than {MAX_BODY_BYTES} bytes; cluster settings are a few hundred"
             ),
@@ -180,10 +194,12 @@ async fn read_body(req: Request<hyper::body::Incoming>) -> Result<Bytes, Respons
         Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Ok(Err(_)) => Err(error(
             StatusCode::BAD_REQUEST,
+            "InvalidArgument",
             "the request body broke off before its end",
         )),
         Err(_) => Err(error(
             StatusCode::REQUEST_TIMEOUT,
+            "RequestTimeout",
             &format!(
                 "the request body did not arrive within {}s",
                 BODY_READ_TIMEOUT.as_secs()
@@ -270,8 +286,14 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
         .expect("valid response")
 }
 
-fn error(status: StatusCode, message: &str) -> Response<Body> {
-    json(status, &serde_json::json!({ "error": message }))
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = super::ErrorBody {
+        error: super::ErrorDetail {
+            code: code.into(),
+            message: message.into(),
+        },
+    };
+    json(status, &body)
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ pub enum BootstrapError {
     Manifest { file: String, reason: String },
     #[error("cannot read the kubeconfig {path}: {reason}")]
     Kubeconfig { path: String, reason: String },
-    #[error("applying {what}: {source}")]
+    #[error("applying {what}")]
     Apply { what: String, source: kube::Error },
     #[error("{0}")]
     Timeout(String),

@@ -13,7 +13,7 @@ pub use verify::{Depth, VerifyReport, verify};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -36,6 +36,20 @@ pub enum BundleError {
         expected: String,
         actual: String,
     },
+}
+
+impl BundleError {
+    /// A stable reason a GUI can act on, in Kubernetes' CamelCase.
+    pub fn code(&self) -> &'static str {
+        match self {
+            BundleError::Io { .. } => "IoError",
+            BundleError::BadManifest { .. } => "BundleInvalid",
+            BundleError::BadVersion(_) => "InvalidArgument",
+            BundleError::Download { .. } => "DownloadFailed",
+            BundleError::MissingChecksum { .. } => "ChecksumMissing",
+            BundleError::ChecksumMismatch { .. } => "ChecksumMismatch",
+        }
+    }
 }
 
 /// Where bundles live: `$K8S_MANAGER_CACHE`, else `$XDG_CACHE_HOME/k8s-manager`,

@@ -8,7 +8,8 @@ use anyhow::Context;
 use clap::Subcommand;
 use k8s_manager::bundle::{self, Depth, fetch};
 
-use super::{GlobalArgs, Output};
+use super::error::ErrorReport;
+use super::{GlobalArgs, Output, OutputArg};
 
 #[derive(Subcommand, Debug)]
 pub enum BundleCommand {
@@ -20,8 +21,8 @@ pub enum BundleCommand {
         /// Only check digests and links; do not run the executables.
         #[arg(long)]
         digests_only: bool,
-        #[arg(long, value_enum, default_value_t)]
-        output: Output,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Download the official linux/amd64 release binaries of a Kubernetes version
     /// and etcd, verify each against its published checksum, and write a bundle.
@@ -38,10 +39,21 @@ pub enum BundleCommand {
         /// Base URL of the etcd releases (serves <v>/etcd-<v>-linux-amd64.tar.gz and <v>/SHA256SUMS).
         #[arg(long, default_value = fetch::DEFAULT_ETCD_MIRROR)]
         etcd_mirror: String,
-        /// Where to write the bundle (default: the cache's bundles/<version>).
+        /// Where to write the bundle [default: <cache>/bundles/<version>, the
+        /// cache being $K8S_MANAGER_CACHE, else $XDG_CACHE_HOME/k8s-manager,
+        /// else ~/.cache/k8s-manager].
         #[arg(long)]
         dest: Option<PathBuf>,
     },
+}
+
+impl BundleCommand {
+    pub fn output(&self) -> Output {
+        match self {
+            BundleCommand::Verify { output, .. } => output.value,
+            BundleCommand::Fetch { .. } => Output::Text,
+        }
+    }
 }
 
 pub fn run(cmd: BundleCommand, _global: &GlobalArgs) -> anyhow::Result<ExitCode> {
@@ -57,14 +69,14 @@ pub fn run(cmd: BundleCommand, _global: &GlobalArgs) -> anyhow::Result<ExitCode>
                 Depth::DigestsAndVersions
             };
             let report = bundle::verify(&dir, depth)?;
-            match output {
+            match output.value {
                 Output::Json => {
                     let problems: Vec<_> = report
                         .problems
                         .iter()
                         .map(|p| serde_json::json!({"path": p.path, "problem": p.what}))
                         .collect();
-                    let json = serde_json::json!({
+                    let mut json = serde_json::json!({
                         "bundle": dir,
                         "kubernetes": report.manifest.kubernetes,
                         "components": report.manifest.components,
@@ -73,6 +85,14 @@ pub fn run(cmd: BundleCommand, _global: &GlobalArgs) -> anyhow::Result<ExitCode>
                         "ok": report.is_ok(),
                         "problems": problems,
                     });
+                    if !report.is_ok() {
+                        let error = ErrorReport::new(
+                            "BundleInvalid",
+                            format!("{} is not a usable bundle", dir.display()),
+                        )
+                        .with_problems(report.problems.iter().map(|p| p.to_string()).collect());
+                        error.attach_to(&mut json);
+                    }
                     println!("{}", serde_json::to_string_pretty(&json)?);
                 }
                 Output::Text => {

@@ -15,7 +15,8 @@ use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
-use super::{GlobalArgs, Output};
+use super::error::ErrorReport;
+use super::{GlobalArgs, Output, OutputArg};
 
 #[derive(Subcommand, Debug)]
 pub enum CertsCommand {
@@ -33,6 +34,17 @@ pub enum CertsCommand {
     /// Write the components' kubeconfig files (admin, super-admin,
     /// controller-manager, scheduler, kubelet) with embedded credentials.
     Kubeconfigs(KubeconfigsArgs),
+}
+
+impl CertsCommand {
+    pub fn output(&self) -> Output {
+        match self {
+            CertsCommand::Check(args) => args.output.value,
+            CertsCommand::Generate(_) | CertsCommand::Renew(_) | CertsCommand::Kubeconfigs(_) => {
+                Output::Text
+            }
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -61,12 +73,15 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "IP")]
     advertise_address: IpAddr,
     /// Another name or address for the API server certificate (repeatable);
-    /// an IP if it parses as one, else a DNS name.
+    /// an IP if it parses as one, else a DNS name [default: none: only the
+    /// node's and the in-cluster names every API server certificate has].
     #[arg(long = "san", value_name = "NAME_OR_IP")]
     sans: Vec<SubjectAltName>,
     /// The Service network; its first IP is the API server's in-cluster address.
     #[arg(long, value_name = "CIDR", default_value = "10.96.0.0/12")]
     service_cidr: ServiceCidr,
+    /// The cluster's DNS domain: the API server certificate covers
+    /// kubernetes.default.svc.<domain>.
     #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
     dns_domain: String,
     #[command(flatten)]
@@ -93,15 +108,15 @@ pub struct KeyAlgorithmArg {
 pub struct CheckArgs {
     #[command(flatten)]
     pki_dir: PkiDirArg,
-    #[arg(long, value_enum, default_value_t)]
-    output: Output,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 #[derive(Args, Debug)]
 pub struct RenewArgs {
     #[command(flatten)]
     pki_dir: PkiDirArg,
-    /// Leaves to renew, by name (apiserver, etcd/server, ...); all when none.
+    /// Leaves to renew, by name (apiserver, etcd/server, ...) [default: every leaf].
     #[arg(value_name = "NAME")]
     names: Vec<String>,
     /// Validity of the renewed certificates, in days [default: 365].
@@ -122,6 +137,7 @@ pub struct KubeconfigsArgs {
     /// The node's name, for the kubelet's identity system:node:<name>.
     #[arg(long, value_name = "NAME")]
     node_name: String,
+    /// The name of the cluster (and the context) inside the files.
     #[arg(long, value_name = "NAME", default_value = kubeconfigs::DEFAULT_CLUSTER_NAME)]
     cluster_name: String,
     #[command(flatten)]
@@ -177,39 +193,46 @@ fn check(args: CheckArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         pki::DEFAULT_RENEW_WITHIN,
     )
     .with_context(|| format!("cannot check the PKI in {}", pki_dir.display()))?;
-    match args.output {
-        Output::Text => print_status_table(&statuses),
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&status_json(&pki_dir, &statuses)?)?
-        ),
-    }
-    let broken = statuses.iter().any(|s| {
-        matches!(
-            s.state,
-            CertState::Expired | CertState::Missing | CertState::Invalid
+    // Each unusable certificate is one problem: what is wrong, what to do.
+    let broken: Vec<String> = statuses
+        .iter()
+        .filter(|s| {
+            matches!(
+                s.state,
+                CertState::Expired | CertState::Missing | CertState::Invalid
+            )
+        })
+        .map(|s| match &s.problem {
+            Some(problem) => problem.clone(),
+            None => format!("{}: {}", s.name, s.state),
+        })
+        .collect();
+    let error = (!broken.is_empty()).then(|| {
+        ErrorReport::new(
+            "PkiInvalid",
+            "certificates are unusable, expired or missing; run `k8s-manager certs generate` (or `certs renew`) to replace them",
         )
+        .with_problems(broken)
     });
-    if args.output == Output::Text {
-        for status in &statuses {
-            if let Some(problem) = &status.problem {
-                eprintln!("error: {problem}");
+    match args.output.value {
+        Output::Text => {
+            print_status_table(&statuses);
+            if let Some(error) = &error {
+                for problem in &error.problems {
+                    eprintln!("error: {problem}");
+                }
+                eprintln!("error: {}", error.message);
             }
         }
-        let outdated = statuses
-            .iter()
-            .any(|s| matches!(s.state, CertState::Expired | CertState::Missing));
-        if outdated {
-            eprintln!(
-                "error: certificates are expired or missing; run `k8s-manager certs generate` (or `certs renew`) to replace them"
-            );
+        Output::Json => {
+            let mut json = status_json(&pki_dir, &statuses)?;
+            if let Some(error) = &error {
+                error.attach_to(&mut json);
+            }
+            println!("{}", serde_json::to_string_pretty(&json)?);
         }
     }
-    Ok(if broken {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(error.map_or(ExitCode::SUCCESS, |error| error.exit_code()))
 }
 
 fn not_after_text(status: &CertStatus) -> anyhow::Result<String> {

@@ -10,40 +10,56 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
-use k8s_manager::api::{self, client::Client};
+use k8s_manager::api::{
+    self,
+    client::{Client, ClientError},
+};
 use k8s_manager::cluster::config::{ClusterConfig, Paths};
 use k8s_manager::cluster::engine::{Engine, Event};
-use k8s_manager::cluster::state::StateRecord;
+use k8s_manager::cluster::state::{ClusterState, StateRecord};
 use k8s_manager::cluster::status;
 
-use super::{GlobalArgs, Output};
+use super::error::{CliError, ErrorReport, PHASE_FAILED};
+use super::{GlobalArgs, Output, OutputArg};
 
+/// Each setting left out keeps the value saved by the last enable
+/// (<state-dir>/cluster.json), or on a first enable takes the default its help
+/// names.
 #[derive(Args, Debug)]
 pub struct EnableArgs {
-    /// The Kubernetes bundle folder (default: the newest in the cache, or the saved setting).
-    #[arg(long)]
+    /// The Kubernetes bundle folder [default: the saved one, else the newest
+    /// in the cache].
+    #[arg(long, value_name = "DIR")]
     pub bundle: Option<PathBuf>,
     /// The user's kubeconfig to merge into: a path or a KUBECONFIG-style list
-    /// (e.g. the Windows profile's .kube/config through its mount).
-    #[arg(long)]
+    /// (e.g. the Windows profile's .kube/config through its mount)
+    /// [default: the saved one, else none: only the VM user's].
+    #[arg(long, value_name = "PATH_OR_LIST")]
     pub host_kubeconfig: Option<String>,
-    #[arg(long)]
+    /// The node's name, a lowercase DNS name [default: the saved one, else
+    /// docker-desktop].
+    #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
-    #[arg(long)]
+    /// The API server's port [default: the saved one, else 6443].
+    #[arg(long, value_name = "PORT")]
     pub api_port: Option<u16>,
-    /// The API server URL written into kubeconfigs (default https://127.0.0.1:<api-port>).
-    #[arg(long)]
+    /// The API server URL written into kubeconfigs [default: the saved one,
+    /// else https://127.0.0.1:<api-port>].
+    #[arg(long, value_name = "URL")]
     pub server_url: Option<String>,
-    /// The address the API server advertises (default: the address of the default route).
-    #[arg(long)]
+    /// The address the API server advertises [default: the saved one, else
+    /// the address of the default route].
+    #[arg(long, value_name = "IP")]
     pub advertise_address: Option<IpAddr>,
-    #[arg(long)]
+    /// containerd's socket, with its CRI plugin enabled [default: the saved
+    /// one, else /run/containerd/containerd.sock].
+    #[arg(long, value_name = "SOCKET")]
     pub containerd_socket: Option<PathBuf>,
-    /// Do not merge into the VM user's ~/.kube/config.
+    /// Do not merge into the VM user's ~/.kube/config (saved for later enables).
     #[arg(long)]
     pub no_vm_kubeconfig: bool,
-    #[arg(long, value_enum, default_value_t)]
-    pub output: Output,
+    #[command(flatten)]
+    pub output: OutputArg,
 }
 
 #[derive(Args, Debug)]
@@ -51,8 +67,8 @@ pub struct ResetArgs {
     /// Leave the cluster off after removing it, even if it was enabled.
     #[arg(long)]
     pub no_restart: bool,
-    #[arg(long, value_enum, default_value_t)]
-    pub output: Output,
+    #[command(flatten)]
+    pub output: OutputArg,
 }
 
 #[derive(Args, Debug)]
@@ -61,8 +77,10 @@ pub struct DaemonArgs {
     /// (the CLI starts the daemon this way for an explicit request).
     #[arg(long)]
     pub no_restore: bool,
-    /// Group (numeric id) that may use the control socket (mode 0660).
-    #[arg(long)]
+    /// Group (numeric id) that may use the control socket (mode 0660)
+    /// [default: the daemon's own group].
+    // u32::MAX is chown's "leave the group as it is", not a group.
+    #[arg(long, value_name = "GID", value_parser = clap::value_parser!(u32).range(..i64::from(u32::MAX)))]
     pub socket_gid: Option<u32>,
 }
 
@@ -80,7 +98,7 @@ fn settings(global: &GlobalArgs, args: &EnableArgs) -> anyhow::Result<ClusterCon
     let bundle = match (&args.bundle, &saved) {
         (Some(b), _) => std::path::absolute(b)?,
         (None, Some(s)) => s.bundle.clone(),
-        (None, None) => newest_cached_bundle().context("no bundle given and none in the cache: build one with vm/bundle/build.sh, or pass --bundle")?,
+        (None, None) => newest_cached_bundle().ok_or(CliError::NoBundle)?,
     };
     let mut config =
         saved.unwrap_or_else(|| ClusterConfig::new(global.state_dir.clone(), bundle.clone()));
@@ -107,7 +125,7 @@ fn settings(global: &GlobalArgs, args: &EnableArgs) -> anyhow::Result<ClusterCon
     if args.no_vm_kubeconfig {
         config.merge_vm_kubeconfig = false;
     }
-    config.validate().map_err(anyhow::Error::msg)?;
+    config.validate().map_err(CliError::InvalidArgument)?;
     Ok(config)
 }
 
@@ -182,11 +200,18 @@ impl Progress {
                 let _ = writeln!(err, "{prefix}  ! {message}");
             }
             Event::State { .. } | Event::Started { .. } => {}
-            Event::Done { ok, message, .. } => {
+            Event::Done {
+                ok: true, message, ..
+            } => {
                 let prefix = if self.tty { "\r\x1b[2K" } else { "" };
-                let mark = if *ok { "done" } else { "FAILED" };
-                let _ = writeln!(err, "{prefix}{mark}: {message}");
+                let _ = writeln!(err, "{prefix}done: {message}");
             }
+            // The error is the command's, printed as every error is; only
+            // the progress line is cleared for it.
+            Event::Done { ok: false, .. } if self.tty => {
+                let _ = write!(err, "\r\x1b[2K");
+            }
+            Event::Done { ok: false, .. } => {}
         }
     }
 }
@@ -202,18 +227,20 @@ async fn run_operation(
         output,
         tty: std::io::stderr().is_terminal(),
     };
-    let done = client.operation(path, body, |e| progress.show(e)).await?;
-    Ok(match done {
-        Event::Done { ok: true, .. } => ExitCode::SUCCESS,
-        _ => ExitCode::FAILURE,
-    })
+    match client.operation(path, body, |e| progress.show(e)).await? {
+        Event::Done { ok: true, .. } => Ok(ExitCode::SUCCESS),
+        Event::Done {
+            operation, message, ..
+        } => Err(CliError::OperationFailed { operation, message }.into()),
+        other => Err(ClientError::Protocol(format!("the operation ended with {other:?}")).into()),
+    }
 }
 
 pub fn enable(args: EnableArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let config = settings(global, &args)?;
     let body = serde_json::to_vec(&config)?;
-    let code = runtime()?.block_on(run_operation(global, api::ENABLE, body, args.output))?;
-    if code == ExitCode::SUCCESS && args.output == Output::Text {
+    let code = runtime()?.block_on(run_operation(global, api::ENABLE, body, args.output.value))?;
+    if code == ExitCode::SUCCESS && args.output.value == Output::Text {
         let paths = Paths::new(&global.state_dir);
         eprintln!(
             "\nkubectl is ready: context {:?} in {}",
@@ -250,7 +277,7 @@ pub fn reset(args: ResetArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     } else {
         api::RESET.to_string()
     };
-    runtime()?.block_on(run_operation(global, &path, Vec::new(), args.output))
+    runtime()?.block_on(run_operation(global, &path, Vec::new(), args.output.value))
 }
 
 pub fn status(output: Output, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
@@ -270,19 +297,22 @@ pub fn status(output: Output, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         let report = status::report(&paths, &record, saved.as_ref(), Vec::new(), false).await;
         Ok(serde_json::to_value(report)?)
     })?;
+    let typed: status::StatusReport = serde_json::from_value(report.clone())?;
+    let error = match &typed.state {
+        ClusterState::Error { .. } => Some(ErrorReport::new(PHASE_FAILED, typed.state.label())),
+        _ => None,
+    };
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Output::Text => {
-            let typed: status::StatusReport = serde_json::from_value(report.clone())?;
-            print!("{}", status::render_text(&typed));
+        Output::Json => {
+            let mut report = report;
+            if let Some(error) = &error {
+                error.attach_to(&mut report);
+            }
+            println!("{}", serde_json::to_string_pretty(&report)?);
         }
+        Output::Text => print!("{}", status::render_text(&typed)),
     }
-    let failed = report["state"]["state"] == "error";
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(error.map_or(ExitCode::SUCCESS, |error| error.exit_code()))
 }
 
 pub fn daemon_main(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
@@ -323,4 +353,28 @@ pub fn daemon_main(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<Exit
         engine.shutdown().await;
         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+    use k8s_manager::cluster::config::{
+        DEFAULT_API_PORT, DEFAULT_CONTAINERD_SOCKET, DEFAULT_NODE_NAME,
+    };
+
+    use super::super::Cli;
+
+    /// The help of an enable option names the default of the settings.
+    #[test]
+    fn enable_help_names_the_defaults_of_the_settings() {
+        let cli = Cli::command();
+        let enable = cli.find_subcommand("enable").unwrap();
+        let help = |id: &str| {
+            let arg = enable.get_arguments().find(|a| a.get_id() == id).unwrap();
+            arg.get_help().unwrap().to_string()
+        };
+        assert!(help("node_name").contains(DEFAULT_NODE_NAME));
+        assert!(help("api_port").contains(&DEFAULT_API_PORT.to_string()));
+        assert!(help("containerd_socket").contains(DEFAULT_CONTAINERD_SOCKET));
+    }
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use super::{GlobalArgs, Output};
+use super::json::with_camel_case_keys;
+use super::{GlobalArgs, Output, OutputArg};
 use k8s_manager::kubeconfig::{
     self, CurrentContextMode, DEFAULT_CONTEXT_NAME, EntryRef, HostEnvironment, HostKubeconfig,
     Kubeconfig, MergeOptions, MergeReport, RemoveOptions, RemoveReport,
@@ -24,6 +25,16 @@ pub enum KubeconfigCommand {
     Remove(RemoveArgs),
     /// Find the Windows user's kubeconfig as seen from the VM.
     Discover(DiscoverArgs),
+}
+
+impl KubeconfigCommand {
+    pub fn output(&self) -> Output {
+        match self {
+            KubeconfigCommand::Merge(args) => args.common.output.value,
+            KubeconfigCommand::Remove(args) => args.common.output.value,
+            KubeconfigCommand::Discover(args) => args.output.value,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -58,35 +69,39 @@ pub struct RemoveArgs {
 #[derive(Args, Debug)]
 pub struct CommonArgs {
     /// How long to wait for kubectl (or another writer) to release
-    /// <file>.lock, e.g. 10s, 500ms, 1m.
+    /// <file>.lock, e.g. 10s, 500ms, 1m; at most 1h.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     lock_timeout: Duration,
     /// Where the host's drives are mounted in the VM.
     #[arg(long, env = "K8S_MANAGER_HOST_MOUNT_ROOT", default_value = HostEnvironment::DEFAULT_MOUNT_ROOT)]
     mount_root: PathBuf,
-    #[arg(long, value_enum, default_value_t = Output::Text)]
-    output: Output,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 #[derive(Args, Debug)]
 pub struct DiscoverArgs {
-    /// A configured kubeconfig path or list; wins over everything else.
+    /// A configured kubeconfig path or list; wins over everything else
+    /// [default: none: the host's settings below decide].
     #[arg(long, env = "K8S_MANAGER_KUBECONFIG")]
     kubeconfig: Option<String>,
-    /// The host's %KUBECONFIG%, as handed over by the host.
+    /// The host's %KUBECONFIG%, as handed over by the host; next in line
+    /// [default: none: the user profile decides].
     #[arg(long, env = "K8S_MANAGER_HOST_KUBECONFIG")]
     host_kubeconfig: Option<String>,
-    /// The host's %USERPROFILE% (C:\Users\me).
+    /// The host's %USERPROFILE% (C:\Users\me), whose .kube\config is used
+    /// [default: none: the user name decides].
     #[arg(long, env = "K8S_MANAGER_HOST_USERPROFILE")]
     host_userprofile: Option<String>,
-    /// The host's %USERNAME%.
+    /// The host's %USERNAME%, whose profile under <mount-root>/c/Users is used
+    /// [default: none: the only real profile there, if one is].
     #[arg(long, env = "K8S_MANAGER_HOST_USERNAME")]
     host_username: Option<String>,
     /// Where the host's drives are mounted in the VM.
     #[arg(long, env = "K8S_MANAGER_HOST_MOUNT_ROOT", default_value = HostEnvironment::DEFAULT_MOUNT_ROOT)]
     mount_root: PathBuf,
-    #[arg(long, value_enum, default_value_t = Output::Text)]
-    output: Output,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 pub fn run(cmd: KubeconfigCommand, _global: &GlobalArgs) -> anyhow::Result<ExitCode> {
@@ -105,8 +120,11 @@ fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
         lock_timeout: args.common.lock_timeout,
     };
     let report = kubeconfig::merge_into_host(&src, &dest, &opts)?;
-    match args.common.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    match args.common.output.value {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&with_camel_case_keys(&report)?)?
+        ),
         Output::Text => print!("{}", merge_text(&report)),
     }
     Ok(ExitCode::SUCCESS)
@@ -118,8 +136,11 @@ fn remove(args: RemoveArgs) -> anyhow::Result<ExitCode> {
         lock_timeout: args.common.lock_timeout,
     };
     let report = kubeconfig::remove_from_host(&dest, &args.context, &opts)?;
-    match args.common.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    match args.common.output.value {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&with_camel_case_keys(&report)?)?
+        ),
         Output::Text => print!("{}", remove_text(&report, &dest)),
     }
     Ok(ExitCode::SUCCESS)
@@ -134,8 +155,11 @@ fn discover(args: DiscoverArgs) -> anyhow::Result<ExitCode> {
         mount_root: args.mount_root,
     };
     let found = kubeconfig::discover(&env)?;
-    match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&found)?),
+    match args.output.value {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&with_camel_case_keys(&found)?)?
+        ),
         Output::Text => {
             let files: Vec<String> = found
                 .files
@@ -212,7 +236,11 @@ fn push_entries(out: &mut String, label: &str, entries: &[EntryRef]) {
     }
 }
 
-/// Reads "10s", "500ms", "2m" or a bare number of seconds.
+/// The longest lock wait: longer is a mistake, and an unbounded one would
+/// overflow the deadline.
+const MAX_LOCK_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Reads "10s", "500ms", "2m" or a bare number of seconds, up to an hour.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -232,7 +260,11 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
             ));
         }
     };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+    let duration = Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))?;
+    if duration > MAX_LOCK_TIMEOUT {
+        return Err(format!("{text:?} is longer than the longest wait, 1h"));
+    }
+    Ok(duration)
 }
 
 #[cfg(test)]
@@ -249,6 +281,12 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5h").is_err());
         assert!(parse_duration("-1s").is_err());
+        assert_eq!(parse_duration("60m"), Ok(MAX_LOCK_TIMEOUT));
+        assert!(parse_duration("61m").is_err());
+        assert!(parse_duration("18446744073709551615").is_err());
+        assert!(parse_duration("1e9").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration(".").is_err());
     }
 
     #[test]

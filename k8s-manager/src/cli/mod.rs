@@ -4,6 +4,8 @@
 mod bundle;
 mod certs;
 mod cluster;
+pub mod error;
+mod json;
 mod kubeconfig;
 
 use std::path::PathBuf;
@@ -56,19 +58,27 @@ pub enum Output {
     Json,
 }
 
+#[derive(Args, Debug, Clone, Copy)]
+pub struct OutputArg {
+    /// How to print the result: text for people, or json for programs
+    /// (camelCase keys; a failure is {"error": {"code", "message"}}).
+    #[arg(long = "output", value_name = "FORMAT", value_enum, default_value_t)]
+    pub value: Output,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Bring the cluster up (or back): every phase, then merge the kubeconfig.
     Enable(cluster::EnableArgs),
     /// Stop the cluster; keep its data so the next enable is fast.
     Disable {
-        #[arg(long, value_enum, default_value_t)]
-        output: Output,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Show the cluster's state, components, API and node health, versions, certificate expiry.
     Status {
-        #[arg(long, value_enum, default_value_t)]
-        output: Output,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Throw the cluster away and build a fresh one (only if it was enabled, unless --no-restart).
     Reset(cluster::ResetArgs),
@@ -83,6 +93,22 @@ pub enum Command {
     /// Merge into and remove from a user's kubeconfig.
     #[command(subcommand)]
     Kubeconfig(kubeconfig::KubeconfigCommand),
+}
+
+impl Command {
+    /// How the command prints its result, and so its error; text for the
+    /// commands without --output.
+    pub fn output(&self) -> Output {
+        match self {
+            Command::Enable(args) => args.output.value,
+            Command::Disable { output } | Command::Status { output } => output.value,
+            Command::Reset(args) => args.output.value,
+            Command::Daemon(_) => Output::Text,
+            Command::Certs(cmd) => cmd.output(),
+            Command::Bundle(cmd) => cmd.output(),
+            Command::Kubeconfig(cmd) => cmd.output(),
+        }
+    }
 }
 
 pub fn init_logging(global: &GlobalArgs) {
@@ -108,12 +134,81 @@ pub fn init_logging(global: &GlobalArgs) {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Enable(args) => cluster::enable(args, &cli.global),
-        Command::Disable { output } => cluster::disable(output, &cli.global),
-        Command::Status { output } => cluster::status(output, &cli.global),
+        Command::Disable { output } => cluster::disable(output.value, &cli.global),
+        Command::Status { output } => cluster::status(output.value, &cli.global),
         Command::Reset(args) => cluster::reset(args, &cli.global),
         Command::Daemon(args) => cluster::daemon_main(args, &cli.global),
         Command::Bundle(cmd) => bundle::run(cmd, &cli.global),
         Command::Certs(cmd) => certs::run(cmd, &cli.global),
         Command::Kubeconfig(cmd) => kubeconfig::run(cmd, &cli.global),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every argument of `cmd` and of its subcommands, with the command's path.
+    fn every_arg(cmd: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        let path = format!("{path} {}", cmd.get_name());
+        for arg in cmd.get_arguments() {
+            out.push((path.clone(), arg.clone()));
+        }
+        for sub in cmd.get_subcommands() {
+            every_arg(sub, &path, out);
+        }
+    }
+
+    fn args() -> Vec<(String, clap::Arg)> {
+        let mut cli = Cli::command();
+        // Adds --help and --version, and copies the global options to every command.
+        cli.build();
+        let mut all = Vec::new();
+        every_arg(&cli, "", &mut all);
+        all
+    }
+
+    #[test]
+    fn every_argument_of_every_command_is_described() {
+        let undescribed: Vec<String> = args()
+            .into_iter()
+            .filter(|(_, arg)| {
+                arg.get_help()
+                    .is_none_or(|help| help.to_string().trim().is_empty())
+            })
+            .map(|(path, arg)| format!("{path} {}", arg.get_id()))
+            .collect();
+        assert_eq!(undescribed, Vec::<String>::new());
+    }
+
+    /// clap shows a default value itself; an option without one says what
+    /// its absence means, in clap's own form.
+    #[test]
+    fn an_option_without_a_default_says_what_its_absence_means() {
+        let silent: Vec<String> = args()
+            .into_iter()
+            .filter(|(_, arg)| {
+                arg.get_action().takes_values()
+                    && !arg.is_required_set()
+                    && arg.get_default_values().is_empty()
+                    && !arg.get_help().unwrap().to_string().contains("[default: ")
+            })
+            .map(|(path, arg)| format!("{path} {}", arg.get_id()))
+            .collect();
+        assert_eq!(silent, Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_command_has_an_output_it_reports_errors_in() {
+        let cli =
+            Cli::try_parse_from(["k8s-manager", "certs", "check", "--output", "json"]).unwrap();
+        assert_eq!(cli.command.output(), Output::Json);
+        let cli = Cli::try_parse_from(["k8s-manager", "status"]).unwrap();
+        assert_eq!(cli.command.output(), Output::Text);
+        let cli = Cli::try_parse_from(["k8s-manager", "kubeconfig", "discover", "--output=json"])
+            .unwrap();
+        assert_eq!(cli.command.output(), Output::Json);
     }
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use super::config::ClusterConfig;
+use crate::error::chain;
 use crate::kubeconfig::{
     HostEnvironment, HostKubeconfig, Kubeconfig, MergeOptions, RemoveOptions, merge_into_host,
     remove_from_host,
@@ -47,7 +48,7 @@ pub fn user_kubeconfig(
         "current-context": context,
     });
     let bytes = serde_json::to_vec(&doc).expect("serialises");
-    Kubeconfig::parse(&bytes, admin_conf).map_err(|e| e.to_string())
+    Kubeconfig::parse(&bytes, admin_conf).map_err(|e| chain(&e))
 }
 
 /// Every kubeconfig we merge into: the user's (a path or a KUBECONFIG-style
@@ -56,7 +57,7 @@ pub fn targets(config: &ClusterConfig) -> Result<Vec<HostKubeconfig>, String> {
     let mut targets = Vec::new();
     if let Some(spec) = &config.host_kubeconfig {
         let mount_root = PathBuf::from(HostEnvironment::DEFAULT_MOUNT_ROOT);
-        targets.push(HostKubeconfig::parse(spec, &mount_root).map_err(|e| e.to_string())?);
+        targets.push(HostKubeconfig::parse(spec, &mount_root).map_err(|e| chain(&e))?);
     }
     if config.merge_vm_kubeconfig
         && let Some(home) = std::env::var_os("HOME")
@@ -64,7 +65,7 @@ pub fn targets(config: &ClusterConfig) -> Result<Vec<HostKubeconfig>, String> {
         let own = PathBuf::from(home).join(".kube").join("config");
         let duplicate = targets.iter().any(|t| t.files().contains(&own));
         if !duplicate {
-            targets.push(HostKubeconfig::from_files(vec![own]).map_err(|e| e.to_string())?);
+            targets.push(HostKubeconfig::from_files(vec![own]).map_err(|e| chain(&e))?);
         }
     }
     Ok(targets)
@@ -76,7 +77,7 @@ pub fn merge(config: &ClusterConfig, admin_conf: &Path) -> Result<Vec<PathBuf>, 
     let mut written = Vec::new();
     for target in targets(config)? {
         let report =
-            merge_into_host(&doc, &target, &MergeOptions::default()).map_err(|e| e.to_string())?;
+            merge_into_host(&doc, &target, &MergeOptions::default()).map_err(|e| chain(&e))?;
         written.push(report.file);
     }
     Ok(written)
@@ -91,7 +92,7 @@ pub fn remove(config: &ClusterConfig) -> Vec<String> {
                 if let Err(err) =
                     remove_from_host(&target, &config.context_name, &RemoveOptions::default())
                 {
-                    errors.push(err.to_string());
+                    errors.push(chain(&err));
                 }
             }
         }

@@ -16,6 +16,7 @@ use crate::components::{
     self, ApiServer, Cgroups, Component, Context, ControllerManager, Etcd, KubeProxy, Kubelet,
     Scheduler,
 };
+use crate::error::chain;
 use crate::exec::FileIdentity;
 use crate::supervisor::{self, stale};
 
@@ -96,8 +97,8 @@ pub async fn enable(engine: &Engine, config: &ClusterConfig) -> Result<(), Phase
     config
         .validate()
         .map_err(|e| PhaseError::new(Phase::Preflight, e))?;
-    let bundle = Manifest::load(&config.bundle)
-        .map_err(|e| PhaseError::new(Phase::Preflight, e.to_string()))?;
+    let bundle =
+        Manifest::load(&config.bundle).map_err(|e| PhaseError::new(Phase::Preflight, chain(&e)))?;
     let advertise_address = config
         .advertise_address
         .or_else(super::config::default_route_address)
@@ -273,7 +274,7 @@ fn check_bundle(run: &Run<'_>) -> Result<BTreeMap<String, FileIdentity>, Vec<Str
             ));
             Err(problems)
         }
-        Err(err) => Err(vec![format!("bundle: {err}")]),
+        Err(err) => Err(vec![format!("bundle: {}", chain(&err))]),
     }
 }
 
@@ -370,7 +371,7 @@ async fn start(
             .supervisor
             .start(component.spec(&run.ctx), component.stop_grace())
             .await
-            .map_err(|e| PhaseError::new(phase, e.to_string()).with_logs(&run.ctx, *component))?;
+            .map_err(|e| PhaseError::new(phase, chain(&e)).with_logs(&run.ctx, *component))?;
     }
     Ok(())
 }
@@ -443,7 +444,7 @@ fn certs_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
     pki.service_cidr = config
         .service_cidr
         .parse()
-        .map_err(|e: crate::pki::InvalidServiceCidr| PhaseError::new(phase, e.to_string()))?;
+        .map_err(|e: crate::pki::InvalidServiceCidr| PhaseError::new(phase, chain(&e)))?;
     pki.dns_domain = config.cluster_domain.clone();
     for san in config
         .extra_sans
@@ -452,13 +453,13 @@ fn certs_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
     {
         let san = san
             .parse()
-            .map_err(|e: crate::pki::InvalidSan| PhaseError::new(phase, e.to_string()))?;
+            .map_err(|e: crate::pki::InvalidSan| PhaseError::new(phase, chain(&e)))?;
         if !pki.extra_sans.contains(&san) {
             pki.extra_sans.push(san);
         }
     }
     let outcomes = tokio::task::block_in_place(|| crate::pki::ensure(&pki))
-        .map_err(|e| PhaseError::new(phase, e.to_string()))?;
+        .map_err(|e| PhaseError::new(phase, chain(&e)))?;
     report_outcomes(run.engine, &outcomes);
     Ok(())
 }
@@ -498,7 +499,7 @@ fn kubeconfigs_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
         &run.config.node_name,
     );
     let outcomes = tokio::task::block_in_place(|| crate::pki::kubeconfigs::write_all(&files))
-        .map_err(|e| PhaseError::new(Phase::Kubeconfigs, e.to_string()))?;
+        .map_err(|e| PhaseError::new(Phase::Kubeconfigs, chain(&e)))?;
     report_outcomes(run.engine, &outcomes);
     Ok(())
 }
@@ -507,7 +508,7 @@ async fn bootstrap_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
     let phase = Phase::Bootstrap;
     let client = crate::bootstrap::client(&run.ctx.paths.kubeconfigs.join("super-admin.conf"))
         .await
-        .map_err(|e| PhaseError::new(phase, e.to_string()))?;
+        .map_err(|e| PhaseError::new(phase, chain(&e)))?;
     let coredns = run
         .bundle
         .image("registry.k8s.io/coredns/coredns")
@@ -520,10 +521,10 @@ async fn bootstrap_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
     ]);
     crate::bootstrap::apply_all(&client, &values, deadline(phase) - Duration::from_secs(5))
         .await
-        .map_err(|e| PhaseError::new(phase, e.to_string()).with_logs(&run.ctx, &ApiServer))?;
+        .map_err(|e| PhaseError::new(phase, chain(&e)).with_logs(&run.ctx, &ApiServer))?;
     let admin = crate::bootstrap::client(&run.ctx.paths.admin_kubeconfig())
         .await
-        .map_err(|e| PhaseError::new(phase, e.to_string()))?;
+        .map_err(|e| PhaseError::new(phase, chain(&e)))?;
     run.admin = Some(admin);
     Ok(())
 }
@@ -551,7 +552,7 @@ async fn wait_node_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
         },
     )
     .await
-    .map_err(|e| PhaseError::new(Phase::WaitNode, e.to_string()).with_logs(&run.ctx, &Kubelet))
+    .map_err(|e| PhaseError::new(Phase::WaitNode, chain(&e)).with_logs(&run.ctx, &Kubelet))
 }
 
 /// A CoreDNS pod is Ready and answers, for the API's own Service name, what
@@ -563,7 +564,7 @@ async fn wait_dns_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
         .config
         .service_cidr
         .parse::<crate::pki::ServiceCidr>()
-        .map_err(|e| PhaseError::new(Phase::WaitDns, e.to_string()))?
+        .map_err(|e| PhaseError::new(Phase::WaitDns, chain(&e)))?
         .first_ip();
     crate::bootstrap::wait::until(
         "CoreDNS",
@@ -571,7 +572,7 @@ async fn wait_dns_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
         || crate::bootstrap::wait::coredns_answers(&client, &name, api_service),
     )
     .await
-    .map_err(|e| PhaseError::new(Phase::WaitDns, e.to_string()).with_logs(&run.ctx, &Kubelet))
+    .map_err(|e| PhaseError::new(Phase::WaitDns, chain(&e)).with_logs(&run.ctx, &Kubelet))
 }
 
 /// Stops every component (reverse order), then removes the pods' sandboxes,
@@ -672,9 +673,9 @@ async fn runtime_preflight(run: &Run<'_>) -> Vec<String> {
                 );
                 Vec::new()
             }
-            Err(err) => vec![err.to_string()],
+            Err(err) => vec![chain(&err)],
         },
-        Err(err) => vec![err.to_string()],
+        Err(err) => vec![chain(&err)],
     }
 }
 
@@ -694,18 +695,18 @@ fn start_image_import(run: &Run<'_>) -> tokio::task::JoinHandle<Result<(), Strin
         let pause = pause.ok_or("the bundle carries no pause image")?;
         let cri = crate::runtime::Cri::connect(&socket)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| chain(&e))?;
         let ctr = crate::runtime::Ctr::new(&socket);
         for image in &images {
             let archive = Manifest::resolve(&bundle_dir, &image.path)?;
             let report = crate::runtime::images::import_archive(&ctr, &cri, &archive)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| chain(&e))?;
             tracing::debug!("{}: {:?}", archive.display(), report.outcome);
         }
         crate::runtime::images::ensure_sandbox_image(&ctr, &cri, &pause)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| chain(&e))?;
         Ok(())
     })
 }
@@ -730,7 +731,7 @@ fn cni_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
         node_pod_subnet(&run.config.pod_cidr).map_err(|e| PhaseError::new(Phase::Cni, e))?;
     let network = crate::runtime::CniNetwork::new(&subnet);
     crate::runtime::cni::write_cni_config(&run.config.cni_conf_dir, &network)
-        .map_err(|e| PhaseError::new(Phase::Cni, e.to_string()))?;
+        .map_err(|e| PhaseError::new(Phase::Cni, chain(&e)))?;
     Ok(())
 }
 
@@ -752,15 +753,15 @@ async fn remove_pods(engine: &Engine, config: Option<&ClusterConfig>) -> Result<
     }
     let cri = crate::runtime::Cri::connect(&socket)
         .await
-        .map_err(|e| PhaseError::new(Phase::Stop, e.to_string()))?;
+        .map_err(|e| PhaseError::new(Phase::Stop, chain(&e)))?;
     let removed = cri
         .remove_all_pods()
         .await
-        .map_err(|e| PhaseError::new(Phase::Stop, e.to_string()))?;
+        .map_err(|e| PhaseError::new(Phase::Stop, chain(&e)))?;
     let leftovers = crate::runtime::Ctr::new(&socket)
         .remove_k8s_namespace_leftovers()
         .await
-        .map_err(|e| PhaseError::new(Phase::Stop, e.to_string()))?;
+        .map_err(|e| PhaseError::new(Phase::Stop, chain(&e)))?;
     if removed > 0 || !leftovers.containers.is_empty() {
         engine.emit(Event::Notice {
             message: format!(
@@ -791,7 +792,7 @@ async fn network_cleanup(config: Option<&ClusterConfig>) -> Vec<String> {
     .await
     {
         Ok(_) => Vec::new(),
-        Err(err) => vec![err.to_string()],
+        Err(err) => vec![chain(&err)],
     }
 }
 

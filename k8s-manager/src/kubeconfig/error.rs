@@ -48,7 +48,7 @@ pub enum KubeconfigError {
              and is this the right user profile?", folder.display())]
     MissingFolder { folder: PathBuf },
 
-    #[error("cannot {action} {}: {source}", path.display())]
+    #[error("cannot {action} {}", path.display())]
     Io {
         action: &'static str,
         path: PathBuf,
@@ -92,6 +92,25 @@ pub enum KubeconfigError {
 }
 
 impl KubeconfigError {
+    /// A stable reason a GUI can act on, in Kubernetes' CamelCase.
+    pub fn code(&self) -> &'static str {
+        match self {
+            KubeconfigError::Parse { .. }
+            | KubeconfigError::NotRegularFile { .. }
+            | KubeconfigError::TooLarge { .. } => "InvalidKubeconfig",
+            KubeconfigError::LockTimeout { .. } => "LockTimeout",
+            KubeconfigError::MissingFolder { .. } => "FolderMissing",
+            KubeconfigError::Io { .. } => "IoError",
+            KubeconfigError::Serialize { .. } => "Internal",
+            KubeconfigError::EmptyList { .. } | KubeconfigError::InvalidHostPath { .. } => {
+                "InvalidArgument"
+            }
+            KubeconfigError::UnreachableHostPath { .. } => "HostPathUnreachable",
+            KubeconfigError::NoHostProfile { .. } => "HostProfileNotFound",
+            KubeconfigError::AmbiguousHostProfile { .. } => "HostProfileAmbiguous",
+        }
+    }
+
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         KubeconfigError::Io {
             action,

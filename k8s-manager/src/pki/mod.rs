@@ -188,7 +188,7 @@ pub enum PkiError {
         "server URL {0:?} is not an https:// URL; use the API server's address, like https://127.0.0.1:6443"
     )]
     InvalidServerUrl(String),
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}")]
     Io {
         action: &'static str,
         path: PathBuf,
@@ -284,10 +284,42 @@ pub enum PkiError {
         path: PathBuf,
         subject: String,
     },
-    #[error("cannot make {name}: {source}")]
+    #[error("cannot make {name}")]
     Issue { name: String, source: rcgen::Error },
     #[error("cannot write kubeconfig {name}: {reason}")]
     KubeconfigSerialize { name: String, reason: String },
+}
+
+impl PkiError {
+    /// A stable reason a GUI can act on, in Kubernetes' CamelCase.
+    pub fn code(&self) -> &'static str {
+        match self {
+            // The declaration is compiled in: a broken one is a bug of the build.
+            PkiError::Declaration(_) => "Internal",
+            PkiError::InvalidNodeName(_)
+            | PkiError::InvalidDnsDomain(_)
+            | PkiError::InvalidServerUrl(_)
+            | PkiError::UnknownCertificate { .. }
+            | PkiError::CaNotRenewable { .. } => "InvalidArgument",
+            PkiError::Io { .. } => "IoError",
+            PkiError::InvalidValidity { .. } => "InvalidArgument",
+            PkiError::Symlink { .. } | PkiError::NotAFile { .. } | PkiError::TooLarge { .. } => {
+                "PkiInvalid"
+            }
+            PkiError::Unreadable { .. }
+            | PkiError::CaKeyMissing { .. }
+            | PkiError::CaKeyMismatch { .. }
+            | PkiError::NotACa { .. }
+            | PkiError::UnrenewableSubject { .. }
+            | PkiError::NotSignedByCa { .. } => "PkiInvalid",
+            PkiError::CaExpired { .. } => "CaExpired",
+            PkiError::CaNotYetValid { .. } => "CaNotYetValid",
+            PkiError::CaMissing { .. } | PkiError::CertificateMissing { .. } => {
+                "CertificateMissing"
+            }
+            PkiError::Issue { .. } | PkiError::KubeconfigSerialize { .. } => "Internal",
+        }
+    }
 }
 
 /// The longest validity a new certificate may be given: a century. Far past

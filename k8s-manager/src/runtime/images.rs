@@ -112,7 +112,7 @@ fn import_result(
     let reason = match finished {
         Ok(run) if run.status.success() => return Ok(()),
         Ok(run) => run.output_summary(),
-        Err(err) => err.to_string(),
+        Err(err) => crate::error::chain(&err),
     };
     Err(RuntimeError::Import {
         path: archive.to_path_buf(),
@@ -407,10 +407,11 @@ mod tests {
             err.contains("image.tar") && err.contains("no index.json"),
             "{err}"
         );
-        let err = archive_images(&dir.path().join("nope.tar"))
-            .await
-            .unwrap_err()
-            .to_string();
+        let err = crate::error::chain(
+            &archive_images(&dir.path().join("nope.tar"))
+                .await
+                .unwrap_err(),
+        );
         assert!(
             err.contains("nope.tar") && err.contains("No such file"),
             "{err}"

@@ -54,14 +54,12 @@ pub enum RuntimeError {
     Timeout { call: &'static str, after: Duration },
     #[error("containerd CRI status: {0}")]
     BadStatus(String),
-    #[error("pod sandbox {pod}: {source}")]
+    #[error("pod sandbox {pod}")]
     Pod {
         pod: String,
         source: Box<RuntimeError>,
     },
-    #[error(
-        "cannot run `{program}`: {source} (is it installed and on PATH? vm/prepare-vm.sh installs it)"
-    )]
+    #[error("cannot run `{program}` (is it installed and on PATH? vm/prepare-vm.sh installs it)")]
     Spawn {
         program: String,
         source: std::io::Error,
@@ -70,7 +68,7 @@ pub enum RuntimeError {
     Command { command: String, output: String },
     #[error("`{command}` did not finish within {after:?}")]
     CommandTimeout { command: String, after: Duration },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
