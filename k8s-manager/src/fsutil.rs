@@ -183,9 +183,13 @@ pub fn process_runs(pid: u32) -> bool {
 /// Why a bounded read refused a file.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("it is not a regular file")]
-    NotRegular,
-    #[error("it is larger than {limit} bytes")]
+    /// A folder, a FIFO, a device or a socket where a file should be.
+    #[error("not a regular file (a {kind} is in its place)")]
+    NotRegular { kind: &'static str },
+    /// A symbolic link, where links are not followed.
+    #[error("a symbolic link, which is not followed here")]
+    Symlink,
+    #[error("larger than the {limit} bytes such a file can be")]
     TooLarge { limit: u64 },
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -197,28 +201,81 @@ impl ReadError {
     }
 }
 
-/// Reads a whole regular file of at most `limit` bytes. Opening does not
-/// block on a FIFO (`O_NONBLOCK`), and whatever the file turns out to be, no
-/// more than `limit + 1` bytes are ever read. A symlink is followed.
+impl From<ReadError> for io::Error {
+    fn from(err: ReadError) -> io::Error {
+        let kind = match &err {
+            ReadError::Io(_) => match err {
+                ReadError::Io(io) => return io,
+                _ => unreachable!("matched above"),
+            },
+            ReadError::NotRegular { .. } | ReadError::Symlink => io::ErrorKind::InvalidInput,
+            ReadError::TooLarge { .. } => io::ErrorKind::InvalidData,
+        };
+        io::Error::new(kind, err.to_string())
+    }
+}
+
+/// Whether a read follows a symbolic link at the file's own name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Links {
+    Follow,
+    Refuse,
+}
+
+/// Reads a whole regular file of at most `limit` bytes; a symlink is
+/// followed. See [`read_regular`].
 pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+    read_regular(path, limit, Links::Follow)
+}
+
+/// Reads a whole regular file of at most `limit` bytes. Opening does not
+/// block on a FIFO (`O_NONBLOCK`), a device is refused before any read, and
+/// whatever the file turns out to be (one that grows while it is read), no
+/// more than `limit + 1` bytes are ever read.
+pub fn read_regular(path: &Path, limit: u64, links: Links) -> Result<Vec<u8>, ReadError> {
     use std::io::Read;
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
+    let mut flags = libc::O_NONBLOCK | libc::O_NOCTTY;
+    if links == Links::Refuse {
+        flags |= libc::O_NOFOLLOW;
+    }
+    let file = match OpenOptions::new().read(true).custom_flags(flags).open(path) {
+        Ok(file) => file,
+        Err(err) if links == Links::Refuse && err.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(ReadError::Symlink);
+        }
+        Err(err) => return Err(err.into()),
+    };
     let meta = file.metadata()?;
     if !meta.is_file() {
-        return Err(ReadError::NotRegular);
+        return Err(ReadError::NotRegular {
+            kind: kind_of(meta.file_type()),
+        });
     }
     if meta.len() > limit {
         return Err(ReadError::TooLarge { limit });
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(limit + 1).read_to_end(&mut bytes)?;
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
         return Err(ReadError::TooLarge { limit });
     }
     Ok(bytes)
+}
+
+/// What a file that is not a regular one is, in words.
+fn kind_of(file_type: fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_dir() {
+        "folder"
+    } else if file_type.is_fifo() {
+        "named pipe (FIFO)"
+    } else if file_type.is_char_device() || file_type.is_block_device() {
+        "device"
+    } else if file_type.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    }
 }
 
 /// Flushes a folder's entries, so that a rename in it survives a power loss.
@@ -327,12 +384,23 @@ mod tests {
         assert!(made.success());
         assert!(matches!(
             read_bounded(&fifo, 10),
-            Err(ReadError::NotRegular)
+            Err(ReadError::NotRegular {
+                kind: "named pipe (FIFO)"
+            })
         ));
         assert!(matches!(
             read_bounded(Path::new("/dev/zero"), 10),
-            Err(ReadError::NotRegular)
+            Err(ReadError::NotRegular { kind: "device" })
         ));
+        let target = dir.path().join("target");
+        fs::write(&target, b"small").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(matches!(
+            read_regular(&link, 10, Links::Refuse),
+            Err(ReadError::Symlink)
+        ));
+        assert_eq!(read_regular(&link, 10, Links::Follow).unwrap(), b"small");
         let big = dir.path().join("big");
         fs::write(&big, vec![b'x'; 11]).unwrap();
         assert!(matches!(

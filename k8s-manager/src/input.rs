@@ -3,42 +3,13 @@
 //! bounded in size and time, and described in the user's terms when they are
 //! not what they should be.
 
-use std::fs::OpenOptions;
-use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::Path;
 
-/// Reads a whole file of at most `limit` bytes. Only a regular file is read:
-/// it is opened non-blocking, so that a FIFO in its place is refused at once
-/// instead of waited on, and a device (`/dev/zero`) is refused before any
-/// read. A file that grows past `limit` while it is read is refused too.
+/// Reads a whole regular file of at most `limit` bytes, as
+/// [`crate::fsutil::read_bounded`] does, with its refusals as I/O errors.
 pub fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file (a folder, a device or a pipe is in its place)",
-        ));
-    }
-    let too_large = || {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("larger than the {limit} bytes such a file can be"),
-        )
-    };
-    if meta.len() > limit {
-        return Err(too_large());
-    }
-    let mut raw = Vec::with_capacity(meta.len() as usize);
-    file.take(limit + 1).read_to_end(&mut raw)?;
-    if raw.len() as u64 > limit {
-        return Err(too_large());
-    }
-    Ok(raw)
+    Ok(crate::fsutil::read_bounded(path, limit)?)
 }
 
 /// What is wrong with a JSON document, without the parser's vocabulary:

@@ -47,8 +47,14 @@ const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 /// without blocking on a FIFO.
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, KubeconfigError> {
     fsutil::read_bounded(path, MAX_FILE_BYTES).map_err(|err| match err {
-        fsutil::ReadError::NotRegular => KubeconfigError::NotRegularFile {
+        fsutil::ReadError::NotRegular { kind } => KubeconfigError::NotRegularFile {
             path: path.to_path_buf(),
+            kind,
+        },
+        // Links are followed here: a kubeconfig may be one.
+        fsutil::ReadError::Symlink => KubeconfigError::NotRegularFile {
+            path: path.to_path_buf(),
+            kind: "symbolic link",
         },
         fsutil::ReadError::TooLarge { limit } => KubeconfigError::TooLarge {
             path: path.to_path_buf(),

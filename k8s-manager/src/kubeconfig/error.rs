@@ -58,8 +58,8 @@ pub enum KubeconfigError {
 
     /// A FIFO, a device or a folder where a kubeconfig should be: reading
     /// it could block or never end.
-    #[error("{} is not a regular file, so it cannot be a kubeconfig; give the path of a file", path.display())]
-    NotRegularFile { path: PathBuf },
+    #[error("{} is not a regular file (a {kind} is in its place), so it cannot be a kubeconfig; give the path of a file", path.display())]
+    NotRegularFile { path: PathBuf, kind: &'static str },
 
     #[error("{} is larger than {} MiB, far more than any kubeconfig; give the path of a kubeconfig", path.display(), limit / (1024 * 1024))]
     TooLarge { path: PathBuf, limit: u64 },

@@ -12,9 +12,7 @@
 //! [`MAX_FILE_BYTES`].
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -68,31 +66,18 @@ pub const MAX_FILE_BYTES: u64 = 64 * 1024;
 pub fn read_optional(dir: &Path, relative: &Path) -> Result<Option<Vec<u8>>, PkiError> {
     let path = dir.join(relative);
     refuse_linked_folders(dir, relative)?;
-    let io_error = |source| PkiError::Io {
-        action: "read",
-        path: path.clone(),
-        source,
-    };
-    let file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(&path)
-    {
-        Ok(file) => file,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(PkiError::Symlink { path });
-        }
-        Err(source) => return Err(io_error(source)),
-    };
-    let file_type = file.metadata().map_err(io_error)?.file_type();
-    if !file_type.is_file() {
-        return Err(PkiError::NotAFile {
+    match fsutil::read_regular(&path, MAX_FILE_BYTES, fsutil::Links::Refuse) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(err) if err.is_not_found() => Ok(None),
+        Err(fsutil::ReadError::Symlink) => Err(PkiError::Symlink { path }),
+        Err(fsutil::ReadError::NotRegular { kind }) => Err(PkiError::NotAFile { path, kind }),
+        Err(fsutil::ReadError::TooLarge { limit }) => Err(PkiError::TooLarge { path, limit }),
+        Err(fsutil::ReadError::Io(source)) => Err(PkiError::Io {
+            action: "read",
             path,
-            kind: kind_of(file_type),
-        });
+            source,
+        }),
     }
-    read_bounded(file, &path).map(Some)
 }
 
 /// A certificate of the PKI folder, or `None` when it does not exist.
@@ -103,25 +88,6 @@ pub fn read_cert(pki_dir: &Path, name: &str) -> Result<Option<Vec<u8>>, PkiError
 /// A private key of the PKI folder, or `None` when it does not exist.
 pub fn read_key(pki_dir: &Path, name: &str) -> Result<Option<Vec<u8>>, PkiError> {
     read_optional(pki_dir, &key_file(name))
-}
-
-/// At most [`MAX_FILE_BYTES`] of an open regular file.
-fn read_bounded(file: File, path: &Path) -> Result<Vec<u8>, PkiError> {
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|source| PkiError::Io {
-            action: "read",
-            path: path.to_path_buf(),
-            source,
-        })?;
-    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > MAX_FILE_BYTES {
-        return Err(PkiError::TooLarge {
-            path: path.to_path_buf(),
-            limit: MAX_FILE_BYTES,
-        });
-    }
-    Ok(bytes)
 }
 
 /// An error when a sub-folder between `dir` and the file at `relative` is a
@@ -153,21 +119,6 @@ fn refuse_linked_folders(dir: &Path, relative: &Path) -> Result<(), PkiError> {
         }
     }
     Ok(())
-}
-
-/// What a file system entry that is not a regular file is, in the user's words.
-fn kind_of(file_type: std::fs::FileType) -> &'static str {
-    if file_type.is_dir() {
-        "folder"
-    } else if file_type.is_fifo() {
-        "named pipe (FIFO)"
-    } else if file_type.is_char_device() || file_type.is_block_device() {
-        "device"
-    } else if file_type.is_socket() {
-        "socket"
-    } else {
-        "special file"
-    }
 }
 
 pub fn write(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
