@@ -2,8 +2,8 @@
 //! gives it: extreme numbers and odd strings never panic; with
 //! `--output json` every result is JSON with camelCase keys, and every
 //! error one JSON object with a stable code; no message says a cause twice.
-//! Every run has its own state folder and bundle cache, and none starts the
-//! daemon (each enable is refused before it would).
+//! Every run has its own state folder and bundle cache, and none but the
+//! last test starts the daemon (each enable is refused before it would).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -725,4 +725,65 @@ fn file_in(dir: &Path) -> PathBuf {
     let file = dir.join("not-a-folder");
     std::fs::write(&file, "").unwrap();
     file.join("state")
+}
+
+/// The one test here that starts a daemon: a failed operation's last event
+/// carries the daemon's typed error (phase, code, one problem per entry),
+/// and the CLI's JSON error repeats it. The daemon is ended afterwards.
+#[test]
+fn a_failed_enable_carries_the_typed_error_of_its_phase() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let bundle = bundle(dir, Some("kubelet"));
+    let state = dir.join("state");
+    let out = run(manager(dir)
+        .args(["enable", "--no-vm-kubeconfig", "--bundle"])
+        .arg(&bundle)
+        .args(["--host-kubeconfig"])
+        .arg(dir.join("kubeconfig"))
+        .args(["--containerd-socket"])
+        .arg(dir.join("no-containerd.sock"))
+        .args(["--output", "json"]));
+    let ended = Command::new("pkill")
+        .args(["-f", "--"])
+        .arg(format!("--state-dir {} daemon", state.display()))
+        .status()
+        .unwrap();
+    assert!(ended.success(), "the CLI started a daemon for the enable");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let done = lines
+        .iter()
+        .find(|e| e["event"] == "done")
+        .unwrap_or_else(|| panic!("no done event: {stdout}"));
+    assert_eq!(done["ok"], false);
+    let error = &done["error"];
+    assert_eq!(error["phase"], "preflight", "{done}");
+    assert_eq!(error["code"], "PreflightFailed", "{done}");
+    let problems: Vec<&str> = error["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(
+        problems.iter().any(|p| p.contains("bin/kubelet")),
+        "{problems:?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.contains("no-containerd.sock")),
+        "{problems:?}"
+    );
+    // The CLI's own closing error: the same code, phase and problems.
+    let last = lines.last().unwrap();
+    assert_eq!(last["error"]["code"], "PreflightFailed", "{last}");
+    assert_eq!(last["error"]["phase"], "preflight", "{last}");
+    assert_eq!(
+        last["error"]["problems"].as_array().unwrap().len(),
+        problems.len()
+    );
 }

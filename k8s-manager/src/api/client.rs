@@ -11,6 +11,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
 use crate::cluster::engine::Event;
+use crate::cluster::status::StatusReport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -113,15 +114,20 @@ impl Client {
         Ok(response)
     }
 
-    pub async fn get_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
-        let response = self.send("GET", path, Vec::new()).await?;
+    /// The daemon's status report, as the server's own type.
+    pub async fn status(&self) -> Result<StatusReport, ClientError> {
+        let response = self.send("GET", super::STATUS, Vec::new()).await?;
         let body = response
             .into_body()
             .collect()
             .await
             .map_err(|e| ClientError::Protocol(e.to_string()))?
             .to_bytes();
-        serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()))
+        serde_json::from_slice(&body).map_err(|e| {
+            ClientError::Protocol(format!(
+                "the manager sent a status this client does not read ({e}); are both the same version?"
+            ))
+        })
     }
 
     /// Sends an operation and hands each progress event to `on_event` until
@@ -143,9 +149,9 @@ impl Client {
             buffer.extend_from_slice(data);
             while let Some(pos) = buffer.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buffer.drain(..=pos).collect();
-                let value: serde_json::Value = serde_json::from_slice(&line)
-                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
-                let event = parse_event(value)?;
+                let event: Event = serde_json::from_slice(&line).map_err(|e| {
+                    ClientError::Protocol(format!("the manager sent an event this client does not know ({e}); are both the same version?"))
+                })?;
                 on_event(&event);
                 if matches!(event, Event::Done { .. }) {
                     return Ok(event);
@@ -154,51 +160,6 @@ impl Client {
         }
         Err(ClientError::Protocol("the manager closed the connection before the operation ended (did it crash? see its log)".into()))
     }
-}
-
-fn parse_event(value: serde_json::Value) -> Result<Event, ClientError> {
-    use crate::cluster::state::{ClusterState, Phase};
-    let str_of = |k: &str| {
-        value
-            .get(k)
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_string()
-    };
-    let f64_of = |k: &str| value.get(k).and_then(|v| v.as_f64()).unwrap_or_default();
-    let phase = || {
-        serde_json::from_value::<Phase>(value["phase"].clone())
-            .map_err(|e| ClientError::Protocol(e.to_string()))
-    };
-    Ok(match value.get("event").and_then(|v| v.as_str()) {
-        Some("started") => Event::Started {
-            operation: str_of("operation"),
-            id: value.get("id").and_then(|v| v.as_u64()).unwrap_or_default(),
-        },
-        Some("phase") => Event::Phase {
-            phase: phase()?,
-            description: str_of("description"),
-        },
-        Some("phase-done") => Event::PhaseDone {
-            phase: phase()?,
-            seconds: f64_of("seconds"),
-        },
-        Some("notice") => Event::Notice {
-            message: str_of("message"),
-        },
-        Some("state") => Event::State {
-            state: serde_json::from_value::<ClusterState>(value["state"].clone())
-                .map_err(|e| ClientError::Protocol(e.to_string()))?,
-        },
-        Some("done") => Event::Done {
-            operation: str_of("operation"),
-            id: value.get("id").and_then(|v| v.as_u64()).unwrap_or_default(),
-            ok: value.get("ok").and_then(|v| v.as_bool()).unwrap_or(false),
-            message: str_of("message"),
-            seconds: f64_of("seconds"),
-        },
-        other => return Err(ClientError::Protocol(format!("unknown event {other:?}"))),
-    })
 }
 
 /// Starts `k8s-manager daemon` in the background, detached from this
@@ -285,13 +246,39 @@ mod tests {
                 ok: true,
                 message: "ok".into(),
                 seconds: 9.0,
+                error: None,
+            },
+            Event::Done {
+                operation: "enable".into(),
+                id: 8,
+                ok: false,
+                message: "error execution phase preflight: 2 problem(s):".into(),
+                seconds: 0.5,
+                error: Some(crate::cluster::phases::PhaseError {
+                    phase: Phase::Preflight,
+                    code: "PreflightFailed".into(),
+                    message: "2 problem(s):".into(),
+                    problems: vec!["swap is on".into(), "port 6443 is taken".into()],
+                    logs: vec![],
+                }),
             },
         ];
         for event in events {
-            let json = serde_json::to_value(&event).unwrap();
-            assert_eq!(parse_event(json).unwrap(), event);
+            let json = serde_json::to_string(&event).unwrap();
+            assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), event);
         }
-        assert!(parse_event(serde_json::json!({"event": "nope"})).is_err());
+        let done: serde_json::Value = serde_json::to_value(&Event::Done {
+            operation: "disable".into(),
+            id: 1,
+            ok: false,
+            message: "m".into(),
+            seconds: 1.0,
+            error: Some(crate::cluster::phases::PhaseError::new(Phase::Stop, "m")),
+        })
+        .unwrap();
+        assert_eq!(done["error"]["code"], "PhaseFailed");
+        assert_eq!(done["error"]["phase"], "stop");
+        assert!(serde_json::from_str::<Event>(r#"{"event": "nope"}"#).is_err());
     }
 
     #[test]

@@ -230,8 +230,16 @@ async fn run_operation(
     match client.operation(path, body, |e| progress.show(e)).await? {
         Event::Done { ok: true, .. } => Ok(ExitCode::SUCCESS),
         Event::Done {
-            operation, message, ..
-        } => Err(CliError::OperationFailed { operation, message }.into()),
+            operation,
+            message,
+            error,
+            ..
+        } => Err(CliError::OperationFailed {
+            operation,
+            message,
+            error,
+        }
+        .into()),
         other => Err(ClientError::Protocol(format!("the operation ended with {other:?}")).into()),
     }
 }
@@ -286,31 +294,26 @@ pub fn status(output: Output, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let report = rt.block_on(async {
         let client = Client::new(&paths.socket);
         if client.is_up().await {
-            return client
-                .get_json(api::STATUS)
-                .await
-                .map_err(anyhow::Error::from);
+            return client.status().await.map_err(anyhow::Error::from);
         }
         // No daemon: report from the state folder alone.
         let record = StateRecord::load(&paths.state_file)?;
         let saved = ClusterConfig::load_saved(&paths).map_err(anyhow::Error::msg)?;
-        let report = status::report(&paths, &record, saved.as_ref(), Vec::new(), false).await;
-        Ok(serde_json::to_value(report)?)
+        anyhow::Ok(status::report(&paths, &record, saved.as_ref(), Vec::new(), false).await)
     })?;
-    let typed: status::StatusReport = serde_json::from_value(report.clone())?;
-    let error = match &typed.state {
-        ClusterState::Error { .. } => Some(ErrorReport::new(PHASE_FAILED, typed.state.label())),
+    let error = match &report.state {
+        ClusterState::Error { .. } => Some(ErrorReport::new(PHASE_FAILED, report.state.label())),
         _ => None,
     };
     match output {
         Output::Json => {
-            let mut report = report;
+            let mut json = serde_json::to_value(&report)?;
             if let Some(error) = &error {
-                error.attach_to(&mut report);
+                error.attach_to(&mut json);
             }
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            println!("{}", serde_json::to_string_pretty(&json)?);
         }
-        Output::Text => print!("{}", status::render_text(&typed)),
+        Output::Text => print!("{}", status::render_text(&report)),
     }
     Ok(error.map_or(ExitCode::SUCCESS, |error| error.exit_code()))
 }

@@ -11,6 +11,8 @@ use std::process::ExitCode;
 
 use k8s_manager::api::client::ClientError;
 use k8s_manager::bundle::BundleError;
+use k8s_manager::cluster::phases::PhaseError;
+use k8s_manager::cluster::state::Phase;
 use k8s_manager::kubeconfig::KubeconfigError;
 use k8s_manager::pki::PkiError;
 use serde::Serialize;
@@ -35,15 +37,23 @@ pub enum CliError {
     NoBundle,
     /// The daemon reported the operation failed; its progress was shown.
     #[error("{operation} failed: {message}")]
-    OperationFailed { operation: String, message: String },
+    OperationFailed {
+        operation: String,
+        message: String,
+        /// The daemon's typed error, when it sent one.
+        error: Option<PhaseError>,
+    },
 }
 
 impl CliError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> &str {
         match self {
             CliError::InvalidArgument(_) => INVALID_ARGUMENT,
             CliError::NoBundle => "BundleNotFound",
-            CliError::OperationFailed { .. } => PHASE_FAILED,
+            CliError::OperationFailed {
+                error: Some(error), ..
+            } => &error.code,
+            CliError::OperationFailed { error: None, .. } => PHASE_FAILED,
         }
     }
 }
@@ -56,6 +66,12 @@ pub struct ErrorReport {
     /// Each thing found wrong, when the error is a list of them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// The phase of a failed operation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The last log lines of the component at fault.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<String>,
 }
 
 impl ErrorReport {
@@ -64,6 +80,8 @@ impl ErrorReport {
             code: code.into(),
             message: message.into(),
             problems: Vec::new(),
+            phase: None,
+            logs: Vec::new(),
         }
     }
 
@@ -76,7 +94,22 @@ impl ErrorReport {
     /// added by the CLI has none); the whole chain as the message.
     pub fn from_error(err: &anyhow::Error) -> ErrorReport {
         let code = err.chain().find_map(code_of).unwrap_or(INTERNAL);
-        ErrorReport::new(code, format!("{err:#}"))
+        let mut report = ErrorReport::new(code, format!("{err:#}"));
+        // A failed operation's own error: its phase, problems and logs.
+        let failed = err
+            .chain()
+            .find_map(|e| match e.downcast_ref::<CliError>() {
+                Some(CliError::OperationFailed {
+                    error: Some(error), ..
+                }) => Some(error),
+                _ => None,
+            });
+        if let Some(error) = failed {
+            report.phase = Some(error.phase);
+            report.problems = error.problems.clone();
+            report.logs = error.logs.clone();
+        }
+        report
     }
 
     /// A usage error found by clap: its first paragraph, without clap's

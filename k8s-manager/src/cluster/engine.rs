@@ -6,7 +6,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::config::{ClusterConfig, Paths};
@@ -17,8 +17,9 @@ use crate::supervisor::Supervisor;
 /// How long a component has to stop after SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// Progress of an operation, as the control API streams it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Progress of an operation, as the control API streams it: written by the
+/// daemon, read by the CLI (and any client) with the same type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Event {
     /// An operation got its turn (operations run one at a time); the events
@@ -32,13 +33,16 @@ pub enum Event {
     Notice { message: String },
     /// The state changed.
     State { state: ClusterState },
-    /// The operation ended.
+    /// The operation ended: `ok`, or failed with `error`; `message` says
+    /// which in a sentence.
     Done {
         operation: String,
         id: u64,
         ok: bool,
         message: String,
         seconds: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<PhaseError>,
     },
 }
 
@@ -168,9 +172,9 @@ impl Engine {
         ok_message: impl Fn(f64) -> String,
     ) {
         let seconds = start.elapsed().as_secs_f64();
-        let (ok, message) = match result {
-            Ok(()) => (true, ok_message(seconds)),
-            Err(err) => (false, err.to_string()),
+        let (ok, message, error) = match result {
+            Ok(()) => (true, ok_message(seconds), None),
+            Err(err) => (false, err.to_string(), Some(err.clone())),
         };
         self.emit(Event::Done {
             operation: operation.into(),
@@ -178,6 +182,7 @@ impl Engine {
             ok,
             message,
             seconds,
+            error,
         });
     }
 

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use super::config::ClusterConfig;
 use super::engine::{Engine, Event, STOP_GRACE};
 use super::preflight;
@@ -30,19 +32,46 @@ const GRACEFUL: &[&str] = &["etcd"];
 /// Log lines of the component at fault shown with an error.
 const LOG_LINES: usize = 15;
 
-#[derive(Debug, Clone, PartialEq)]
+/// Why an operation failed: what the API's `done` event carries and what a
+/// GUI shows. `code` is a stable reason to act on; `problems` lists what
+/// preflight found (one entry each); `logs` are the last lines of the
+/// component at fault.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PhaseError {
     pub phase: Phase,
+    pub code: String,
     pub message: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
     /// The last lines of the log of the component at fault, if one is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<String>,
+}
+
+/// The codes of [`PhaseError`].
+pub mod code {
+    /// A phase failed; the message says how.
+    pub const PHASE_FAILED: &str = "PhaseFailed";
+    /// A phase did not finish within its deadline.
+    pub const PHASE_TIMEOUT: &str = "PhaseTimeout";
+    /// The machine or the bundle is not ready for a cluster: see `problems`.
+    pub const PREFLIGHT_FAILED: &str = "PreflightFailed";
+    /// The settings themselves are wrong.
+    pub const INVALID_SETTINGS: &str = "InvalidSettings";
 }
 
 impl PhaseError {
     pub fn new(phase: Phase, message: impl Into<String>) -> PhaseError {
+        PhaseError::with_code(phase, code::PHASE_FAILED, message)
+    }
+
+    pub fn with_code(phase: Phase, code: &str, message: impl Into<String>) -> PhaseError {
         PhaseError {
             phase,
+            code: code.to_string(),
             message: message.into(),
+            problems: Vec::new(),
             logs: Vec::new(),
         }
     }
@@ -61,6 +90,9 @@ impl PhaseError {
 impl fmt::Display for PhaseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "error execution phase {}: {}", self.phase, self.message)?;
+        for problem in &self.problems {
+            write!(f, "\n  - {problem}")?;
+        }
         for line in &self.logs {
             write!(f, "\n    {line}")?;
         }
@@ -96,7 +128,7 @@ struct Run<'a> {
 pub async fn enable(engine: &Engine, config: &ClusterConfig) -> Result<(), PhaseError> {
     config
         .validate()
-        .map_err(|e| PhaseError::new(Phase::Preflight, e))?;
+        .map_err(|e| PhaseError::with_code(Phase::Preflight, code::INVALID_SETTINGS, e))?;
     let bundle =
         Manifest::load(&config.bundle).map_err(|e| PhaseError::new(Phase::Preflight, chain(&e)))?;
     let advertise_address = config
@@ -137,8 +169,9 @@ pub async fn enable(engine: &Engine, config: &ClusterConfig) -> Result<(), Phase
             Ok(Ok(())) => {}
             Ok(Err(err)) => return Err(err),
             Err(_) => {
-                return Err(PhaseError::new(
+                return Err(PhaseError::with_code(
                     phase,
+                    code::PHASE_TIMEOUT,
                     format!("did not finish within {}s", deadline(phase).as_secs()),
                 ));
             }
@@ -228,14 +261,13 @@ async fn preflight_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
     if findings.problems.is_empty() {
         Ok(())
     } else {
-        Err(PhaseError::new(
+        let mut err = PhaseError::with_code(
             Phase::Preflight,
-            format!(
-                "{} problem(s):\n  - {}",
-                findings.problems.len(),
-                findings.problems.join("\n  - ")
-            ),
-        ))
+            code::PREFLIGHT_FAILED,
+            format!("{} problem(s):", findings.problems.len()),
+        );
+        err.problems = findings.problems;
+        Err(err)
     }
 }
 
