@@ -72,6 +72,14 @@ impl Client {
         UnixStream::connect(&self.socket).await.is_ok()
     }
 
+    /// The pid of the manager that answers on the socket, as the kernel
+    /// tells it (`SO_PEERCRED`): no pid file to go stale.
+    pub async fn daemon_pid(&self) -> Option<u32> {
+        let stream = UnixStream::connect(&self.socket).await.ok()?;
+        let pid = stream.peer_cred().ok()?.pid()?;
+        u32::try_from(pid).ok()
+    }
+
     async fn send(
         &self,
         method: &str,
@@ -164,6 +172,9 @@ impl Client {
 
 /// Starts `k8s-manager daemon` in the background, detached from this
 /// terminal, and waits until it answers.
+/// How long a daemon started by the CLI waits, idle, before it exits.
+pub const CLI_DAEMON_IDLE: &str = "60s";
+
 pub async fn start_daemon(exe: &Path, state_dir: &Path, log: &Path) -> Result<(), ClientError> {
     use std::os::unix::process::CommandExt;
     let fail = |reason: String| ClientError::Connect {
@@ -180,10 +191,13 @@ pub async fn start_daemon(exe: &Path, state_dir: &Path, log: &Path) -> Result<()
         .map_err(|e| fail(e.to_string()))?;
     let mut cmd = std::process::Command::new(exe);
     // An explicit request follows; the daemon must not also restore the last state.
+    // Nor outlive its purpose: once the cluster is off and nobody asks,
+    // it exits (the VM's own service runs a daemon that stays).
     cmd.arg("--state-dir")
         .arg(state_dir)
         .arg("daemon")
         .arg("--no-restore")
+        .args(["--exit-when-idle", CLI_DAEMON_IDLE])
         .stdin(std::process::Stdio::null())
         .stdout(out.try_clone().map_err(|e| fail(e.to_string()))?)
         .stderr(out);

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -15,7 +16,7 @@ use k8s_manager::api::{
     client::{Client, ClientError},
 };
 use k8s_manager::cluster::config::{ClusterConfig, Paths};
-use k8s_manager::cluster::engine::{Engine, Event};
+use k8s_manager::cluster::engine::{Engine, Event, STOP_GRACE};
 use k8s_manager::cluster::state::{ClusterState, StateRecord};
 use k8s_manager::cluster::status;
 
@@ -82,6 +83,79 @@ pub struct DaemonArgs {
     // u32::MAX is chown's "leave the group as it is", not a group.
     #[arg(long, value_name = "GID", value_parser = clap::value_parser!(u32).range(..i64::from(u32::MAX)))]
     pub socket_gid: Option<u32>,
+    /// Exit after this long with nothing to do: the cluster off and no
+    /// operation (the CLI starts its daemon with 60s) [default: never, as the
+    /// VM's service runs it].
+    #[arg(long, value_name = "DURATION", value_parser = super::kubeconfig::parse_duration)]
+    pub exit_when_idle: Option<Duration>,
+    /// Stop the daemon of this state folder (SIGTERM: it stops the cluster's
+    /// components, keeping whether it was enabled) and wait for it to exit.
+    #[arg(long, conflicts_with_all = ["no_restore", "socket_gid", "exit_when_idle"])]
+    pub stop: bool,
+}
+
+/// Resolves, with the reason, once the daemon has outlived its purpose: its
+/// socket no longer reaches it (the state folder was deleted, or another
+/// daemon took the socket over: the kernel names the process that answers),
+/// or it was idle for `idle` (see [`Engine::is_idle`]).
+async fn outlived(engine: Arc<Engine>, paths: Paths, idle: Option<Duration>) -> String {
+    const EVERY: Duration = Duration::from_secs(1);
+    let client = Client::new(&paths.socket);
+    let mut idle_since: Option<std::time::Instant> = None;
+    loop {
+        tokio::time::sleep(EVERY).await;
+        if client.daemon_pid().await != Some(std::process::id()) {
+            return match paths.state_dir.exists() {
+                false => format!("the state folder {} is gone", paths.state_dir.display()),
+                true => format!("{} no longer reaches this daemon", paths.socket.display()),
+            };
+        }
+        let Some(idle) = idle else { continue };
+        match (engine.is_idle(), idle_since) {
+            (false, _) => idle_since = None,
+            (true, None) => idle_since = Some(std::time::Instant::now()),
+            (true, Some(since)) if since.elapsed() >= idle => {
+                return format!("idle for {}s with the cluster off", idle.as_secs());
+            }
+            (true, Some(_)) => {}
+        }
+    }
+}
+
+/// `daemon --stop`: SIGTERM to the daemon that answers on this state
+/// folder's socket, then waits for it to exit.
+async fn stop_daemon(paths: &Paths) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&paths.socket);
+    let Some(pid) = client.daemon_pid().await else {
+        eprintln!("no daemon runs for {}", paths.state_dir.display());
+        return Ok(ExitCode::SUCCESS);
+    };
+    k8s_manager::supervisor::ask_to_stop(pid);
+    // It stops the cluster's components first (each up to its grace).
+    let deadline = std::time::Instant::now() + STOP_GRACE + Duration::from_secs(20);
+    while !exited(pid) {
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "the daemon (pid {pid}) did not exit within {}s of SIGTERM; see {}",
+                (STOP_GRACE + Duration::from_secs(20)).as_secs(),
+                paths.log("manager").display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("daemon (pid {pid}) stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Whether a process has exited: gone, or a zombie waiting for its parent.
+fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // `pid (comm) S ...`: the state follows the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => true,
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -321,6 +395,9 @@ pub fn status(output: Output, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
 pub fn daemon_main(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let paths = Paths::new(&global.state_dir);
     let rt = runtime()?;
+    if args.stop {
+        return rt.block_on(stop_daemon(&paths));
+    }
     rt.block_on(async move {
         let engine = Arc::new(Engine::new(paths.clone())?);
         // A cluster that was enabled comes back with the daemon (VM boot).
@@ -342,13 +419,14 @@ pub fn daemon_main(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<Exit
                 }
             });
         }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot handle SIGTERM")?;
+        let outlived = outlived(engine.clone(), paths.clone(), args.exit_when_idle);
         let shutdown = async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("signal handler");
             tokio::select! {
                 _ = term.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}
+                reason = outlived => tracing::info!("exiting: {reason}"),
             }
         };
         api::server::serve(engine.clone(), &paths.socket, args.socket_gid, shutdown).await?;

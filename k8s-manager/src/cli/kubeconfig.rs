@@ -240,8 +240,9 @@ fn push_entries(out: &mut String, label: &str, entries: &[EntryRef]) {
 /// overflow the deadline.
 const MAX_LOCK_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// Reads "10s", "500ms", "2m" or a bare number of seconds, up to an hour.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+/// Reads "10s", "500ms", "2m" or a bare number of seconds, up to an hour
+/// (a lock timeout, an idle time).
+pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')

@@ -240,6 +240,14 @@ impl Engine {
         result
     }
 
+    /// Whether the engine has nothing to do: no operation runs or waits, and
+    /// the cluster is not enabled (nothing of it runs). A client that only
+    /// follows `/v1/events` does not count: a stream with no events cannot
+    /// tell whether its client is still there.
+    pub fn is_idle(&self) -> bool {
+        self.busy.try_lock().is_ok() && !self.record().enabled
+    }
+
     /// Stops the components for a daemon shutdown, keeping `enabled` so the
     /// next daemon brings the cluster back.
     pub async fn shutdown(&self) {

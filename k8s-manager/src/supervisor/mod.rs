@@ -311,6 +311,20 @@ async fn terminate(pid: u32, grace: Duration, child: &mut tokio::process::Child)
     }
 }
 
+/// Asks one process to stop (SIGTERM), e.g. a daemon by the pid its socket
+/// reports.
+pub fn ask_to_stop(pid: u32) {
+    // 0 and negative pids name process groups: never those.
+    let Ok(pid) = i32::try_from(pid) else { return };
+    if pid <= 0 {
+        return;
+    }
+    // SAFETY: plain kill(2) of one process; a pid that is gone is no harm.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+}
+
 fn signal_group(pid: u32, signal: i32) {
     // SAFETY: kill(2) with a negative pid signals that process group; the
     // group id is the child's pid (process_group(0) at spawn).

@@ -1,0 +1,115 @@
+//! A daemon does not outlive its purpose: it exits when its state folder is
+//! deleted, after an idle time when asked to (the CLI starts its daemon so),
+//! and on `daemon --stop`. Real daemons, no cluster: nothing is enabled.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use support::{manager_bin, run_ok};
+
+fn daemon(state: &Path, extra: &[&str]) -> Child {
+    let child = Command::new(manager_bin())
+        .arg("--state-dir")
+        .arg(state)
+        .args(["daemon", "--no-restore"])
+        .args(extra)
+        .spawn()
+        .expect("the daemon starts");
+    let socket = state.join("manager.sock");
+    let start = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the daemon never answered"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// The daemon's exit status within `limit`, or a failed test (and the
+/// daemon killed) when it does not exit.
+fn exits_within(child: &mut Child, limit: Duration) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("the daemon still runs after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_daemon_whose_state_folder_is_deleted_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut child = daemon(&state, &[]);
+    std::fs::remove_dir_all(&state).unwrap();
+    assert!(exits_within(&mut child, Duration::from_secs(10)).success());
+}
+
+#[test]
+fn a_daemon_asked_to_exits_when_idle_with_the_cluster_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let started = Instant::now();
+    let mut child = daemon(&state, &["--exit-when-idle", "2s"]);
+    // Asked for its status meanwhile: it answers, and stays idle.
+    let status = Command::new(manager_bin())
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["status", "--output", "json"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&status.stdout);
+    assert!(said.contains("\"managerRunning\": true"), "{said}");
+    assert!(exits_within(&mut child, Duration::from_secs(10)).success());
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        !state.join("manager.sock").exists(),
+        "the socket is removed"
+    );
+}
+
+#[test]
+fn daemon_stop_ends_the_daemon_of_the_state_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut child = daemon(&state, &[]);
+    let said = Command::new(manager_bin())
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["daemon", "--stop"])
+        .output()
+        .unwrap();
+    assert!(
+        said.status.success(),
+        "{}",
+        String::from_utf8_lossy(&said.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&said.stderr).contains(&format!("(pid {}) stopped", child.id())),
+        "{}",
+        String::from_utf8_lossy(&said.stderr)
+    );
+    assert!(exits_within(&mut child, Duration::from_secs(2)).success());
+    // None left: said, and not an error.
+    let out = run_ok(
+        Command::new(manager_bin())
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["daemon", "--stop"]),
+    );
+    assert!(out.is_empty());
+}
