@@ -11,17 +11,9 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::support;
+use k8s_manager::bundle::manifest::CLUSTER_EXECUTABLES;
 
-/// What the cluster runs from a bundle's `bin/`.
-const CLUSTER: [&str; 6] = [
-    "etcd",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kubelet",
-    "kube-proxy",
-];
+use crate::support;
 
 fn kube_script(marker: Option<&Path>) -> Vec<u8> {
     let mark = marker.map_or(String::new(), |m| format!("touch {}\n", m.display()));
@@ -37,7 +29,7 @@ fn write_script(path: &Path, script: &[u8]) {
 fn make_bin(bin: &Path, script: &[u8]) {
     std::fs::create_dir_all(bin).unwrap();
     write_script(&bin.join("kube"), script);
-    for name in CLUSTER {
+    for name in CLUSTER_EXECUTABLES {
         symlink("kube", bin.join(name)).unwrap();
     }
 }
@@ -52,12 +44,12 @@ fn manifest(script: &[u8]) -> serde_json::Value {
         "schemaVersion": 1,
         "kubernetes": "v1.34.4",
         "components": {"kubernetes": "v1.34.4"},
-        "executables": CLUSTER.iter().map(|n| serde_json::json!(
+        "executables": CLUSTER_EXECUTABLES.iter().map(|n| serde_json::json!(
             {"path": format!("bin/{n}"), "args": ["--version"], "expect": "Kubernetes v1.34.4"}
         )).collect::<Vec<_>>(),
         "images": [],
         "files": [{"path": "bin/kube", "sha256": sha, "size": script.len(), "executable": true}],
-        "links": CLUSTER.iter().map(|n| serde_json::json!(
+        "links": CLUSTER_EXECUTABLES.iter().map(|n| serde_json::json!(
             {"path": format!("bin/{n}"), "target": "kube"}
         )).collect::<Vec<_>>(),
     })

@@ -10,6 +10,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+use k8s_manager::bundle::manifest::CLUSTER_EXECUTABLES;
+
 use crate::support::{manager_bin, run};
 
 /// The manager, with everything it could read from the environment unset,
@@ -98,16 +100,6 @@ fn json_of(cmd: &Command, out: &Output) -> Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|err| panic!("not one JSON value ({err}): {}", describe(cmd, out)))
 }
-
-/// The executables a bundle must list for the cluster to run.
-const CLUSTER_EXECUTABLES: [&str; 6] = [
-    "etcd",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kubelet",
-    "kube-proxy",
-];
 
 /// A bundle of stand-in executables that passes `verify --digests-only`,
 /// except that the manifest's digest of `corrupt`, if given, is wrong.
