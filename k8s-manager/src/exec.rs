@@ -88,16 +88,7 @@ pub fn command(file: &File, argv0: &Path) -> Command {
     let fd = file.as_raw_fd();
     let mut cmd = Command::new(format!("/proc/self/fd/{fd}"));
     cmd.arg0(argv0);
-    // SAFETY: runs in the forked child before exec; fcntl is
-    // async-signal-safe and touches only the child's descriptor table.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    crate::sys::keep_open_across_exec(&mut cmd, fd);
     cmd
 }
 

@@ -156,7 +156,7 @@ pub fn remove_stale_temps(path: &Path) -> usize {
         let Some(pid) = temp_writer(rest) else {
             continue;
         };
-        if process_runs(pid) {
+        if crate::sys::process_alive(pid) {
             continue;
         }
         if fs::remove_file(dir.join(&name)).is_ok() {
@@ -173,11 +173,6 @@ fn temp_writer(tail: &[u8]) -> Option<u32> {
     let (pid, n) = text.split_once('-')?;
     let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     (all_digits(pid) && all_digits(n)).then(|| pid.parse().ok())?
-}
-
-/// Whether a process with this pid runs (in this pid namespace).
-pub fn process_runs(pid: u32) -> bool {
-    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Why a bounded read refused a file.

@@ -19,6 +19,7 @@ pub mod kubeconfig;
 pub mod pki;
 pub mod runtime;
 pub mod supervisor;
+pub mod sys;
 
 /// Installs the one rustls crypto provider of the process (aws-lc-rs). Every
 /// TLS user (kube, reqwest) shares it. Safe to call more than once.

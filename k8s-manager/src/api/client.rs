@@ -176,7 +176,6 @@ impl Client {
 pub const CLI_DAEMON_IDLE: &str = "60s";
 
 pub async fn start_daemon(exe: &Path, state_dir: &Path, log: &Path) -> Result<(), ClientError> {
-    use std::os::unix::process::CommandExt;
     let fail = |reason: String| ClientError::Connect {
         socket: state_dir.join("manager.sock"),
         reason,
@@ -201,14 +200,9 @@ pub async fn start_daemon(exe: &Path, state_dir: &Path, log: &Path) -> Result<()
         .stdin(std::process::Stdio::null())
         .stdout(out.try_clone().map_err(|e| fail(e.to_string()))?)
         .stderr(out);
-    // SAFETY: setsid in the child before exec: a new session, no controlling
-    // terminal, so the daemon outlives this command and its terminal.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    // A new session, no controlling terminal: the daemon outlives this
+    // command and its terminal.
+    crate::sys::new_session(&mut cmd);
     cmd.spawn()
         .map_err(|e| fail(format!("cannot start the daemon: {e}")))?;
     let client = Client::new(&state_dir.join("manager.sock"));

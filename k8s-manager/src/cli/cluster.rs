@@ -130,10 +130,10 @@ async fn stop_daemon(paths: &Paths) -> anyhow::Result<ExitCode> {
         eprintln!("no daemon runs for {}", paths.state_dir.display());
         return Ok(ExitCode::SUCCESS);
     };
-    k8s_manager::supervisor::ask_to_stop(pid);
+    k8s_manager::sys::signal(pid, libc::SIGTERM);
     // It stops the cluster's components first (each up to its grace).
     let deadline = std::time::Instant::now() + STOP_GRACE + Duration::from_secs(20);
-    while !exited(pid) {
+    while k8s_manager::sys::process_alive(pid) {
         if std::time::Instant::now() > deadline {
             anyhow::bail!(
                 "the daemon (pid {pid}) did not exit within {}s of SIGTERM; see {}",
@@ -145,17 +145,6 @@ async fn stop_daemon(paths: &Paths) -> anyhow::Result<ExitCode> {
     }
     eprintln!("daemon (pid {pid}) stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Whether a process has exited: gone, or a zombie waiting for its parent.
-fn exited(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // `pid (comm) S ...`: the state follows the last ')'.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
-        Err(_) => true,
-    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

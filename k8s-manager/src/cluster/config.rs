@@ -214,37 +214,7 @@ pub fn default_route_address() -> Option<IpAddr> {
         let fields: Vec<&str> = line.split_whitespace().collect();
         (fields.len() > 2 && fields[1] == "00000000").then(|| fields[0].to_string())
     })?;
-    interface_ipv4(&iface)
-}
-
-fn interface_ipv4(iface: &str) -> Option<IpAddr> {
-    // SAFETY: getifaddrs fills a linked list we free with freeifaddrs; we only
-    // read entries while the list is alive.
-    unsafe {
-        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-        if libc::getifaddrs(&mut list) != 0 {
-            return None;
-        }
-        let mut found = None;
-        let mut cur = list;
-        while !cur.is_null() {
-            let entry = &*cur;
-            if !entry.ifa_addr.is_null() && i32::from((*entry.ifa_addr).sa_family) == libc::AF_INET
-            {
-                let name = std::ffi::CStr::from_ptr(entry.ifa_name).to_string_lossy();
-                if name == iface {
-                    let sin = &*(entry.ifa_addr as *const libc::sockaddr_in);
-                    found = Some(IpAddr::V4(std::net::Ipv4Addr::from(u32::from_be(
-                        sin.sin_addr.s_addr,
-                    ))));
-                    break;
-                }
-            }
-            cur = entry.ifa_next;
-        }
-        libc::freeifaddrs(list);
-        found
-    }
+    crate::sys::interface_ipv4(&iface)
 }
 
 #[cfg(test)]

@@ -109,7 +109,7 @@ impl Engine {
             record.enabled = enabled;
         }
         record.manager_pid = std::process::id();
-        record.since = super::state::now_rfc3339();
+        record.since = crate::sys::now_rfc3339();
         if let Err(err) = record.save(&self.paths.state_file) {
             tracing::error!("cannot save {}: {err}", self.paths.state_file.display());
         }

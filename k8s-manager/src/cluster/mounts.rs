@@ -47,16 +47,11 @@ pub fn unmount_below(root: &Path) -> Result<(), String> {
         .map_err(|e| format!("reading mountinfo: {e}"))?;
     let mut failed = Vec::new();
     for mount in mounts_below(&mountinfo, root) {
-        let Ok(c) = std::ffi::CString::new(mount.as_os_str().as_encoded_bytes()) else {
-            continue;
-        };
-        // SAFETY: umount2 with a valid NUL-terminated path.
-        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EINVAL) && err.raw_os_error() != Some(libc::ENOENT)
-            {
-                failed.push(format!("{}: {err}", mount.display()));
-            }
+        if let Err(err) = crate::sys::unmount_detached(&mount)
+            && err.raw_os_error() != Some(libc::EINVAL)
+            && err.raw_os_error() != Some(libc::ENOENT)
+        {
+            failed.push(format!("{}: {err}", mount.display()));
         }
     }
     if failed.is_empty() {

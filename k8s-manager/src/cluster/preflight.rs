@@ -35,8 +35,7 @@ impl Findings {
 /// sysctls a cluster needs when they are off.
 pub fn check_host(config: &ClusterConfig, ports_are_ours: bool) -> Findings {
     let mut f = Findings::default();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !crate::sys::is_root() {
         f.problem("not running as root: the kubelet and the pod network need root; run k8s-manager with sudo");
     }
     check_cgroups(Path::new("/sys/fs/cgroup"), &mut f);

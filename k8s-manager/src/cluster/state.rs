@@ -11,6 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil;
+use crate::sys::{now_rfc3339, process_alive};
 
 /// The named phases of `enable`, in the order they run. Each is idempotent and
 /// has its own deadline (see `phases.rs`).
@@ -212,33 +213,6 @@ impl StateRecord {
         }
         self.state.clone()
     }
-}
-
-/// Whether a process still runs. A zombie whose threads have all exited
-/// counts as gone; a zombie leader with live threads does not (its other
-/// threads still hold its sockets, e.g. a listening port).
-pub fn process_alive(pid: u32) -> bool {
-    pid != 0 && Path::new(&format!("/proc/{pid}")).exists() && !fully_exited(pid)
-}
-
-fn fully_exited(pid: u32) -> bool {
-    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false);
-    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    zombie && threads <= 1
-}
-
-pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("formats")
 }
 
 #[cfg(test)]

@@ -181,7 +181,7 @@ fn remove_if_stale(lock: &Path) -> bool {
     let Some(pid) = std::str::from_utf8(&content).ok().and_then(holder_pid) else {
         return false;
     };
-    if fsutil::process_runs(pid) {
+    if crate::sys::process_alive(pid) {
         return false;
     }
     // Read once more right before removing: another k8s-manager may have

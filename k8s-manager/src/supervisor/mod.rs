@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::cluster::state::now_rfc3339;
 use crate::exec::{self, FileIdentity};
+use crate::sys::{self, now_rfc3339};
 
 pub const INSTANCE_ENV: &str = "K8S_MANAGER_INSTANCE";
 pub const COMPONENT_ENV: &str = "K8S_MANAGER_COMPONENT";
@@ -304,32 +304,10 @@ async fn supervise(
 
 /// SIGTERM to the child's process group, SIGKILL after `grace`.
 async fn terminate(pid: u32, grace: Duration, child: &mut tokio::process::Child) {
-    signal_group(pid, libc::SIGTERM);
+    sys::signal_group(pid, libc::SIGTERM);
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        signal_group(pid, libc::SIGKILL);
+        sys::signal_group(pid, libc::SIGKILL);
         let _ = child.wait().await;
-    }
-}
-
-/// Asks one process to stop (SIGTERM), e.g. a daemon by the pid its socket
-/// reports.
-pub fn ask_to_stop(pid: u32) {
-    // 0 and negative pids name process groups: never those.
-    let Ok(pid) = i32::try_from(pid) else { return };
-    if pid <= 0 {
-        return;
-    }
-    // SAFETY: plain kill(2) of one process; a pid that is gone is no harm.
-    unsafe {
-        libc::kill(pid, libc::SIGTERM);
-    }
-}
-
-fn signal_group(pid: u32, signal: i32) {
-    // SAFETY: kill(2) with a negative pid signals that process group; the
-    // group id is the child's pid (process_group(0) at spawn).
-    unsafe {
-        libc::kill(-(pid as i32), signal);
     }
 }
 
@@ -429,7 +407,7 @@ mod tests {
             (RunState::Running, Some(pid), 0)
         );
         sup.stop_all(Duration::from_secs(2)).await;
-        assert!(!crate::cluster::state::process_alive(pid));
+        assert!(!crate::sys::process_alive(pid));
         let log = tail_log(&dir.path().join("greeter.log"), 5, &[]);
         assert!(log.iter().any(|l| l == "hello greeter"), "{log:?}");
         // Stopping again, or stopping what never ran, is fine.
@@ -490,7 +468,7 @@ mod tests {
             .await
             .unwrap();
         assert_ne!(first, changed);
-        assert!(!crate::cluster::state::process_alive(first));
+        assert!(!crate::sys::process_alive(first));
         sup.stop_all(Duration::from_secs(1)).await;
     }
 
@@ -513,7 +491,7 @@ mod tests {
         let start = Instant::now();
         sup.stop("stubborn", Duration::from_millis(300)).await;
         assert!(start.elapsed() >= Duration::from_millis(250));
-        assert!(!crate::cluster::state::process_alive(pid));
+        assert!(!crate::sys::process_alive(pid));
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::{COMPONENT_ENV, INSTANCE_ENV};
+use crate::sys;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaleProcess {
@@ -71,31 +72,24 @@ pub fn end(instance: &str, ours: &[u32], grace: Duration, graceful: &[&str]) -> 
         .iter()
         .partition(|p| graceful.contains(&p.component.as_str()));
     for p in &blunt {
-        signal(p.pid, libc::SIGKILL);
+        sys::signal(p.pid, libc::SIGKILL);
     }
     for p in &gentle {
-        signal(p.pid, libc::SIGTERM);
+        sys::signal(p.pid, libc::SIGTERM);
     }
-    let alive = |p: &StaleProcess| crate::cluster::state::process_alive(p.pid);
+    let alive = |p: &StaleProcess| crate::sys::process_alive(p.pid);
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline && gentle.iter().any(|p| alive(p)) {
         std::thread::sleep(Duration::from_millis(10));
     }
     for p in gentle.iter().filter(|p| alive(p)) {
-        signal(p.pid, libc::SIGKILL);
+        sys::signal(p.pid, libc::SIGKILL);
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline && stale.iter().any(alive) {
         std::thread::sleep(Duration::from_millis(10));
     }
     stale
-}
-
-fn signal(pid: u32, signal: i32) {
-    // SAFETY: plain kill(2) on a pid we just read from /proc.
-    unsafe {
-        libc::kill(pid as i32, signal);
-    }
 }
 
 #[cfg(test)]

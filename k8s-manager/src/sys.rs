@@ -1,0 +1,182 @@
+//! The host, through the C library: every `unsafe` block and raw `libc`
+//! call of the manager lives here, behind safe functions (youki's `Syscall`
+//! idea, as one small module). The rest of the crate asks these questions
+//! and never touches a pointer.
+
+use std::ffi::CStr;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::RawFd;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Whether a process still runs. A zombie whose threads have all exited
+/// counts as gone; a zombie leader with live threads does not (its other
+/// threads still hold its sockets, e.g. a listening port). Pid 0 is none.
+pub fn process_alive(pid: u32) -> bool {
+    pid != 0 && Path::new(&format!("/proc/{pid}")).exists() && !fully_exited(pid)
+}
+
+fn fully_exited(pid: u32) -> bool {
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false);
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    zombie && threads <= 1
+}
+
+/// Sends `signal` to one process. Pid 0 and pids past `i32::MAX` (which
+/// kill(2) reads as process groups) are never signalled.
+pub fn signal(pid: u32, signal: i32) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    if pid <= 0 {
+        return;
+    }
+    // SAFETY: plain kill(2) of one process; a pid that is gone is no harm.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
+/// Sends `signal` to the process group led by `leader` (a child started
+/// with `process_group(0)`).
+pub fn signal_group(leader: u32, signal: i32) {
+    let Ok(pid) = i32::try_from(leader) else {
+        return;
+    };
+    if pid <= 0 {
+        return;
+    }
+    // SAFETY: kill(2) with a negative pid signals that process group.
+    unsafe {
+        libc::kill(-pid, signal);
+    }
+}
+
+/// Makes the child of `cmd` start a new session: no controlling terminal,
+/// so that it outlives the command and the terminal that started it.
+pub fn new_session(cmd: &mut Command) {
+    // SAFETY: setsid is async-signal-safe and runs in the forked child
+    // before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+}
+
+/// Keeps descriptor `fd` open across the child's `exec` (clears its
+/// close-on-exec flag in the child only).
+pub fn keep_open_across_exec(cmd: &mut Command, fd: RawFd) {
+    // SAFETY: runs in the forked child before exec; fcntl is
+    // async-signal-safe and touches only the child's descriptor table.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Detaches the mount at `path` (`umount2(MNT_DETACH)`).
+pub fn unmount_detached(path: &Path) -> io::Result<()> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in a mount path"))?;
+    // SAFETY: umount2 with a valid NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The IPv4 address of network interface `name`, if it has one.
+pub fn interface_ipv4(name: &str) -> Option<IpAddr> {
+    // SAFETY: getifaddrs fills a linked list we free with freeifaddrs; we only
+    // read entries while the list is alive.
+    unsafe {
+        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut list) != 0 {
+            return None;
+        }
+        let mut found = None;
+        let mut cur = list;
+        while !cur.is_null() {
+            let entry = &*cur;
+            if !entry.ifa_addr.is_null() && i32::from((*entry.ifa_addr).sa_family) == libc::AF_INET
+            {
+                let entry_name = CStr::from_ptr(entry.ifa_name).to_string_lossy();
+                if entry_name == name {
+                    let sin = &*(entry.ifa_addr as *const libc::sockaddr_in);
+                    found = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                        sin.sin_addr.s_addr,
+                    ))));
+                    break;
+                }
+            }
+            cur = entry.ifa_next;
+        }
+        libc::freeifaddrs(list);
+        found
+    }
+}
+
+/// The time now, as Kubernetes writes it (RFC 3339, UTC).
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("a current UTC time always formats as RFC 3339")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn processes_alive_and_gone() {
+        assert!(process_alive(std::process::id()));
+        assert!(!process_alive(0));
+        assert!(!process_alive(u32::MAX - 3));
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // A zombie (exited, not yet reaped) counts as gone.
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z"))
+            .unwrap_or(false)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!process_alive(pid));
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn no_signal_reaches_a_process_group_by_mistake() {
+        // Would be kill(0) / kill(-1): every process of the group / the user.
+        signal(0, libc::SIGTERM);
+        signal(u32::MAX, libc::SIGTERM);
+        signal_group(0, libc::SIGTERM);
+        assert!(process_alive(std::process::id()));
+    }
+
+    #[test]
+    fn the_loopback_has_its_address() {
+        assert_eq!(interface_ipv4("lo"), Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        assert_eq!(interface_ipv4("no-such-interface"), None);
+    }
+}
