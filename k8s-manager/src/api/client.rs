@@ -23,6 +23,10 @@ pub enum ClientError {
         code: String,
         message: String,
     },
+    /// The manager closed the connection before it answered: it stopped or
+    /// crashed as the request arrived, so the request was not taken.
+    #[error("the manager at {} closed the connection before answering (it stopped or crashed)", socket.display())]
+    Dropped { socket: PathBuf },
     #[error("talking to the manager: {0}")]
     Protocol(String),
 }
@@ -32,7 +36,7 @@ impl ClientError {
     /// refused request, the daemon's own.
     pub fn code(&self) -> &str {
         match self {
-            ClientError::Connect { .. } => "DaemonUnavailable",
+            ClientError::Connect { .. } | ClientError::Dropped { .. } => "DaemonUnavailable",
             ClientError::Status { code, .. } => code,
             ClientError::Protocol(_) => "DaemonProtocol",
         }
@@ -92,9 +96,18 @@ impl Client {
                 socket: self.socket.clone(),
                 reason: e.to_string(),
             })?;
+        // Any failure before the answer's head arrives (a reset, an early
+        // close) means the manager never took the request; only an answer
+        // that is not HTTP is a protocol error.
+        let dropped = |e: hyper::Error| match e.is_parse() {
+            true => ClientError::Protocol(e.to_string()),
+            false => ClientError::Dropped {
+                socket: self.socket.clone(),
+            },
+        };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            .map_err(dropped)?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -105,10 +118,7 @@ impl Client {
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let response = sender.send_request(request).await.map_err(dropped)?;
         if !response.status().is_success() {
             let status = response.status().as_u16();
             let body = response

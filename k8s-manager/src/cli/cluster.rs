@@ -290,7 +290,25 @@ async fn run_operation(
         output,
         tty: std::io::stderr().is_terminal(),
     };
-    match client.operation(path, body, |e| progress.show(e)).await? {
+    let answering = client.daemon_pid().await;
+    let done = match client
+        .operation(path, body.clone(), |e| progress.show(e))
+        .await
+    {
+        // The daemon went away as the request arrived (killed, crashed, or
+        // exiting when idle): the request was not taken. Once that daemon is
+        // gone, the request goes to the next one, started if need be.
+        Err(ClientError::Dropped { .. }) => {
+            let gone_by = std::time::Instant::now() + Duration::from_secs(5);
+            while client.daemon_pid().await == answering && std::time::Instant::now() < gone_by {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let client = daemon(global).await?;
+            client.operation(path, body, |e| progress.show(e)).await
+        }
+        other => other,
+    };
+    match done? {
         Event::Done { ok: true, .. } => Ok(ExitCode::SUCCESS),
         Event::Done {
             operation,
@@ -356,8 +374,12 @@ pub fn status(output: Output, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     let report = rt.block_on(async {
         let client = Client::new(&paths.socket);
-        if client.is_up().await {
-            return client.status().await.map_err(anyhow::Error::from);
+        match client.status().await {
+            Ok(report) => return Ok(report),
+            // No daemon, or one that went away as it was asked: the state
+            // folder tells the rest.
+            Err(ClientError::Connect { .. } | ClientError::Dropped { .. }) => {}
+            Err(err) => return Err(err.into()),
         }
         // No daemon: report from the state folder alone.
         let record = StateRecord::load(&paths.state_file)?;
