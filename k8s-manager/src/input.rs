@@ -1,16 +1,7 @@
-//! Files the manager reads but did not necessarily write (a bundle's
-//! manifest, the saved settings and state), and JSON from clients: read
-//! bounded in size and time, and described in the user's terms when they are
-//! not what they should be.
-
-use std::io;
-use std::path::Path;
-
-/// Reads a whole regular file of at most `limit` bytes, as
-/// [`crate::fsutil::read_bounded`] does, with its refusals as I/O errors.
-pub fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
-    Ok(crate::fsutil::read_bounded(path, limit)?)
-}
+//! JSON the manager reads but did not necessarily write (a bundle's
+//! manifest, the saved settings and state, a client's request), described
+//! in the user's terms when it is not what it should be. The files are read
+//! bounded by [`crate::fsutil::read_bounded`].
 
 /// What is wrong with a JSON document, without the parser's vocabulary:
 /// where it stops being JSON, or which field has the wrong kind of value.
@@ -68,40 +59,6 @@ fn plain_types(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_fifo_or_a_device_is_refused_without_waiting() {
-        let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("fifo");
-        assert!(
-            std::process::Command::new("mkfifo")
-                .arg(&fifo)
-                .status()
-                .unwrap()
-                .success()
-        );
-        // Nobody writes to the FIFO: a blocking open would wait for ever.
-        let err = read_bounded(&fifo, 1024).unwrap_err();
-        assert!(err.to_string().contains("not a regular file"), "{err}");
-        let err = read_bounded(Path::new("/dev/zero"), 1024).unwrap_err();
-        assert!(err.to_string().contains("not a regular file"), "{err}");
-        assert!(read_bounded(dir.path(), 1024).is_err());
-    }
-
-    #[test]
-    fn a_file_over_the_limit_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("big");
-        std::fs::File::create(&path)
-            .unwrap()
-            .set_len(1 << 30)
-            .unwrap();
-        let err = read_bounded(&path, 1 << 20).unwrap_err();
-        assert!(err.to_string().contains("larger than"), "{err}");
-        std::fs::write(&path, b"{}").unwrap();
-        assert_eq!(read_bounded(&path, 2).unwrap(), b"{}");
-        assert!(read_bounded(&path, 1).is_err());
-    }
 
     #[derive(Debug, serde::Deserialize)]
     #[allow(dead_code)]

@@ -93,12 +93,10 @@ impl Manifest {
             path: path.clone(),
             reason,
         };
-        let raw = crate::input::read_bounded(&path, MAX_MANIFEST_BYTES).map_err(|err| {
-            bad(match err.kind() {
-                std::io::ErrorKind::NotFound => {
-                    "there is none: this folder is not a bundle".to_string()
-                }
-                _ => err.to_string(),
+        let raw = crate::fsutil::read_bounded(&path, MAX_MANIFEST_BYTES).map_err(|err| {
+            bad(match err.is_not_found() {
+                true => "there is none: this folder is not a bundle".to_string(),
+                false => err.to_string(),
             })
         })?;
         let manifest: Manifest = serde_json::from_slice(&raw)

@@ -58,7 +58,9 @@ impl ClusterConfig {
     pub fn load_saved(paths: &Paths) -> Result<Option<ClusterConfig>, String> {
         let path = &paths.config_file;
         let fix = "move it aside, and enable again with the settings you want (flags or the API)";
-        let raw = match crate::input::read_bounded(path, MAX_SETTINGS_BYTES) {
+        let raw = match crate::fsutil::read_bounded(path, MAX_SETTINGS_BYTES)
+            .map_err(std::io::Error::from)
+        {
             Ok(raw) => raw,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(err) => {

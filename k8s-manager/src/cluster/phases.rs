@@ -281,7 +281,7 @@ fn check_bundle(run: &Run<'_>) -> Result<BTreeMap<String, FileIdentity>, Vec<Str
     let marker = run.ctx.paths.state_dir.join("bundle-verified");
     // Written by an earlier start; anything unreadable only costs a full check.
     let earlier: Option<bundle::verify::Checked> =
-        crate::input::read_bounded(&marker, bundle::manifest::MAX_MANIFEST_BYTES)
+        crate::fsutil::read_bounded(&marker, bundle::manifest::MAX_MANIFEST_BYTES)
             .ok()
             .and_then(|raw| serde_json::from_slice(&raw).ok());
     match bundle::verify::verify_since(&run.config.bundle, bundle::Depth::Digests, earlier.as_ref())

@@ -159,7 +159,7 @@ impl StateRecord {
     /// that is not a record is an error naming it.
     pub fn load(path: &Path) -> std::io::Result<StateRecord> {
         let fix = "remove it, and the manager starts from a stopped cluster";
-        match crate::input::read_bounded(path, MAX_STATE_BYTES) {
+        match crate::fsutil::read_bounded(path, MAX_STATE_BYTES).map_err(std::io::Error::from) {
             Ok(raw) => serde_json::from_slice(&raw).map_err(|e| {
                 std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
