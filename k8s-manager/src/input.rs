@@ -19,8 +19,33 @@ pub fn json_problem(err: &serde_json::Error) -> String {
             let message = message
                 .rsplit_once(" at line ")
                 .map_or(message.as_str(), |(m, _)| m);
-            format!("{} (at {at})", plain_types(message))
+            format!("{} (at {at})", plain_types(&without_value(message)))
         }
+    }
+}
+
+/// serde quotes the offending value (`invalid type: string "…"`,
+/// `invalid value: integer `…``, `unknown variant `…``): a value sent or
+/// saved may be a secret (a proxy URL with a password), so it is left out;
+/// the location says where it is.
+fn without_value(message: &str) -> String {
+    let quotes_a_value = ["invalid type:", "invalid value:", "unknown variant"]
+        .iter()
+        .any(|p| message.starts_with(p));
+    if !quotes_a_value {
+        return message.to_string();
+    }
+    let Some(open) = message.find(['"', '`']) else {
+        return message.to_string();
+    };
+    let close_char = message[open..].chars().next().expect("found above");
+    // The value ends at its closing mark followed by ", expected".
+    match message[open + 1..].find(&format!("{close_char}, expected")) {
+        Some(len) => {
+            let end = open + 1 + len + 1;
+            format!("{}{}", message[..open].trim_end(), &message[end..])
+        }
+        None => message.to_string(),
     }
 }
 
@@ -68,6 +93,25 @@ mod tests {
     }
 
     #[test]
+    fn a_value_sent_is_never_repeated() {
+        let problem =
+            |text: &str| json_problem(&serde_json::from_str::<Settings>(text).unwrap_err());
+        for text in [
+            r#"{"port": "http://user:s3cret@proxy", "names": []}"#,
+            r#"{"port": "s3cret\", expected", "names": []}"#,
+            r#"{"port": 1, "names": "s3cret"}"#,
+            r#"{"port": 99999999, "names": []}"#,
+        ] {
+            let said = problem(text);
+            assert!(
+                !said.contains("s3cret") && !said.contains("99999999"),
+                "{said}"
+            );
+            assert!(said.contains("expected"), "{said}");
+        }
+    }
+
+    #[test]
     fn json_problems_are_said_plainly() {
         let problem =
             |text: &str| json_problem(&serde_json::from_str::<Settings>(text).unwrap_err());
@@ -81,7 +125,7 @@ mod tests {
         );
         assert_eq!(
             problem("{\"port\": \"x\", \"names\": []}"),
-            "invalid type: string \"x\", expected a whole number (at line 1, column 12)"
+            "invalid type: string, expected a whole number (at line 1, column 12)"
         );
         assert_eq!(
             problem("{\"port\": 1}"),
