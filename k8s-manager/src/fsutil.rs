@@ -290,6 +290,13 @@ fn refused_by_mount(err: &io::Error) -> bool {
     )
 }
 
+/// Makes a FIFO at `path`, for the tests of what must never wait on one.
+#[cfg(test)]
+pub(crate) fn mkfifo(path: &Path) {
+    let made = std::process::Command::new("mkfifo").arg(path).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo {}", path.display());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,11 +379,7 @@ mod tests {
     fn bounded_reads_refuse_fifos_devices_and_large_files() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
-        let made = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap();
-        assert!(made.success());
+        mkfifo(&fifo);
         assert!(matches!(
             read_bounded(&fifo, 10),
             Err(ReadError::NotRegular {

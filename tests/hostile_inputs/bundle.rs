@@ -233,13 +233,7 @@ fn a_manifest_without_kubelet_is_not_a_bundle() {
 fn a_manifest_that_is_a_fifo_is_refused_at_once() {
     let f = fixture();
     let fifo = f.bundle.join("bundle.json");
-    assert!(
-        Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    crate::support::mkfifo(&fifo);
     // Nobody ever writes to it: reading it would wait for ever.
     let (ok, _, stderr) = verify(&f.bundle);
     assert!(!ok);

@@ -263,13 +263,7 @@ fn a_kubeconfig_list_writes_where_kubectl_would() {
 fn fifos_and_endless_files_are_refused_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("config");
-    assert!(
-        Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    crate::support::mkfifo(&fifo);
     let start = Instant::now();
     let out = run(&mut merge(
         fifo.to_str().unwrap(),

@@ -389,7 +389,7 @@ fn pki_a_fifo_in_place_of_a_certificate_neither_blocks_nor_passes() {
     let pkis = pki();
     let fifo = pkis.ours.join("apiserver.crt");
     std::fs::remove_file(&fifo).unwrap();
-    run_ok(Command::new("mkfifo").arg(&fifo));
+    crate::support::mkfifo(&fifo);
     assert_invalid(
         &check(&pkis.ours),
         "apiserver",

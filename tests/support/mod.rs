@@ -51,3 +51,9 @@ pub fn run_ok(cmd: &mut Command) -> String {
     );
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
+
+/// Makes a FIFO at `path`, for the tests of what must never wait on one.
+pub fn mkfifo(path: &std::path::Path) {
+    let made = Command::new("mkfifo").arg(path).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo {}", path.display());
+}

@@ -259,13 +259,7 @@ mod tests {
         let err = StateRecord::load(&path).unwrap_err().to_string();
         assert!(err.contains("larger than"), "{err}");
         std::fs::remove_file(&path).unwrap();
-        assert!(
-            std::process::Command::new("mkfifo")
-                .arg(&path)
-                .status()
-                .unwrap()
-                .success()
-        );
+        crate::fsutil::mkfifo(&path);
         let err = StateRecord::load(&path).unwrap_err().to_string();
         assert!(err.contains("not a regular file"), "{err}");
     }

@@ -966,13 +966,7 @@ mod tests {
     fn a_fifo_or_a_device_is_refused_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("config");
-        assert!(
-            std::process::Command::new("mkfifo")
-                .arg(&fifo)
-                .status()
-                .unwrap()
-                .success()
-        );
+        crate::fsutil::mkfifo(&fifo);
         let err = merge_into_host(&ours(), &single(&fifo), &MergeOptions::default()).unwrap_err();
         assert!(
             matches!(err, KubeconfigError::NotRegularFile { .. }),

@@ -262,13 +262,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("config");
         let lock = KubeconfigLock::lock_path(&file);
-        assert!(
-            std::process::Command::new("mkfifo")
-                .arg(&lock)
-                .status()
-                .unwrap()
-                .success()
-        );
+        crate::fsutil::mkfifo(&lock);
         let start = Instant::now();
         let err = KubeconfigLock::acquire(&file, Duration::from_millis(50)).unwrap_err();
         assert!(matches!(err, KubeconfigError::LockTimeout { .. }), "{err}");
