@@ -5,6 +5,7 @@ pub mod config;
 pub mod engine;
 pub mod export;
 mod mounts;
+pub mod proxy;
 pub mod phases;
 pub mod preflight;
 pub mod state;
