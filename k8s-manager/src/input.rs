@@ -24,6 +24,12 @@ pub fn json_problem(err: &serde_json::Error) -> String {
     }
 }
 
+/// serde's message for a value of the wrong shape, without the value and
+/// with Rust's type names said plainly.
+pub fn value_problem(message: &str) -> String {
+    plain_types(&without_value(message))
+}
+
 /// serde quotes the offending value (`invalid type: string "…"`,
 /// `invalid value: integer `…``, `unknown variant `…``): a value sent or
 /// saved may be a secret (a proxy URL with a password), so it is left out;

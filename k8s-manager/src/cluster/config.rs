@@ -46,6 +46,8 @@ pub struct ClusterConfig {
     pub cni_conf_dir: PathBuf,
     /// Extra names and addresses for the API server certificate.
     pub extra_sans: Vec<String>,
+    #[serde(default)]
+    pub proxy: super::proxy::ProxySettings,
 }
 
 /// Saved settings are a few hundred bytes: anything past this is not them.
@@ -97,6 +99,7 @@ impl ClusterConfig {
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.into(),
             cni_conf_dir: DEFAULT_CNI_CONF_DIR.into(),
             extra_sans: Vec::new(),
+            proxy: Default::default(),
         }
     }
 
@@ -177,7 +180,7 @@ impl Paths {
     }
 }
 
-fn is_dns_label_chain(name: &str) -> bool {
+pub(crate) fn is_dns_label_chain(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {

@@ -1,0 +1,1082 @@
+//! The settings document: what the user wants, the one source of truth that
+//! the daemon converges the cluster to. Persisted in the state folder
+//! (`settings.json`), changed only as a whole: a partial document (a JSON
+//! merge patch, RFC 7396) is applied to a copy, the copy is checked, and it
+//! replaces the saved one only when every field is right.
+//!
+//! Pure logic: the document, its check, the patch, and what a change does to
+//! a cluster (`none`, `restart`, `reset`). Reading bundles and the state
+//! folder is left to [`resolve_bundle`] and the daemon.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::config::{self, ClusterConfig};
+use super::proxy::ProxySettings;
+
+/// The layout of the document; a later one is migrated on load.
+pub const SCHEMA_VERSION: u32 = 1;
+pub const DEFAULT_LOAD_BALANCER_ADDRESS: Ipv4Addr = Ipv4Addr::LOCALHOST;
+pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
+pub const DEFAULT_RENEW_WITHIN_DAYS: u32 = 30;
+/// A certificate lives a year: renewing earlier than this renews at every start.
+pub const MAX_RENEW_WITHIN_DAYS: u32 = 180;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct Settings {
+    pub schema_version: u32,
+    /// Counts the saves. A client that sends the revision it read has a
+    /// change made since refused instead of silently overwritten.
+    pub revision: u64,
+    pub kubernetes: Kubernetes,
+    pub network: Network,
+    pub containerd: Containerd,
+    pub proxy: ProxySettings,
+    pub docker: Docker,
+    pub certs: Certs,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct Kubernetes {
+    /// The toggle: true, the daemon keeps a cluster running; false, nothing of it runs.
+    pub enabled: bool,
+    /// The Kubernetes version (`v1.34.4`): the bundle of that version in the
+    /// cache. Unset before the first enable, which pins the newest one found.
+    pub version: Option<String>,
+    /// A bundle folder to use instead of the cache's (its version must match).
+    pub bundle: Option<PathBuf>,
+    pub api_port: u16,
+    pub node_name: String,
+    pub context_name: String,
+    /// The URL written into kubeconfigs; unset: `https://127.0.0.1:<apiPort>`.
+    pub server_url: Option<url::Url>,
+    /// Extra names and addresses for the API server's certificate.
+    pub extra_sans: Vec<String>,
+    /// The Windows user's kubeconfig: a path or a list of paths.
+    pub host_kubeconfig: Option<PathList>,
+    /// Also merge into the VM user's `~/.kube/config`.
+    pub merge_vm_kubeconfig: bool,
+    /// The address the API server advertises; unset: the default route's.
+    pub advertise_address: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct Network {
+    /// Where LoadBalancer Services are published on the VM (and so on localhost).
+    pub load_balancer_address: IpAddr,
+    pub pod_cidr: Ipv4Net,
+    pub service_cidr: Ipv4Net,
+    pub cluster_dns: Ipv4Addr,
+    pub cluster_domain: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct Containerd {
+    pub socket: PathBuf,
+    pub cni_conf_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct Docker {
+    /// The Docker engine whose images the cluster sees.
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct Certs {
+    /// A certificate that expires within this many days is renewed.
+    pub renew_within_days: u32,
+}
+
+/// A path, or a list of paths (`hostKubeconfig`): KUBECONFIG's two shapes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PathList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl PathList {
+    /// The KUBECONFIG-style value: `;` joins a list (the separator that
+    /// Windows paths, with their drive colons, need and that
+    /// [`crate::kubeconfig::HostKubeconfig::parse`] reads).
+    pub fn to_spec(&self) -> String {
+        match self {
+            PathList::One(path) => path.clone(),
+            PathList::Many(paths) => paths.join(";"),
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            schema_version: SCHEMA_VERSION,
+            revision: 0,
+            kubernetes: Kubernetes::default(),
+            network: Network::default(),
+            containerd: Containerd::default(),
+            proxy: ProxySettings::default(),
+            docker: Docker::default(),
+            certs: Certs::default(),
+        }
+    }
+}
+
+impl Default for Kubernetes {
+    fn default() -> Kubernetes {
+        Kubernetes {
+            enabled: false,
+            version: None,
+            bundle: None,
+            api_port: config::DEFAULT_API_PORT,
+            node_name: config::DEFAULT_NODE_NAME.into(),
+            context_name: config::DEFAULT_CONTEXT.into(),
+            server_url: None,
+            extra_sans: Vec::new(),
+            host_kubeconfig: None,
+            merge_vm_kubeconfig: true,
+            advertise_address: None,
+        }
+    }
+}
+
+impl Default for Network {
+    fn default() -> Network {
+        Network {
+            load_balancer_address: DEFAULT_LOAD_BALANCER_ADDRESS.into(),
+            pod_cidr: config::DEFAULT_POD_CIDR.parse().expect("constant"),
+            service_cidr: config::DEFAULT_SERVICE_CIDR.parse().expect("constant"),
+            cluster_dns: config::DEFAULT_CLUSTER_DNS.parse().expect("constant"),
+            cluster_domain: config::DEFAULT_CLUSTER_DOMAIN.into(),
+        }
+    }
+}
+
+impl Default for Containerd {
+    fn default() -> Containerd {
+        Containerd {
+            socket: config::DEFAULT_CONTAINERD_SOCKET.into(),
+            cni_conf_dir: config::DEFAULT_CNI_CONF_DIR.into(),
+        }
+    }
+}
+
+impl Default for Docker {
+    fn default() -> Docker {
+        Docker {
+            socket: DEFAULT_DOCKER_SOCKET.into(),
+        }
+    }
+}
+
+impl Default for Certs {
+    fn default() -> Certs {
+        Certs {
+            renew_within_days: DEFAULT_RENEW_WITHIN_DAYS,
+        }
+    }
+}
+
+/// A setting refused: the field's path (`kubernetes.apiPort`) and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingsError {
+    pub field: String,
+    pub message: String,
+}
+
+impl SettingsError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> SettingsError {
+        SettingsError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.field.is_empty() {
+            true => f.write_str(&self.message),
+            false => write!(f, "{}: {}", self.field, self.message),
+        }
+    }
+}
+
+impl std::error::Error for SettingsError {}
+
+/// What applying a change does to the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Effect {
+    /// Nothing to redo (or nothing runs to redo it on).
+    None,
+    /// The running cluster's components are restarted with it; data is kept.
+    Restart,
+    /// The existing cluster is thrown away and made again: its data is lost.
+    Reset,
+}
+
+/// One changed setting, as `propose` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub key: String,
+    pub current: Value,
+    pub desired: Value,
+    pub effect: Effect,
+}
+
+/// What the effect of a change depends on, besides the two documents.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// A cluster's data exists (an etcd data folder): a reset would lose it.
+    pub cluster_exists: bool,
+    /// The cluster's components run (or start): a restart would touch them.
+    pub running: bool,
+    /// The Kubernetes version each document resolves to (its bundle's).
+    pub current_version: Option<String>,
+    pub desired_version: Option<String>,
+}
+
+impl Settings {
+    /// Reads a settings document: unknown keys and values of the wrong type
+    /// are refused with the field's path. The values themselves are not
+    /// repeated (a proxy URL may hold a password).
+    pub fn from_value(value: Value) -> Result<Settings, SettingsError> {
+        let settings: Settings = serde_path_to_error::deserialize(value).map_err(|err| {
+            let field = err.path().to_string();
+            let field = if field == "." { String::new() } else { field };
+            SettingsError::new(field, crate::input::value_problem(&err.inner().to_string()))
+        })?;
+        if settings.schema_version != SCHEMA_VERSION {
+            return Err(SettingsError::new(
+                "schemaVersion",
+                format!(
+                    "this manager reads settings of schema {SCHEMA_VERSION}; the document is of schema {}",
+                    settings.schema_version
+                ),
+            ));
+        }
+        Ok(settings)
+    }
+
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).expect("settings serialise")
+    }
+
+    /// This document with `patch` applied (a JSON merge patch: an object
+    /// changes the keys it names, `null` puts a key back to its default),
+    /// checked as a whole. `schemaVersion` and `revision` are the manager's.
+    pub fn patched(&self, patch: &Value) -> Result<Settings, SettingsError> {
+        let Value::Object(fields) = patch else {
+            return Err(SettingsError::new(
+                "",
+                "a settings change is a JSON object of the keys to change",
+            ));
+        };
+        for key in ["schemaVersion", "revision"] {
+            if fields.contains_key(key) {
+                return Err(SettingsError::new(key, "is kept by the manager, not set"));
+            }
+        }
+        let mut value = self.to_value();
+        merge_patch(&mut value, patch);
+        let settings = Settings::from_value(value)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what can be wrong in a document, each problem with its field.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let k = &self.kubernetes;
+        let n = &self.network;
+        if let Some(version) = &k.version {
+            Version::parse(version).map_err(|e| SettingsError::new("kubernetes.version", e))?;
+        }
+        if k.api_port == 0 {
+            return Err(SettingsError::new(
+                "kubernetes.apiPort",
+                "0 is not a port: take one from 1 to 65535",
+            ));
+        }
+        if !config::is_dns_label_chain(&k.node_name) {
+            return Err(SettingsError::new(
+                "kubernetes.nodeName",
+                "must be a lowercase DNS name (letters, digits, '-' and '.')",
+            ));
+        }
+        if k.context_name.is_empty() || k.context_name.chars().any(char::is_control) {
+            return Err(SettingsError::new(
+                "kubernetes.contextName",
+                "must be a name of printable characters",
+            ));
+        }
+        if let Some(url) = &k.server_url
+            && (url.scheme() != "https" || url.host().is_none())
+        {
+            return Err(SettingsError::new(
+                "kubernetes.serverUrl",
+                "must be an https:// URL with a host (the API server serves TLS only)",
+            ));
+        }
+        for (i, san) in k.extra_sans.iter().enumerate() {
+            if san.parse::<IpAddr>().is_err() && !config::is_dns_label_chain(san) {
+                return Err(SettingsError::new(
+                    format!("kubernetes.extraSans[{i}]"),
+                    "must be a lowercase DNS name or an IP address",
+                ));
+            }
+        }
+        if let Some(list) = &k.host_kubeconfig {
+            let empty = match list {
+                PathList::One(p) => p.trim().is_empty(),
+                PathList::Many(ps) => ps.is_empty() || ps.iter().any(|p| p.trim().is_empty()),
+            };
+            if empty {
+                return Err(SettingsError::new(
+                    "kubernetes.hostKubeconfig",
+                    "an empty path: leave the setting out (null) for none",
+                ));
+            }
+            crate::kubeconfig::HostKubeconfig::parse(
+                &list.to_spec(),
+                Path::new(crate::kubeconfig::HostEnvironment::DEFAULT_MOUNT_ROOT),
+            )
+            .map_err(|e| {
+                SettingsError::new("kubernetes.hostKubeconfig", crate::error::chain(&e))
+            })?;
+        }
+        if n.pod_cidr.prefix_len() > 24 {
+            return Err(SettingsError::new(
+                "network.podCidr",
+                "must be a /24 or larger: the node takes its first /24",
+            ));
+        }
+        for (field, net) in [
+            ("network.podCidr", n.pod_cidr),
+            ("network.serviceCidr", n.service_cidr),
+        ] {
+            if net.network() != net.addr() {
+                return Err(SettingsError::new(
+                    field,
+                    format!(
+                        "must start at its network's first address ({})",
+                        net.trunc()
+                    ),
+                ));
+            }
+        }
+        if n.service_cidr.prefix_len() < 12 || n.service_cidr.prefix_len() > 30 {
+            return Err(SettingsError::new(
+                "network.serviceCidr",
+                "must be from a /12 (the API server's largest) to a /30",
+            ));
+        }
+        if n.pod_cidr.contains(&n.service_cidr) || n.service_cidr.contains(&n.pod_cidr) {
+            return Err(SettingsError::new(
+                "network.serviceCidr",
+                "overlaps network.podCidr",
+            ));
+        }
+        if !n.service_cidr.contains(&n.cluster_dns)
+            || n.cluster_dns == n.service_cidr.network()
+            || n.cluster_dns == n.service_cidr.broadcast()
+        {
+            return Err(SettingsError::new(
+                "network.clusterDns",
+                "must be an address inside network.serviceCidr",
+            ));
+        }
+        if !config::is_dns_label_chain(&n.cluster_domain) {
+            return Err(SettingsError::new(
+                "network.clusterDomain",
+                "must be a lowercase DNS name",
+            ));
+        }
+        for (field, path) in [
+            ("containerd.socket", &self.containerd.socket),
+            ("containerd.cniConfDir", &self.containerd.cni_conf_dir),
+            ("docker.socket", &self.docker.socket),
+        ] {
+            if !path.is_absolute() {
+                return Err(SettingsError::new(field, "must be an absolute path"));
+            }
+        }
+        if let Some(bundle) = &k.bundle
+            && !bundle.is_absolute()
+        {
+            return Err(SettingsError::new(
+                "kubernetes.bundle",
+                "must be an absolute path",
+            ));
+        }
+        if !(1..=MAX_RENEW_WITHIN_DAYS).contains(&self.certs.renew_within_days) {
+            return Err(SettingsError::new(
+                "certs.renewWithinDays",
+                format!("must be from 1 to {MAX_RENEW_WITHIN_DAYS} days"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The cluster's configuration for an enable, with the bundle resolved.
+    pub fn to_config(&self, state_dir: &Path, bundle: PathBuf) -> ClusterConfig {
+        let k = &self.kubernetes;
+        let n = &self.network;
+        let mut config = ClusterConfig::new(state_dir.to_path_buf(), bundle);
+        config.node_name = k.node_name.clone();
+        config.api_port = k.api_port;
+        config.server_url = k.server_url.as_ref().map(|u| u.as_str().to_string());
+        config.advertise_address = k.advertise_address;
+        config.containerd_socket = self.containerd.socket.clone();
+        config.host_kubeconfig = k.host_kubeconfig.as_ref().map(PathList::to_spec);
+        config.merge_vm_kubeconfig = k.merge_vm_kubeconfig;
+        config.context_name = k.context_name.clone();
+        config.pod_cidr = n.pod_cidr.to_string();
+        config.service_cidr = n.service_cidr.to_string();
+        config.cluster_dns = n.cluster_dns.into();
+        config.cluster_domain = n.cluster_domain.clone();
+        config.cni_conf_dir = self.containerd.cni_conf_dir.clone();
+        config.extra_sans = k.extra_sans.clone();
+        config.proxy = self.proxy.clone();
+        config
+    }
+
+    /// The settings that an earlier manager's saved configuration
+    /// (`cluster.json`) stood for: how a state folder made before the
+    /// settings document carries over. What no longer reads as a setting
+    /// keeps its default, and is told.
+    pub fn from_config(config: &ClusterConfig, enabled: bool) -> (Settings, Vec<String>) {
+        let mut s = Settings::default();
+        let mut dropped = Vec::new();
+        let k = &mut s.kubernetes;
+        k.enabled = enabled;
+        k.bundle = Some(config.bundle.clone());
+        k.api_port = config.api_port;
+        k.node_name = config.node_name.clone();
+        k.context_name = config.context_name.clone();
+        k.server_url = config.server_url.as_ref().and_then(|u| {
+            let parsed = url::Url::parse(u).ok();
+            if parsed.is_none() {
+                dropped.push("kubernetes.serverUrl".to_string());
+            }
+            parsed
+        });
+        k.extra_sans = config.extra_sans.clone();
+        k.host_kubeconfig = config.host_kubeconfig.clone().map(PathList::One);
+        k.merge_vm_kubeconfig = config.merge_vm_kubeconfig;
+        k.advertise_address = config.advertise_address;
+        let n = &mut s.network;
+        match config.pod_cidr.parse() {
+            Ok(net) => n.pod_cidr = net,
+            Err(_) => dropped.push("network.podCidr".into()),
+        }
+        match config.service_cidr.parse() {
+            Ok(net) => n.service_cidr = net,
+            Err(_) => dropped.push("network.serviceCidr".into()),
+        }
+        match config.cluster_dns {
+            IpAddr::V4(ip) => n.cluster_dns = ip,
+            IpAddr::V6(_) => dropped.push("network.clusterDns".into()),
+        }
+        n.cluster_domain = config.cluster_domain.clone();
+        s.containerd.socket = config.containerd_socket.clone();
+        s.containerd.cni_conf_dir = config.cni_conf_dir.clone();
+        s.proxy = config.proxy.clone();
+        (s, dropped)
+    }
+}
+
+/// RFC 7396: objects merge key by key, `null` removes a key, anything else
+/// replaces the target.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    let target = target.as_object_mut().expect("made an object above");
+    for (key, value) in patch {
+        if value.is_null() {
+            target.remove(key);
+        } else {
+            merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
+}
+
+/// `KEY=VALUE` (a dotted path, `kubernetes.apiPort=6444`) as a merge patch.
+/// The value is JSON when it reads as JSON (`true`, `6444`, `["a","b"]`,
+/// `null`), a string otherwise (`docker-desktop`, `C:\Users\dev\.kube\config`).
+pub fn patch_from_assignments<S: AsRef<str>>(assignments: &[S]) -> Result<Value, SettingsError> {
+    let mut patch = Value::Object(Map::new());
+    for assignment in assignments {
+        let assignment = assignment.as_ref();
+        let Some((key, raw)) = assignment.split_once('=') else {
+            return Err(SettingsError::new(
+                assignment,
+                "write KEY=VALUE, e.g. kubernetes.apiPort=6444",
+            ));
+        };
+        if key.is_empty() || key.split('.').any(str::is_empty) {
+            return Err(SettingsError::new(
+                key,
+                "a key is a dotted path like kubernetes.apiPort",
+            ));
+        }
+        let value = serde_json::from_str::<Value>(raw).unwrap_or_else(|_| Value::from(raw));
+        let mut node = &mut patch;
+        let parts: Vec<&str> = key.split('.').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let map = match node {
+                Value::Object(map) => map,
+                _ => {
+                    return Err(SettingsError::new(
+                        key,
+                        "is set twice, once as a value and once as an object",
+                    ));
+                }
+            };
+            if i + 1 == parts.len() {
+                map.insert(part.to_string(), value.clone());
+                break;
+            }
+            node = map
+                .entry(part.to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
+        }
+    }
+    Ok(patch)
+}
+
+/// Every leaf of a document by its dotted path (lists are leaves).
+pub fn leaves(value: &Value) -> Vec<(String, Value)> {
+    fn walk(prefix: &str, value: &Value, out: &mut Vec<(String, Value)>) {
+        match value {
+            Value::Object(map) => {
+                for (key, value) in map {
+                    let path = match prefix.is_empty() {
+                        true => key.clone(),
+                        false => format!("{prefix}.{key}"),
+                    };
+                    walk(&path, value, out);
+                }
+            }
+            _ => out.push((prefix.to_string(), value.clone())),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", value, &mut out);
+    out
+}
+
+/// The effect of changing `key` on a cluster as `facts` describe it.
+fn effect_of(key: &str, facts: &Facts) -> Effect {
+    let rebuild = Effect::Reset;
+    let redo = Effect::Restart;
+    let wanted = match key {
+        "schemaVersion" | "revision" | "kubernetes.enabled" | "certs.renewWithinDays" => {
+            Effect::None
+        }
+        // The node's identity, and the address plan its objects are made of.
+        "kubernetes.nodeName"
+        | "network.podCidr"
+        | "network.serviceCidr"
+        | "network.clusterDns"
+        | "network.clusterDomain" => rebuild,
+        "kubernetes.version" | "kubernetes.bundle" => {
+            match (&facts.current_version, &facts.desired_version) {
+                (Some(a), Some(b)) if a == b => redo,
+                (Some(a), Some(b)) => match (Version::parse(a), Version::parse(b)) {
+                    (Ok(a), Ok(b)) if a.major == b.major && a.minor == b.minor => redo,
+                    _ => rebuild,
+                },
+                _ => redo,
+            }
+        }
+        _ => redo,
+    };
+    match wanted {
+        Effect::Reset if facts.cluster_exists => Effect::Reset,
+        Effect::Reset | Effect::Restart if facts.running => Effect::Restart,
+        _ => Effect::None,
+    }
+}
+
+/// Each setting that differs between the two documents, with its effect.
+pub fn changes(current: &Settings, desired: &Settings, facts: &Facts) -> Vec<Change> {
+    let before: std::collections::BTreeMap<String, Value> =
+        leaves(&current.to_value()).into_iter().collect();
+    let after = leaves(&desired.to_value());
+    let mut changes = Vec::new();
+    for (key, desired_value) in after {
+        if key == "revision" {
+            continue;
+        }
+        let current_value = before.get(&key).cloned().unwrap_or(Value::Null);
+        if current_value != desired_value {
+            changes.push(Change {
+                effect: effect_of(&key, facts),
+                key,
+                current: current_value,
+                desired: desired_value,
+            });
+        }
+    }
+    // A version unset in one of the documents and pinned in the other is
+    // the same cluster when both resolve to the same bundle.
+    changes
+}
+
+/// A Kubernetes version, `v1.34.4` (the `v` optional).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl Version {
+    pub fn parse(text: &str) -> Result<Version, String> {
+        let bad = || format!("{text:?} is not a Kubernetes version like v1.34.4");
+        let digits = text.strip_prefix('v').unwrap_or(text);
+        let parts: Vec<u32> = digits
+            .split('.')
+            .map(|p| {
+                (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| p.parse().ok())
+                    .flatten()
+                    .ok_or_else(bad)
+            })
+            .collect::<Result<_, _>>()?;
+        match parts[..] {
+            [major, minor, patch] => Ok(Version {
+                major,
+                minor,
+                patch,
+            }),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// The bundle folder the settings choose, and its Kubernetes version:
+/// `kubernetes.bundle` when set (its version must be `kubernetes.version`
+/// when that is set too), else the cache's bundle of `kubernetes.version`,
+/// else the newest in the cache. A missing bundle is an error that says
+/// how to get one.
+pub fn resolve_bundle(k: &Kubernetes, cache: &Path) -> Result<(PathBuf, Version), SettingsError> {
+    let wanted = k
+        .version
+        .as_deref()
+        .map(Version::parse)
+        .transpose()
+        .map_err(|e| SettingsError::new("kubernetes.version", e))?;
+    let bundles = cache.join("bundles");
+    let dir = match (&k.bundle, wanted) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(version)) => bundles.join(version.to_string()),
+        (None, None) => newest_bundle(&bundles).ok_or_else(|| {
+            SettingsError::new(
+                "kubernetes.version",
+                format!(
+                    "no Kubernetes bundle in {}: build one with vm/bundle/build.sh, or fetch one with `k8s-manager bundle fetch --version <version>`",
+                    bundles.display()
+                ),
+            )
+        })?,
+    };
+    let manifest = match crate::bundle::Manifest::load(&dir) {
+        Ok(manifest) => manifest,
+        Err(err) => {
+            let (field, how) = match (&k.bundle, wanted) {
+                (Some(_), _) => ("kubernetes.bundle", String::new()),
+                (None, Some(v)) => (
+                    "kubernetes.version",
+                    format!(
+                        ": build it with `K8S_VERSION={v} vm/bundle/build.sh`, or fetch it with `k8s-manager bundle fetch --version {v}`"
+                    ),
+                ),
+                (None, None) => ("kubernetes.version", String::new()),
+            };
+            let what = match wanted {
+                Some(v) if k.bundle.is_none() => format!("no bundle of Kubernetes {v}"),
+                _ => "not a usable bundle".to_string(),
+            };
+            return Err(SettingsError::new(
+                field,
+                format!("{what} ({}){how}", crate::error::chain(&err)),
+            ));
+        }
+    };
+    let found = Version::parse(&manifest.kubernetes).map_err(|e| {
+        SettingsError::new(
+            "kubernetes.bundle",
+            format!("{}: {e}", dir.join("bundle.json").display()),
+        )
+    })?;
+    if let Some(wanted) = wanted
+        && wanted != found
+    {
+        return Err(SettingsError::new(
+            "kubernetes.version",
+            format!(
+                "the bundle {} is Kubernetes {found}, not {wanted}",
+                dir.display()
+            ),
+        ));
+    }
+    Ok((dir, found))
+}
+
+/// The newest bundle folder (`v1.34.4`) of the cache holding a manifest.
+pub fn newest_bundle(bundles: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(bundles)
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let version = Version::parse(&name).ok()?;
+            let dir = entry.path();
+            dir.join(crate::bundle::manifest::MANIFEST_FILE)
+                .exists()
+                .then_some((version, dir))
+        })
+        .max_by_key(|(version, _)| *version)
+        .map(|(_, dir)| dir)
+}
+
+/// Settings are a few hundred bytes: anything past this is not them.
+pub const MAX_SETTINGS_BYTES: u64 = 1 << 20;
+
+/// The saved document; `None` when there is none yet. A damaged file is an
+/// error naming it, never replaced behind the user's back.
+pub fn load(path: &Path) -> Result<Option<Settings>, String> {
+    let fix = "fix it or move it aside (the manager then starts from the defaults)";
+    let raw =
+        match crate::fsutil::read_bounded(path, MAX_SETTINGS_BYTES).map_err(std::io::Error::from) {
+            Ok(raw) => raw,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => {
+                return Err(format!(
+                    "{}: the settings cannot be read: {err}; {fix}",
+                    path.display()
+                ));
+            }
+        };
+    let value: Value = serde_json::from_slice(&raw).map_err(|err| {
+        format!(
+            "{}: the settings are damaged: the file {}; {fix}",
+            path.display(),
+            crate::input::json_problem(&err)
+        )
+    })?;
+    let settings = Settings::from_value(value)
+        .and_then(|s| s.validate().map(|()| s))
+        .map_err(|err| format!("{}: {err}; {fix}", path.display()))?;
+    Ok(Some(settings))
+}
+
+/// Saves the document atomically: a crash leaves the old one or the new one.
+pub fn save(path: &Path, settings: &Settings) -> std::io::Result<()> {
+    let mut json = serde_json::to_vec_pretty(settings).expect("settings serialise");
+    json.push(b'\n');
+    crate::fsutil::write_atomic(path, &json, 0o600)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_are_valid_and_round_trip() {
+        let settings = Settings::default();
+        settings.validate().unwrap();
+        let back = Settings::from_value(settings.to_value()).unwrap();
+        assert_eq!(back, settings);
+        assert_eq!(
+            settings.to_value()["network"]["loadBalancerAddress"],
+            json!("127.0.0.1")
+        );
+        // An empty document is the defaults.
+        assert_eq!(Settings::from_value(json!({})).unwrap(), settings);
+    }
+
+    #[test]
+    fn a_patch_changes_only_what_it_names() {
+        let settings = Settings::default();
+        let patched = settings
+            .patched(&json!({"kubernetes": {"apiPort": 6444, "enabled": true}}))
+            .unwrap();
+        assert_eq!(patched.kubernetes.api_port, 6444);
+        assert!(patched.kubernetes.enabled);
+        assert_eq!(patched.kubernetes.node_name, settings.kubernetes.node_name);
+        // null puts the default back.
+        let back = patched
+            .patched(&json!({"kubernetes": {"apiPort": null}}))
+            .unwrap();
+        assert_eq!(back.kubernetes.api_port, config::DEFAULT_API_PORT);
+    }
+
+    #[test]
+    fn refusals_name_the_field_and_not_the_value() {
+        let settings = Settings::default();
+        let refuse = |patch: Value| settings.patched(&patch).unwrap_err();
+        let err = refuse(json!({"kubernetes": {"apiPort": 70000}}));
+        assert_eq!(err.field, "kubernetes.apiPort");
+        assert!(!err.message.contains("70000"), "{err}");
+        let err = refuse(json!({"kubernetes": {"apiPort": 0}}));
+        assert_eq!(err.field, "kubernetes.apiPort");
+        let err = refuse(json!({"kubernetes": {"colour": "blue"}}));
+        assert_eq!(err.field, "kubernetes.colour", "{err}");
+        assert!(err.message.contains("unknown field"), "{err}");
+        let err = refuse(json!({"flavour": 1}));
+        assert_eq!(err.field, "flavour", "{err}");
+        let err = refuse(json!({"kubernetes": {"nodeName": "My_Node"}}));
+        assert_eq!(err.field, "kubernetes.nodeName");
+        let err = refuse(json!({"kubernetes": {"version": "latest"}}));
+        assert_eq!(err.field, "kubernetes.version");
+        let err = refuse(json!({"kubernetes": {"serverUrl": "http://127.0.0.1:6443"}}));
+        assert_eq!(err.field, "kubernetes.serverUrl");
+        let err = refuse(json!({"kubernetes": {"extraSans": ["ok.test", "not ok"]}}));
+        assert_eq!(err.field, "kubernetes.extraSans[1]");
+        let err = refuse(json!({"network": {"podCidr": "10.244.0.0/25"}}));
+        assert_eq!(err.field, "network.podCidr");
+        let err = refuse(json!({"network": {"podCidr": "10.244.3.0/16"}}));
+        assert_eq!(err.field, "network.podCidr");
+        assert!(err.message.contains("10.244.0.0/16"), "{err}");
+        let err = refuse(json!({"network": {"serviceCidr": "10.0.0.0/8"}}));
+        assert_eq!(err.field, "network.serviceCidr");
+        let err = refuse(json!({"network": {"serviceCidr": "10.244.0.0/20"}}));
+        assert!(err.message.contains("overlaps"), "{err}");
+        let err = refuse(json!({"network": {"clusterDns": "10.200.0.10"}}));
+        assert_eq!(err.field, "network.clusterDns");
+        let err = refuse(json!({"network": {"loadBalancerAddress": "localhost"}}));
+        assert_eq!(err.field, "network.loadBalancerAddress");
+        let err = refuse(json!({"docker": {"socket": "docker.sock"}}));
+        assert_eq!(err.field, "docker.socket");
+        let err = refuse(json!({"certs": {"renewWithinDays": 0}}));
+        assert_eq!(err.field, "certs.renewWithinDays");
+        let err = refuse(json!({"kubernetes": {"hostKubeconfig": ""}}));
+        assert_eq!(err.field, "kubernetes.hostKubeconfig");
+        let err = refuse(json!({"revision": 9}));
+        assert_eq!(err.field, "revision");
+        let err = refuse(json!(["kubernetes"]));
+        assert_eq!(err.field, "");
+    }
+
+    #[test]
+    fn host_kubeconfig_is_a_path_or_a_list() {
+        let settings = Settings::default();
+        let one = settings
+            .patched(&json!({"kubernetes": {"hostKubeconfig": "/mnt/c/Users/dev/.kube/config"}}))
+            .unwrap();
+        assert_eq!(
+            one.kubernetes.host_kubeconfig.unwrap().to_spec(),
+            "/mnt/c/Users/dev/.kube/config"
+        );
+        let many = settings
+            .patched(&json!({"kubernetes": {"hostKubeconfig": ["C:\\Users\\dev\\.kube\\config", "C:\\Users\\dev\\.kube\\work"]}}))
+            .unwrap();
+        assert_eq!(
+            many.kubernetes.host_kubeconfig.unwrap().to_spec(),
+            "C:\\Users\\dev\\.kube\\config;C:\\Users\\dev\\.kube\\work"
+        );
+    }
+
+    #[test]
+    fn assignments_make_a_patch() {
+        let patch = patch_from_assignments(&[
+            "kubernetes.apiPort=6444",
+            "kubernetes.enabled=true",
+            "kubernetes.nodeName=dev-node",
+            "kubernetes.extraSans=[\"a.test\"]",
+            "proxy.http=null",
+        ])
+        .unwrap();
+        assert_eq!(
+            patch,
+            json!({"kubernetes": {"apiPort": 6444, "enabled": true, "nodeName": "dev-node", "extraSans": ["a.test"]}, "proxy": {"http": null}})
+        );
+        assert_eq!(
+            patch_from_assignments(&["kubernetes"]).unwrap_err().field,
+            "kubernetes"
+        );
+        assert!(patch_from_assignments(&["a..b=1"]).is_err());
+        assert!(patch_from_assignments(&["a=1", "a.b=2"]).is_err());
+    }
+
+    fn facts(exists: bool, running: bool) -> Facts {
+        Facts {
+            cluster_exists: exists,
+            running,
+            current_version: Some("v1.34.4".into()),
+            desired_version: Some("v1.34.4".into()),
+        }
+    }
+
+    #[test]
+    fn effects_follow_what_the_change_touches() {
+        let current = Settings::default();
+        let effect = |patch: Value, facts: &Facts| {
+            let desired = current.patched(&patch).unwrap();
+            let changes = changes(&current, &desired, facts);
+            assert_eq!(changes.len(), 1, "{changes:?}");
+            changes[0].effect
+        };
+        let live = facts(true, true);
+        let stopped = facts(true, false);
+        let none = facts(false, false);
+        let port = json!({"kubernetes": {"apiPort": 6444}});
+        assert_eq!(effect(port.clone(), &live), Effect::Restart);
+        assert_eq!(effect(port.clone(), &stopped), Effect::None);
+        let node = json!({"kubernetes": {"nodeName": "other"}});
+        assert_eq!(effect(node.clone(), &live), Effect::Reset);
+        assert_eq!(effect(node.clone(), &stopped), Effect::Reset);
+        assert_eq!(effect(node, &none), Effect::None);
+        let toggle = json!({"kubernetes": {"enabled": true}});
+        assert_eq!(effect(toggle, &stopped), Effect::None);
+        let renew = json!({"certs": {"renewWithinDays": 60}});
+        assert_eq!(effect(renew, &live), Effect::None);
+        let proxy = json!({"proxy": {"noProxy": ["corp.example"]}});
+        assert_eq!(effect(proxy, &live), Effect::Restart);
+        let version = json!({"kubernetes": {"version": "v1.35.0"}});
+        let minor = Facts {
+            desired_version: Some("v1.35.0".into()),
+            ..live.clone()
+        };
+        assert_eq!(effect(version, &minor), Effect::Reset);
+        let version = json!({"kubernetes": {"version": "v1.34.5"}});
+        let patch = Facts {
+            desired_version: Some("v1.34.5".into()),
+            ..live.clone()
+        };
+        assert_eq!(effect(version, &patch), Effect::Restart);
+    }
+
+    #[test]
+    fn versions_parse() {
+        assert_eq!(
+            Version::parse("v1.34.4").unwrap(),
+            Version {
+                major: 1,
+                minor: 34,
+                patch: 4
+            }
+        );
+        assert_eq!(Version::parse("1.34.4").unwrap().to_string(), "v1.34.4");
+        for bad in ["v1.34", "1.34.x", "", "v1..4", "1.34.4.1", "+1.2.3"] {
+            assert!(Version::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn bundle(cache: &Path, version: &str) -> PathBuf {
+        let dir = cache.join("bundles").join(version);
+        std::fs::create_dir_all(&dir).unwrap();
+        let names = [
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kubelet",
+            "kube-proxy",
+        ];
+        let executables: Vec<Value> = names
+            .iter()
+            .map(|n| json!({"path": format!("bin/{n}"), "args": ["--version"], "expect": version}))
+            .collect();
+        let files: Vec<Value> = names
+            .iter()
+            .map(|n| json!({"path": format!("bin/{n}"), "sha256": "0".repeat(64), "size": 1, "executable": true}))
+            .collect();
+        let manifest = json!({
+            "schemaVersion": 1, "kubernetes": version, "components": {},
+            "executables": executables, "files": files
+        });
+        std::fs::write(dir.join("bundle.json"), manifest.to_string()).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_version_picks_the_bundle() {
+        let cache = tempfile::tempdir().unwrap();
+        let mut k = Kubernetes::default();
+        let err = resolve_bundle(&k, cache.path()).unwrap_err();
+        assert_eq!(err.field, "kubernetes.version");
+        assert!(err.message.contains("vm/bundle/build.sh"), "{err}");
+        let old = bundle(cache.path(), "v1.33.9");
+        let new = bundle(cache.path(), "v1.34.4");
+        std::fs::create_dir_all(cache.path().join("bundles/v1.99.0")).unwrap();
+        let (dir, version) = resolve_bundle(&k, cache.path()).unwrap();
+        assert_eq!((dir, version.to_string()), (new.clone(), "v1.34.4".into()));
+        k.version = Some("1.33.9".into());
+        assert_eq!(resolve_bundle(&k, cache.path()).unwrap().0, old);
+        k.version = Some("v1.35.1".into());
+        let err = resolve_bundle(&k, cache.path()).unwrap_err();
+        assert_eq!(err.field, "kubernetes.version");
+        assert!(
+            err.message.contains("no bundle of Kubernetes v1.35.1"),
+            "{err}"
+        );
+        assert!(
+            err.message
+                .contains("k8s-manager bundle fetch --version v1.35.1"),
+            "{err}"
+        );
+        k.bundle = Some(new.clone());
+        let err = resolve_bundle(&k, cache.path()).unwrap_err();
+        assert!(err.message.contains("is Kubernetes v1.34.4"), "{err}");
+        k.version = None;
+        assert_eq!(resolve_bundle(&k, cache.path()).unwrap().0, new);
+    }
+
+    #[test]
+    fn saved_settings_round_trip_and_damage_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.json");
+        assert_eq!(load(&path), Ok(None));
+        let settings = Settings::default()
+            .patched(&json!({"kubernetes": {"enabled": true}}))
+            .unwrap();
+        save(&path, &settings).unwrap();
+        assert_eq!(load(&path), Ok(Some(settings)));
+        std::fs::write(&path, br#"{"kubernetes": {"apiPort": "x"}}"#).unwrap();
+        let err = load(&path).unwrap_err();
+        assert!(err.contains("kubernetes.apiPort"), "{err}");
+        std::fs::write(&path, b"{").unwrap();
+        assert!(load(&path).unwrap_err().contains("cut short"));
+    }
+
+    #[test]
+    fn an_earlier_managers_config_carries_over() {
+        let mut config = ClusterConfig::new("/s".into(), "/b/v1.34.4".into());
+        config.api_port = 6555;
+        config.host_kubeconfig = Some("/mnt/c/Users/dev/.kube/config".into());
+        let (settings, dropped) = Settings::from_config(&config, true);
+        assert!(dropped.is_empty());
+        assert!(settings.kubernetes.enabled);
+        assert_eq!(settings.kubernetes.api_port, 6555);
+        let back = settings.to_config(Path::new("/s"), "/b/v1.34.4".into());
+        assert_eq!(back, config);
+    }
+}
