@@ -58,9 +58,9 @@ fn without_value(message: &str) -> String {
 fn plain_types(message: &str) -> String {
     let mut out = message.to_string();
     for (rust, plain) in [
-        ("u8", "a whole number"),
-        ("u16", "a whole number"),
-        ("u32", "a whole number"),
+        ("u8", "a whole number from 0 to 255"),
+        ("u16", "a whole number from 0 to 65535"),
+        ("u32", "a whole number from 0 to 4294967295"),
         ("u64", "a whole number"),
         ("usize", "a whole number"),
         ("i32", "a whole number"),
@@ -131,7 +131,7 @@ mod tests {
         );
         assert_eq!(
             problem("{\"port\": \"x\", \"names\": []}"),
-            "invalid type: string, expected a whole number (at line 1, column 12)"
+            "invalid type: string, expected a whole number from 0 to 65535 (at line 1, column 12)"
         );
         assert_eq!(
             problem("{\"port\": 1}"),

@@ -357,20 +357,28 @@ fn an_error_with_output_json_is_one_json_object_with_a_code() {
         .args(json);
     assert_json_error(&mut cmd, "BundleInvalid", 1);
 
-    // Refused before any daemon is asked.
+    // Settings refused by the daemon, naming the setting; nothing saved.
     let mut cmd = manager(dir);
     cmd.args(["enable", "--api-port", "0", "--bundle"])
         .arg(dir)
         .args(json);
-    assert_json_error(&mut cmd, "InvalidArgument", 2);
+    let value = assert_json_error(&mut cmd, "InvalidSettings", 2);
+    assert_eq!(value["error"]["field"], "kubernetes.apiPort");
     let mut cmd = manager(dir);
     cmd.args(["enable", "--node-name", "Not A Name", "--bundle"])
         .arg(dir)
         .args(json);
-    assert_json_error(&mut cmd, "InvalidArgument", 2);
+    let value = assert_json_error(&mut cmd, "InvalidSettings", 2);
+    assert_eq!(value["error"]["field"], "kubernetes.nodeName");
     let mut cmd = manager(dir);
     cmd.args(["enable"]).args(json);
-    assert_json_error(&mut cmd, "BundleNotFound", 1);
+    let value = assert_json_error(&mut cmd, "InvalidSettings", 2);
+    assert_eq!(value["error"]["field"], "kubernetes.version");
+    let message = value["error"]["message"].as_str().unwrap();
+    assert!(message.contains("vm/bundle/build.sh"), "{message}");
+    // The daemon those requests started reads the state folder no more.
+    let out = run(manager(dir).args(["daemon", "--stop"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
 
     std::fs::create_dir_all(dir.join("state")).unwrap();
     std::fs::write(dir.join("state/state.json"), "{").unwrap();

@@ -11,7 +11,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
 use crate::cluster::engine::Event;
+use crate::cluster::settings::{Change, Settings};
 use crate::cluster::status::StatusReport;
+use crate::daemon::Applied;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -22,6 +24,8 @@ pub enum ClientError {
         status: u16,
         code: String,
         message: String,
+        /// The setting at fault, when the manager named one.
+        field: Option<String>,
     },
     /// The manager closed the connection before it answered: it stopped or
     /// crashed as the request arrived, so the request was not taken.
@@ -50,11 +54,13 @@ impl ClientError {
                 status,
                 code: body.error.code,
                 message: body.error.message,
+                field: body.error.field,
             },
             Err(_) => ClientError::Status {
                 status,
                 code: "Internal".into(),
                 message: String::from_utf8_lossy(body).into_owned(),
+                field: None,
             },
         }
     }
@@ -132,9 +138,14 @@ impl Client {
         Ok(response)
     }
 
-    /// The daemon's status report, as the server's own type.
-    pub async fn status(&self) -> Result<StatusReport, ClientError> {
-        let response = self.send("GET", super::STATUS, Vec::new()).await?;
+    /// A request whose answer is one JSON document, read as `T`.
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<T, ClientError> {
+        let response = self.send(method, path, body).await?;
         let body = response
             .into_body()
             .collect()
@@ -143,9 +154,50 @@ impl Client {
             .to_bytes();
         serde_json::from_slice(&body).map_err(|e| {
             ClientError::Protocol(format!(
-                "the manager sent a status this client does not read ({e}); are both the same version?"
+                "the manager sent an answer to {path} this client does not read ({e}); are both the same version?"
             ))
         })
+    }
+
+    /// The daemon's status report, as the server's own type.
+    pub async fn status(&self) -> Result<StatusReport, ClientError> {
+        self.call("GET", super::STATUS, Vec::new()).await
+    }
+
+    /// The settings document.
+    pub async fn settings(&self) -> Result<Settings, ClientError> {
+        self.call("GET", super::SETTINGS, Vec::new()).await
+    }
+
+    /// Changes the settings by `patch` (a JSON merge patch); the daemon
+    /// converges in the background, as the answer's `operation`.
+    pub async fn change_settings(
+        &self,
+        patch: &serde_json::Value,
+        confirm_reset: bool,
+    ) -> Result<Applied, ClientError> {
+        let path = match confirm_reset {
+            true => format!("{}?confirm=reset", super::SETTINGS),
+            false => super::SETTINGS.to_string(),
+        };
+        self.call("PUT", &path, patch.to_string().into_bytes())
+            .await
+    }
+
+    /// What changing the settings by `patch` would do, changing nothing.
+    pub async fn propose(&self, patch: &serde_json::Value) -> Result<Vec<Change>, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Proposal {
+            changes: Vec<Change>,
+        }
+        let proposal: Proposal = self
+            .call(
+                "PUT",
+                super::SETTINGS_PROPOSE,
+                patch.to_string().into_bytes(),
+            )
+            .await?;
+        Ok(proposal.changes)
     }
 
     /// Sends an operation and hands each progress event to `on_event` until

@@ -23,6 +23,8 @@ pub const ENABLE: &str = "/v1/enable";
 pub const DISABLE: &str = "/v1/disable";
 pub const RESET: &str = "/v1/reset";
 pub const EVENTS: &str = "/v1/events";
+pub const SETTINGS: &str = "/v1/settings";
+pub const SETTINGS_PROPOSE: &str = "/v1/settings/propose";
 
 /// The body of an error answer, written by the server and read by the client.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -36,4 +38,7 @@ pub struct ErrorDetail {
     /// `SettingsMissing`, `NotFound`.
     pub code: String,
     pub message: String,
+    /// The setting at fault (`kubernetes.apiPort`), when one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }

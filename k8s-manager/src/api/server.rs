@@ -14,8 +14,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::UnixListener;
 use tokio::sync::{broadcast, mpsc};
 
-use crate::cluster::config::ClusterConfig;
+use serde_json::Value;
+
 use crate::cluster::engine::{Engine, Event};
+use crate::daemon::{ChangeOptions, Manager, Plan, Refusal};
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -28,7 +30,7 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Serves the API on `socket` until `shutdown` resolves.
 pub async fn serve(
-    engine: Arc<Engine>,
+    manager: Arc<Manager>,
     socket: &Path,
     group: Option<u32>,
     shutdown: impl std::future::Future<Output = ()>,
@@ -54,9 +56,9 @@ pub async fn serve(
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, _) = accepted?;
-                let engine = engine.clone();
+                let manager = manager.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| handle(engine.clone(), req));
+                    let service = hyper::service::service_fn(move |req| handle(manager.clone(), req));
                     let connection = hyper::server::conn::http1::Builder::new()
                         .timer(TokioTimer::new())
                         .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -74,69 +76,57 @@ pub async fn serve(
 }
 
 async fn handle(
-    engine: Arc<Engine>,
+    manager: Arc<Manager>,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
-    let query = req.uri().query().unwrap_or_default().to_string();
+    let query = Query::parse(req.uri().query().unwrap_or_default());
     let method = req.method().clone();
     let response = match (method, path.as_str()) {
-        (Method::GET, super::STATUS) => match status(&engine).await {
+        (Method::GET, super::STATUS) => match status(manager.engine()).await {
             Ok(report) => json(StatusCode::OK, &report),
             Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, "SettingsDamaged", &err),
         },
-        (Method::GET, super::EVENTS) => stream_events(engine.subscribe(), None),
-        (Method::POST, super::ENABLE) => {
-            let body = match read_body(req).await {
-                Ok(body) => body,
+        (Method::GET, super::EVENTS) => stream_events(manager.engine().subscribe(), None),
+        (Method::GET, super::SETTINGS) => json(StatusCode::OK, &manager.settings().await),
+        (Method::PUT, super::SETTINGS) => {
+            let patch = match read_patch(req).await {
+                Ok(patch) => patch,
                 Err(response) => return Ok(response),
             };
-            let config = if body.iter().all(u8::is_ascii_whitespace) {
-                match engine.saved_config() {
-                    Ok(Some(config)) => config,
-                    Ok(None) => {
-                        return Ok(error(
-                            StatusCode::BAD_REQUEST,
-                            "SettingsMissing",
-                            "no saved settings: send the cluster settings with the first enable",
-                        ));
-                    }
-                    Err(err) => {
-                        return Ok(error(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "SettingsDamaged",
-                            &err,
-                        ));
-                    }
-                }
-            } else {
-                match serde_json::from_slice::<ClusterConfig>(&body) {
-                    Ok(config) => config,
-                    Err(err) => {
-                        return Ok(error(
-                            StatusCode::BAD_REQUEST,
-                            "InvalidArgument",
-                            &format!(
-                                "the cluster settings sent {}: send a JSON object of settings, or an empty body for the saved ones",
-                                crate::input::json_problem(&err)
-                            ),
-                        ));
-                    }
-                }
+            match manager.apply(&patch, query.change_options()).await {
+                Ok(applied) => json(StatusCode::OK, &applied),
+                Err(refusal) => refused(&refusal),
+            }
+        }
+        (Method::PUT, super::SETTINGS_PROPOSE) => {
+            let patch = match read_patch(req).await {
+                Ok(patch) => patch,
+                Err(response) => return Ok(response),
             };
-            operation(engine, move |e, id| async move {
-                e.enable(config, id).await.map_err(|err| err.to_string())
-            })
+            match manager.propose(&patch).await {
+                Ok(changes) => json(StatusCode::OK, &serde_json::json!({ "changes": changes })),
+                Err(refusal) => refused(&refusal),
+            }
         }
-        (Method::POST, super::DISABLE) => operation(engine, |e, id| async move {
-            e.disable(id).await.map_err(|err| err.to_string())
-        }),
-        (Method::POST, super::RESET) => {
-            let restart = !query.split('&').any(|kv| kv == "restart=false");
-            operation(engine, move |e, id| async move {
-                e.reset(restart, id).await.map_err(|err| err.to_string())
-            })
+        (Method::POST, super::ENABLE) => {
+            let patch = match read_patch(req).await {
+                Ok(patch) => patch,
+                Err(response) => return Ok(response),
+            };
+            match manager.enable(&patch, query.change_options()).await {
+                Ok(plan) => operation(manager, plan),
+                Err(refusal) => refused(&refusal),
+            }
         }
+        (Method::POST, super::DISABLE) => match manager.disable().await {
+            Ok(plan) => operation(manager, plan),
+            Err(refusal) => refused(&refusal),
+        },
+        (Method::POST, super::RESET) => match manager.reset(query.restart).await {
+            Ok(plan) => operation(manager, plan),
+            Err(refusal) => refused(&refusal),
+        },
         (method, path) => match allowed_method(path) {
             Some(allowed) => {
                 let mut response = error(
@@ -144,7 +134,7 @@ async fn handle(
                     "MethodNotAllowed",
                     &format!("{path} answers {allowed}, not {method}"),
                 );
-                if let Ok(value) = hyper::header::HeaderValue::from_str(allowed.as_str()) {
+                if let Ok(value) = hyper::header::HeaderValue::from_str(&allowed) {
                     response.headers_mut().insert(hyper::header::ALLOW, value);
                 }
                 response
@@ -159,13 +149,88 @@ async fn handle(
     Ok(response)
 }
 
+/// What a request's query string may say.
+#[derive(Debug, Clone, Copy)]
+struct Query {
+    /// `confirm=reset`: a change that throws the cluster away goes ahead.
+    confirm_reset: bool,
+    /// `revision=N`: the settings revision the client read.
+    revision: Option<u64>,
+    /// `restart=false`: a reset leaves the cluster off.
+    restart: bool,
+}
+
+impl Query {
+    fn parse(query: &str) -> Query {
+        let mut parsed = Query {
+            confirm_reset: false,
+            revision: None,
+            restart: true,
+        };
+        for pair in query.split('&') {
+            match pair.split_once('=') {
+                Some(("confirm", "reset")) => parsed.confirm_reset = true,
+                Some(("restart", "false")) => parsed.restart = false,
+                Some(("revision", n)) => parsed.revision = n.parse().ok(),
+                _ => {}
+            }
+        }
+        parsed
+    }
+
+    fn change_options(self) -> ChangeOptions {
+        ChangeOptions {
+            confirm_reset: self.confirm_reset,
+            revision: self.revision,
+        }
+    }
+}
+
 /// The method each endpoint answers (the routes above), for a 405 that says it.
-fn allowed_method(path: &str) -> Option<Method> {
+fn allowed_method(path: &str) -> Option<String> {
     match path {
-        super::STATUS | super::EVENTS => Some(Method::GET),
-        super::ENABLE | super::DISABLE | super::RESET => Some(Method::POST),
+        super::STATUS | super::EVENTS => Some("GET".into()),
+        super::SETTINGS => Some("GET, PUT".into()),
+        super::SETTINGS_PROPOSE => Some("PUT".into()),
+        super::ENABLE | super::DISABLE | super::RESET => Some("POST".into()),
         _ => None,
     }
+}
+
+/// A request's body as a settings change (a JSON merge patch); an empty
+/// body changes nothing.
+async fn read_patch(req: Request<hyper::body::Incoming>) -> Result<Value, Response<Body>> {
+    let body = read_body(req).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(Default::default()));
+    }
+    serde_json::from_slice::<Value>(&body).map_err(|err| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            &format!(
+                "the settings sent {}: send a JSON object of the settings to change",
+                crate::input::json_problem(&err)
+            ),
+        )
+    })
+}
+
+/// The answer to a refused settings change.
+fn refused(refusal: &Refusal) -> Response<Body> {
+    let status = match refusal {
+        Refusal::Invalid(_) => StatusCode::BAD_REQUEST,
+        Refusal::ResetRequired(_) | Refusal::Stale { .. } => StatusCode::CONFLICT,
+        Refusal::Save(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let body = super::ErrorBody {
+        error: super::ErrorDetail {
+            code: refusal.code().into(),
+            message: refusal.to_string(),
+            field: refusal.field().map(str::to_string),
+        },
+    };
+    json(status, &body)
 }
 
 /// A request's body, bounded in size ([`MAX_BODY_BYTES`]) and in the time it
@@ -222,15 +287,11 @@ pub async fn status(engine: &Engine) -> Result<crate::cluster::status::StatusRep
 /// caller: from its `started` to its `done` (an operation queued behind
 /// another does not show the other's events). Subscribing first means no
 /// event is missed.
-fn operation<F, Fut>(engine: Arc<Engine>, op: F) -> Response<Body>
-where
-    F: FnOnce(Arc<Engine>, u64) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
-{
-    let events = engine.subscribe();
-    let id = engine.operation_id();
+fn operation(manager: Arc<Manager>, plan: Plan) -> Response<Body> {
+    let events = manager.engine().subscribe();
+    let id = manager.engine().operation_id();
     tokio::spawn(async move {
-        if let Err(err) = op(engine, id).await {
+        if let Err(err) = manager.run(plan, id).await {
             tracing::warn!("operation {id}: {err}");
         }
     });
@@ -291,6 +352,7 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
         error: super::ErrorDetail {
             code: code.into(),
             message: message.into(),
+            field: None,
         },
     };
     json(status, &body)
@@ -305,10 +367,10 @@ mod tests {
     /// A daemon's API on a socket in `dir`, served until the test ends.
     async fn daemon(dir: &Path) -> std::path::PathBuf {
         let paths = Paths::new(dir);
-        let engine = Arc::new(Engine::new(paths.clone()).unwrap());
+        let manager = Arc::new(Manager::new(paths.clone(), dir.join("cache")).unwrap());
         let socket = paths.socket.clone();
         let listening = socket.clone();
-        tokio::spawn(async move { serve(engine, &listening, None, std::future::pending()).await });
+        tokio::spawn(async move { serve(manager, &listening, None, std::future::pending()).await });
         while tokio::net::UnixStream::connect(&socket).await.is_err() {
             tokio::task::yield_now().await;
         }
@@ -363,12 +425,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let socket = daemon(dir.path()).await;
         for (body, says) in [
-            ("{\"stateDir\": ", "the cluster settings sent is cut short"),
+            ("{\"kubernetes\": ", "the settings sent is cut short"),
             (
-                "stateDir=/x",
-                "the cluster settings sent is not valid JSON (at line 1, column 1)",
+                "kubernetes.apiPort=1",
+                "the settings sent is not valid JSON (at line 1, column 1)",
             ),
-            ("[]", "invalid type: list, expected an object"),
+            (
+                "[]",
+                "a settings change is a JSON object of the keys to change",
+            ),
         ] {
             let answer = exchange(&socket, &request("POST", super::super::ENABLE, body)).await;
             assert!(answer.starts_with("HTTP/1.1 400"), "{body}: {answer}");
@@ -418,16 +483,84 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn damaged_saved_settings_are_named() {
+    async fn damaged_saved_settings_are_named_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        std::fs::write(&paths.settings_file, b"\x00garbage").unwrap();
+        let err = Manager::new(paths.clone(), dir.path().join("cache"))
+            .err()
+            .expect("a damaged settings file stops the daemon");
+        assert!(
+            err.contains("settings.json: the settings are damaged"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&paths.settings_file).unwrap(), b"\x00garbage");
+    }
+
+    #[tokio::test]
+    async fn a_refused_setting_names_its_field_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let socket = daemon(dir.path()).await;
-        let paths = Paths::new(dir.path());
-        std::fs::write(&paths.config_file, b"\x00garbage").unwrap();
-        let answer = exchange(&socket, &request("POST", super::super::ENABLE, "")).await;
-        assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
+        let settings_file = Paths::new(dir.path()).settings_file;
+        let before = std::fs::read(&settings_file).unwrap();
+        for (body, status, field) in [
+            (
+                r#"{"kubernetes": {"apiPort": 70000}}"#,
+                "400",
+                "kubernetes.apiPort",
+            ),
+            (
+                r#"{"kubernetes": {"colour": "blue"}}"#,
+                "400",
+                "kubernetes.colour",
+            ),
+            (
+                r#"{"kubernetes": {"version": "v1.99.0"}}"#,
+                "400",
+                "kubernetes.version",
+            ),
+        ] {
+            let answer = exchange(&socket, &request("PUT", super::super::SETTINGS, body)).await;
+            assert!(
+                answer.starts_with(&format!("HTTP/1.1 {status}")),
+                "{body}: {answer}"
+            );
+            assert!(
+                answer.contains(&format!("\"field\": \"{field}\"")),
+                "{body}: {answer}"
+            );
+            assert!(answer.contains("InvalidSettings"), "{answer}");
+        }
+        assert_eq!(std::fs::read(&settings_file).unwrap(), before);
+        // A change that runs nothing (the cluster is off) is saved and answered.
+        let answer = exchange(
+            &socket,
+            &request(
+                "PUT",
+                super::super::SETTINGS,
+                r#"{"kubernetes": {"apiPort": 6444}}"#,
+            ),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(
-            answer.contains("cluster.json: the saved cluster settings are damaged"),
+            answer.contains("\"key\": \"kubernetes.apiPort\""),
             "{answer}"
         );
+        assert!(!answer.contains("\"operation\""), "{answer}");
+        let answer = exchange(&socket, &request("GET", super::super::SETTINGS, "")).await;
+        assert!(answer.contains("\"apiPort\": 6444"), "{answer}");
+        assert!(answer.contains("\"revision\": 1"), "{answer}");
+        // A stale revision is refused.
+        let answer = exchange(
+            &socket,
+            &request(
+                "PUT",
+                "/v1/settings?revision=0",
+                r#"{"kubernetes": {"apiPort": 6445}}"#,
+            ),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 409"), "{answer}");
     }
 }

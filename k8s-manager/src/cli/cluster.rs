@@ -6,7 +6,6 @@ use std::io::{IsTerminal, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -16,20 +15,24 @@ use k8s_manager::api::{
     client::{Client, ClientError},
 };
 use k8s_manager::cluster::config::{ClusterConfig, Paths};
-use k8s_manager::cluster::engine::{Engine, Event, STOP_GRACE};
+use k8s_manager::cluster::engine::{Event, STOP_GRACE};
+use k8s_manager::cluster::settings;
 use k8s_manager::cluster::state::{ClusterState, StateRecord};
 use k8s_manager::cluster::status;
+use k8s_manager::daemon::DaemonOptions;
+use serde_json::json;
 
 use super::error::{CliError, ErrorReport, PHASE_FAILED};
 use super::{GlobalArgs, Output, OutputArg};
 
-/// Each setting left out keeps the value saved by the last enable
-/// (<state-dir>/cluster.json), or on a first enable takes the default its help
-/// names.
+/// `enable` is `kubernetes.enabled=true` followed to its end. Each flag is a
+/// setting saved for later (`k8s-manager settings get` shows them all); a
+/// setting left out keeps its saved value, or on a first enable takes the
+/// default its help names.
 #[derive(Args, Debug)]
 pub struct EnableArgs {
-    /// The Kubernetes bundle folder [default: the saved one, else the newest
-    /// in the cache].
+    /// The Kubernetes bundle folder (kubernetes.bundle) [default: the
+    /// bundle of kubernetes.version in the cache, else the newest there].
     #[arg(long, value_name = "DIR")]
     pub bundle: Option<PathBuf>,
     /// The user's kubeconfig to merge into: a path or a KUBECONFIG-style list
@@ -59,6 +62,12 @@ pub struct EnableArgs {
     /// Do not merge into the VM user's ~/.kube/config (saved for later enables).
     #[arg(long)]
     pub no_vm_kubeconfig: bool,
+    /// Any other setting, as `settings set` takes it (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Go ahead when a setting changed throws the existing cluster away.
+    #[arg(long)]
+    pub confirm_reset: bool,
     #[command(flatten)]
     pub output: OutputArg,
 }
@@ -94,34 +103,6 @@ pub struct DaemonArgs {
     pub stop: bool,
 }
 
-/// Resolves, with the reason, once the daemon has outlived its purpose: its
-/// socket no longer reaches it (the state folder was deleted, or another
-/// daemon took the socket over: the kernel names the process that answers),
-/// or it was idle for `idle` (see [`Engine::is_idle`]).
-async fn outlived(engine: Arc<Engine>, paths: Paths, idle: Option<Duration>) -> String {
-    const EVERY: Duration = Duration::from_secs(1);
-    let client = Client::new(&paths.socket);
-    let mut idle_since: Option<std::time::Instant> = None;
-    loop {
-        tokio::time::sleep(EVERY).await;
-        if client.daemon_pid().await != Some(std::process::id()) {
-            return match paths.state_dir.exists() {
-                false => format!("the state folder {} is gone", paths.state_dir.display()),
-                true => format!("{} no longer reaches this daemon", paths.socket.display()),
-            };
-        }
-        let Some(idle) = idle else { continue };
-        match (engine.is_idle(), idle_since) {
-            (false, _) => idle_since = None,
-            (true, None) => idle_since = Some(std::time::Instant::now()),
-            (true, Some(since)) if since.elapsed() >= idle => {
-                return format!("idle for {}s with the cluster off", idle.as_secs());
-            }
-            (true, Some(_)) => {}
-        }
-    }
-}
-
 /// `daemon --stop`: SIGTERM to the daemon that answers on this state
 /// folder's socket, then waits for it to exit.
 async fn stop_daemon(paths: &Paths) -> anyhow::Result<ExitCode> {
@@ -147,79 +128,53 @@ async fn stop_daemon(paths: &Paths) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?)
 }
 
-/// The settings for this enable: the saved ones, overridden by any flag.
-fn settings(global: &GlobalArgs, args: &EnableArgs) -> anyhow::Result<ClusterConfig> {
-    let paths = Paths::new(&global.state_dir);
-    let saved = ClusterConfig::load_saved(&paths).map_err(anyhow::Error::msg)?;
-    let bundle = match (&args.bundle, &saved) {
-        (Some(b), _) => std::path::absolute(b)?,
-        (None, Some(s)) => s.bundle.clone(),
-        (None, None) => newest_cached_bundle().ok_or(CliError::NoBundle)?,
+/// The settings an enable's flags change, as a merge patch.
+fn enable_patch(args: &EnableArgs) -> anyhow::Result<serde_json::Value> {
+    let mut patch = settings::patch_from_assignments(&args.set)
+        .map_err(|e| CliError::InvalidArgument(e.to_string()))?;
+    let mut flags = serde_json::Map::new();
+    let mut set = |key: &str, value: serde_json::Value| {
+        flags.insert(key.to_string(), value);
     };
-    let mut config =
-        saved.unwrap_or_else(|| ClusterConfig::new(global.state_dir.clone(), bundle.clone()));
-    config.state_dir = global.state_dir.clone();
-    config.bundle = bundle;
+    if let Some(bundle) = &args.bundle {
+        // The bundle's own version is taken (and pinned).
+        set("bundle", json!(std::path::absolute(bundle)?));
+        set("version", serde_json::Value::Null);
+    }
     if let Some(v) = &args.host_kubeconfig {
-        config.host_kubeconfig = Some(v.clone());
+        set("hostKubeconfig", json!(v));
     }
     if let Some(v) = &args.node_name {
-        config.node_name = v.clone();
+        set("nodeName", json!(v));
     }
     if let Some(v) = args.api_port {
-        config.api_port = v;
+        set("apiPort", json!(v));
     }
     if let Some(v) = &args.server_url {
-        config.server_url = Some(v.clone());
+        set("serverUrl", json!(v));
     }
     if let Some(v) = args.advertise_address {
-        config.advertise_address = Some(v);
-    }
-    if let Some(v) = &args.containerd_socket {
-        config.containerd_socket = v.clone();
+        set("advertiseAddress", json!(v));
     }
     if args.no_vm_kubeconfig {
-        config.merge_vm_kubeconfig = false;
+        set("mergeVmKubeconfig", json!(false));
     }
-    config.validate().map_err(CliError::InvalidArgument)?;
-    Ok(config)
-}
-
-fn newest_cached_bundle() -> Option<PathBuf> {
-    let dir = k8s_manager::bundle::cache_dir().join("bundles");
-    let mut versions: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.join(k8s_manager::bundle::manifest::MANIFEST_FILE)
-                .exists()
-        })
-        .collect();
-    versions.sort_by_key(|p| version_key(p));
-    versions.pop()
-}
-
-fn version_key(path: &std::path::Path) -> Vec<u64> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    name.trim_start_matches('v')
-        .split('.')
-        .map(|p| p.parse().unwrap_or(0))
-        .collect()
+    settings::merge_patch(&mut patch, &json!({ "kubernetes": flags }));
+    if let Some(v) = &args.containerd_socket {
+        settings::merge_patch(&mut patch, &json!({"containerd": {"socket": v}}));
+    }
+    Ok(patch)
 }
 
 /// A client of the running daemon, started first if none answers.
-async fn daemon(global: &GlobalArgs) -> anyhow::Result<Client> {
+pub(super) async fn daemon(global: &GlobalArgs) -> anyhow::Result<Client> {
     let paths = Paths::new(&global.state_dir);
     let client = Client::new(&paths.socket);
     if !client.is_up().await {
@@ -326,17 +281,29 @@ async fn run_operation(
 }
 
 pub fn enable(args: EnableArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let config = settings(global, &args)?;
-    let body = serde_json::to_vec(&config)?;
-    let code = runtime()?.block_on(run_operation(global, api::ENABLE, body, args.output.value))?;
+    let patch = enable_patch(&args)?;
+    let path = match args.confirm_reset {
+        true => format!("{}?confirm=reset", api::ENABLE),
+        false => api::ENABLE.to_string(),
+    };
+    let rt = runtime()?;
+    let code = rt.block_on(run_operation(
+        global,
+        &path,
+        patch.to_string().into_bytes(),
+        args.output.value,
+    ))?;
     if code == ExitCode::SUCCESS && args.output.value == Output::Text {
         let paths = Paths::new(&global.state_dir);
-        eprintln!(
-            "\nkubectl is ready: context {:?} in {}",
-            config.context_name,
-            kubeconfig_targets(&config).join(", ")
-        );
-        eprintln!("  kubectl --context {} get nodes", config.context_name);
+        let config = ClusterConfig::load_saved(&paths).map_err(anyhow::Error::msg)?;
+        if let Some(config) = config {
+            eprintln!(
+                "\nkubectl is ready: context {:?} in {}",
+                config.context_name,
+                kubeconfig_targets(&config).join(", ")
+            );
+            eprintln!("  kubectl --context {} get nodes", config.context_name);
+        }
         eprintln!(
             "  (admin kubeconfig of the VM: {})",
             paths.admin_kubeconfig().display()
@@ -409,42 +376,17 @@ pub fn daemon_main(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<Exit
     if args.stop {
         return rt.block_on(stop_daemon(&paths));
     }
-    rt.block_on(async move {
-        let engine = Arc::new(Engine::new(paths.clone())?);
-        // A cluster that was enabled comes back with the daemon (VM boot).
-        let record = engine.record();
-        let saved = if record.enabled && !args.no_restore {
-            engine.saved_config().unwrap_or_else(|err| {
-                tracing::error!("not bringing the enabled cluster back: {err}");
-                None
-            })
-        } else {
-            None
-        };
-        if let Some(saved) = saved {
-            let engine = engine.clone();
-            tokio::spawn(async move {
-                let id = engine.operation_id();
-                if let Err(err) = engine.enable(saved, id).await {
-                    tracing::error!("bringing the enabled cluster back: {err}");
-                }
-            });
-        }
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("cannot handle SIGTERM")?;
-        let outlived = outlived(engine.clone(), paths.clone(), args.exit_when_idle);
-        let shutdown = async {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-                reason = outlived => tracing::info!("exiting: {reason}"),
-            }
-        };
-        api::server::serve(engine.clone(), &paths.socket, args.socket_gid, shutdown).await?;
-        tracing::info!("stopping the cluster's components for shutdown");
-        engine.shutdown().await;
-        Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
-    })
+    let options = DaemonOptions {
+        no_restore: args.no_restore,
+        socket_gid: args.socket_gid,
+        exit_when_idle: args.exit_when_idle,
+    };
+    rt.block_on(k8s_manager::daemon::run(
+        paths,
+        k8s_manager::bundle::cache_dir(),
+        options,
+    ))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -21,6 +21,14 @@ use super::Output;
 
 /// The code of a request that cannot be done as it stands; exit code 2.
 pub const INVALID_ARGUMENT: &str = "InvalidArgument";
+/// The codes of a request refused as it stands (exit code 2): the CLI's own,
+/// and a settings change the daemon refused.
+const REFUSALS: &[&str] = &[
+    INVALID_ARGUMENT,
+    "InvalidSettings",
+    "ResetRequired",
+    "Conflict",
+];
 /// A phase of enable, disable or reset failed, or the cluster is in error.
 pub const PHASE_FAILED: &str = "PhaseFailed";
 /// An error of no known type: a bug, or a failure with no better name.
@@ -31,10 +39,6 @@ const INTERNAL: &str = "Internal";
 pub enum CliError {
     #[error("{0}")]
     InvalidArgument(String),
-    #[error(
-        "no bundle given and none in the cache: build one with vm/bundle/build.sh, fetch one with `k8s-manager bundle fetch`, or pass --bundle"
-    )]
-    NoBundle,
     /// The daemon reported the operation failed; its progress was shown.
     #[error("{operation} failed: {message}")]
     OperationFailed {
@@ -49,7 +53,6 @@ impl CliError {
     pub fn code(&self) -> &str {
         match self {
             CliError::InvalidArgument(_) => INVALID_ARGUMENT,
-            CliError::NoBundle => "BundleNotFound",
             CliError::OperationFailed {
                 error: Some(error), ..
             } => &error.code,
@@ -72,6 +75,9 @@ pub struct ErrorReport {
     /// The last log lines of the component at fault.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<String>,
+    /// The setting at fault (`kubernetes.apiPort`) of a refused change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 impl ErrorReport {
@@ -82,6 +88,7 @@ impl ErrorReport {
             problems: Vec::new(),
             phase: None,
             logs: Vec::new(),
+            field: None,
         }
     }
 
@@ -109,6 +116,12 @@ impl ErrorReport {
             report.problems = error.problems.clone();
             report.logs = error.logs.clone();
         }
+        report.field = err
+            .chain()
+            .find_map(|e| match e.downcast_ref::<ClientError>() {
+                Some(ClientError::Status { field, .. }) => field.clone(),
+                _ => None,
+            });
         report
     }
 
@@ -138,7 +151,7 @@ impl ErrorReport {
     }
 
     pub fn exit_code(&self) -> ExitCode {
-        if self.code == INVALID_ARGUMENT {
+        if REFUSALS.contains(&self.code.as_str()) {
             ExitCode::from(2)
         } else {
             ExitCode::FAILURE

@@ -7,6 +7,7 @@ mod cluster;
 pub mod error;
 mod json;
 mod kubeconfig;
+mod settings;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,6 +85,9 @@ pub enum Command {
     Reset(cluster::ResetArgs),
     /// Run the manager: supervise the cluster and serve the control API on <state-dir>/manager.sock.
     Daemon(cluster::DaemonArgs),
+    /// Read and change the settings the daemon converges the cluster to.
+    #[command(subcommand)]
+    Settings(settings::SettingsCommand),
     /// Generate, check and renew the cluster's certificates.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
@@ -104,6 +108,7 @@ impl Command {
             Command::Disable { output } | Command::Status { output } => output.value,
             Command::Reset(args) => args.output.value,
             Command::Daemon(_) => Output::Text,
+            Command::Settings(cmd) => cmd.output(),
             Command::Certs(cmd) => cmd.output(),
             Command::Bundle(cmd) => cmd.output(),
             Command::Kubeconfig(cmd) => cmd.output(),
@@ -138,6 +143,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { output } => cluster::status(output.value, &cli.global),
         Command::Reset(args) => cluster::reset(args, &cli.global),
         Command::Daemon(args) => cluster::daemon_main(args, &cli.global),
+        Command::Settings(cmd) => settings::run(cmd, &cli.global),
         Command::Bundle(cmd) => bundle::run(cmd, &cli.global),
         Command::Certs(cmd) => certs::run(cmd, &cli.global),
         Command::Kubeconfig(cmd) => kubeconfig::run(cmd, &cli.global),

@@ -150,7 +150,11 @@ pub struct Paths {
     pub kubelet_root: PathBuf,
     pub component_config: PathBuf,
     pub state_file: PathBuf,
+    /// The configuration the cluster was last enabled with: what a stop and
+    /// a reset clean up after.
     pub config_file: PathBuf,
+    /// The settings document, the source of truth.
+    pub settings_file: PathBuf,
     pub socket: PathBuf,
 }
 
@@ -167,6 +171,7 @@ impl Paths {
             component_config: state_dir.join("config"),
             state_file: state_dir.join("state.json"),
             config_file: state_dir.join("cluster.json"),
+            settings_file: state_dir.join("settings.json"),
             socket: state_dir.join("manager.sock"),
         }
     }

@@ -205,16 +205,16 @@ impl Engine {
     }
 
     /// Throws the cluster away: stop, delete its data and our kubeconfig
-    /// entries, then build a fresh one when it was enabled and `restart` is
-    /// true. Works on a broken or half-started cluster.
-    pub async fn reset(&self, restart: bool, id: u64) -> Result<(), PhaseError> {
+    /// entries (those of the configuration it was made with), then build a
+    /// fresh one with `restart`'s configuration if given. Works on a broken
+    /// or half-started cluster.
+    pub async fn reset(&self, restart: Option<ClusterConfig>, id: u64) -> Result<(), PhaseError> {
         let _busy = self.busy.lock().await;
         self.emit(Event::Started {
             operation: "reset".into(),
             id,
         });
         let start = Instant::now();
-        let was_enabled = self.record().enabled;
         // A reset works on a broken cluster: damaged settings are told, not fatal.
         let config = self.saved_config().unwrap_or_else(|err| {
             self.emit(Event::Notice {
@@ -224,9 +224,10 @@ impl Engine {
         });
         self.set_state(ClusterState::Stopping, None);
         let mut result = phases::reset(self, config.as_ref()).await;
-        self.settle(&result, ClusterState::Stopped, None);
-        let restarted = result.is_ok() && restart && was_enabled && config.is_some();
-        if let (true, Some(config)) = (restarted, &config) {
+        let enabled = restart.is_some() && result.is_ok();
+        self.settle(&result, ClusterState::Stopped, Some(enabled));
+        let restarted = result.is_ok() && restart.is_some();
+        if let (true, Some(config)) = (restarted, &restart) {
             result = self.run_enable(config).await;
         }
         let ok_message = |s: f64| {
