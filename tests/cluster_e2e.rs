@@ -69,8 +69,42 @@ impl Cluster {
         cmd.arg("--state-dir")
             .arg(self.state())
             .args(args)
-            .env("HOME", self.dir.path().join("home"));
+            .env("HOME", self.dir.path().join("home"))
+            .env("K8S_MANAGER_CACHE", self.cache());
         cmd
+    }
+
+    /// The daemon's bundle cache: empty but for the bundles a test puts there.
+    fn cache(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    /// A bundle manifest of another Kubernetes version in the cache: enough
+    /// for the daemon to judge a change of version (it never runs it).
+    fn fake_cached_bundle(&self, version: &str) {
+        let raw = std::fs::read_to_string(self.bundle.join("bundle.json")).unwrap();
+        let mut manifest: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        manifest["kubernetes"] = serde_json::json!(version);
+        let dir = self.cache().join("bundles").join(version);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("bundle.json"), manifest.to_string()).unwrap();
+    }
+
+    /// The pid of each component, from `status`.
+    fn component_pids(&self) -> Vec<(String, u64)> {
+        let status = support::run_ok(&mut self.manager(&["status", "--output", "json"]));
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        status["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().to_string(),
+                    c["pid"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
     }
 
     fn enable(&self) -> std::process::Output {
@@ -416,6 +450,8 @@ fn enable_use_disable_enable_reset() {
     ]);
     assert!(lookup.contains(&cluster_ip), "{lookup}");
 
+    settings_refusals_leave_the_cluster_untouched(&cluster);
+
     let logs = cluster.kubectl_ok(&["logs", "deployment/web"]);
     assert!(logs.contains("web-started"), "{logs}");
 
@@ -476,6 +512,67 @@ fn enable_use_disable_enable_reset() {
     cluster.kubectl_ok(&["get", "nodes"]);
     let contexts = cluster.context_names();
     assert!(contexts.contains("work"), "{contexts}");
+}
+
+/// On the running cluster: a setting refused names its field, saves nothing
+/// and touches nothing; propose says what a version change would do.
+fn settings_refusals_leave_the_cluster_untouched(cluster: &Cluster) {
+    let settings_file = cluster.state().join("settings.json");
+    let saved = std::fs::read(&settings_file).unwrap();
+    let pids = cluster.component_pids();
+    assert!(pids.iter().all(|(_, pid)| *pid > 0), "{pids:?}");
+    for (assignment, field) in [
+        ("kubernetes.apiPort=70000", "kubernetes.apiPort"),
+        ("kubernetes.colour=blue", "kubernetes.colour"),
+        ("kubernetes.version=v1.99.0", "kubernetes.version"),
+    ] {
+        let out = support::run(
+            &mut cluster.manager(&["settings", "set", assignment, "--output", "json"]),
+        );
+        assert_eq!(out.status.code(), Some(2), "{assignment}: {out:?}");
+        let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(answer["error"]["field"], field, "{answer}");
+        assert_eq!(answer["error"]["code"], "InvalidSettings", "{answer}");
+    }
+    assert_eq!(std::fs::read(&settings_file).unwrap(), saved);
+    assert_eq!(cluster.component_pids(), pids);
+    assert_eq!(cluster.node_ready_condition(), "True");
+
+    // Another minor version throws the cluster away; another patch restarts it.
+    cluster.fake_cached_bundle("v1.35.0");
+    cluster.fake_cached_bundle("v1.34.99");
+    for (version, effect) in [("v1.35.0", "reset"), ("v1.34.99", "restart")] {
+        let assignment = format!("kubernetes.version={version}");
+        let proposal = support::run_ok(&mut cluster.manager(&[
+            "settings",
+            "propose",
+            &assignment,
+            "--output",
+            "json",
+        ]));
+        let proposal: serde_json::Value = serde_json::from_str(&proposal).unwrap();
+        let change = proposal["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["key"] == "kubernetes.version")
+            .unwrap_or_else(|| panic!("{proposal}"));
+        assert_eq!(change["effect"], effect, "{proposal}");
+        assert_eq!(change["desired"], version, "{proposal}");
+    }
+    // A reset not confirmed is refused, and changes nothing.
+    let out = support::run(&mut cluster.manager(&[
+        "settings",
+        "set",
+        "kubernetes.version=v1.35.0",
+        "--output",
+        "json",
+    ]));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["error"]["code"], "ResetRequired", "{answer}");
+    assert_eq!(std::fs::read(&settings_file).unwrap(), saved);
+    assert_eq!(cluster.component_pids(), pids);
 }
 
 /// GET through `kubectl port-forward` once it listens.
