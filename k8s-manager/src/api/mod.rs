@@ -4,7 +4,10 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /v1/status` | the status report (JSON) |
-//! | `POST /v1/enable` (body: cluster settings, or empty for the saved ones) | progress events, one JSON object per line, until `done` |
+//! | `GET /v1/settings` | the settings document |
+//! | `PUT /v1/settings` (body: the keys to change) | the new document, the changes and their effects |
+//! | `PUT /v1/settings/propose` | what a change would do, changing nothing |
+//! | `POST /v1/enable` (body: settings to change with it, or empty) | progress events, one JSON object per line, until `done` |
 //! | `POST /v1/disable` | the same |
 //! | `POST /v1/reset?restart=false` | the same |
 //! | `GET /v1/events` | every event, as it happens, until the client leaves |
@@ -35,7 +38,7 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ErrorDetail {
     /// A stable reason in Kubernetes' CamelCase: `InvalidArgument`,
-    /// `SettingsMissing`, `NotFound`.
+    /// `InvalidSettings`, `NotFound`.
     pub code: String,
     pub message: String,
     /// The setting at fault (`kubernetes.apiPort`), when one is.

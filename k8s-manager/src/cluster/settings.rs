@@ -292,8 +292,14 @@ impl Settings {
         }
         let mut value = self.to_value();
         merge_patch(&mut value, patch);
-        let settings = Settings::from_value(value)?;
+        let mut settings = Settings::from_value(value)?;
         settings.validate()?;
+        // One spelling of a version (`v1.34.4`), so that equal ones compare equal.
+        if let Some(version) = &mut settings.kubernetes.version {
+            *version = Version::parse(version)
+                .expect("validated above")
+                .to_string();
+        }
         Ok(settings)
     }
 
@@ -705,29 +711,23 @@ pub fn resolve_bundle(k: &Kubernetes, cache: &Path) -> Result<(PathBuf, Version)
             )
         })?,
     };
-    let manifest = match crate::bundle::Manifest::load(&dir) {
-        Ok(manifest) => manifest,
-        Err(err) => {
-            let (field, how) = match (&k.bundle, wanted) {
-                (Some(_), _) => ("kubernetes.bundle", String::new()),
-                (None, Some(v)) => (
-                    "kubernetes.version",
-                    format!(
-                        ": build it with `K8S_VERSION={v} vm/bundle/build.sh`, or fetch it with `k8s-manager bundle fetch --version {v}`"
-                    ),
-                ),
-                (None, None) => ("kubernetes.version", String::new()),
-            };
-            let what = match wanted {
-                Some(v) if k.bundle.is_none() => format!("no bundle of Kubernetes {v}"),
-                _ => "not a usable bundle".to_string(),
-            };
-            return Err(SettingsError::new(
-                field,
-                format!("{what} ({}){how}", crate::error::chain(&err)),
-            ));
-        }
-    };
+    let missing = !dir.join(crate::bundle::manifest::MANIFEST_FILE).exists();
+    if let (None, Some(v), true) = (&k.bundle, wanted, missing) {
+        return Err(SettingsError::new(
+            "kubernetes.version",
+            format!(
+                "no bundle of Kubernetes {v} in {}: build it with `K8S_VERSION={v} vm/bundle/build.sh`, or fetch it with `k8s-manager bundle fetch --version {v}`",
+                bundles.display()
+            ),
+        ));
+    }
+    let manifest = crate::bundle::Manifest::load(&dir).map_err(|err| {
+        let field = match k.bundle {
+            Some(_) => "kubernetes.bundle",
+            None => "kubernetes.version",
+        };
+        SettingsError::new(field, crate::error::chain(&err))
+    })?;
     let found = Version::parse(&manifest.kubernetes).map_err(|e| {
         SettingsError::new(
             "kubernetes.bundle",
