@@ -1,5 +1,7 @@
-//! Supervision of the cluster's processes (the k0s/k3s model: etcd, the API
-//! server and the rest are children of the manager, not static pods).
+//! Supervision of the cluster's units (the k0s/k3s model: etcd, the API
+//! server and the rest are children of the manager, not static pods): a unit
+//! is a process or an in-process task ([`task`]), under one lifecycle: they
+//! start in order, restart with backoff, and stop in reverse order.
 //!
 //! Each child runs under a task that restarts it with exponential backoff when
 //! it exits without being asked to, counts the restarts, and appends its
@@ -9,6 +11,9 @@
 //! in `/proc` and ends them ([`stale`]). Stop is safe in any state, twice.
 
 pub mod stale;
+pub mod task;
+
+pub use task::{TaskContext, TaskSpec};
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
@@ -27,10 +32,10 @@ use crate::sys::{self, now_rfc3339};
 pub const INSTANCE_ENV: &str = "K8S_MANAGER_INSTANCE";
 pub const COMPONENT_ENV: &str = "K8S_MANAGER_COMPONENT";
 
-const BACKOFF_START: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+pub(crate) const BACKOFF_START: Duration = Duration::from_millis(500);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A child that stayed up this long starts its next backoff from the beginning.
-const STABLE_AFTER: Duration = Duration::from_secs(60);
+pub(crate) const STABLE_AFTER: Duration = Duration::from_secs(60);
 
 /// How to run one component.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +54,8 @@ pub struct ProcessSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RunState {
+    /// A task that has not yet said it is ready.
+    Starting,
     Running,
     /// Exited on its own; waiting before the next start.
     Backoff,
@@ -59,6 +66,8 @@ pub enum RunState {
 #[serde(rename_all = "camelCase")]
 pub struct ChildStatus {
     pub name: String,
+    #[serde(default)]
+    pub kind: UnitKind,
     pub state: RunState,
     pub pid: Option<u32>,
     pub up_since: Option<String>,
@@ -66,8 +75,21 @@ pub struct ChildStatus {
     pub last_exit: Option<String>,
 }
 
+/// What a unit is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnitKind {
+    /// A child process (etcd, the API server, ...).
+    #[default]
+    Process,
+    /// A task inside the manager (a controller, a watcher).
+    Task,
+}
+
 struct Supervised {
-    spec: ProcessSpec,
+    /// A process's spec; `None` for a task (one runs per name).
+    spec: Option<ProcessSpec>,
+    name: String,
     status: Arc<Mutex<ChildStatus>>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -99,7 +121,8 @@ impl Supervisor {
     pub async fn start(&self, spec: ProcessSpec, grace: Duration) -> std::io::Result<u32> {
         let mut children = self.children.lock().await;
         if let Some(pos) = children.iter().position(|(name, _)| *name == spec.name) {
-            let same = children[pos].1.spec == spec && !children[pos].1.task.is_finished();
+            let same =
+                children[pos].1.spec.as_ref() == Some(&spec) && !children[pos].1.task.is_finished();
             if same {
                 let status = children[pos].1.status.lock().expect("status lock").clone();
                 if let Some(pid) = status.pid {
@@ -113,6 +136,7 @@ impl Supervisor {
         let pid = child.id().unwrap_or(0);
         let status = Arc::new(Mutex::new(ChildStatus {
             name: spec.name.clone(),
+            kind: UnitKind::Process,
             state: RunState::Running,
             pid: Some(pid),
             up_since: Some(now_rfc3339()),
@@ -131,13 +155,41 @@ impl Supervisor {
         children.push((
             spec.name.clone(),
             Supervised {
-                spec,
+                name: spec.name.clone(),
+                spec: Some(spec),
                 status,
                 stop: stop_tx,
                 task,
             },
         ));
         Ok(pid)
+    }
+
+    /// Starts an in-process task after the units started so far (so it
+    /// stops before them), or leaves it alone when one of that name runs.
+    pub async fn start_task(&self, spec: TaskSpec, grace: Duration) {
+        let mut children = self.children.lock().await;
+        let running = children
+            .iter()
+            .any(|(name, c)| *name == spec.name && !c.task.is_finished());
+        if running {
+            return;
+        }
+        children.retain(|(name, _)| *name != spec.name);
+        let status = Arc::new(Mutex::new(task::initial_status(&spec.name)));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let name = spec.name.clone();
+        let task = tokio::spawn(task::supervise(spec, status.clone(), stop_rx, grace));
+        children.push((
+            name.clone(),
+            Supervised {
+                name,
+                spec: None,
+                status,
+                stop: stop_tx,
+                task,
+            },
+        ));
     }
 
     /// Stops one child: SIGTERM, then SIGKILL after `grace`. A no-op for a
@@ -184,7 +236,7 @@ impl Supervisor {
 
 async fn stop_child(child: Supervised, grace: Duration) {
     let start = Instant::now();
-    let name = child.spec.name.clone();
+    let name = child.name.clone();
     let _ = child.stop.send(true);
     // The task ends the process; give it the grace period plus a margin.
     let _ = tokio::time::timeout(grace + Duration::from_secs(5), child.task).await;
@@ -381,6 +433,122 @@ mod tests {
         assert!(tail.iter().all(|l| l.ends_with(&long)), "a cut line");
         assert_eq!(tail.last().unwrap(), &format!("399 {long}"));
         assert!(tail_log(&dir.path().join("missing.log"), 5, &[]).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_task_is_restarted_with_backoff_and_counted() {
+        let sup = Supervisor::new("test-instance-task");
+        let runs = Arc::new(Mutex::new(Vec::<tokio::time::Instant>::new()));
+        let seen = runs.clone();
+        let spec = TaskSpec::new("flaky", move |ctx: TaskContext| {
+            let seen = seen.clone();
+            async move {
+                let n = {
+                    let mut runs = seen.lock().unwrap();
+                    runs.push(tokio::time::Instant::now());
+                    runs.len()
+                };
+                if n < 4 {
+                    return Err(format!("attempt {n} failed"));
+                }
+                ctx.ready();
+                let mut ctx = ctx;
+                ctx.stopping().await;
+                Ok(())
+            }
+        });
+        sup.start_task(spec.clone(), Duration::from_secs(1)).await;
+        // Starting it again while it runs is a no-op.
+        sup.start_task(spec, Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let status = sup.child_status("flaky").await.unwrap();
+        assert_eq!(status.kind, UnitKind::Task);
+        assert_eq!((status.state, status.restarts), (RunState::Running, 3));
+        assert_eq!(
+            status.last_exit.as_deref(),
+            Some("failed: attempt 3 failed")
+        );
+        assert!(status.up_since.is_some());
+        // Waits of 0.5 s, 1 s, 2 s between the runs.
+        let runs = runs.lock().unwrap().clone();
+        let gaps: Vec<u64> = runs
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_millis() as u64)
+            .collect();
+        assert_eq!(gaps, [500, 1000, 2000]);
+        sup.stop_all(Duration::from_secs(1)).await;
+        assert!(sup.status().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn tasks_stop_before_the_processes_started_before_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let sup = Supervisor::new("test-instance-order");
+        let apiserver = sup
+            .start(
+                spec(dir.path(), "kube-apiserver", "exec sleep 60"),
+                Duration::from_secs(2),
+            )
+            .await
+            .unwrap();
+        // What the task saw of the API server when asked to stop.
+        let alive_at_stop = Arc::new(Mutex::new(None::<bool>));
+        let record = alive_at_stop.clone();
+        let task = TaskSpec::new("controller", move |mut ctx: TaskContext| {
+            let record = record.clone();
+            async move {
+                ctx.ready();
+                ctx.stopping().await;
+                *record.lock().unwrap() = Some(crate::sys::process_alive(apiserver));
+                Ok(())
+            }
+        });
+        sup.start_task(task, Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let status = sup.status().await;
+        let states: Vec<(&str, &RunState)> =
+            status.iter().map(|c| (c.name.as_str(), &c.state)).collect();
+        assert_eq!(
+            states,
+            [
+                ("kube-apiserver", &RunState::Running),
+                ("controller", &RunState::Running)
+            ]
+        );
+        sup.stop_all(Duration::from_secs(2)).await;
+        assert_eq!(*alive_at_stop.lock().unwrap(), Some(true));
+        assert!(!crate::sys::process_alive(apiserver));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_that_ignores_its_stop_is_dropped_after_grace() {
+        let sup = Supervisor::new("test-instance-stubborn");
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        struct OnDrop(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for OnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let flag = dropped.clone();
+        let task = TaskSpec::new("stubborn", move |_ctx: TaskContext| {
+            let guard = OnDrop(flag.clone());
+            async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+        sup.start_task(task, Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(
+            sup.child_status("stubborn").await.unwrap().state,
+            RunState::Starting
+        );
+        let start = tokio::time::Instant::now();
+        sup.stop_all(Duration::from_secs(3)).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
     }
 
     #[tokio::test]
