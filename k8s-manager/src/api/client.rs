@@ -232,14 +232,15 @@ impl Client {
     }
 }
 
-/// Starts `k8s-manager daemon` in the background, detached from this
-/// terminal, and waits until it answers.
 /// How long a daemon started by the CLI waits, idle, before it exits.
 pub const CLI_DAEMON_IDLE: &str = "60s";
 
+/// Starts `k8s-manager daemon` in the background, detached from this
+/// terminal, and waits until it answers.
 pub async fn start_daemon(exe: &Path, state_dir: &Path, log: &Path) -> Result<(), ClientError> {
+    let socket = crate::cluster::config::Paths::new(state_dir).socket;
     let fail = |reason: String| ClientError::Connect {
-        socket: state_dir.join("manager.sock"),
+        socket: socket.clone(),
         reason,
     };
     if let Some(dir) = log.parent() {
@@ -267,7 +268,7 @@ pub async fn start_daemon(exe: &Path, state_dir: &Path, log: &Path) -> Result<()
     crate::sys::new_session(&mut cmd);
     cmd.spawn()
         .map_err(|e| fail(format!("cannot start the daemon: {e}")))?;
-    let client = Client::new(&state_dir.join("manager.sock"));
+    let client = Client::new(&socket);
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(10) {
         if client.is_up().await {

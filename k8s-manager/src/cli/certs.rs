@@ -58,7 +58,7 @@ impl PkiDirArg {
     fn resolve(&self, global: &GlobalArgs) -> PathBuf {
         self.pki_dir
             .clone()
-            .unwrap_or_else(|| global.state_dir.join("pki"))
+            .unwrap_or_else(|| k8s_manager::cluster::config::Paths::new(&global.state_dir).pki)
     }
 }
 
