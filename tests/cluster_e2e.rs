@@ -573,6 +573,27 @@ fn settings_refusals_leave_the_cluster_untouched(cluster: &Cluster) {
     assert_eq!(answer["error"]["code"], "ResetRequired", "{answer}");
     assert_eq!(std::fs::read(&settings_file).unwrap(), saved);
     assert_eq!(cluster.component_pids(), pids);
+
+    // Another API port: a restart. Every component that reads a kubeconfig
+    // is restarted with its new contents (etcd, which reads none, is not),
+    // and the user's kubeconfig follows.
+    support::run_ok(&mut cluster.manager(&[
+        "settings",
+        "set",
+        "kubernetes.apiPort=6444",
+        "--wait",
+    ]));
+    let after = cluster.component_pids();
+    for (name, pid) in &pids {
+        let now = after.iter().find(|(n, _)| n == name).unwrap().1;
+        match name.as_str() {
+            "etcd" => assert_eq!(now, *pid, "{name} was restarted"),
+            _ => assert_ne!(now, *pid, "{name} still runs with its old kubeconfig"),
+        }
+    }
+    let config = std::fs::read_to_string(cluster.host_kubeconfig()).unwrap();
+    assert!(config.contains("https://127.0.0.1:6444"), "{config}");
+    assert_eq!(cluster.node_ready_condition(), "True");
 }
 
 /// GET through `kubectl port-forward` once it listens.

@@ -200,6 +200,16 @@ impl Client {
         Ok(proposal.changes)
     }
 
+    /// Every event from now on (`GET /v1/events`): subscribed when this
+    /// returns, so that a change sent next has none of its events missed.
+    pub async fn events(&self) -> Result<EventStream, ClientError> {
+        let response = self.send("GET", super::EVENTS, Vec::new()).await?;
+        Ok(EventStream {
+            body: response.into_body(),
+            buffer: Vec::new(),
+        })
+    }
+
     /// Sends an operation and hands each progress event to `on_event` until
     /// the operation's `done`; returns that last event.
     pub async fn operation(
@@ -229,6 +239,61 @@ impl Client {
             }
         }
         Err(ClientError::Protocol("the manager closed the connection before the operation ended (did it crash? see its log)".into()))
+    }
+}
+
+/// The events the daemon sends, one at a time.
+pub struct EventStream {
+    body: hyper::body::Incoming,
+    buffer: Vec<u8>,
+}
+
+impl EventStream {
+    /// The next event; `None` when the daemon closed the stream.
+    pub async fn next(&mut self) -> Result<Option<Event>, ClientError> {
+        loop {
+            if let Some(pos) = self.buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=pos).collect();
+                return serde_json::from_slice(&line).map(Some).map_err(|e| {
+                    ClientError::Protocol(format!("the manager sent an event this client does not know ({e}); are both the same version?"))
+                });
+            }
+            match self.body.frame().await {
+                None => return Ok(None),
+                Some(frame) => {
+                    let frame = frame.map_err(|e| ClientError::Protocol(e.to_string()))?;
+                    if let Some(data) = frame.data_ref() {
+                        self.buffer.extend_from_slice(data);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands each event to `on_event` until the `done` of operation `id`,
+    /// and returns that one.
+    pub async fn until_done(
+        &mut self,
+        id: u64,
+        mut on_event: impl FnMut(&Event),
+    ) -> Result<Event, ClientError> {
+        let mut ours = false;
+        while let Some(event) = self.next().await? {
+            if let Event::Started { id: started, .. } = &event {
+                ours = *started == id;
+            }
+            if ours {
+                on_event(&event);
+            }
+            if let Event::Done { id: done, .. } = &event
+                && *done == id
+            {
+                return Ok(event);
+            }
+        }
+        Err(ClientError::Protocol(
+            "the manager closed the event stream before the operation ended (did it crash? see its log)".into(),
+        ))
     }
 }
 

@@ -186,13 +186,20 @@ pub(super) async fn daemon(global: &GlobalArgs) -> anyhow::Result<Client> {
 }
 
 /// Prints progress: a line per phase with its time, and the total.
-struct Progress {
+pub(super) struct Progress {
     output: Output,
     tty: bool,
 }
 
 impl Progress {
-    fn show(&self, event: &Event) {
+    pub(super) fn new(output: Output) -> Progress {
+        Progress {
+            output,
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    pub(super) fn show(&self, event: &Event) {
         if self.output == Output::Json {
             println!("{}", serde_json::to_string(event).expect("serialises"));
             return;
@@ -241,10 +248,7 @@ async fn run_operation(
     output: Output,
 ) -> anyhow::Result<ExitCode> {
     let client = daemon(global).await?;
-    let progress = Progress {
-        output,
-        tty: std::io::stderr().is_terminal(),
-    };
+    let progress = Progress::new(output);
     let answering = client.daemon_pid().await;
     let done = match client
         .operation(path, body.clone(), |e| progress.show(e))
@@ -263,7 +267,12 @@ async fn run_operation(
         }
         other => other,
     };
-    match done? {
+    outcome(done?)
+}
+
+/// The exit code of an operation that ended with `done`, or its error.
+pub(super) fn outcome(done: Event) -> anyhow::Result<ExitCode> {
+    match done {
         Event::Done { ok: true, .. } => Ok(ExitCode::SUCCESS),
         Event::Done {
             operation,

@@ -24,6 +24,10 @@ pub enum SettingsCommand {
         /// Go ahead when a change throws the existing cluster away.
         #[arg(long)]
         confirm_reset: bool,
+        /// Follow the cluster's convergence to its end, with progress (the
+        /// exit code says whether it converged).
+        #[arg(long)]
+        wait: bool,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -67,22 +71,33 @@ pub fn run(command: SettingsCommand, global: &GlobalArgs) -> anyhow::Result<Exit
             SettingsCommand::Set {
                 assignments,
                 confirm_reset,
+                wait,
                 ..
             } => {
                 let patch = patch(&assignments)?;
+                // Subscribed before the change: none of its events is missed.
+                let mut events = match wait {
+                    true => Some(client.events().await?),
+                    false => None,
+                };
                 let applied = client.change_settings(&patch, confirm_reset).await?;
                 match output {
                     Output::Json => println!("{}", serde_json::to_string_pretty(&applied)?),
                     Output::Text => {
                         print_changes(&applied.changes);
                         match applied.operation {
-                            Some(id) => eprintln!(
+                            Some(id) if !wait => eprintln!(
                                 "the cluster converges (operation {id}): `k8s-manager status` follows it"
                             ),
                             None if applied.changes.is_empty() => eprintln!("nothing changed"),
-                            None => {}
+                            _ => {}
                         }
                     }
+                }
+                if let (Some(events), Some(id)) = (&mut events, applied.operation) {
+                    let progress = super::cluster::Progress::new(output);
+                    let done = events.until_done(id, |e| progress.show(e)).await?;
+                    return super::cluster::outcome(done);
                 }
             }
             SettingsCommand::Propose { assignments, .. } => {

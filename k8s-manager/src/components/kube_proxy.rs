@@ -43,7 +43,11 @@ impl Component for KubeProxy {
 
     fn spec(&self, ctx: &Context) -> ProcessSpec {
         let config = ctx.paths.component_config.join(CONFIG_FILE);
-        ctx.spec("kube-proxy", vec![format!("--config={}", config.display())])
+        let mut spec = ctx.spec("kube-proxy", vec![format!("--config={}", config.display())]);
+        // Named inside its configuration, not by a flag.
+        spec.inputs
+            .push(ctx.paths.kubeconfigs.join("kube-proxy.conf"));
+        spec
     }
 
     fn probe(&self, _ctx: &Context) -> Probe {
@@ -67,6 +71,14 @@ mod tests {
         assert_eq!(
             config["clientConnection"]["kubeconfig"],
             "/s/kubeconfig/kube-proxy.conf"
+        );
+        let spec = KubeProxy.spec(&context(std::path::Path::new("/s")));
+        assert_eq!(
+            spec.inputs,
+            [
+                std::path::PathBuf::from("/s/config/kube-proxy.json"),
+                "/s/kubeconfig/kube-proxy.conf".into()
+            ]
         );
     }
 }

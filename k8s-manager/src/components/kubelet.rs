@@ -132,6 +132,24 @@ mod tests {
         let spec = Kubelet.spec(&ctx);
         assert!(has_flag(&spec, "--node-ip=192.0.2.10"));
         assert!(has_flag(&spec, "--hostname-override=docker-desktop"));
+        // Read at start only: new contents restart it.
+        let inputs: Vec<String> = spec
+            .inputs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        assert!(
+            inputs.contains(&"/s/kubeconfig/kubelet.conf".to_string()),
+            "{inputs:?}"
+        );
+        assert!(
+            inputs.iter().any(|p| p.starts_with("/s/config/")),
+            "{inputs:?}"
+        );
+        assert!(
+            !inputs.iter().any(|p| p.starts_with("/s/pki/")),
+            "{inputs:?}"
+        );
     }
 
     #[test]

@@ -78,7 +78,21 @@ impl Context {
     }
 
     fn spec(&self, name: &str, args: Vec<String>) -> ProcessSpec {
+        // The files of ours a flag names (kubeconfigs, configuration): read
+        // at start only, so new contents mean a restart.
+        let ours = [&self.paths.kubeconfigs, &self.paths.component_config];
+        let inputs = args
+            .iter()
+            .filter_map(|arg| arg.split_once('=').map(|(_, value)| PathBuf::from(value)))
+            .filter(|path| ours.iter().any(|dir| path.starts_with(dir)))
+            .fold(Vec::new(), |mut inputs: Vec<PathBuf>, path| {
+                if !inputs.contains(&path) {
+                    inputs.push(path);
+                }
+                inputs
+            });
         ProcessSpec {
+            inputs,
             name: name.to_string(),
             program: self.binary(name),
             checked: self.checked.get(&cluster_executable(name)).copied(),

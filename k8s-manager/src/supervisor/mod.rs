@@ -49,6 +49,27 @@ pub struct ProcessSpec {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub log_file: PathBuf,
+    /// Files the process reads only when it starts (its kubeconfig, its
+    /// configuration): a start finds it running with other contents in them
+    /// and restarts it, as for a changed spec.
+    pub inputs: Vec<PathBuf>,
+}
+
+/// What `inputs` hold: a digest of each file's contents (a missing file
+/// counts as such).
+fn fingerprint(inputs: &[PathBuf]) -> Vec<u8> {
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for path in inputs {
+        context.update(path.as_os_str().as_encoded_bytes());
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                context.update(&(bytes.len() as u64).to_le_bytes());
+                context.update(&bytes);
+            }
+            Err(_) => context.update(b"\0missing"),
+        }
+    }
+    context.finish().as_ref().to_vec()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +110,8 @@ pub enum UnitKind {
 struct Supervised {
     /// A process's spec; `None` for a task (one runs per name).
     spec: Option<ProcessSpec>,
+    /// The digest of the spec's inputs when it was started.
+    inputs: Vec<u8>,
     name: String,
     status: Arc<Mutex<ChildStatus>>,
     stop: watch::Sender<bool>,
@@ -120,9 +143,11 @@ impl Supervisor {
     /// is an error now rather than a restart loop).
     pub async fn start(&self, spec: ProcessSpec, grace: Duration) -> std::io::Result<u32> {
         let mut children = self.children.lock().await;
+        let inputs = fingerprint(&spec.inputs);
         if let Some(pos) = children.iter().position(|(name, _)| *name == spec.name) {
-            let same =
-                children[pos].1.spec.as_ref() == Some(&spec) && !children[pos].1.task.is_finished();
+            let same = children[pos].1.spec.as_ref() == Some(&spec)
+                && children[pos].1.inputs == inputs
+                && !children[pos].1.task.is_finished();
             if same {
                 let status = children[pos].1.status.lock().expect("status lock").clone();
                 if let Some(pid) = status.pid {
@@ -157,6 +182,7 @@ impl Supervisor {
             Supervised {
                 name: spec.name.clone(),
                 spec: Some(spec),
+                inputs,
                 status,
                 stop: stop_tx,
                 task,
@@ -185,6 +211,7 @@ impl Supervisor {
             Supervised {
                 name,
                 spec: None,
+                inputs: Vec::new(),
                 status,
                 stop: stop_tx,
                 task,
@@ -403,6 +430,7 @@ mod tests {
             args: vec!["-c".into(), script.into()],
             env: vec![("GREETING".into(), "hello".into())],
             log_file: dir.join(format!("{name}.log")),
+            inputs: Vec::new(),
         }
     }
 
@@ -638,6 +666,29 @@ mod tests {
         assert_ne!(first, changed);
         assert!(!crate::sys::process_alive(first));
         sup.stop_all(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test]
+    async fn new_contents_in_an_input_file_restart_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let sup = Supervisor::new("test-instance-inputs");
+        let kubeconfig = dir.path().join("svc.conf");
+        std::fs::write(&kubeconfig, "server: https://127.0.0.1:6443\n").unwrap();
+        let mut with_input = spec(dir.path(), "svc", "exec sleep 60");
+        with_input.inputs = vec![kubeconfig.clone()];
+        let grace = Duration::from_secs(1);
+        let first = sup.start(with_input.clone(), grace).await.unwrap();
+        // Rewritten with the same contents: left running.
+        std::fs::write(&kubeconfig, "server: https://127.0.0.1:6443\n").unwrap();
+        assert_eq!(sup.start(with_input.clone(), grace).await.unwrap(), first);
+        std::fs::write(&kubeconfig, "server: https://127.0.0.1:6444\n").unwrap();
+        let second = sup.start(with_input.clone(), grace).await.unwrap();
+        assert_ne!(second, first);
+        assert!(!crate::sys::process_alive(first));
+        std::fs::remove_file(&kubeconfig).unwrap();
+        let third = sup.start(with_input, grace).await.unwrap();
+        assert_ne!(third, second);
+        sup.stop_all(grace).await;
     }
 
     #[tokio::test]
