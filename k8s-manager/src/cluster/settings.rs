@@ -765,8 +765,7 @@ pub fn newest_bundle(bundles: &Path) -> Option<PathBuf> {
         .map(|(_, dir)| dir)
 }
 
-/// Settings are a few hundred bytes: anything past this is not them.
-pub const MAX_SETTINGS_BYTES: u64 = 1 << 20;
+use super::config::MAX_SETTINGS_BYTES;
 
 /// The saved document; `None` when there is none yet. A damaged file is an
 /// error naming it, never replaced behind the user's back.
@@ -993,14 +992,7 @@ mod tests {
     fn bundle(cache: &Path, version: &str) -> PathBuf {
         let dir = cache.join("bundles").join(version);
         std::fs::create_dir_all(&dir).unwrap();
-        let names = [
-            "etcd",
-            "kube-apiserver",
-            "kube-controller-manager",
-            "kube-scheduler",
-            "kubelet",
-            "kube-proxy",
-        ];
+        let names = crate::bundle::manifest::CLUSTER_EXECUTABLES;
         let executables: Vec<Value> = names
             .iter()
             .map(|n| json!({"path": format!("bin/{n}"), "args": ["--version"], "expect": version}))
