@@ -23,7 +23,7 @@ use super::proxy::ProxySettings;
 pub const SCHEMA_VERSION: u32 = 1;
 pub const DEFAULT_LOAD_BALANCER_ADDRESS: Ipv4Addr = Ipv4Addr::LOCALHOST;
 pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
-pub const DEFAULT_RENEW_WITHIN_DAYS: u32 = 30;
+pub const DEFAULT_RENEW_WITHIN_DAYS: u32 = 90;
 /// A certificate lives a year: renewing earlier than this renews at every start.
 pub const MAX_RENEW_WITHIN_DAYS: u32 = 180;
 
