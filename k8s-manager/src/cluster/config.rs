@@ -46,6 +46,9 @@ pub struct ClusterConfig {
     pub cni_conf_dir: PathBuf,
     /// Extra names and addresses for the API server certificate.
     pub extra_sans: Vec<String>,
+    /// The proxy of the user's network, for everything the manager starts.
+    #[serde(default)]
+    pub proxy: super::proxy::ProxySettings,
 }
 
 /// Saved settings are a few hundred bytes: anything past this is not them.
@@ -97,6 +100,7 @@ impl ClusterConfig {
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.into(),
             cni_conf_dir: DEFAULT_CNI_CONF_DIR.into(),
             extra_sans: Vec::new(),
+            proxy: Default::default(),
         }
     }
 
@@ -130,7 +134,7 @@ impl ClusterConfig {
         if self.context_name.is_empty() {
             return Err("context name is empty".into());
         }
-        Ok(())
+        self.proxy.validate()
     }
 }
 
@@ -149,6 +153,8 @@ pub struct Paths {
     pub state_file: PathBuf,
     pub config_file: PathBuf,
     pub socket: PathBuf,
+    /// containerd's proxy variables, from the proxy settings (read by vm/prepare-vm.sh).
+    pub proxy_env: PathBuf,
 }
 
 impl Paths {
@@ -165,6 +171,7 @@ impl Paths {
             state_file: state_dir.join("state.json"),
             config_file: state_dir.join("cluster.json"),
             socket: state_dir.join("manager.sock"),
+            proxy_env: state_dir.join("proxy.env"),
         }
     }
 
