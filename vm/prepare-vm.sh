@@ -122,7 +122,8 @@ check_proxy() {
 }
 
 # --- start containerd ---------------------------------------------------------
-containerd_answers() { ctr --address "$socket" version >/dev/null 2>&1; }
+# Without the socket, ctr would wait 10 s for it to appear.
+containerd_answers() { [[ -S $socket ]] && ctr --address "$socket" --connect-timeout 2s version >/dev/null 2>&1; }
 if [[ -d /run/systemd/system ]]; then
 	dropin=/etc/systemd/system/containerd.service.d/k8s-manager-proxy.conf
 	dropin_text="# Written by k8s-manager's prepare-vm.sh: containerd's proxy comes from the manager's settings.
