@@ -480,8 +480,20 @@ fn enable_use_disable_enable_reset() {
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["state"]["state"], "stopped", "{status}");
 
-    // enable again (warm): the same Deployment comes back.
-    cluster.enable_ok();
+    // enable again (warm), now behind a proxy that does not answer (a
+    // TEST-NET address): the same Deployment comes back, so everything the
+    // cluster reaches of its own (API server to kubelet for exec, Services,
+    // webhooks) is covered by NO_PROXY.
+    set_saved_proxy(
+        &cluster,
+        serde_json::json!({"http": DEAD_PROXY, "https": DEAD_PROXY, "noProxy": ["example.test"]}),
+    );
+    let out = cluster.enable_ok();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("containerd runs with other proxy settings"),
+        "{stderr}"
+    );
     cluster.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
     cluster.kubectl_ok(&[
         "wait",
@@ -490,6 +502,23 @@ fn enable_use_disable_enable_reset() {
         "--timeout=120s",
     ]);
     http_get(&cluster, "web");
+    let proxied = proxy_variables_of_marked(&cluster.state());
+    assert!(proxied.len() >= 6, "every component: {proxied:?}");
+    for env in &proxied {
+        assert!(env.contains(&format!("HTTPS_PROXY={DEAD_PROXY}")), "{env}");
+        assert!(
+            env.contains(",10.96.0.0/12,10.244.0.0/16,.svc,.cluster.local,example.test"),
+            "{env}"
+        );
+    }
+    let file = std::fs::read_to_string(cluster.state().join("proxy.env")).unwrap();
+    assert!(
+        file.contains(&format!("\nhttps_proxy={DEAD_PROXY}\n")),
+        "{file}"
+    );
+
+    // Without a proxy again, the reset's cluster has none and the file is gone.
+    set_saved_proxy(&cluster, serde_json::json!({}));
 
     // reset: a fresh cluster, without the workload, under a new CA.
     let old_ca = ca_data(&cluster.host_kubeconfig());
@@ -512,6 +541,45 @@ fn enable_use_disable_enable_reset() {
     cluster.kubectl_ok(&["get", "nodes"]);
     let contexts = cluster.context_names();
     assert!(contexts.contains("work"), "{contexts}");
+    assert!(!cluster.state().join("proxy.env").exists());
+    let proxied = proxy_variables_of_marked(&cluster.state());
+    assert!(
+        proxied.iter().all(|env| !env.contains("HTTPS_PROXY")),
+        "{proxied:?}"
+    );
+}
+
+/// A proxy nobody answers at (TEST-NET-1).
+const DEAD_PROXY: &str = "http://192.0.2.1:3128";
+
+/// Sets the proxy settings (each key of `proxy`; the others back to none),
+/// and waits for a running cluster to take them.
+fn set_saved_proxy(cluster: &Cluster, proxy: serde_json::Value) {
+    let mut args = vec!["settings".to_string(), "set".into(), "--wait".into()];
+    for key in ["http", "https", "noProxy"] {
+        let value = proxy.get(key).cloned().unwrap_or(serde_json::Value::Null);
+        args.push(format!("proxy.{key}={value}"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    support::run_ok(&mut cluster.manager(&args));
+}
+
+/// The proxy variables of each process carrying this cluster's marker, one
+/// `KEY=VALUE ...` line each.
+fn proxy_variables_of_marked(state: &Path) -> Vec<String> {
+    let want = format!("K8S_MANAGER_INSTANCE={}", state.display());
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ.split(|b| *b == 0).any(|v| v == want.as_bytes()) {
+            let vars = k8s_manager::cluster::proxy::proxy_variables(&environ);
+            let line: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            found.push(line.join(" "));
+        }
+    }
+    found
 }
 
 /// On the running cluster: a setting refused names its field, saves nothing

@@ -4,13 +4,29 @@
 # configures containerd's CRI for Kubernetes, sets the kernel parameters a
 # cluster needs, and starts containerd. Idempotent: run it at every boot.
 #
+# containerd's proxy is the manager's (settings proxy.http, proxy.https,
+# proxy.noProxy): at each enable the manager writes HTTP_PROXY, HTTPS_PROXY,
+# NO_PROXY and their lowercase twins to <state folder>/proxy.env, or removes
+# the file when no proxy is set. Where systemd runs containerd, a drop-in
+# (/etc/systemd/system/containerd.service.d/k8s-manager-proxy.conf) reads that
+# file with EnvironmentFile=; elsewhere this script starts containerd with the
+# file's variables and no other proxy variables. The file is read as text,
+# never run. Either way containerd is restarted here when its running
+# environment (/proc/<pid>/environ) differs from what the file says: a proxy
+# change reaches containerd the next time this script runs (the manager's
+# systemd unit runs it before each start of the daemon).
+#
 # Settings (environment):
 #   K8S_MANAGER_SANDBOX_IMAGE  the pause image containerd uses for pod sandboxes
 #                              (default registry.k8s.io/pause:3.10.1, the one the bundle carries)
+#   K8S_MANAGER_STATE_DIR      the manager's state folder, which holds proxy.env
+#                              (default /var/lib/k8s-manager)
 #   PREPARE_SKIP_APT=1         do not run apt-get (packages already there)
 set -euo pipefail
 
 sandbox_image=${K8S_MANAGER_SANDBOX_IMAGE:-registry.k8s.io/pause:3.10.1}
+proxy_env=${K8S_MANAGER_STATE_DIR:-/var/lib/k8s-manager}/proxy.env
+proxy_names='HTTP_PROXY|http_proxy|HTTPS_PROXY|https_proxy|NO_PROXY|no_proxy'
 socket=/run/containerd/containerd.sock
 log() { printf '[prepare-vm] %s\n' "$*" >&2; }
 
@@ -84,12 +100,54 @@ else
 fi
 swapoff -a 2>/dev/null || true
 
+# --- containerd's proxy --------------------------------------------------------
+# The proxy variables of the manager's file, one KEY=VALUE a line, sorted.
+file_proxy() { [[ -f $proxy_env ]] && grep -E "^($proxy_names)=" "$proxy_env" | sort || true; }
+# The proxy variables a running process has, the same way.
+running_proxy() { tr '\0' '\n' <"/proc/$1/environ" | grep -E "^($proxy_names)=" | sort || true; }
+# Later lines override earlier ones with the same name.
+merge_env() { awk -F= '{v[$1] = $0} END {for (k in v) print v[k]}' | sort; }
+# Sets changed=1 when a running containerd's proxy is not the one it should have.
+check_proxy() {
+	local want=$1 pid
+	shift
+	for pid in "$@"; do
+		[[ $pid == 0 || ! -r /proc/$pid/environ ]] && continue
+		if [[ $(running_proxy "$pid") != "$want" ]]; then
+			changed=1
+			log "containerd ($pid) runs with other proxy settings than $proxy_env: restarting it"
+			return
+		fi
+	done
+}
+
 # --- start containerd ---------------------------------------------------------
-containerd_answers() { ctr --address "$socket" version >/dev/null 2>&1; }
+# Without the socket, ctr would wait 10 s for it to appear.
+containerd_answers() { [[ -S $socket ]] && ctr --address "$socket" --connect-timeout 2s version >/dev/null 2>&1; }
 if [[ -d /run/systemd/system ]]; then
+	dropin=/etc/systemd/system/containerd.service.d/k8s-manager-proxy.conf
+	dropin_text="# Written by k8s-manager's prepare-vm.sh: containerd's proxy comes from the manager's settings.
+[Service]
+EnvironmentFile=-$proxy_env"
+	if [[ ! -f $dropin ]] || [[ $(cat "$dropin") != "$dropin_text" ]]; then
+		mkdir -p "${dropin%/*}"
+		printf '%s\n' "$dropin_text" >"$dropin.tmp"
+		mv "$dropin.tmp" "$dropin"
+		systemctl daemon-reload
+		changed=1
+		log "wrote $dropin"
+	fi
+	# systemd applies EnvironmentFile= over the unit's own Environment=.
+	want=$({
+		systemctl show -p Environment --value containerd 2>/dev/null | tr ' ' '\n' | grep -E "^($proxy_names)=" || true
+		file_proxy
+	} | merge_env)
+	check_proxy "$want" "$(systemctl show -p MainPID --value containerd 2>/dev/null || echo 0)"
 	systemctl enable containerd >/dev/null 2>&1 || true
 	if ((changed)); then systemctl restart containerd; else systemctl start containerd; fi
 else
+	# shellcheck disable=SC2046 # one pid a word
+	check_proxy "$(file_proxy)" $(pgrep -x containerd || true)
 	if containerd_answers && ((changed)); then
 		log "restarting containerd for the new configuration"
 		pkill -x containerd || true
@@ -97,7 +155,10 @@ else
 	fi
 	if ! containerd_answers; then
 		mkdir -p /var/log
-		setsid containerd >>/var/log/containerd.log 2>&1 </dev/null &
+		unset_proxy=()
+		for name in ${proxy_names//|/ }; do unset_proxy+=(-u "$name"); done
+		mapfile -t proxy < <(file_proxy)
+		setsid env "${unset_proxy[@]}" "${proxy[@]}" containerd >>/var/log/containerd.log 2>&1 </dev/null &
 	fi
 fi
 for _ in $(seq 100); do

@@ -109,6 +109,11 @@ pub async fn client(kubeconfig: &Path) -> Result<kube::Client, BootstrapError> {
         kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
             .await
             .map_err(|e| fail(e.to_string()))?;
+    // Only the cluster's own API server is reached, on this machine: never
+    // through a proxy (kube would take one from HTTPS_PROXY in the daemon's
+    // environment, and it is built without proxy support, so every client
+    // would fail to build).
+    config.proxy_url = None;
     config.connect_timeout = Some(Duration::from_secs(2));
     config.read_timeout = Some(Duration::from_secs(10));
     kube::Client::try_from(config).map_err(|e| fail(e.to_string()))
@@ -202,6 +207,20 @@ mod tests {
                 "registry.k8s.io/coredns/coredns:v1.12.4".to_string(),
             ),
         ])
+    }
+
+    /// A proxy named by the kubeconfig (as one in HTTPS_PROXY would be) is
+    /// not used: the client builds, and talks to the API server directly.
+    #[tokio::test]
+    async fn the_client_ignores_any_proxy() {
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("admin.conf");
+        std::fs::write(
+            &kubeconfig,
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:6443\n    insecure-skip-tls-verify: true\n    proxy-url: http://192.0.2.1:3128\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\nusers:\n- name: u\n  user:\n    token: t\n",
+        )
+        .unwrap();
+        client(&kubeconfig).await.unwrap();
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub struct ClusterConfig {
     pub cni_conf_dir: PathBuf,
     /// Extra names and addresses for the API server certificate.
     pub extra_sans: Vec<String>,
+    /// The proxy of the user's network, for everything the manager starts.
     #[serde(default)]
     pub proxy: super::proxy::ProxySettings,
 }
@@ -133,7 +134,7 @@ impl ClusterConfig {
         if self.context_name.is_empty() {
             return Err("context name is empty".into());
         }
-        Ok(())
+        self.proxy.validate()
     }
 }
 
@@ -156,6 +157,8 @@ pub struct Paths {
     /// The settings document, the source of truth.
     pub settings_file: PathBuf,
     pub socket: PathBuf,
+    /// containerd's proxy variables, from the proxy settings (read by vm/prepare-vm.sh).
+    pub proxy_env: PathBuf,
 }
 
 impl Paths {
@@ -173,6 +176,7 @@ impl Paths {
             config_file: state_dir.join("cluster.json"),
             settings_file: state_dir.join("settings.json"),
             socket: state_dir.join("manager.sock"),
+            proxy_env: state_dir.join("proxy.env"),
         }
     }
 

@@ -139,7 +139,7 @@ impl Engine {
 
     async fn run_enable(&self, config: &ClusterConfig) -> Result<(), PhaseError> {
         let json = serde_json::to_vec_pretty(config).expect("config serialises");
-        crate::fsutil::write_atomic(&self.paths.config_file, &json, 0o644).map_err(|err| {
+        crate::fsutil::write_atomic(&self.paths.config_file, &json, 0o600).map_err(|err| {
             PhaseError::new(
                 Phase::Preflight,
                 format!("cannot save {}: {err}", self.paths.config_file.display()),

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::config::ClusterConfig;
 use super::engine::{Engine, Event, STOP_GRACE};
 use super::preflight;
+use super::proxy;
 use super::state::{ClusterState, Phase};
 use crate::bundle::{self, Manifest};
 use crate::components::{
@@ -140,6 +141,8 @@ pub async fn enable(engine: &Engine, config: &ClusterConfig) -> Result<(), Phase
                 "cannot tell the VM's address (no default route): pass --advertise-address",
             )
         })?;
+    let proxy_env = proxy_environment(config, advertise_address)
+        .map_err(|e| PhaseError::with_code(Phase::Preflight, code::INVALID_SETTINGS, e))?;
     let ctx = Context {
         paths: config.paths(),
         config: config.clone(),
@@ -149,6 +152,7 @@ pub async fn enable(engine: &Engine, config: &ClusterConfig) -> Result<(), Phase
         advertise_address,
         cgroup: Cgroups::detect(),
         resolv_conf: components::pod_resolv_conf(),
+        proxy_env,
     };
     let mut run = Run {
         engine,
@@ -215,6 +219,48 @@ async fn run_phase(run: &mut Run<'_>, phase: Phase) -> Result<(), PhaseError> {
     }
 }
 
+/// The proxy variables of the components and containerd, from the settings
+/// and the cluster's own names and ranges.
+fn proxy_environment(
+    config: &ClusterConfig,
+    node_address: std::net::IpAddr,
+) -> Result<proxy::Environment, String> {
+    let cidr = |what: &str, text: &str| {
+        text.parse::<ipnet::IpNet>()
+            .map_err(|e| format!("{what} {text:?}: {e}"))
+    };
+    let cluster = proxy::ClusterNetwork {
+        node_name: config.node_name.clone(),
+        node_address,
+        service_cidr: cidr("service CIDR", &config.service_cidr)?,
+        pod_cidr: cidr("pod CIDR", &config.pod_cidr)?,
+        cluster_domain: config.cluster_domain.clone(),
+    };
+    Ok(config.proxy.environment(&cluster))
+}
+
+/// containerd's proxy file, rewritten in preflight: the first phase of every
+/// enable, before any image is imported or pulled, next to the check that
+/// containerd answers. containerd reads it when vm/prepare-vm.sh next runs;
+/// until then, a containerd that runs with other proxy settings is told.
+fn write_proxy_file(run: &Run<'_>) -> Vec<String> {
+    let (path, env) = (&run.ctx.paths.proxy_env, &run.ctx.proxy_env);
+    let changed = match proxy::write_env_file(path, env) {
+        Ok(changed) => changed,
+        Err(err) => return vec![format!("{}: {err}", path.display())],
+    };
+    if (changed || !env.is_empty()) && proxy::containerd_differs(env) == Some(true) {
+        run.engine.emit(Event::Notice {
+            message: format!(
+                "containerd runs with other proxy settings than {}: image pulls use the old ones \
+                 until vm/prepare-vm.sh runs again (it restarts containerd with them)",
+                path.display()
+            ),
+        });
+    }
+    Vec::new()
+}
+
 async fn preflight_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
     // Children of a manager that died are ended first: they hold the ports
     // that the checks below want free.
@@ -250,6 +296,7 @@ async fn preflight_phase(run: &mut Run<'_>) -> Result<(), PhaseError> {
         Err(problems) => findings.problems.extend(problems),
     }
     findings.problems.extend(runtime_preflight(run).await);
+    findings.problems.extend(write_proxy_file(run));
     if findings.problems.is_empty() {
         run.images = Some(start_image_import(run));
     }

@@ -433,6 +433,13 @@ impl Settings {
                 format!("must be from 1 to {MAX_RENEW_WITHIN_DAYS} days"),
             ));
         }
+        // Its messages lead with the field (`proxy.noProxy[2]: ...`).
+        self.proxy
+            .validate()
+            .map_err(|err| match err.split_once(": ") {
+                Some((field, why)) if field.starts_with("proxy.") => SettingsError::new(field, why),
+                _ => SettingsError::new("proxy", err),
+            })?;
         Ok(())
     }
 
@@ -876,6 +883,11 @@ mod tests {
         assert_eq!(err.field, "docker.socket");
         let err = refuse(json!({"certs": {"renewWithinDays": 0}}));
         assert_eq!(err.field, "certs.renewWithinDays");
+        let err = refuse(json!({"proxy": {"http": "ftp://user:s3cret@proxy.test:21"}}));
+        assert_eq!(err.field, "proxy.http");
+        assert!(!err.message.contains("s3cret"), "{err}");
+        let err = refuse(json!({"proxy": {"noProxy": ["ok.test", "a b"]}}));
+        assert_eq!(err.field, "proxy.noProxy[1]", "{err}");
         let err = refuse(json!({"kubernetes": {"hostKubeconfig": ""}}));
         assert_eq!(err.field, "kubernetes.hostKubeconfig");
         let err = refuse(json!({"revision": 9}));

@@ -78,6 +78,8 @@ pub async fn report(
         advertise_address: config.advertise_address.unwrap_or([127, 0, 0, 1].into()),
         cgroup: Cgroups::detect(),
         resolv_conf: "/etc/resolv.conf".into(),
+        // Only a probe is made from this context: no process, no proxy.
+        proxy_env: Vec::new(),
     };
     let probe = ApiServer.probe(&ctx);
     if let Ok(client) = probe.client() {

@@ -58,6 +58,9 @@ pub struct Context {
     pub cgroup: Cgroups,
     /// The resolv.conf pods inherit (through kubelet).
     pub resolv_conf: PathBuf,
+    /// The proxy variables every component gets (empty without a proxy);
+    /// see [`crate::cluster::proxy`]. A change restarts the components.
+    pub proxy_env: Vec<(String, String)>,
 }
 
 impl Context {
@@ -97,7 +100,7 @@ impl Context {
             program: self.binary(name),
             checked: self.checked.get(&cluster_executable(name)).copied(),
             args,
-            env: Vec::new(),
+            env: self.proxy_env.clone(),
             log_file: self.paths.log(name),
         }
     }
@@ -203,6 +206,7 @@ pub(crate) mod test_support {
                 systemd: false,
             },
             resolv_conf: "/etc/resolv.conf".into(),
+            proxy_env: Vec::new(),
         }
     }
 
@@ -260,6 +264,87 @@ mod tests {
                 component.name()
             );
         }
+    }
+
+    fn all() -> [&'static dyn Component; 6] {
+        [
+            &Etcd,
+            &ApiServer,
+            &ControllerManager,
+            &Scheduler,
+            &Kubelet,
+            &KubeProxy,
+        ]
+    }
+
+    /// A context whose settings name a proxy.
+    fn proxied_context(state: &Path) -> Context {
+        use crate::cluster::proxy::ClusterNetwork;
+        let mut ctx = test_support::context(state);
+        ctx.config.proxy.http = Some("http://proxy.test:3128".parse().unwrap());
+        ctx.config.proxy.https = Some("http://proxy.test:3129".parse().unwrap());
+        ctx.proxy_env = ctx.config.proxy.environment(&ClusterNetwork {
+            node_name: ctx.config.node_name.clone(),
+            node_address: ctx.advertise_address,
+            service_cidr: ctx.config.service_cidr.parse().unwrap(),
+            pod_cidr: ctx.config.pod_cidr.parse().unwrap(),
+            cluster_domain: ctx.config.cluster_domain.clone(),
+        });
+        ctx
+    }
+
+    #[test]
+    fn every_component_gets_the_proxy_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        for component in all() {
+            let spec = component.spec(&test_support::context(dir.path()));
+            assert_eq!(spec.env, Vec::new(), "{}", component.name());
+        }
+        let ctx = proxied_context(dir.path());
+        assert_eq!(ctx.proxy_env.len(), 6);
+        for component in all() {
+            assert_eq!(
+                component.spec(&ctx).env,
+                ctx.proxy_env,
+                "{}",
+                component.name()
+            );
+        }
+    }
+
+    /// What a component started by the manager really carries: its spec run
+    /// by the supervisor (a harmless program in place of the component's).
+    #[tokio::test]
+    async fn a_supervised_component_carries_the_proxy_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = proxied_context(dir.path());
+        let mut spec = KubeProxy.spec(&ctx);
+        spec.program = "/bin/sleep".into();
+        spec.args = vec!["30".into()];
+        spec.checked = None;
+        let supervisor = crate::supervisor::Supervisor::new(dir.path().display().to_string());
+        let pid = supervisor
+            .start(spec, std::time::Duration::from_secs(1))
+            .await
+            .unwrap();
+        let mut want = ctx.proxy_env.clone();
+        want.sort();
+        let mut seen = Vec::new();
+        for _ in 0..50 {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            seen = crate::cluster::proxy::proxy_variables(&environ);
+            if seen == want {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        supervisor.stop_all(std::time::Duration::from_secs(1)).await;
+        assert_eq!(seen, want);
+        let no_proxy = &seen.iter().find(|(k, _)| k == "NO_PROXY").unwrap().1;
+        assert!(
+            no_proxy.contains(",10.96.0.0/12,10.244.0.0/16,"),
+            "{no_proxy}"
+        );
     }
 
     #[test]
