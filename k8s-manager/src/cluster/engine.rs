@@ -339,3 +339,84 @@ impl Engine {
         self.set_state(ClusterState::Stopped, Some(enabled));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::cluster::phases::code;
+
+    /// Settings whose enable fails at once (no bundle there): what an
+    /// enable that ran, rather than one cancelled, ends with.
+    fn engine_and_config(dir: &std::path::Path) -> (Arc<Engine>, ClusterConfig) {
+        let engine = Arc::new(Engine::new(Paths::new(&dir.join("state"))).unwrap());
+        let config = ClusterConfig::new(dir.join("state"), dir.join("no-bundle"));
+        (engine, config)
+    }
+
+    #[tokio::test]
+    async fn a_cancel_ends_the_enables_queued_then_not_those_asked_for_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, config) = engine_and_config(dir.path());
+        let mut events = engine.subscribe();
+        // Another operation runs: the enables queue behind it.
+        let running = engine.busy.lock().await;
+        let enable = |id| {
+            let (engine, config) = (engine.clone(), config.clone());
+            tokio::spawn(async move { engine.enable(config, id).await })
+        };
+        let (first, second) = (enable(1), enable(2));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        engine.cancel_enables("a disable");
+        let after = enable(3);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(running);
+        for queued in [first, second] {
+            let err = queued.await.unwrap().unwrap_err();
+            assert_eq!(err.code, code::CANCELLED, "{err}");
+            assert_eq!(err.message, "cancelled by a disable");
+        }
+        // Asked for after the cancel: it runs (and fails, having no bundle).
+        let err = after.await.unwrap().unwrap_err();
+        assert_eq!(err.code, code::PHASE_FAILED, "{err}");
+        // Each cancelled enable still tells its caller: started, then done.
+        let mut done = Vec::new();
+        while let Ok(event) = events.try_recv() {
+            if let Event::Done { id, error, .. } = event {
+                done.push((id, error.unwrap().code));
+            }
+        }
+        done.sort();
+        assert_eq!(
+            done,
+            [
+                (1, code::CANCELLED.to_string()),
+                (2, code::CANCELLED.to_string()),
+                (3, code::PHASE_FAILED.to_string())
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_enable_does_not_cancel_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, config) = engine_and_config(dir.path());
+        let running = engine.busy.lock().await;
+        let first = tokio::spawn({
+            let (engine, config) = (engine.clone(), config.clone());
+            async move { engine.enable(config, 1).await }
+        });
+        let second = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.enable(config, 2).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(running);
+        for enable in [first, second] {
+            let err = enable.await.unwrap().unwrap_err();
+            assert_eq!(err.code, code::PHASE_FAILED, "{err}");
+        }
+    }
+}
