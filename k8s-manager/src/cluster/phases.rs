@@ -256,7 +256,7 @@ pub(super) async fn work(work: Work, cx: &mut PhaseContext<'_>) -> Result<(), Ph
         Work::EtcdFirstStart => etcd_first_start(cx).await,
         Work::EtcdServed => etcd_served(cx),
         Work::Bootstrap => bootstrap(cx).await,
-        Work::Export => export(cx),
+        Work::Export => export(cx).await,
     }
 }
 
@@ -617,9 +617,14 @@ fn cni(cx: &mut PhaseContext<'_>) -> Result<(), PhaseError> {
     Ok(())
 }
 
-/// The admin context into the user's kubeconfig and the VM user's.
-fn export(cx: &mut PhaseContext<'_>) -> Result<(), PhaseError> {
-    let files = super::export::merge(cx.config, &cx.components.paths.admin_kubeconfig())
+/// The admin context into the user's kubeconfig and the VM user's. The
+/// merge may wait for another writer's lock: off the runtime's threads, where
+/// a cancel is still seen.
+async fn export(cx: &mut PhaseContext<'_>) -> Result<(), PhaseError> {
+    let config = cx.config.clone();
+    let admin = cx.components.paths.admin_kubeconfig();
+    let files = host::blocking(move || super::export::merge(&config, &admin))
+        .await
         .map_err(|e| PhaseError::new(Phase::Export, e))?;
     let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     tracing::info!(
