@@ -191,6 +191,15 @@ impl Processes for World {
         futures::future::ready(status).boxed()
     }
 
+    fn stop<'a>(&'a self, name: &'a str, _grace: Duration) -> BoxFuture<'a, ()> {
+        let mut children = self.children.lock().unwrap();
+        if children.iter().any(|(s, _)| s.name == name) {
+            self.journal.note(format!("stop {name}"));
+            children.retain(|(s, _)| s.name != name);
+        }
+        futures::future::ready(()).boxed()
+    }
+
     fn stop_all(&self, _grace: Duration) -> BoxFuture<'_, ()> {
         self.journal.note("stop all");
         self.children.lock().unwrap().clear();

@@ -32,6 +32,8 @@ pub trait Processes: Send + Sync {
     /// Starts a process, or leaves it running when it runs with this very spec.
     fn start(&self, spec: ProcessSpec, grace: Duration) -> BoxFuture<'_, std::io::Result<u32>>;
     fn status(&self) -> BoxFuture<'_, Vec<ChildStatus>>;
+    /// Stops one process (a no-op for one not running).
+    fn stop<'a>(&'a self, name: &'a str, grace: Duration) -> BoxFuture<'a, ()>;
     /// Stops every process, the last started first.
     fn stop_all(&self, grace: Duration) -> BoxFuture<'_, ()>;
     /// Ends the processes of this instance that are not ours (left by a
@@ -139,6 +141,10 @@ impl Processes for Supervisor {
 
     fn status(&self) -> BoxFuture<'_, Vec<ChildStatus>> {
         Supervisor::status(self).boxed()
+    }
+
+    fn stop<'a>(&'a self, name: &'a str, grace: Duration) -> BoxFuture<'a, ()> {
+        Supervisor::stop(self, name, grace).boxed()
     }
 
     fn stop_all(&self, grace: Duration) -> BoxFuture<'_, ()> {
