@@ -17,7 +17,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 runs=${RUNS:-3}
 bundle=${K8S_MANAGER_BUNDLE:-$("$root/vm/bundle/build.sh" 2>/dev/null | tail -1)}
 (cd "$root" && cargo build --release --locked -q)
-bin=$root/target/release/k8s-manager
+bin=${CARGO_TARGET_DIR:-$root/target}/release/k8s-manager
 work=$(mktemp -d)
 state=$work/state
 export HOME=$work/home

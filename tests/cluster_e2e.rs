@@ -233,39 +233,6 @@ impl Drop for Cluster {
     }
 }
 
-/// Every process carrying this cluster's marker.
-fn marked_processes(state: &Path) -> Vec<String> {
-    let want = format!("K8S_MANAGER_INSTANCE={}", state.display());
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        if entry.file_name().to_string_lossy().parse::<u32>().is_err() {
-            continue;
-        }
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        if environ.split(|b| *b == 0).any(|v| v == want.as_bytes()) {
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            found.push(String::from_utf8_lossy(&cmdline).replace('\0', " "));
-        }
-    }
-    found
-}
-
-fn mounts_below(dir: &Path) -> Vec<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| Path::new(m).starts_with(dir))
-        .map(str::to_string)
-        .collect()
-}
-
-fn k8s_containers() -> Vec<String> {
-    let out = support::run_ok(Command::new("ctr").args(["-n", "k8s.io", "containers", "ls", "-q"]));
-    out.lines().map(str::to_string).collect()
-}
-
 /// Builds a busybox image (Debian's static busybox) as an OCI archive with
 /// the bundle's image tool and imports it into containerd's k8s.io namespace.
 fn import_busybox(dir: &Path) {
@@ -473,9 +440,15 @@ fn enable_use_disable_enable_reset() {
         "disable: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(marked_processes(&cluster.state()), Vec::<String>::new());
-    assert_eq!(mounts_below(&cluster.state()), Vec::<String>::new());
-    assert_eq!(k8s_containers(), Vec::<String>::new());
+    assert_eq!(
+        support::marked_processes(&cluster.state()),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        support::mounts_below(&cluster.state()),
+        Vec::<String>::new()
+    );
+    assert_eq!(support::k8s_containers(), Vec::<String>::new());
     let status = support::run_ok(&mut cluster.manager(&["status", "--output", "json"]));
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["state"]["state"], "stopped", "{status}");

@@ -57,3 +57,55 @@ pub fn mkfifo(path: &std::path::Path) {
     let made = Command::new("mkfifo").arg(path).status();
     assert!(made.is_ok_and(|s| s.success()), "mkfifo {}", path.display());
 }
+
+/// Every process carrying the marker of the cluster of `state` (its command lines).
+pub fn marked_processes(state: &std::path::Path) -> Vec<String> {
+    let want = format!("K8S_MANAGER_INSTANCE={}", state.display());
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if entry.file_name().to_string_lossy().parse::<u32>().is_err() {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ.split(|b| *b == 0).any(|v| v == want.as_bytes()) {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            found.push(String::from_utf8_lossy(&cmdline).replace('\0', " "));
+        }
+    }
+    found
+}
+
+/// The mount points at or below `dir`.
+pub fn mounts_below(dir: &std::path::Path) -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| std::path::Path::new(m).starts_with(dir))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The containers of containerd's `k8s.io` namespace.
+pub fn k8s_containers() -> Vec<String> {
+    let out = run_ok(Command::new("ctr").args(["-n", "k8s.io", "containers", "ls", "-q"]));
+    out.lines().map(str::to_string).collect()
+}
+
+/// The tasks (running processes) of containerd's `k8s.io` namespace.
+pub fn k8s_tasks() -> Vec<String> {
+    let out = run_ok(Command::new("ctr").args(["-n", "k8s.io", "tasks", "ls", "-q"]));
+    out.lines().map(str::to_string).collect()
+}
+
+/// The network namespaces CNI made for pods (containerd names them `cni-...`).
+pub fn cni_netns() -> Vec<String> {
+    std::fs::read_dir("/var/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("cni-"))
+        .collect()
+}

@@ -4,47 +4,21 @@
 //! GUI follow.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use super::cancel::CancelSignal;
 use super::config::{ClusterConfig, Paths};
-use super::phases::{self, PhaseError};
+pub use super::event::Event;
+use super::event::Progress;
+use super::host::{Containerd, Host, LiveApi, ThisMachine};
+use super::phases::{PhaseContext, PhaseError};
+use super::pipeline;
 use super::state::{ClusterState, Phase, StateRecord};
+use super::teardown;
+pub use super::teardown::STOP_GRACE;
 use crate::supervisor::Supervisor;
-
-/// How long a component has to stop after SIGTERM before SIGKILL.
-pub const STOP_GRACE: Duration = Duration::from_secs(10);
-
-/// Progress of an operation, as the control API streams it: written by the
-/// daemon, read by the CLI (and any client) with the same type.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "kebab-case")]
-pub enum Event {
-    /// An operation got its turn (operations run one at a time); the events
-    /// up to the `done` with the same id are its own.
-    Started { operation: String, id: u64 },
-    /// A phase started.
-    Phase { phase: Phase, description: String },
-    /// A phase finished, with its duration.
-    PhaseDone { phase: Phase, seconds: f64 },
-    /// Something worth telling the user that is not an error (preflight warnings).
-    Notice { message: String },
-    /// The state changed.
-    State { state: ClusterState },
-    /// The operation ended: `ok`, or failed with `error`; `message` says
-    /// which in a sentence.
-    Done {
-        operation: String,
-        id: u64,
-        ok: bool,
-        message: String,
-        seconds: f64,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        error: Option<PhaseError>,
-    },
-}
 
 pub struct Engine {
     paths: Paths,
@@ -53,6 +27,26 @@ pub struct Engine {
     events: broadcast::Sender<Event>,
     busy: tokio::sync::Mutex<()>,
     next_id: std::sync::atomic::AtomicU64,
+    /// The cancel signal of the enables asked for since the last cancel:
+    /// the running one and those queued behind it hold it.
+    enables: Mutex<CancelSignal>,
+}
+
+/// The engine as a procedure's [`Progress`]: events go to the subscribers,
+/// states to the state file, with `enabled` set as the operation says.
+struct Reporter<'a> {
+    engine: &'a Engine,
+    enabled: Option<bool>,
+}
+
+impl Progress for Reporter<'_> {
+    fn emit(&self, event: Event) {
+        self.engine.emit(event);
+    }
+
+    fn set_state(&self, state: ClusterState) {
+        self.engine.set_state(state, self.enabled);
+    }
 }
 
 impl Engine {
@@ -77,6 +71,7 @@ impl Engine {
             events,
             busy: tokio::sync::Mutex::new(()),
             next_id: std::sync::atomic::AtomicU64::new(1),
+            enables: Mutex::new(CancelSignal::new()),
         })
     }
 
@@ -124,20 +119,55 @@ impl Engine {
 
     /// Brings the cluster up (or back) with `config`; idempotent: on a running
     /// cluster it re-checks every phase and changes only what differs.
+    ///
+    /// A disable, a reset or a shutdown cancels it, running or still queued
+    /// behind another operation: it then ends with a `Cancelled` error. An
+    /// enable never cancels another: the second finds the cluster the first
+    /// made.
     pub async fn enable(&self, config: ClusterConfig, id: u64) -> Result<(), PhaseError> {
+        let cancel = self.enables.lock().expect("cancel lock").clone();
         let _busy = self.busy.lock().await;
         self.emit(Event::Started {
             operation: "enable".into(),
             id,
         });
         let start = Instant::now();
-        let result = self.run_enable(&config).await;
+        let result = if cancel.is_cancelled() {
+            // Cancelled while it waited for its turn: nothing of it ran.
+            Err(cancel.error(Phase::Preflight))
+        } else {
+            self.run_enable(&config, cancel).await
+        };
         let ok_message = |s: f64| format!("cluster ready in {s:.1}s");
         self.finish("enable", id, start, &result, ok_message);
         result
     }
 
-    async fn run_enable(&self, config: &ClusterConfig) -> Result<(), PhaseError> {
+    /// Cancels the running enable and every enable queued behind the
+    /// operation running now; `reason` says what asked (a disable, a
+    /// settings change), and the cancelled enables say it in their error.
+    /// Enables asked for afterwards are not affected.
+    pub fn cancel_enables(&self, reason: &str) {
+        let mut enables = self.enables.lock().expect("cancel lock");
+        enables.cancel(reason);
+        *enables = CancelSignal::new();
+    }
+
+    /// The parts of the world a procedure works with, the real ones.
+    fn host<'a>(&'a self, progress: &'a Reporter<'a>, runtime: &'a Containerd) -> Host<'a> {
+        Host {
+            progress,
+            processes: &self.supervisor,
+            runtime,
+            machine: &ThisMachine,
+        }
+    }
+
+    async fn run_enable(
+        &self,
+        config: &ClusterConfig,
+        cancel: CancelSignal,
+    ) -> Result<(), PhaseError> {
         let json = serde_json::to_vec_pretty(config).expect("config serialises");
         crate::fsutil::write_atomic(&self.paths.config_file, &json, 0o600).map_err(|err| {
             PhaseError::new(
@@ -145,7 +175,18 @@ impl Engine {
                 format!("cannot save {}: {err}", self.paths.config_file.display()),
             )
         })?;
-        let result = phases::enable(self, config).await;
+        let reporter = Reporter {
+            engine: self,
+            enabled: Some(true),
+        };
+        let runtime = Containerd {
+            socket: config.containerd_socket.clone(),
+        };
+        let api = LiveApi::new(self.paths.clone());
+        let result = match PhaseContext::new(self.host(&reporter, &runtime), &api, cancel, config) {
+            Ok(mut cx) => pipeline::run(&pipeline::ENABLE, &mut cx).await,
+            Err(err) => Err(err),
+        };
         self.settle(&result, ClusterState::Running, Some(true));
         result
     }
@@ -188,7 +229,9 @@ impl Engine {
 
     /// Stops every component and removes the pods' containers and network;
     /// keeps etcd data and the PKI so the next enable is warm.
+    /// Cancels the enables running or queued first.
     pub async fn disable(&self, id: u64) -> Result<(), PhaseError> {
+        self.cancel_enables("a disable");
         let _busy = self.busy.lock().await;
         self.emit(Event::Started {
             operation: "disable".into(),
@@ -196,7 +239,10 @@ impl Engine {
         });
         let start = Instant::now();
         self.set_state(ClusterState::Stopping, Some(false));
-        let result = phases::stop(self).await;
+        let config = self.saved_config_or_notice();
+        let result = self
+            .stop_procedure(config.as_ref(), Some(false), false)
+            .await;
         self.settle(&result, ClusterState::Stopped, Some(false));
         self.finish("disable", id, start, &result, |s| {
             format!("cluster stopped in {s:.1}s")
@@ -207,28 +253,25 @@ impl Engine {
     /// Throws the cluster away: stop, delete its data and our kubeconfig
     /// entries (those of the configuration it was made with), then build a
     /// fresh one with `restart`'s configuration if given. Works on a broken
-    /// or half-started cluster.
+    /// or half-started cluster. Cancels the enables running or queued first.
     pub async fn reset(&self, restart: Option<ClusterConfig>, id: u64) -> Result<(), PhaseError> {
+        self.cancel_enables("a reset");
         let _busy = self.busy.lock().await;
         self.emit(Event::Started {
             operation: "reset".into(),
             id,
         });
         let start = Instant::now();
-        // A reset works on a broken cluster: damaged settings are told, not fatal.
-        let config = self.saved_config().unwrap_or_else(|err| {
-            self.emit(Event::Notice {
-                message: format!("warning: {err}"),
-            });
-            None
-        });
+        let config = self.saved_config_or_notice();
         self.set_state(ClusterState::Stopping, None);
-        let mut result = phases::reset(self, config.as_ref()).await;
+        let mut result = self.stop_procedure(config.as_ref(), None, true).await;
         let enabled = restart.is_some() && result.is_ok();
         self.settle(&result, ClusterState::Stopped, Some(enabled));
         let restarted = result.is_ok() && restart.is_some();
         if let (true, Some(config)) = (restarted, &restart) {
-            result = self.run_enable(config).await;
+            // A disable or another reset asked for from now on cancels it.
+            let cancel = self.enables.lock().expect("cancel lock").clone();
+            result = self.run_enable(config, cancel).await;
         }
         let ok_message = |s: f64| {
             if restarted {
@@ -241,6 +284,42 @@ impl Engine {
         result
     }
 
+    /// The saved settings; damaged ones are told, not fatal (a stop and a
+    /// reset work on a broken cluster).
+    fn saved_config_or_notice(&self) -> Option<ClusterConfig> {
+        self.saved_config().unwrap_or_else(|err| {
+            self.emit(Event::Notice {
+                message: format!("warning: {err}"),
+            });
+            None
+        })
+    }
+
+    /// The stop procedure, or the reset one (a stop, then the data).
+    async fn stop_procedure(
+        &self,
+        config: Option<&ClusterConfig>,
+        enabled: Option<bool>,
+        reset: bool,
+    ) -> Result<(), PhaseError> {
+        let reporter = Reporter {
+            engine: self,
+            enabled,
+        };
+        let runtime = Containerd {
+            socket: config.map_or_else(
+                || super::config::DEFAULT_CONTAINERD_SOCKET.into(),
+                |c| c.containerd_socket.clone(),
+            ),
+        };
+        let host = self.host(&reporter, &runtime);
+        if reset {
+            teardown::reset(host, &self.paths, config).await
+        } else {
+            teardown::stop(host, &self.paths, config).await
+        }
+    }
+
     /// Whether the engine has nothing to do: no operation runs or waits, and
     /// the cluster is not enabled (nothing of it runs). A client that only
     /// follows `/v1/events` does not count: a stream with no events cannot
@@ -250,11 +329,94 @@ impl Engine {
     }
 
     /// Stops the components for a daemon shutdown, keeping `enabled` so the
-    /// next daemon brings the cluster back.
+    /// next daemon brings the cluster back. Cancels the enables running or
+    /// queued first.
     pub async fn shutdown(&self) {
+        self.cancel_enables("the manager's shutdown");
         let _busy = self.busy.lock().await;
         self.supervisor.stop_all(STOP_GRACE).await;
         let enabled = self.record().enabled;
         self.set_state(ClusterState::Stopped, Some(enabled));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::cluster::phases::code;
+
+    /// Settings whose enable fails at once (no bundle there): what an
+    /// enable that ran, rather than one cancelled, ends with.
+    fn engine_and_config(dir: &std::path::Path) -> (Arc<Engine>, ClusterConfig) {
+        let engine = Arc::new(Engine::new(Paths::new(&dir.join("state"))).unwrap());
+        let config = ClusterConfig::new(dir.join("state"), dir.join("no-bundle"));
+        (engine, config)
+    }
+
+    #[tokio::test]
+    async fn a_cancel_ends_the_enables_queued_then_not_those_asked_for_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, config) = engine_and_config(dir.path());
+        let mut events = engine.subscribe();
+        // Another operation runs: the enables queue behind it.
+        let running = engine.busy.lock().await;
+        let enable = |id| {
+            let (engine, config) = (engine.clone(), config.clone());
+            tokio::spawn(async move { engine.enable(config, id).await })
+        };
+        let (first, second) = (enable(1), enable(2));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        engine.cancel_enables("a disable");
+        let after = enable(3);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(running);
+        for queued in [first, second] {
+            let err = queued.await.unwrap().unwrap_err();
+            assert_eq!(err.code, code::CANCELLED, "{err}");
+            assert_eq!(err.message, "cancelled by a disable");
+        }
+        // Asked for after the cancel: it runs (and fails, having no bundle).
+        let err = after.await.unwrap().unwrap_err();
+        assert_eq!(err.code, code::PHASE_FAILED, "{err}");
+        // Each cancelled enable still tells its caller: started, then done.
+        let mut done = Vec::new();
+        while let Ok(event) = events.try_recv() {
+            if let Event::Done { id, error, .. } = event {
+                done.push((id, error.unwrap().code));
+            }
+        }
+        done.sort();
+        assert_eq!(
+            done,
+            [
+                (1, code::CANCELLED.to_string()),
+                (2, code::CANCELLED.to_string()),
+                (3, code::PHASE_FAILED.to_string())
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_enable_does_not_cancel_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, config) = engine_and_config(dir.path());
+        let running = engine.busy.lock().await;
+        let first = tokio::spawn({
+            let (engine, config) = (engine.clone(), config.clone());
+            async move { engine.enable(config, 1).await }
+        });
+        let second = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.enable(config, 2).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(running);
+        for enable in [first, second] {
+            let err = enable.await.unwrap().unwrap_err();
+            assert_eq!(err.code, code::PHASE_FAILED, "{err}");
+        }
     }
 }

@@ -77,24 +77,13 @@ impl Phase {
         }
     }
 
+    /// What the phase does, in a few words: for an enable phase, its row of
+    /// the schedule says it.
     pub fn description(self) -> &'static str {
         match self {
-            Phase::Preflight => "checking the machine",
-            Phase::Certs => "certificates",
-            Phase::Kubeconfigs => "component kubeconfigs",
-            Phase::Etcd => "starting etcd",
-            Phase::KubeApiserver => "starting kube-apiserver",
-            Phase::ControlPlane => "starting controller-manager and scheduler",
-            Phase::Images => "importing pause and CoreDNS images",
-            Phase::Cni => "pod network configuration",
-            Phase::Kubelet => "starting kubelet",
-            Phase::KubeProxy => "starting kube-proxy",
-            Phase::Bootstrap => "applying CoreDNS and RBAC",
-            Phase::WaitNode => "waiting for the node to be Ready",
-            Phase::WaitDns => "waiting for CoreDNS to answer",
-            Phase::Export => "merging the kubeconfig",
             Phase::Stop => "stopping",
             Phase::Reset => "removing the cluster's data",
+            phase => super::pipeline::step(phase).map_or("", |s| s.description),
         }
     }
 }

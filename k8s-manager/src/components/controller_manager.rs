@@ -8,6 +8,10 @@ use crate::supervisor::ProcessSpec;
 pub struct ControllerManager;
 
 impl Component for ControllerManager {
+    fn stop_grace(&self) -> std::time::Duration {
+        super::STATELESS_STOP_GRACE
+    }
+
     fn name(&self) -> &'static str {
         "kube-controller-manager"
     }

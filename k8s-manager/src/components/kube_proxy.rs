@@ -32,6 +32,10 @@ impl KubeProxy {
 }
 
 impl Component for KubeProxy {
+    fn stop_grace(&self) -> std::time::Duration {
+        super::STATELESS_STOP_GRACE
+    }
+
     fn name(&self) -> &'static str {
         "kube-proxy"
     }

@@ -73,6 +73,10 @@ fn minor_version(version: &str) -> Option<u32> {
 }
 
 impl Component for Kubelet {
+    fn stop_grace(&self) -> std::time::Duration {
+        super::STATELESS_STOP_GRACE
+    }
+
     fn name(&self) -> &'static str {
         "kubelet"
     }

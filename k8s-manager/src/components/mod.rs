@@ -149,6 +149,12 @@ pub fn pod_resolv_conf() -> PathBuf {
     }
 }
 
+/// The grace of the components that keep nothing of their own (the API
+/// server's clients: controller-manager, scheduler, kubelet, kube-proxy):
+/// some take seconds over a SIGTERM in the middle of their start, which a
+/// disable during an enable would wait out, and a SIGKILL loses nothing.
+pub(crate) const STATELESS_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// One supervised process of the cluster.
 pub trait Component: Send + Sync {
     fn name(&self) -> &'static str;

@@ -6,6 +6,10 @@ use crate::supervisor::ProcessSpec;
 pub struct Scheduler;
 
 impl Component for Scheduler {
+    fn stop_grace(&self) -> std::time::Duration {
+        super::STATELESS_STOP_GRACE
+    }
+
     fn name(&self) -> &'static str {
         "kube-scheduler"
     }

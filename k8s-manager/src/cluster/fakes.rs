@@ -1,0 +1,390 @@
+//! Fakes of the four parts of the world ([`super::host`]) and of the
+//! engine's progress sink, for the unit tests of the enable pipeline and the
+//! stop and reset procedures. Each writes what was asked of it into one
+//! shared journal, in order, so that a test reads what happened when.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use super::config::ClusterConfig;
+use super::event::{Event, Progress};
+use super::host::{ClusterApi, ContainerRuntime, Host, ImageImport, Machine, Processes};
+use super::preflight::Findings;
+use super::state::ClusterState;
+use crate::bundle::Manifest;
+use crate::bundle::manifest::{CLUSTER_EXECUTABLES, cluster_executable};
+use crate::components::Probe;
+use crate::exec::FileIdentity;
+use crate::supervisor::stale::StaleProcess;
+use crate::supervisor::{ChildStatus, ProcessSpec, RunState};
+
+/// What happened, in order.
+#[derive(Clone, Default)]
+pub struct Journal(Arc<Mutex<Vec<String>>>);
+
+impl Journal {
+    pub fn note(&self, entry: impl Into<String>) {
+        self.0.lock().unwrap().push(entry.into());
+    }
+
+    pub fn entries(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Where `entry` first appears; panics with the journal when it does not.
+    pub fn position(&self, entry: &str) -> usize {
+        let entries = self.entries();
+        entries
+            .iter()
+            .position(|e| e == entry)
+            .unwrap_or_else(|| panic!("{entry:?} never happened: {entries:#?}"))
+    }
+
+    pub fn has(&self, entry: &str) -> bool {
+        self.entries().iter().any(|e| e == entry)
+    }
+
+    /// Asserts that `first` happened before `then`.
+    pub fn before(&self, first: &str, then: &str) {
+        assert!(
+            self.position(first) < self.position(then),
+            "{first:?} after {then:?}: {:#?}",
+            self.entries()
+        );
+    }
+}
+
+/// Stands for a future that never ends: what a stuck step does.
+fn stuck<T: Send + 'static>() -> BoxFuture<'static, T> {
+    futures::future::pending().boxed()
+}
+
+/// Notes `entry` when dropped: shows that a future was ended.
+struct NoteOnDrop(Journal, &'static str);
+
+impl Drop for NoteOnDrop {
+    fn drop(&mut self) {
+        self.0.note(self.1);
+    }
+}
+
+#[derive(Default)]
+pub struct Behaviour {
+    /// Components whose probe never answers ready.
+    pub never_ready: BTreeSet<&'static str>,
+    /// Components that keep exiting (their status counts restarts).
+    pub crashing: BTreeSet<&'static str>,
+    /// The bundle check never ends (a slow digest check).
+    pub bundle_check_stuck: bool,
+    /// The image import never ends.
+    pub import_stuck: bool,
+    /// Processes a dead manager left, ended by preflight.
+    pub stale: Vec<StaleProcess>,
+    /// Pod removal fails with this.
+    pub remove_pods_fails: Option<String>,
+    /// Unmounting fails with this.
+    pub unmount_fails: Option<String>,
+}
+
+/// All the fakes, sharing one journal.
+pub struct World {
+    pub journal: Journal,
+    pub behaviour: Behaviour,
+    children: Mutex<Vec<(ProcessSpec, ChildStatus)>>,
+    pub events: Mutex<Vec<Event>>,
+}
+
+impl World {
+    pub fn new(behaviour: Behaviour) -> Arc<World> {
+        Arc::new(World {
+            journal: Journal::default(),
+            behaviour,
+            children: Mutex::new(Vec::new()),
+            events: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn host(&self) -> Host<'_> {
+        Host {
+            progress: self,
+            processes: self,
+            runtime: self,
+            machine: self,
+        }
+    }
+
+    pub fn running(&self) -> Vec<String> {
+        self.children
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(s, _)| s.name.clone())
+            .collect()
+    }
+
+    pub fn notices(&self) -> Vec<String> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                Event::Notice { message } => Some(message.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl Progress for World {
+    fn emit(&self, event: Event) {
+        if let Event::Phase { phase, .. } = &event {
+            self.journal.note(format!("phase {phase}"));
+        }
+        self.events.lock().unwrap().push(event);
+    }
+
+    fn set_state(&self, state: ClusterState) {
+        self.events.lock().unwrap().push(Event::State { state });
+    }
+}
+
+impl Processes for World {
+    fn start(&self, spec: ProcessSpec, _grace: Duration) -> BoxFuture<'_, std::io::Result<u32>> {
+        async move {
+            let mut children = self.children.lock().unwrap();
+            if let Some((running, _)) = children.iter().find(|(s, _)| s.name == spec.name)
+                && *running == spec
+            {
+                return Ok(1);
+            }
+            children.retain(|(s, _)| s.name != spec.name);
+            let crashing = self.behaviour.crashing.contains(spec.name.as_str());
+            self.journal.note(format!("start {}", spec.name));
+            let status = ChildStatus {
+                name: spec.name.clone(),
+                kind: crate::supervisor::UnitKind::Process,
+                state: RunState::Running,
+                pid: Some(1000 + children.len() as u32),
+                up_since: Some(crate::sys::now_rfc3339()),
+                restarts: if crashing { 3 } else { 0 },
+                last_exit: crashing.then(|| "exit status: 1".into()),
+            };
+            children.push((spec, status));
+            Ok(1)
+        }
+        .boxed()
+    }
+
+    fn status(&self) -> BoxFuture<'_, Vec<ChildStatus>> {
+        let status = self
+            .children
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, c)| c.clone())
+            .collect();
+        futures::future::ready(status).boxed()
+    }
+
+    fn stop<'a>(&'a self, name: &'a str, _grace: Duration) -> BoxFuture<'a, ()> {
+        let mut children = self.children.lock().unwrap();
+        if children.iter().any(|(s, _)| s.name == name) {
+            self.journal.note(format!("stop {name}"));
+            children.retain(|(s, _)| s.name != name);
+        }
+        futures::future::ready(()).boxed()
+    }
+
+    fn stop_all(&self, _grace: Duration) -> BoxFuture<'_, ()> {
+        self.journal.note("stop all");
+        self.children.lock().unwrap().clear();
+        futures::future::ready(()).boxed()
+    }
+
+    fn end_stale(
+        &self,
+        _ours: Vec<u32>,
+        _grace: Duration,
+        _graceful: &'static [&'static str],
+    ) -> BoxFuture<'_, Vec<StaleProcess>> {
+        self.journal.note("end stale");
+        futures::future::ready(self.behaviour.stale.clone()).boxed()
+    }
+}
+
+impl ContainerRuntime for World {
+    fn check(&self) -> BoxFuture<'_, Vec<String>> {
+        futures::future::ready(Vec::new()).boxed()
+    }
+
+    fn import_images(&self, _import: ImageImport) -> BoxFuture<'static, Result<(), String>> {
+        let journal = self.journal.clone();
+        let stuck_import = self.behaviour.import_stuck;
+        journal.note("import begins");
+        async move {
+            let _ended = NoteOnDrop(journal.clone(), "import ended");
+            if stuck_import {
+                stuck::<()>().await;
+            }
+            // Long enough that the control plane starts meanwhile.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            journal.note("import done");
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn remove_pods(&self) -> BoxFuture<'_, Result<(usize, usize), String>> {
+        self.journal.note("remove pods");
+        let result = match &self.behaviour.remove_pods_fails {
+            Some(err) => Err(err.clone()),
+            None => Ok((0, 0)),
+        };
+        futures::future::ready(result).boxed()
+    }
+
+    fn clean_network(
+        &self,
+        pod_subnet: String,
+        _cni_conf_dir: PathBuf,
+    ) -> BoxFuture<'_, Vec<String>> {
+        self.journal.note(format!("clean network {pod_subnet}"));
+        futures::future::ready(Vec::new()).boxed()
+    }
+}
+
+impl Machine for World {
+    fn check_host(&self, _config: &ClusterConfig, _ports_are_ours: bool) -> Findings {
+        self.journal.note("check host");
+        Findings::default()
+    }
+
+    fn check_bundle(
+        &self,
+        _bundle: PathBuf,
+        _marker: PathBuf,
+    ) -> BoxFuture<'static, Result<BTreeMap<String, FileIdentity>, Vec<String>>> {
+        self.journal.note("check bundle");
+        if self.behaviour.bundle_check_stuck {
+            let ended = NoteOnDrop(self.journal.clone(), "bundle check ended");
+            return async move {
+                let _ended = ended;
+                stuck().await
+            }
+            .boxed();
+        }
+        futures::future::ready(Ok(BTreeMap::new())).boxed()
+    }
+
+    fn unmount_below(&self, _root: &Path) -> Result<(), String> {
+        self.journal.note("unmount");
+        match &self.behaviour.unmount_fails {
+            Some(err) => Err(err.clone()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl ClusterApi for World {
+    fn probe<'a>(
+        &'a self,
+        component: &'a str,
+        _probe: &'a Probe,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        async move {
+            let started = self.running().iter().any(|n| n == component);
+            let behaviour = &self.behaviour;
+            if !started
+                || behaviour.never_ready.contains(component)
+                || behaviour.crashing.contains(component)
+            {
+                return Err("connection refused".into());
+            }
+            let ready = format!("ready {component}");
+            if !self.journal.has(&ready) {
+                self.journal.note(ready);
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn apply_manifests(
+        &self,
+        values: BTreeMap<&'static str, String>,
+        _limit: Duration,
+    ) -> BoxFuture<'_, Result<(), String>> {
+        self.journal
+            .note(format!("apply manifests with {}", values["COREDNS_IMAGE"]));
+        futures::future::ready(Ok(())).boxed()
+    }
+
+    fn node_ready<'a>(&'a self, node: &'a str, _since: i64) -> BoxFuture<'a, Result<(), String>> {
+        self.journal.note(format!("node {node} ready"));
+        futures::future::ready(Ok(())).boxed()
+    }
+
+    fn coredns_answers<'a>(
+        &'a self,
+        _name: &'a str,
+        _expect: IpAddr,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        self.journal.note("coredns answers");
+        futures::future::ready(Ok(())).boxed()
+    }
+}
+
+/// Settings for a cluster under `dir`, with a bundle manifest there (no
+/// binaries: the fakes run nothing) and the kubeconfig exported into `dir`.
+pub fn config(dir: &Path) -> ClusterConfig {
+    let bundle = dir.join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    let zeros = "0".repeat(64);
+    let mut files: Vec<serde_json::Value> = CLUSTER_EXECUTABLES
+        .iter()
+        .map(|name| {
+            serde_json::json!({"path": cluster_executable(name), "sha256": zeros, "size": 1, "executable": true})
+        })
+        .collect();
+    let images = [
+        ("images/pause.tar", "registry.k8s.io/pause:3.10.1"),
+        (
+            "images/coredns.tar",
+            "registry.k8s.io/coredns/coredns:v1.12.1",
+        ),
+    ];
+    for (path, _) in images {
+        files.push(
+            serde_json::json!({"path": path, "sha256": zeros, "size": 1, "executable": false}),
+        );
+    }
+    let manifest = serde_json::json!({
+        "schemaVersion": 1,
+        "kubernetes": "v1.34.4",
+        "components": {"kubernetes": "v1.34.4"},
+        "executables": CLUSTER_EXECUTABLES.iter().map(|name| serde_json::json!({
+            "path": cluster_executable(name), "args": ["--version"], "expect": "v1.34.4"
+        })).collect::<Vec<_>>(),
+        "images": images.iter().map(|(path, reference)| serde_json::json!({"path": path, "ref": reference})).collect::<Vec<_>>(),
+        "files": files,
+        "links": [],
+    });
+    std::fs::write(
+        bundle.join("bundle.json"),
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .unwrap();
+    Manifest::load(&bundle).expect("a valid test manifest");
+    let mut config = ClusterConfig::new(dir.join("state"), bundle);
+    config.advertise_address = Some("192.0.2.10".parse().unwrap());
+    config.merge_vm_kubeconfig = false;
+    config.host_kubeconfig = Some(dir.join("user.kubeconfig").display().to_string());
+    config.cni_conf_dir = dir.join("cni");
+    config
+}

@@ -1,0 +1,422 @@
+//! What the enable pipeline and the stop and reset procedures ask of the
+//! world, as four small traits: the supervisor ([`Processes`]), containerd
+//! and the host network ([`ContainerRuntime`]), the machine's checks and
+//! mounts ([`Machine`]), and the cluster's endpoints ([`ClusterApi`]). The
+//! daemon gives them the real things below; the unit tests give them fakes,
+//! so that the whole pipeline runs without root.
+//!
+//! Blocking work (signals and waits, hashing the bundle) runs on tokio's
+//! blocking pool and is awaited: a cancel, which drops the awaiting future,
+//! is seen at once even while that work finishes on its thread.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use super::config::{ClusterConfig, Paths};
+use super::preflight::{self, Findings};
+use crate::bundle::{self, Manifest};
+use crate::components::Probe;
+use crate::error::chain;
+use crate::exec::FileIdentity;
+use crate::supervisor::stale::{self, StaleProcess};
+use crate::supervisor::{ChildStatus, ProcessSpec, Supervisor};
+
+/// The cluster's processes, as the supervisor runs them.
+pub trait Processes: Send + Sync {
+    /// Starts a process, or leaves it running when it runs with this very spec.
+    fn start(&self, spec: ProcessSpec, grace: Duration) -> BoxFuture<'_, std::io::Result<u32>>;
+    fn status(&self) -> BoxFuture<'_, Vec<ChildStatus>>;
+    /// Stops one process (a no-op for one not running).
+    fn stop<'a>(&'a self, name: &'a str, grace: Duration) -> BoxFuture<'a, ()>;
+    /// Stops every process, the last started first.
+    fn stop_all(&self, grace: Duration) -> BoxFuture<'_, ()>;
+    /// Ends the processes of this instance that are not ours (left by a
+    /// manager that died): those named in `graceful` with SIGTERM and up to
+    /// `grace`, the others with SIGKILL.
+    fn end_stale(
+        &self,
+        ours: Vec<u32>,
+        grace: Duration,
+        graceful: &'static [&'static str],
+    ) -> BoxFuture<'_, Vec<StaleProcess>>;
+}
+
+/// The status of one process, if it was started.
+pub async fn child_status(processes: &dyn Processes, name: &str) -> Option<ChildStatus> {
+    processes
+        .status()
+        .await
+        .into_iter()
+        .find(|c| c.name == name)
+}
+
+/// What the background image import brings into containerd.
+#[derive(Debug, Clone)]
+pub struct ImageImport {
+    pub bundle: PathBuf,
+    pub images: Vec<bundle::manifest::Image>,
+    /// The pause image's reference, also tagged as containerd's sandbox image.
+    pub pause: Option<String>,
+}
+
+/// containerd (through CRI and `ctr`) and the host network the pods use.
+pub trait ContainerRuntime: Send + Sync {
+    /// Problems that keep containerd from running a cluster (none: ready).
+    fn check(&self) -> BoxFuture<'_, Vec<String>>;
+    /// Imports the bundle's images; a future of its own, so that it can run
+    /// in the background. Dropping it ends the import (and kills `ctr`).
+    fn import_images(&self, import: ImageImport) -> BoxFuture<'static, Result<(), String>>;
+    /// Removes every pod sandbox through CRI, then what CRI no longer tracks
+    /// in the `k8s.io` namespace: (sandboxes, leftover containers) removed.
+    fn remove_pods(&self) -> BoxFuture<'_, Result<(usize, usize), String>>;
+    /// Our CNI files and IP allocations, our bridge and our iptables chains.
+    fn clean_network(
+        &self,
+        pod_subnet: String,
+        cni_conf_dir: PathBuf,
+    ) -> BoxFuture<'_, Vec<String>>;
+}
+
+/// The machine: what preflight checks, and the mounts the kubelet leaves.
+pub trait Machine: Send + Sync {
+    /// Root, cgroups, kernel, swap, ports (unless `ports_are_ours`).
+    fn check_host(&self, config: &ClusterConfig, ports_are_ours: bool) -> Findings;
+    /// Checks the bundle's files against their digests, remembering them in
+    /// `marker` so that the next check hashes only what changed; the identity
+    /// of each executable checked, or the problems found.
+    fn check_bundle(
+        &self,
+        bundle: PathBuf,
+        marker: PathBuf,
+    ) -> BoxFuture<'static, Result<BTreeMap<String, FileIdentity>, Vec<String>>>;
+    /// Unmounts everything at or below `root`.
+    fn unmount_below(&self, root: &Path) -> Result<(), String>;
+}
+
+/// The cluster's endpoints: the components' probes and the API. One per
+/// enable: its clients are built on first use, from the kubeconfigs that
+/// enable wrote.
+pub trait ClusterApi: Send + Sync {
+    /// One attempt of a component's probe: Ok when it answers ready.
+    fn probe<'a>(
+        &'a self,
+        component: &'a str,
+        probe: &'a Probe,
+    ) -> BoxFuture<'a, Result<(), String>>;
+    /// Server-side applies the manifests with `values`, retrying while the
+    /// API server makes its own objects, for up to `limit`.
+    fn apply_manifests(
+        &self,
+        values: BTreeMap<&'static str, String>,
+        limit: Duration,
+    ) -> BoxFuture<'_, Result<(), String>>;
+    /// Whether the node reports Ready with a status newer than `since` (Unix seconds).
+    fn node_ready<'a>(&'a self, node: &'a str, since: i64) -> BoxFuture<'a, Result<(), String>>;
+    /// Whether CoreDNS is Ready and answers `name` with `expect`.
+    fn coredns_answers<'a>(
+        &'a self,
+        name: &'a str,
+        expect: IpAddr,
+    ) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// Runs blocking work on tokio's blocking pool and awaits it.
+pub async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(err) => std::panic::resume_unwind(err.into_panic()),
+    }
+}
+
+impl Processes for Supervisor {
+    fn start(&self, spec: ProcessSpec, grace: Duration) -> BoxFuture<'_, std::io::Result<u32>> {
+        Supervisor::start(self, spec, grace).boxed()
+    }
+
+    fn status(&self) -> BoxFuture<'_, Vec<ChildStatus>> {
+        Supervisor::status(self).boxed()
+    }
+
+    fn stop<'a>(&'a self, name: &'a str, grace: Duration) -> BoxFuture<'a, ()> {
+        Supervisor::stop(self, name, grace).boxed()
+    }
+
+    fn stop_all(&self, grace: Duration) -> BoxFuture<'_, ()> {
+        Supervisor::stop_all(self, grace).boxed()
+    }
+
+    fn end_stale(
+        &self,
+        ours: Vec<u32>,
+        grace: Duration,
+        graceful: &'static [&'static str],
+    ) -> BoxFuture<'_, Vec<StaleProcess>> {
+        let instance = self.instance().to_string();
+        blocking(move || stale::end(&instance, &ours, grace, graceful)).boxed()
+    }
+}
+
+/// The containerd at a socket, and this host's network.
+pub struct Containerd {
+    pub socket: PathBuf,
+}
+
+impl ContainerRuntime for Containerd {
+    fn check(&self) -> BoxFuture<'_, Vec<String>> {
+        async move {
+            let version = match crate::runtime::Cri::connect(&self.socket).await {
+                Ok(cri) => cri.version().await,
+                Err(err) => return vec![chain(&err)],
+            };
+            match version {
+                Ok(version) => {
+                    tracing::debug!(
+                        "container runtime {} {}",
+                        version.runtime_name,
+                        version.runtime_version
+                    );
+                    Vec::new()
+                }
+                Err(err) => vec![chain(&err)],
+            }
+        }
+        .boxed()
+    }
+
+    fn import_images(&self, import: ImageImport) -> BoxFuture<'static, Result<(), String>> {
+        let socket = self.socket.clone();
+        async move {
+            let pause = import.pause.ok_or("the bundle carries no pause image")?;
+            let cri = crate::runtime::Cri::connect(&socket)
+                .await
+                .map_err(|e| chain(&e))?;
+            let ctr = crate::runtime::Ctr::new(&socket);
+            for image in &import.images {
+                let archive = Manifest::resolve(&import.bundle, &image.path)?;
+                let report = crate::runtime::images::import_archive(&ctr, &cri, &archive)
+                    .await
+                    .map_err(|e| chain(&e))?;
+                tracing::debug!("{}: {:?}", archive.display(), report.outcome);
+            }
+            crate::runtime::images::ensure_sandbox_image(&ctr, &cri, &pause)
+                .await
+                .map_err(|e| chain(&e))?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn remove_pods(&self) -> BoxFuture<'_, Result<(usize, usize), String>> {
+        async move {
+            let cri = crate::runtime::Cri::connect(&self.socket)
+                .await
+                .map_err(|e| chain(&e))?;
+            let removed = cri.remove_all_pods().await.map_err(|e| chain(&e))?;
+            let leftovers = crate::runtime::Ctr::new(&self.socket)
+                .remove_k8s_namespace_leftovers()
+                .await
+                .map_err(|e| chain(&e))?;
+            Ok((removed, leftovers.containers.len()))
+        }
+        .boxed()
+    }
+
+    fn clean_network(
+        &self,
+        pod_subnet: String,
+        cni_conf_dir: PathBuf,
+    ) -> BoxFuture<'_, Vec<String>> {
+        async move {
+            let network = crate::runtime::CniNetwork::new(&pod_subnet);
+            match crate::runtime::netclean::clean_host_network(
+                &network,
+                &cni_conf_dir,
+                Path::new(crate::runtime::cni::DEFAULT_CNI_STATE_DIR),
+            )
+            .await
+            {
+                Ok(_) => Vec::new(),
+                Err(err) => vec![chain(&err)],
+            }
+        }
+        .boxed()
+    }
+}
+
+/// This machine.
+pub struct ThisMachine;
+
+impl Machine for ThisMachine {
+    fn check_host(&self, config: &ClusterConfig, ports_are_ours: bool) -> Findings {
+        preflight::check_host(config, ports_are_ours)
+    }
+
+    fn check_bundle(
+        &self,
+        bundle: PathBuf,
+        marker: PathBuf,
+    ) -> BoxFuture<'static, Result<BTreeMap<String, FileIdentity>, Vec<String>>> {
+        blocking(move || check_bundle(&bundle, &marker)).boxed()
+    }
+
+    fn unmount_below(&self, root: &Path) -> Result<(), String> {
+        super::mounts::unmount_below(root)
+    }
+}
+
+/// The bundle is checked on every start: each file inside the bundle with
+/// its digest, each executable the very file whose digest was checked. The
+/// digests (300 MB to read) are remembered in the state folder with each
+/// file's identity, so that a start hashes only what changed since. The
+/// identities of the executables go to the components: the supervisor runs
+/// only those files.
+fn check_bundle(
+    bundle_dir: &Path,
+    marker: &Path,
+) -> Result<BTreeMap<String, FileIdentity>, Vec<String>> {
+    // Written by an earlier start; anything unreadable only costs a full check.
+    let earlier: Option<bundle::verify::Checked> =
+        crate::fsutil::read_bounded(marker, bundle::manifest::MAX_MANIFEST_BYTES)
+            .ok()
+            .and_then(|raw| serde_json::from_slice(&raw).ok());
+    match bundle::verify::verify_since(bundle_dir, bundle::Depth::Digests, earlier.as_ref()) {
+        Ok(report) if report.is_ok() => {
+            if earlier.as_ref() != Some(&report.checked)
+                && let Ok(json) = serde_json::to_vec(&report.checked)
+            {
+                let _ = crate::fsutil::write_atomic(marker, &json, 0o644);
+            }
+            Ok(report.executables)
+        }
+        Ok(report) => {
+            let mut problems: Vec<String> = report
+                .problems
+                .iter()
+                .map(|p| format!("bundle: {p}"))
+                .collect();
+            problems.push(format!(
+                "the bundle {} is not usable as it is: `k8s-manager bundle verify {0}` tells more; rebuild it with vm/bundle/build.sh or fetch it again with `k8s-manager bundle fetch`",
+                bundle_dir.display()
+            ));
+            Err(problems)
+        }
+        Err(err) => Err(vec![format!("bundle: {}", chain(&err))]),
+    }
+}
+
+/// The real cluster's endpoints. Each probe's client is built once (its
+/// certificates are read then); the kube clients on first use.
+pub struct LiveApi {
+    paths: Paths,
+    probes: Mutex<HashMap<String, (Probe, reqwest::Client)>>,
+    super_admin: tokio::sync::OnceCell<kube::Client>,
+    admin: tokio::sync::OnceCell<kube::Client>,
+}
+
+impl LiveApi {
+    pub fn new(paths: Paths) -> LiveApi {
+        LiveApi {
+            paths,
+            probes: Mutex::new(HashMap::new()),
+            super_admin: tokio::sync::OnceCell::new(),
+            admin: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    fn probe_client(&self, component: &str, probe: &Probe) -> Result<reqwest::Client, String> {
+        let mut probes = self.probes.lock().expect("probe clients lock");
+        if let Some((made_for, client)) = probes.get(component)
+            && made_for == probe
+        {
+            return Ok(client.clone());
+        }
+        let client = probe
+            .client()
+            .map_err(|e| format!("{component} probe: {e}"))?;
+        probes.insert(component.to_string(), (probe.clone(), client.clone()));
+        Ok(client)
+    }
+
+    async fn admin(&self) -> Result<&kube::Client, String> {
+        self.admin
+            .get_or_try_init(|| async {
+                crate::bootstrap::client(&self.paths.admin_kubeconfig())
+                    .await
+                    .map_err(|e| chain(&e))
+            })
+            .await
+    }
+}
+
+impl ClusterApi for LiveApi {
+    fn probe<'a>(
+        &'a self,
+        component: &'a str,
+        probe: &'a Probe,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        async move {
+            let client = self.probe_client(component, probe)?;
+            probe.check(&client).await
+        }
+        .boxed()
+    }
+
+    fn apply_manifests(
+        &self,
+        values: BTreeMap<&'static str, String>,
+        limit: Duration,
+    ) -> BoxFuture<'_, Result<(), String>> {
+        async move {
+            let client = self
+                .super_admin
+                .get_or_try_init(|| async {
+                    let kubeconfig = self.paths.kubeconfigs.join("super-admin.conf");
+                    crate::bootstrap::client(&kubeconfig)
+                        .await
+                        .map_err(|e| chain(&e))
+                })
+                .await?;
+            crate::bootstrap::apply_all(client, &values, limit)
+                .await
+                .map(|_| ())
+                .map_err(|e| chain(&e))
+        }
+        .boxed()
+    }
+
+    fn node_ready<'a>(&'a self, node: &'a str, since: i64) -> BoxFuture<'a, Result<(), String>> {
+        async move {
+            let client = self.admin().await?;
+            crate::bootstrap::wait::node_ready(client, node, since).await
+        }
+        .boxed()
+    }
+
+    fn coredns_answers<'a>(
+        &'a self,
+        name: &'a str,
+        expect: IpAddr,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        async move {
+            let client = self.admin().await?;
+            crate::bootstrap::wait::coredns_answers(client, name, expect).await
+        }
+        .boxed()
+    }
+}
+
+/// What a procedure (enable, stop, reset) works with: where it reports, and
+/// the three parts of the world it changes.
+#[derive(Clone, Copy)]
+pub struct Host<'a> {
+    pub progress: &'a dyn super::event::Progress,
+    pub processes: &'a dyn Processes,
+    pub runtime: &'a dyn ContainerRuntime,
+    pub machine: &'a dyn Machine,
+}

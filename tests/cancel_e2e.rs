@@ -1,0 +1,237 @@
+//! Cancel at any moment, end to end: a `disable` sent 1 s, 3 s and 6 s into
+//! a cold enable ends that enable (it reports `Cancelled`) and everything is
+//! stopped within 5 s of the disable, nothing of ours left; SIGTERM of the
+//! daemon mid-start ends it within 10 s, and the next enable converges.
+//!
+//! Needs root, containerd prepared by vm/prepare-vm.sh, and the bundle
+//! (`K8S_MANAGER_BUNDLE`), as tests/cluster_e2e.rs; the cluster tests share
+//! the machine's ports and its containerd, so they take turns.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// One state folder (a cold cluster) with its HOME and "Windows" kubeconfig;
+/// dropping it removes the cluster and ends its daemon.
+struct Cluster {
+    dir: tempfile::TempDir,
+    bundle: PathBuf,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let bundle = std::env::var_os("K8S_MANAGER_BUNDLE")
+            .map(PathBuf::from)
+            .expect("K8S_MANAGER_BUNDLE is not set: build the bundle with vm/bundle/build.sh (tests/run.sh does)");
+        let dir = tempfile::Builder::new()
+            .prefix("k8sm-cancel")
+            .tempdir()
+            .unwrap();
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        std::fs::create_dir_all(dir.path().join("windows")).unwrap();
+        Cluster { dir, bundle }
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn manager(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(support::manager_bin());
+        cmd.arg("--state-dir")
+            .arg(self.state())
+            .args(args)
+            .env("HOME", self.dir.path().join("home"));
+        cmd
+    }
+
+    /// `enable --output json` in the background.
+    fn spawn_enable(&self) -> Child {
+        let host = self.dir.path().join("windows/config");
+        self.manager(&["enable", "--output", "json", "--bundle"])
+            .arg(&self.bundle)
+            .arg("--host-kubeconfig")
+            .arg(host)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// The state record (`state.json`), or null before there is one.
+    fn record(&self) -> serde_json::Value {
+        std::fs::read(self.state().join("state.json"))
+            .ok()
+            .and_then(|raw| serde_json::from_slice(&raw).ok())
+            .unwrap_or_default()
+    }
+
+    fn daemon_pid(&self) -> Option<u32> {
+        self.record()["managerPid"].as_u64().map(|p| p as u32)
+    }
+
+    /// What of ours is left: processes, k8s.io tasks, mounts, CNI netns.
+    fn leftovers(&self) -> Vec<String> {
+        let mut left = support::marked_processes(&self.state());
+        left.extend(
+            support::k8s_tasks()
+                .into_iter()
+                .map(|t| format!("task {t}")),
+        );
+        left.extend(support::mounts_below(&self.state()));
+        left.extend(
+            support::cni_netns()
+                .into_iter()
+                .map(|n| format!("netns {n}")),
+        );
+        left
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.manager(&["reset", "--no-restart"]).output();
+        if let Some(pid) = self.daemon_pid() {
+            signal(pid, libc::SIGTERM);
+            wait_gone(pid, Duration::from_secs(15));
+        }
+    }
+}
+
+fn signal(pid: u32, signal: i32) {
+    // SAFETY: kill(2) on the daemon this test started.
+    unsafe {
+        libc::kill(pid as i32, signal);
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+/// Waits until `pid` is gone; how long it took, or None past `limit`.
+fn wait_gone(pid: u32, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while alive(pid) {
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(start.elapsed())
+}
+
+/// The `{"error": ...}` an `--output json` command printed, if any.
+fn json_error(stdout: &[u8]) -> serde_json::Value {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v.get("error").cloned())
+        .unwrap_or_default()
+}
+
+/// The phases a cancel may come too late for: the enable may end between
+/// the state read and the disable's arrival.
+const LAST_PHASES: [&str; 2] = ["wait-dns", "export"];
+
+#[test]
+fn a_disable_during_a_cold_enable_cancels_it_and_leaves_nothing() {
+    let _turn = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    for delay in [1, 3, 6] {
+        let cluster = Cluster::new();
+        let enable = cluster.spawn_enable();
+        std::thread::sleep(Duration::from_secs(delay));
+        let seen = cluster.record();
+        let asked = Instant::now();
+        let disable = support::run(&mut cluster.manager(&["disable"]));
+        let took = asked.elapsed();
+        let out = enable.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            disable.status.success(),
+            "{delay} s: disable failed: {}",
+            String::from_utf8_lossy(&disable.stderr)
+        );
+        let phase = seen["state"]["phase"].as_str().unwrap_or_default();
+        let running = seen["state"]["state"] == "running" || LAST_PHASES.contains(&phase);
+        if !running {
+            let error = json_error(&out.stdout);
+            assert_eq!(
+                error["code"], "Cancelled",
+                "{delay} s ({phase}): the enable did not report Cancelled: {error}\n{stderr}"
+            );
+            assert_eq!(error["message"], "cancelled by a disable", "{error}");
+            assert_eq!(out.status.code(), Some(1), "{delay} s: {stderr}");
+        }
+        assert!(
+            took < Duration::from_secs(5),
+            "{delay} s ({phase}): the disable took {took:?}"
+        );
+        assert_eq!(
+            cluster.leftovers(),
+            Vec::<String>::new(),
+            "{delay} s ({phase}): left after the disable"
+        );
+        eprintln!("disable {delay} s into a cold enable ({phase}): all stopped in {took:.1?}");
+    }
+}
+
+#[test]
+fn sigterm_of_the_daemon_mid_start_ends_it_and_the_next_enable_converges() {
+    let _turn = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::new();
+    let enable = cluster.spawn_enable();
+    // Mid-start: the control plane is coming up.
+    let start = Instant::now();
+    let pid = loop {
+        let record = cluster.record();
+        let phase = record["state"]["phase"].as_str().unwrap_or_default();
+        if record["state"]["state"] == "starting"
+            && ["kube-apiserver", "control-plane", "images"].contains(&phase)
+        {
+            break cluster.daemon_pid().unwrap();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the enable never reached the control plane: {record}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    signal(pid, libc::SIGTERM);
+    let gone = wait_gone(pid, Duration::from_secs(10));
+    assert!(
+        gone.is_some(),
+        "the daemon is still there 10 s after SIGTERM"
+    );
+    let out = enable.wait_with_output().unwrap();
+    assert_eq!(
+        json_error(&out.stdout)["code"],
+        "Cancelled",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        support::marked_processes(&cluster.state()),
+        Vec::<String>::new()
+    );
+    // The next enable (a new daemon) converges.
+    let again = cluster.spawn_enable().wait_with_output().unwrap();
+    assert!(
+        again.status.success(),
+        "the enable after the SIGTERM failed: {}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(cluster.record()["state"]["state"], "running");
+}
