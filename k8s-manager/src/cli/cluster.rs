@@ -62,7 +62,8 @@ pub struct EnableArgs {
     /// Do not merge into the VM user's ~/.kube/config (saved for later enables).
     #[arg(long)]
     pub no_vm_kubeconfig: bool,
-    /// Any other setting, as `settings set` takes it (repeatable).
+    /// Any other setting, as `settings set` takes it (repeatable) [default:
+    /// none: the saved settings stay as they are].
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
     /// Go ahead when a setting changed throws the existing cluster away.

@@ -29,6 +29,8 @@ const REFUSALS: &[&str] = &[
     "ResetRequired",
     "Conflict",
 ];
+/// An operation ended by another (a disable during an enable): exit code 3.
+const CANCELLED: &str = k8s_manager::cluster::phases::code::CANCELLED;
 /// A phase of enable, disable or reset failed, or the cluster is in error.
 pub const PHASE_FAILED: &str = "PhaseFailed";
 /// An error of no known type: a bug, or a failure with no better name.
@@ -39,8 +41,9 @@ const INTERNAL: &str = "Internal";
 pub enum CliError {
     #[error("{0}")]
     InvalidArgument(String),
-    /// The daemon reported the operation failed; its progress was shown.
-    #[error("{operation} failed: {message}")]
+    /// The daemon reported the operation failed (or was cancelled); its
+    /// progress was shown.
+    #[error("{operation} {}: {message}", if error.as_ref().is_some_and(|e| e.code == CANCELLED) { "cancelled" } else { "failed" })]
     OperationFailed {
         operation: String,
         message: String,
@@ -153,6 +156,8 @@ impl ErrorReport {
     pub fn exit_code(&self) -> ExitCode {
         if REFUSALS.contains(&self.code.as_str()) {
             ExitCode::from(2)
+        } else if self.code == CANCELLED {
+            ExitCode::from(3)
         } else {
             ExitCode::FAILURE
         }
@@ -233,6 +238,41 @@ mod tests {
             "k8s-manager certs renew -- --output json"
         )));
         assert!(!wants_json(&args("json --output")));
+    }
+
+    #[test]
+    fn refusal_failure_and_cancellation_exit_apart() {
+        use k8s_manager::cluster::phases::{PhaseError, code};
+        use k8s_manager::cluster::state::Phase;
+        let ended = |error: PhaseError| {
+            anyhow::Error::from(CliError::OperationFailed {
+                operation: "enable".into(),
+                message: error.to_string(),
+                error: Some(error),
+            })
+        };
+        let cancelled = ended(PhaseError::with_code(
+            Phase::Etcd,
+            code::CANCELLED,
+            "cancelled by a disable",
+        ));
+        assert!(
+            cancelled.to_string().starts_with("enable cancelled: "),
+            "{cancelled}"
+        );
+        let report = ErrorReport::from_error(&cancelled);
+        assert_eq!(report.exit_code(), ExitCode::from(3));
+        let failed = ended(PhaseError::new(Phase::Etcd, "etcd not ready"));
+        assert!(
+            failed.to_string().starts_with("enable failed: "),
+            "{failed}"
+        );
+        assert_eq!(
+            ErrorReport::from_error(&failed).exit_code(),
+            ExitCode::FAILURE
+        );
+        let refused = ErrorReport::new("InvalidSettings", "kubernetes.apiPort: ...");
+        assert_eq!(refused.exit_code(), ExitCode::from(2));
     }
 
     #[test]

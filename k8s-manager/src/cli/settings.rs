@@ -19,6 +19,8 @@ pub enum SettingsCommand {
     /// (`status` follows it). A value is JSON when it reads as JSON (true,
     /// 6444, ["a","b"], null for the default), a string otherwise.
     Set {
+        /// The settings to change: a dotted key and its value, e.g.
+        /// kubernetes.apiPort=6444.
         #[arg(value_name = "KEY=VALUE", required = true)]
         assignments: Vec<String>,
         /// Go ahead when a change throws the existing cluster away.
@@ -34,6 +36,7 @@ pub enum SettingsCommand {
     /// Say what a change would do to the cluster (none, restart, reset),
     /// changing nothing.
     Propose {
+        /// The settings a change would set, as `settings set` takes them.
         #[arg(value_name = "KEY=VALUE", required = true)]
         assignments: Vec<String>,
         #[command(flatten)]
