@@ -1,7 +1,8 @@
-//! Cancel at any moment, end to end: a `disable` sent 1 s, 3 s and 6 s into
-//! a cold enable ends that enable (it reports `Cancelled`) and everything is
-//! stopped within 5 s of the disable, nothing of ours left; SIGTERM of the
-//! daemon mid-start ends it within 10 s, and the next enable converges.
+//! Cancel at any moment, end to end: the toggle off (`kubernetes.enabled=false`
+//! through the settings, or `disable`) sent 1 s, 3 s and 6 s into a cold
+//! enable ends that enable (it reports `Cancelled`) and everything is stopped
+//! within 5 s, nothing of ours left; SIGTERM of the daemon mid-start ends it
+//! within 10 s, and the next daemon converges to the settings on its own.
 //!
 //! Needs root, containerd prepared by vm/prepare-vm.sh, and the bundle
 //! (`K8S_MANAGER_BUNDLE`), as tests/cluster_e2e.rs; the cluster tests share
@@ -147,13 +148,16 @@ fn a_disable_during_a_cold_enable_cancels_it_and_leaves_nothing() {
     let _turn = ONE_CLUSTER_AT_A_TIME
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    for delay in [1, 3, 6] {
+    // The toggle as the GUI turns it (a settings change, followed to its
+    // end), and as the CLI's `disable` does.
+    let settings_off: &[&str] = &["settings", "set", "kubernetes.enabled=false", "--wait"];
+    for (delay, off) in [(1, settings_off), (3, &["disable"][..]), (6, settings_off)] {
         let cluster = Cluster::new();
         let enable = cluster.spawn_enable();
         std::thread::sleep(Duration::from_secs(delay));
         let seen = cluster.record();
         let asked = Instant::now();
-        let disable = support::run(&mut cluster.manager(&["disable"]));
+        let disable = support::run(&mut cluster.manager(off));
         let took = asked.elapsed();
         let out = enable.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -183,12 +187,19 @@ fn a_disable_during_a_cold_enable_cancels_it_and_leaves_nothing() {
             Vec::<String>::new(),
             "{delay} s ({phase}): left after the disable"
         );
-        eprintln!("disable {delay} s into a cold enable ({phase}): all stopped in {took:.1?}");
+        let settings: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(cluster.state().join("settings.json")).unwrap())
+                .unwrap();
+        assert_eq!(settings["kubernetes"]["enabled"], false, "{settings}");
+        eprintln!(
+            "{} {delay} s into a cold enable ({phase}): all stopped in {took:.1?}",
+            off.join(" ")
+        );
     }
 }
 
 #[test]
-fn sigterm_of_the_daemon_mid_start_ends_it_and_the_next_enable_converges() {
+fn sigterm_of_the_daemon_mid_start_ends_it_and_the_next_daemon_converges() {
     let _turn = ONE_CLUSTER_AT_A_TIME
         .lock()
         .unwrap_or_else(|e| e.into_inner());
@@ -227,12 +238,35 @@ fn sigterm_of_the_daemon_mid_start_ends_it_and_the_next_enable_converges() {
         support::marked_processes(&cluster.state()),
         Vec::<String>::new()
     );
-    // The next enable (a new daemon) converges.
-    let again = cluster.spawn_enable().wait_with_output().unwrap();
-    assert!(
-        again.status.success(),
-        "the enable after the SIGTERM failed: {}",
-        String::from_utf8_lossy(&again.stderr)
-    );
-    assert_eq!(cluster.record()["state"]["state"], "running");
+    // The next daemon (as the VM's service starts it at boot) converges to
+    // the settings, which still say enabled, with no command.
+    let log = std::fs::File::create(cluster.dir.path().join("daemon.log")).unwrap();
+    let mut daemon = cluster
+        .manager(&["daemon"])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let record = cluster.record();
+        if record["state"]["state"] == "running" && cluster.daemon_pid() == Some(daemon.id()) {
+            break;
+        }
+        if let Some(status) = daemon.try_wait().unwrap() {
+            panic!(
+                "the daemon exited ({status}): see {}",
+                cluster.dir.path().join("daemon.log").display()
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the next daemon did not bring the cluster back: {record}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = support::run_ok(&mut cluster.manager(&["status", "--output", "json"]));
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["nodeReady"], true, "{status}");
+    // The daemon is stopped by the drop, after the cluster's removal.
 }
