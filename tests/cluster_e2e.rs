@@ -635,6 +635,31 @@ fn settings_refusals_leave_the_cluster_untouched(cluster: &Cluster) {
     let config = std::fs::read_to_string(cluster.host_kubeconfig()).unwrap();
     assert!(config.contains("https://127.0.0.1:6444"), "{config}");
     assert_eq!(cluster.node_ready_condition(), "True");
+
+    // Another context name: the user's kubeconfig has the new one, and the
+    // old one is gone (the user's own entries stay); then back.
+    support::run_ok(&mut cluster.manager(&[
+        "settings",
+        "set",
+        "kubernetes.contextName=dev-desktop",
+        "--wait",
+    ]));
+    let contexts = cluster.context_names();
+    let names: Vec<&str> = contexts.lines().collect();
+    assert!(
+        names.contains(&"dev-desktop") && names.contains(&"work"),
+        "{contexts}"
+    );
+    assert!(!names.contains(&CONTEXT), "{contexts}");
+    support::run_ok(&mut cluster.manager(&[
+        "settings",
+        "set",
+        "kubernetes.contextName=null",
+        "--wait",
+    ]));
+    let contexts = cluster.context_names();
+    assert!(!contexts.lines().any(|c| c == "dev-desktop"), "{contexts}");
+    assert_eq!(cluster.node_ready_condition(), "True");
 }
 
 /// GET through `kubectl port-forward` once it listens.

@@ -168,6 +168,7 @@ impl Engine {
         config: &ClusterConfig,
         cancel: CancelSignal,
     ) -> Result<(), PhaseError> {
+        self.forget_old_context(config);
         let json = serde_json::to_vec_pretty(config).expect("config serialises");
         crate::fsutil::write_atomic(&self.paths.config_file, &json, 0o600).map_err(|err| {
             PhaseError::new(
@@ -189,6 +190,27 @@ impl Engine {
         };
         self.settle(&result, ClusterState::Running, Some(true));
         result
+    }
+
+    /// When the settings name another context or other kubeconfigs than the
+    /// ones the cluster was last exported into, our entries leave those (the
+    /// export then writes the new ones): a renamed context does not leave the
+    /// old one behind, pointing at nothing.
+    fn forget_old_context(&self, config: &ClusterConfig) {
+        let Ok(Some(old)) = self.saved_config() else {
+            return;
+        };
+        let moved = old.context_name != config.context_name
+            || old.host_kubeconfig != config.host_kubeconfig
+            || old.merge_vm_kubeconfig != config.merge_vm_kubeconfig;
+        if !moved {
+            return;
+        }
+        for error in super::export::remove(&old) {
+            self.emit(Event::Notice {
+                message: format!("warning: the old context {:?}: {error}", old.context_name),
+            });
+        }
     }
 
     /// The state an operation leaves: `done` on success, the error otherwise.
