@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Times cancel at any moment on this machine with the release build and the
-# cached bundle: a `disable` sent 1 s, 3 s and 6 s into a cold enable (no
+# cached bundle: the toggle off (`settings set kubernetes.enabled=false`, as
+# the GUI sends it) 1 s, 3 s and 6 s into a cold enable (no
 # state; images kept in containerd), and the time from sending it until it
 # returned and nothing of ours runs any more (no process of the cluster, no
 # task in containerd's k8s.io namespace, no mount under the state folder, no
@@ -10,23 +11,9 @@
 # Run as root on a prepared machine (vm/prepare-vm.sh). RUNS=N repeats each
 # delay (default 1) and prints the median. Uses its own state folder and HOME.
 set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-runs=${RUNS:-1}
-bundle=${K8S_MANAGER_BUNDLE:-$("$root/vm/bundle/build.sh" 2>/dev/null | tail -1)}
-(cd "$root" && cargo build --release --locked -q)
-bin=${CARGO_TARGET_DIR:-$root/target}/release/k8s-manager
-work=$(mktemp -d)
-state=$work/state
-export HOME=$work/home
-mkdir -p "$HOME"
-m() { "$bin" --state-dir "$state" "$@"; }
-stop_daemon() { m daemon --stop >/dev/null 2>&1 || true; }
-cleanup() {
-	m reset --no-restart >/dev/null 2>&1 || true
-	stop_daemon
-	rm -rf "$work"
-}
-trap cleanup EXIT
+runs=1
+# shellcheck source=bench/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # What of ours still runs: one line per thing, nothing when all is stopped.
 ours() {
@@ -35,7 +22,6 @@ ours() {
 	awk -v s="$state" 'index($5, s) == 1 {print $5}' /proc/self/mountinfo
 	ls /var/run/netns 2>/dev/null | grep '^cni-' || true
 }
-median() { sort -n | awk '{a[NR]=$1} END {printf "%.2f", (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 printf 'machine: %s, %s cores\n' "$(uname -r)" "$(nproc)"
 for delay in 1 3 6; do
@@ -49,13 +35,14 @@ for delay in 1 3 6; do
 		sleep "$delay"
 		phase=$(sed -n 's/.*"phase": *"\([a-z-]*\)".*/\1/p' "$state/state.json" 2>/dev/null | head -1)
 		start=$(date +%s.%N)
-		m disable >/dev/null
+		# The toggle as the GUI turns it: the setting, followed to its end.
+		m settings set kubernetes.enabled=false --wait >/dev/null
 		while [[ -n $(ours) ]]; do sleep 0.01; done
 		end=$(date +%s.%N)
 		wait "$enable" || true
 		code=$(grep -o '"code": *"[A-Za-z]*"' "$work/enable.out" | head -1 | sed 's/.*"\([A-Za-z]*\)"$/\1/')
 		times+=("$(awk -v a="$start" -v b="$end" 'BEGIN {printf "%.2f", b - a}')")
 	done
-	printf 'disable %s s into a cold enable (%s; enable: %s): all stopped in %s s (median of %s: %s)\n' \
+	printf 'toggle off %s s into a cold enable (%s; enable: %s): all stopped in %s s (median of %s: %s)\n' \
 		"$delay" "${phase:-?}" "${code:-ok}" "$(printf '%s\n' "${times[@]}" | median)" "$runs" "${times[*]}"
 done

@@ -13,22 +13,9 @@
 # Run as root on a prepared machine (vm/prepare-vm.sh). RUNS=N repeats each
 # timing (default 3) and prints the median. Uses its own state folder and HOME.
 set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-runs=${RUNS:-3}
-bundle=${K8S_MANAGER_BUNDLE:-$("$root/vm/bundle/build.sh" 2>/dev/null | tail -1)}
-(cd "$root" && cargo build --release --locked -q)
-bin=${CARGO_TARGET_DIR:-$root/target}/release/k8s-manager
-work=$(mktemp -d)
-state=$work/state
-export HOME=$work/home
-mkdir -p "$HOME"
-m() { "$bin" --state-dir "$state" "$@"; }
-cleanup() {
-	m reset --no-restart >/dev/null 2>&1 || true
-	pkill -f -- "--state-dir $state daemon" || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
+runs=3
+# shellcheck source=bench/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 seconds() { # command... → elapsed seconds
 	local start end
@@ -37,7 +24,6 @@ seconds() { # command... → elapsed seconds
 	end=$(date +%s.%N)
 	awk -v a="$start" -v b="$end" 'BEGIN {printf "%.2f\n", b - a}' 
 }
-median() { sort -n | awk '{a[NR]=$1} END {printf "%.2f", (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 forget_images() {
 	ctr -n k8s.io images rm $(ctr -n k8s.io images ls -q | grep -E 'registry.k8s.io/(pause|coredns)') >/dev/null 2>&1 || true
 }

@@ -202,14 +202,7 @@ mod tests {
     use crate::cluster::fakes::{self, Behaviour, World};
     use crate::supervisor::stale::StaleProcess;
 
-    const COMPONENTS: [&str; 6] = [
-        "etcd",
-        "kube-apiserver",
-        "kube-controller-manager",
-        "kube-scheduler",
-        "kubelet",
-        "kube-proxy",
-    ];
+    const COMPONENTS: [&str; 6] = crate::bundle::manifest::CLUSTER_EXECUTABLES;
 
     async fn enable(
         world: &World,

@@ -229,14 +229,7 @@ mod tests {
     fn every_component_runs_the_bundle_file_preflight_checked() {
         let dir = tempfile::tempdir().unwrap();
         let mut ctx = test_support::context(dir.path());
-        let components: [&dyn Component; 6] = [
-            &Etcd,
-            &ApiServer,
-            &ControllerManager,
-            &Scheduler,
-            &Kubelet,
-            &KubeProxy,
-        ];
+        let components = all();
         for (i, name) in crate::bundle::manifest::CLUSTER_EXECUTABLES
             .iter()
             .enumerate()

@@ -1,0 +1,21 @@
+# Sourced by the cluster benchmarks: the release build, the cached bundle, a
+# state folder and HOME of their own (removed at exit), and `m` to run the
+# manager on them. Set `runs` before sourcing it to change RUNS' default.
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+runs=${RUNS:-${runs:-3}}
+bundle=${K8S_MANAGER_BUNDLE:-$("$root/vm/bundle/build.sh" 2>/dev/null | tail -1)}
+(cd "$root" && cargo build --release --locked -q)
+bin=${CARGO_TARGET_DIR:-$root/target}/release/k8s-manager
+work=$(mktemp -d)
+state=$work/state
+export HOME=$work/home
+mkdir -p "$HOME"
+m() { "$bin" --state-dir "$state" "$@"; }
+stop_daemon() { m daemon --stop >/dev/null 2>&1 || true; }
+cleanup() {
+	m reset --no-restart >/dev/null 2>&1 || true
+	stop_daemon
+	rm -rf "$work"
+}
+trap cleanup EXIT
+median() { sort -n | awk '{a[NR]=$1} END {printf "%.2f", (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
