@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::cluster::cancel::CancelSignal;
 use crate::cluster::config::{ClusterConfig, Paths};
 use crate::cluster::engine::Engine;
 use crate::cluster::phases::PhaseError;
@@ -86,12 +87,14 @@ pub struct ChangeOptions {
 }
 
 /// What the daemon does to bring the cluster to the settings.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Plan {
     /// Nothing to do.
     Keep,
-    /// Start (or re-check) the cluster with this configuration.
-    Enable(ClusterConfig),
+    /// Start (or re-check) the cluster with this configuration. The ticket
+    /// was taken with the settings held: a toggle off saved after it cancels
+    /// this enable, even one that has not begun yet.
+    Enable(ClusterConfig, CancelSignal),
     /// Stop everything of the cluster, keeping its data.
     Disable,
     /// Throw the cluster away, then start a fresh one with this configuration.
@@ -225,6 +228,17 @@ impl Manager {
         patch: &Value,
         options: ChangeOptions,
     ) -> Result<(Applied, Plan), Refusal> {
+        self.change_and_plan(patch, options, false).await
+    }
+
+    /// [`Manager::change`]; with `recheck`, a running cluster with nothing
+    /// changed is re-checked (an `enable`) rather than kept.
+    async fn change_and_plan(
+        &self,
+        patch: &Value,
+        options: ChangeOptions,
+        recheck: bool,
+    ) -> Result<(Applied, Plan), Refusal> {
         let mut current = self.settings.lock().await;
         if let Some(revision) = options.revision
             && revision != current.revision
@@ -258,9 +272,9 @@ impl Manager {
         } else {
             let config = self.config(&desired)?;
             let restarts = changes.iter().any(|c| c.effect == Effect::Restart);
-            match (resets, restarts || !facts.running) {
+            match (resets, restarts || !facts.running || recheck) {
                 (true, _) => Plan::Rebuild(config),
-                (false, true) => Plan::Enable(config),
+                (false, true) => Plan::Enable(config, self.engine.enable_ticket()),
                 (false, false) => Plan::Keep,
             }
         };
@@ -289,7 +303,7 @@ impl Manager {
         options: ChangeOptions,
     ) -> Result<Applied, Refusal> {
         let (mut applied, plan) = self.change(patch, options).await?;
-        if plan != Plan::Keep {
+        if !matches!(plan, Plan::Keep) {
             let id = self.engine.operation_id();
             applied.operation = Some(id);
             let manager = self.clone();
@@ -306,9 +320,17 @@ impl Manager {
     pub async fn run(&self, plan: Plan, id: u64) -> Result<(), PhaseError> {
         match plan {
             Plan::Keep => Ok(()),
-            Plan::Enable(config) => self.engine.enable(config, id).await,
+            Plan::Enable(config, ticket) => self.engine.enable_with(config, id, ticket).await,
             Plan::Disable => self.engine.disable(id).await,
-            Plan::Rebuild(config) => self.engine.reset(Some(config), id).await,
+            Plan::Rebuild(config) => {
+                let result = self.engine.reset(Some(config), id).await;
+                // A toggle off saved while the reset ran, before its enable
+                // began, found nothing to cancel: the cluster goes off now.
+                if !self.settings().await.kubernetes.enabled && self.engine.record().enabled {
+                    let _ = self.engine.disable(self.engine.operation_id()).await;
+                }
+                result
+            }
             Plan::Remove => self.engine.reset(None, id).await,
         }
     }
@@ -327,11 +349,8 @@ impl Manager {
         }
         let mut patch = patch.clone();
         settings::merge_patch(&mut patch, &json!({"kubernetes": {"enabled": true}}));
-        let (applied, plan) = self.change(&patch, options).await?;
-        Ok(match plan {
-            Plan::Keep => Plan::Enable(self.config(&applied.settings)?),
-            plan => plan,
-        })
+        let (_, plan) = self.change_and_plan(&patch, options, true).await?;
+        Ok(plan)
     }
 
     /// `disable`: `kubernetes.enabled=false`, and a stop of whatever runs.
@@ -393,10 +412,14 @@ pub async fn run(paths: Paths, cache: PathBuf, options: DaemonOptions) -> anyhow
         let manager = manager.clone();
         tokio::spawn(async move {
             let id = manager.engine.operation_id();
-            let settings = manager.settings().await;
-            match manager.config(&settings) {
-                Ok(config) => {
-                    if let Err(err) = manager.run(Plan::Enable(config), id).await {
+            let settings = manager.settings.lock().await;
+            let plan = manager
+                .config(&settings)
+                .map(|config| Plan::Enable(config, manager.engine.enable_ticket()));
+            drop(settings);
+            match plan {
+                Ok(plan) => {
+                    if let Err(err) = manager.run(plan, id).await {
                         tracing::error!("bringing the enabled cluster back: {err}");
                     }
                 }

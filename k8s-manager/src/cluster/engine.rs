@@ -125,7 +125,24 @@ impl Engine {
     /// enable never cancels another: the second finds the cluster the first
     /// made.
     pub async fn enable(&self, config: ClusterConfig, id: u64) -> Result<(), PhaseError> {
-        let cancel = self.enables.lock().expect("cancel lock").clone();
+        self.enable_with(config, id, self.enable_ticket()).await
+    }
+
+    /// The cancel signal of enables asked for now: an enable run with it is
+    /// cancelled by the next disable, reset or shutdown, even one that comes
+    /// before the enable's turn (see [`Engine::enable_with`]).
+    pub fn enable_ticket(&self) -> CancelSignal {
+        self.enables.lock().expect("cancel lock").clone()
+    }
+
+    /// [`Engine::enable`] under a ticket taken earlier (when the settings
+    /// that asked for it were saved).
+    pub async fn enable_with(
+        &self,
+        config: ClusterConfig,
+        id: u64,
+        cancel: CancelSignal,
+    ) -> Result<(), PhaseError> {
         let _busy = self.busy.lock().await;
         self.emit(Event::Started {
             operation: "enable".into(),
