@@ -164,6 +164,9 @@ pub struct Paths {
     pub etcd_data: PathBuf,
     /// Present while etcd's data folder has never served: its first start.
     pub etcd_first_start: PathBuf,
+    /// The digests of the bundle's files checked so far, kept so that a
+    /// later enable checks only what changed.
+    pub bundle_verified: PathBuf,
     pub logs: PathBuf,
     pub kubelet_root: PathBuf,
     pub component_config: PathBuf,
@@ -186,6 +189,7 @@ impl Paths {
             kubeconfigs: state_dir.join("kubeconfig"),
             etcd_data: state_dir.join("etcd"),
             etcd_first_start: state_dir.join("etcd.first-start"),
+            bundle_verified: state_dir.join("bundle-verified"),
             logs: state_dir.join("logs"),
             kubelet_root: state_dir.join("kubelet"),
             component_config: state_dir.join("config"),
@@ -253,6 +257,7 @@ mod tests {
         let paths = config.paths();
         assert_eq!(paths.pki, PathBuf::from("/s/pki"));
         assert_eq!(paths.log("etcd"), PathBuf::from("/s/logs/etcd.log"));
+        assert_eq!(paths.bundle_verified, PathBuf::from("/s/bundle-verified"));
         assert_eq!(
             paths.admin_kubeconfig(),
             PathBuf::from("/s/kubeconfig/admin.conf")

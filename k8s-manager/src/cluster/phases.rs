@@ -310,7 +310,7 @@ async fn preflight(cx: &mut PhaseContext<'_>) -> Result<(), PhaseError> {
     // On a re-enable of a running cluster, its own components hold its ports.
     let ports_are_ours = !cx.processes.status().await.is_empty();
     let mut findings = cx.machine.check_host(cx.config, ports_are_ours);
-    let marker = cx.components.paths.state_dir.join("bundle-verified");
+    let marker = cx.components.paths.bundle_verified.clone();
     match cx
         .machine
         .check_bundle(cx.config.bundle.clone(), marker)

@@ -113,7 +113,7 @@ pub async fn reset(
             Err(err) => errors.push(format!("{}: {err}", dir.display())),
         }
     }
-    let _ = std::fs::remove_file(paths.state_dir.join("bundle-verified"));
+    let _ = std::fs::remove_file(&paths.bundle_verified);
     let _ = std::fs::remove_file(&paths.etcd_first_start);
     let subnet = config.map_or(
         super::config::node_pod_subnet(super::config::DEFAULT_POD_CIDR),
