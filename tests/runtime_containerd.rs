@@ -524,7 +524,7 @@ async fn scenario() {
     // --- containerd -------------------------------------------------------------
     let network = CniNetwork {
         name: format!("k8s-manager-test-{}", std::process::id()),
-        ..CniNetwork::new(POD_SUBNET)
+        ..CniNetwork::new(POD_SUBNET.parse::<ipnet::IpNet>().unwrap())
     };
     let mut containerd = TestContainerd::start(dir, network.clone());
     let cri = Cri::connect(&containerd.socket).await.expect("connect");

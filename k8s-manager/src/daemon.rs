@@ -133,15 +133,7 @@ impl Manager {
             None => {
                 let record = engine.record();
                 let settings = match engine.saved_config()? {
-                    Some(config) => {
-                        let (settings, dropped) = Settings::from_config(&config, record.enabled);
-                        for field in dropped {
-                            tracing::warn!(
-                                "the saved configuration's {field} is not a setting any more: its default is taken"
-                            );
-                        }
-                        settings
-                    }
+                    Some(config) => Settings::from_config(&config, record.enabled),
                     None => Settings::default(),
                 };
                 settings::save(&paths.settings_file, &settings)

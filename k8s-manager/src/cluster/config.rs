@@ -2,9 +2,10 @@
 //! addresses derived from them. Everything else reads this, nothing else
 //! decides a path.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
+use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/k8s-manager";
@@ -12,9 +13,15 @@ pub const DEFAULT_CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
 pub const DEFAULT_CONTEXT: &str = "docker-desktop";
 pub const DEFAULT_NODE_NAME: &str = "docker-desktop";
 pub const DEFAULT_API_PORT: u16 = 6443;
-pub const DEFAULT_POD_CIDR: &str = "10.244.0.0/16";
-pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/12";
-pub const DEFAULT_CLUSTER_DNS: &str = "10.96.0.10";
+/// 10.244.0.0/16, flannel's and kind's.
+pub const DEFAULT_POD_CIDR: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(10, 244, 0, 0), 16);
+/// 10.96.0.0/12, kubeadm's.
+pub const DEFAULT_SERVICE_CIDR: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(10, 96, 0, 0), 12);
+/// The tenth address of the default service CIDR, as in kubeadm.
+pub const DEFAULT_CLUSTER_DNS: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+/// The node's share of the pod CIDR: the controller-manager's
+/// `--node-cidr-mask-size`, and the subnet the CNI network hands out.
+pub const NODE_POD_PREFIX: u8 = 24;
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 pub const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
 
@@ -29,7 +36,7 @@ pub struct ClusterConfig {
     pub node_name: String,
     pub api_port: u16,
     /// The URL written into kubeconfigs; default `https://127.0.0.1:<api_port>`.
-    pub server_url: Option<String>,
+    pub server_url: Option<url::Url>,
     /// The address the API server advertises to the cluster (Service
     /// `kubernetes` endpoints); default: the address of the default route.
     pub advertise_address: Option<IpAddr>,
@@ -39,9 +46,9 @@ pub struct ClusterConfig {
     /// Also merge into the VM user's `~/.kube/config`.
     pub merge_vm_kubeconfig: bool,
     pub context_name: String,
-    pub pod_cidr: String,
-    pub service_cidr: String,
-    pub cluster_dns: IpAddr,
+    pub pod_cidr: Ipv4Net,
+    pub service_cidr: Ipv4Net,
+    pub cluster_dns: Ipv4Addr,
     pub cluster_domain: String,
     pub cni_conf_dir: PathBuf,
     /// Extra names and addresses for the API server certificate.
@@ -94,9 +101,9 @@ impl ClusterConfig {
             host_kubeconfig: None,
             merge_vm_kubeconfig: true,
             context_name: DEFAULT_CONTEXT.into(),
-            pod_cidr: DEFAULT_POD_CIDR.into(),
-            service_cidr: DEFAULT_SERVICE_CIDR.into(),
-            cluster_dns: DEFAULT_CLUSTER_DNS.parse().expect("constant"),
+            pod_cidr: DEFAULT_POD_CIDR,
+            service_cidr: DEFAULT_SERVICE_CIDR,
+            cluster_dns: DEFAULT_CLUSTER_DNS,
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.into(),
             cni_conf_dir: DEFAULT_CNI_CONF_DIR.into(),
             extra_sans: Vec::new(),
@@ -104,10 +111,26 @@ impl ClusterConfig {
         }
     }
 
+    /// The URL written into kubeconfigs, as text.
     pub fn server_url(&self) -> String {
+        match &self.server_url {
+            Some(url) => url.as_str().to_string(),
+            None => format!("https://127.0.0.1:{}", self.api_port),
+        }
+    }
+
+    /// The host of the server URL, which the API server's certificate must
+    /// cover: whatever name or address the exported kubeconfig uses.
+    pub fn server_host(&self) -> url::Host<String> {
         self.server_url
-            .clone()
-            .unwrap_or_else(|| format!("https://127.0.0.1:{}", self.api_port))
+            .as_ref()
+            .and_then(|url| url.host())
+            .map_or(url::Host::Ipv4(Ipv4Addr::LOCALHOST), |host| host.to_owned())
+    }
+
+    /// The node's pod subnet: see [`node_pod_subnet`].
+    pub fn node_pod_subnet(&self) -> Ipv4Net {
+        node_pod_subnet(self.pod_cidr)
     }
 
     pub fn paths(&self) -> Paths {
@@ -125,12 +148,6 @@ impl ClusterConfig {
         if self.api_port == 0 {
             return Err("API port 0 is not a port".into());
         }
-        for (what, cidr) in [
-            ("pod CIDR", &self.pod_cidr),
-            ("service CIDR", &self.service_cidr),
-        ] {
-            parse_cidr(cidr).map_err(|e| format!("{what} {cidr:?}: {e}"))?;
-        }
         if self.context_name.is_empty() {
             return Err("context name is empty".into());
         }
@@ -147,6 +164,9 @@ pub struct Paths {
     pub etcd_data: PathBuf,
     /// Present while etcd's data folder has never served: its first start.
     pub etcd_first_start: PathBuf,
+    /// The digests of the bundle's files checked so far, kept so that a
+    /// later enable checks only what changed.
+    pub bundle_verified: PathBuf,
     pub logs: PathBuf,
     pub kubelet_root: PathBuf,
     pub component_config: PathBuf,
@@ -169,6 +189,7 @@ impl Paths {
             kubeconfigs: state_dir.join("kubeconfig"),
             etcd_data: state_dir.join("etcd"),
             etcd_first_start: state_dir.join("etcd.first-start"),
+            bundle_verified: state_dir.join("bundle-verified"),
             logs: state_dir.join("logs"),
             kubelet_root: state_dir.join("kubelet"),
             component_config: state_dir.join("config"),
@@ -203,20 +224,13 @@ pub(crate) fn is_dns_label_chain(name: &str) -> bool {
         })
 }
 
-/// Parses `10.96.0.0/12` into the network address and prefix length.
-pub fn parse_cidr(cidr: &str) -> Result<(IpAddr, u8), String> {
-    let (addr, len) = cidr.split_once('/').ok_or("missing /prefix")?;
-    let addr: IpAddr = addr
-        .parse()
-        .map_err(|_| format!("{addr:?} is not an IP address"))?;
-    let len: u8 = len
-        .parse()
-        .map_err(|_| format!("{len:?} is not a prefix length"))?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    if len > max {
-        return Err(format!("prefix /{len} is longer than /{max}"));
-    }
-    Ok((addr, len))
+/// The node's pod subnet: the first /24 of the cluster's pod CIDR, the one
+/// the controller-manager allocates to the first (and only) node. The
+/// settings refuse a pod CIDR smaller than a /24; one that got here all the
+/// same is taken whole rather than overflowing it.
+pub fn node_pod_subnet(pod_cidr: Ipv4Net) -> Ipv4Net {
+    let prefix = pod_cidr.prefix_len().max(NODE_POD_PREFIX);
+    Ipv4Net::new(pod_cidr.network(), prefix).expect("a prefix length of at most 32")
 }
 
 /// The address of the interface that holds the default route: what the API
@@ -243,6 +257,7 @@ mod tests {
         let paths = config.paths();
         assert_eq!(paths.pki, PathBuf::from("/s/pki"));
         assert_eq!(paths.log("etcd"), PathBuf::from("/s/logs/etcd.log"));
+        assert_eq!(paths.bundle_verified, PathBuf::from("/s/bundle-verified"));
         assert_eq!(
             paths.admin_kubeconfig(),
             PathBuf::from("/s/kubeconfig/admin.conf")
@@ -254,9 +269,43 @@ mod tests {
         let mut config = ClusterConfig::new("/s".into(), "/b".into());
         config.node_name = "My_Node".into();
         assert!(config.validate().unwrap_err().contains("My_Node"));
+    }
+
+    #[test]
+    fn node_subnet_is_the_first_24() {
+        let subnet = |cidr: &str| node_pod_subnet(cidr.parse().unwrap()).to_string();
+        assert_eq!(subnet("10.244.0.0/16"), "10.244.0.0/24");
+        assert_eq!(subnet("172.20.8.0/24"), "172.20.8.0/24");
+        assert_eq!(subnet("10.0.0.0/8"), "10.0.0.0/24");
+        // Host bits do not move the subnet off the network's start.
+        assert_eq!(subnet("10.244.7.9/16"), "10.244.0.0/24");
+        // Refused by the settings; never wider than the CIDR itself.
+        assert_eq!(subnet("10.244.0.128/25"), "10.244.0.128/25");
+        let config = ClusterConfig::new("/s".into(), "/b".into());
+        assert_eq!(config.node_pod_subnet().to_string(), "10.244.0.0/24");
+    }
+
+    #[test]
+    fn server_host_is_the_urls() {
+        type Host = url::Host<String>;
         let mut config = ClusterConfig::new("/s".into(), "/b".into());
-        config.pod_cidr = "10.244.0.0/33".into();
-        assert!(config.validate().unwrap_err().contains("pod CIDR"));
+        assert_eq!(config.server_host(), Host::Ipv4(Ipv4Addr::LOCALHOST));
+        let host = |config: &mut ClusterConfig, url: &str| {
+            config.server_url = Some(url.parse().unwrap());
+            config.server_host()
+        };
+        assert_eq!(
+            host(&mut config, "https://kubernetes.docker.internal:6443/"),
+            Host::Domain("kubernetes.docker.internal".to_string())
+        );
+        assert_eq!(
+            host(&mut config, "https://[::1]:6443"),
+            Host::Ipv6(std::net::Ipv6Addr::LOCALHOST)
+        );
+        assert_eq!(
+            host(&mut config, "https://192.0.2.7"),
+            Host::Ipv4(Ipv4Addr::new(192, 0, 2, 7))
+        );
     }
 
     #[test]
@@ -268,6 +317,37 @@ mod tests {
             serde_json::from_str::<ClusterConfig>(&json).unwrap(),
             config
         );
+    }
+
+    /// `cluster.json` as the manager wrote it when these fields were text:
+    /// it still loads, and is written back in the same shape.
+    #[test]
+    fn saved_config_keeps_its_json_shape() {
+        let saved = serde_json::json!({
+            "stateDir": "/s",
+            "bundle": "/b",
+            "nodeName": "docker-desktop",
+            "apiPort": 6443,
+            "serverUrl": "https://kubernetes.docker.internal:6443/",
+            "advertiseAddress": null,
+            "containerdSocket": "/run/containerd/containerd.sock",
+            "hostKubeconfig": null,
+            "mergeVmKubeconfig": true,
+            "contextName": "docker-desktop",
+            "podCidr": "10.244.0.0/16",
+            "serviceCidr": "10.96.0.0/12",
+            "clusterDns": "10.96.0.10",
+            "clusterDomain": "cluster.local",
+            "cniConfDir": "/etc/cni/net.d",
+            "extraSans": []
+        });
+        let config: ClusterConfig = serde_json::from_value(saved.clone()).unwrap();
+        let mut expected = ClusterConfig::new("/s".into(), "/b".into());
+        expected.server_url = Some("https://kubernetes.docker.internal:6443".parse().unwrap());
+        assert_eq!(config, expected);
+        let mut written = serde_json::to_value(&config).unwrap();
+        written.as_object_mut().unwrap().remove("proxy");
+        assert_eq!(written, saved);
     }
 
     #[test]
@@ -299,15 +379,5 @@ mod tests {
         std::os::unix::fs::symlink("/dev/zero", &paths.config_file).unwrap();
         let err = ClusterConfig::load_saved(&paths).unwrap_err();
         assert!(err.contains("not a regular file"), "{err}");
-    }
-
-    #[test]
-    fn cidrs_parse() {
-        assert_eq!(
-            parse_cidr("10.96.0.0/12").unwrap(),
-            ("10.96.0.0".parse().unwrap(), 12)
-        );
-        assert!(parse_cidr("10.96.0.0").is_err());
-        assert!(parse_cidr("fd00::/129").is_err());
     }
 }

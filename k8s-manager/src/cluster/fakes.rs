@@ -251,7 +251,7 @@ impl ContainerRuntime for World {
 
     fn clean_network(
         &self,
-        pod_subnet: String,
+        pod_subnet: ipnet::Ipv4Net,
         _cni_conf_dir: PathBuf,
     ) -> BoxFuture<'_, Vec<String>> {
         self.journal.note(format!("clean network {pod_subnet}"));

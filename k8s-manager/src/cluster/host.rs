@@ -78,7 +78,7 @@ pub trait ContainerRuntime: Send + Sync {
     /// Our CNI files and IP allocations, our bridge and our iptables chains.
     fn clean_network(
         &self,
-        pod_subnet: String,
+        pod_subnet: ipnet::Ipv4Net,
         cni_conf_dir: PathBuf,
     ) -> BoxFuture<'_, Vec<String>>;
 }
@@ -229,11 +229,11 @@ impl ContainerRuntime for Containerd {
 
     fn clean_network(
         &self,
-        pod_subnet: String,
+        pod_subnet: ipnet::Ipv4Net,
         cni_conf_dir: PathBuf,
     ) -> BoxFuture<'_, Vec<String>> {
         async move {
-            let network = crate::runtime::CniNetwork::new(&pod_subnet);
+            let network = crate::runtime::CniNetwork::new(pod_subnet);
             match crate::runtime::netclean::clean_host_network(
                 &network,
                 &cni_conf_dir,

@@ -22,6 +22,7 @@ use super::state::Phase;
 use crate::bundle::Manifest;
 use crate::components::{self, ApiServer, Cgroups, Component, Context, Etcd, Kubelet};
 use crate::error::chain;
+use crate::pki::SubjectAltName;
 use crate::supervisor;
 
 /// Processes of a dead manager get little time to stop: nothing waits on
@@ -158,8 +159,9 @@ impl<'a> PhaseContext<'a> {
                     "cannot tell the VM's address (no default route): pass --advertise-address",
                 )
             })?;
-        let proxy_env = proxy_environment(config, advertise_address)
-            .map_err(|e| PhaseError::with_code(Phase::Preflight, code::INVALID_SETTINGS, e))?;
+        let proxy_env = config
+            .proxy
+            .environment(&proxy::ClusterNetwork::of(config, advertise_address));
         let components = Context {
             paths: config.paths(),
             config: config.clone(),
@@ -207,26 +209,6 @@ impl<'a> PhaseContext<'a> {
             }
         }
     }
-}
-
-/// The proxy variables of the components and containerd, from the settings
-/// and the cluster's own names and ranges.
-fn proxy_environment(
-    config: &ClusterConfig,
-    node_address: std::net::IpAddr,
-) -> Result<proxy::Environment, String> {
-    let cidr = |what: &str, text: &str| {
-        text.parse::<ipnet::IpNet>()
-            .map_err(|e| format!("{what} {text:?}: {e}"))
-    };
-    let cluster = proxy::ClusterNetwork {
-        node_name: config.node_name.clone(),
-        node_address,
-        service_cidr: cidr("service CIDR", &config.service_cidr)?,
-        pod_cidr: cidr("pod CIDR", &config.pod_cidr)?,
-        cluster_domain: config.cluster_domain.clone(),
-    };
-    Ok(config.proxy.environment(&cluster))
 }
 
 /// containerd's proxy file, rewritten in preflight: the first phase of every
@@ -328,7 +310,7 @@ async fn preflight(cx: &mut PhaseContext<'_>) -> Result<(), PhaseError> {
     // On a re-enable of a running cluster, its own components hold its ports.
     let ports_are_ours = !cx.processes.status().await.is_empty();
     let mut findings = cx.machine.check_host(cx.config, ports_are_ours);
-    let marker = cx.components.paths.state_dir.join("bundle-verified");
+    let marker = cx.components.paths.bundle_verified.clone();
     match cx
         .machine
         .check_bundle(cx.config.bundle.clone(), marker)
@@ -511,16 +493,14 @@ async fn certs(cx: &mut PhaseContext<'_>) -> Result<(), PhaseError> {
         &config.node_name,
         cx.components.advertise_address,
     );
-    pki.service_cidr = config
-        .service_cidr
-        .parse()
-        .map_err(|e: crate::pki::InvalidServiceCidr| PhaseError::new(phase, chain(&e)))?;
+    pki.service_cidr = config.service_cidr.into();
     pki.dns_domain = config.cluster_domain.clone();
-    for san in config
-        .extra_sans
-        .iter()
-        .chain(server_host(&config.server_url()).as_ref())
-    {
+    let server_host = match config.server_host() {
+        url::Host::Domain(name) => SubjectAltName::Dns(name),
+        url::Host::Ipv4(ip) => SubjectAltName::Ip(ip.into()),
+        url::Host::Ipv6(ip) => SubjectAltName::Ip(ip.into()),
+    };
+    for san in config.extra_sans.iter() {
         let san = san
             .parse()
             .map_err(|e: crate::pki::InvalidSan| PhaseError::new(phase, chain(&e)))?;
@@ -528,42 +508,15 @@ async fn certs(cx: &mut PhaseContext<'_>) -> Result<(), PhaseError> {
             pki.extra_sans.push(san);
         }
     }
+    if !pki.extra_sans.contains(&server_host) {
+        pki.extra_sans.push(server_host);
+    }
     // Making keys blocks: off the runtime's threads, where a cancel is still seen.
     let outcomes = host::blocking(move || crate::pki::ensure(&pki))
         .await
         .map_err(|e| PhaseError::new(phase, chain(&e)))?;
     report_outcomes(cx.progress, &outcomes);
     Ok(())
-}
-
-/// The node's pod subnet: the first /24 of the cluster's pod CIDR, the one
-/// the controller-manager allocates to the first (and only) node.
-pub fn node_pod_subnet(pod_cidr: &str) -> Result<String, String> {
-    let (addr, len) = super::config::parse_cidr(pod_cidr)?;
-    match addr {
-        std::net::IpAddr::V4(v4) if len <= 24 => {
-            let o = v4.octets();
-            Ok(format!("{}.{}.{}.0/24", o[0], o[1], o[2]))
-        }
-        _ => Err(format!(
-            "pod CIDR {pod_cidr}: an IPv4 range of /24 or larger is needed"
-        )),
-    }
-}
-
-/// The host of the server URL, so that the API server's certificate covers
-/// whatever name or address the exported kubeconfig uses.
-fn server_host(url: &str) -> Option<String> {
-    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-    let authority = rest.split('/').next().unwrap_or_default();
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority
-            .rsplit_once(':')
-            .map(|(h, _)| h)
-            .unwrap_or(authority),
-    };
-    (!host.is_empty()).then(|| host.to_string())
 }
 
 fn report_outcomes(progress: &dyn Progress, outcomes: &[crate::pki::Outcome]) {
@@ -637,12 +590,7 @@ async fn wait_node(cx: &PhaseContext<'_>) -> Result<(), PhaseError> {
 /// the Service's address is: what every pod's first DNS lookup needs.
 async fn wait_dns(cx: &PhaseContext<'_>) -> Result<(), PhaseError> {
     let name = format!("kubernetes.default.svc.{}.", cx.config.cluster_domain);
-    let api_service = cx
-        .config
-        .service_cidr
-        .parse::<crate::pki::ServiceCidr>()
-        .map_err(|e| PhaseError::new(Phase::WaitDns, chain(&e)))?
-        .first_ip();
+    let api_service = crate::pki::ServiceCidr::from(cx.config.service_cidr).first_ip();
     crate::bootstrap::wait::until(
         "CoreDNS",
         cx.deadline.saturating_sub(Duration::from_secs(2)),
@@ -654,9 +602,7 @@ async fn wait_dns(cx: &PhaseContext<'_>) -> Result<(), PhaseError> {
 
 /// The pod network's CNI configuration, in containerd's CNI folder.
 fn cni(cx: &mut PhaseContext<'_>) -> Result<(), PhaseError> {
-    let subnet =
-        node_pod_subnet(&cx.config.pod_cidr).map_err(|e| PhaseError::new(Phase::Cni, e))?;
-    let network = crate::runtime::CniNetwork::new(&subnet);
+    let network = crate::runtime::CniNetwork::new(cx.config.node_pod_subnet());
     crate::runtime::cni::write_cni_config(&cx.config.cni_conf_dir, &network)
         .map_err(|e| PhaseError::new(Phase::Cni, chain(&e)))?;
     Ok(())
@@ -694,31 +640,6 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "error execution phase etcd: etcd not ready within 43s; last probe: connection refused\n    line one\n    line two"
-        );
-    }
-
-    #[test]
-    fn node_subnet_is_the_first_24() {
-        assert_eq!(node_pod_subnet("10.244.0.0/16").unwrap(), "10.244.0.0/24");
-        assert_eq!(node_pod_subnet("172.20.8.0/24").unwrap(), "172.20.8.0/24");
-        assert!(node_pod_subnet("10.244.0.0/25").is_err());
-        assert!(node_pod_subnet("fd00::/48").is_err());
-    }
-
-    #[test]
-    fn server_host_is_taken_from_the_url() {
-        assert_eq!(
-            server_host("https://127.0.0.1:6443").as_deref(),
-            Some("127.0.0.1")
-        );
-        assert_eq!(
-            server_host("https://kubernetes.docker.internal:6443/").as_deref(),
-            Some("kubernetes.docker.internal")
-        );
-        assert_eq!(server_host("https://[::1]:6443").as_deref(), Some("::1"));
-        assert_eq!(
-            server_host("https://example.test").as_deref(),
-            Some("example.test")
         );
     }
 }

@@ -54,6 +54,20 @@ pub struct ClusterNetwork {
     pub cluster_domain: String,
 }
 
+impl ClusterNetwork {
+    /// The names and ranges of the cluster `config` describes, whose node
+    /// has `node_address`.
+    pub fn of(config: &super::config::ClusterConfig, node_address: IpAddr) -> ClusterNetwork {
+        ClusterNetwork {
+            node_name: config.node_name.clone(),
+            node_address,
+            service_cidr: config.service_cidr.into(),
+            pod_cidr: config.pod_cidr.into(),
+            cluster_domain: config.cluster_domain.clone(),
+        }
+    }
+}
+
 /// Environment variables, `(name, value)`, in a stable order.
 pub type Environment = Vec<(String, String)>;
 

@@ -156,9 +156,9 @@ impl Default for Network {
     fn default() -> Network {
         Network {
             load_balancer_address: DEFAULT_LOAD_BALANCER_ADDRESS.into(),
-            pod_cidr: config::DEFAULT_POD_CIDR.parse().expect("constant"),
-            service_cidr: config::DEFAULT_SERVICE_CIDR.parse().expect("constant"),
-            cluster_dns: config::DEFAULT_CLUSTER_DNS.parse().expect("constant"),
+            pod_cidr: config::DEFAULT_POD_CIDR,
+            service_cidr: config::DEFAULT_SERVICE_CIDR,
+            cluster_dns: config::DEFAULT_CLUSTER_DNS,
             cluster_domain: config::DEFAULT_CLUSTER_DOMAIN.into(),
         }
     }
@@ -336,6 +336,15 @@ impl Settings {
                 "must be an https:// URL with a host (the API server serves TLS only)",
             ));
         }
+        // The API server's certificate is made to cover this host.
+        if let Some(url::Host::Domain(name)) = k.server_url.as_ref().and_then(url::Url::host)
+            && !config::is_dns_label_chain(name)
+        {
+            return Err(SettingsError::new(
+                "kubernetes.serverUrl",
+                "the host must be a lowercase DNS name or an IP address",
+            ));
+        }
         for (i, san) in k.extra_sans.iter().enumerate() {
             if san.parse::<IpAddr>().is_err() && !config::is_dns_label_chain(san) {
                 return Err(SettingsError::new(
@@ -363,10 +372,13 @@ impl Settings {
                 SettingsError::new("kubernetes.hostKubeconfig", crate::error::chain(&e))
             })?;
         }
-        if n.pod_cidr.prefix_len() > 24 {
+        if n.pod_cidr.prefix_len() > config::NODE_POD_PREFIX {
             return Err(SettingsError::new(
                 "network.podCidr",
-                "must be a /24 or larger: the node takes its first /24",
+                format!(
+                    "must be a /{0} or larger: the node takes its first /{0}",
+                    config::NODE_POD_PREFIX
+                ),
             ));
         }
         for (field, net) in [
@@ -450,15 +462,15 @@ impl Settings {
         let mut config = ClusterConfig::new(state_dir.to_path_buf(), bundle);
         config.node_name = k.node_name.clone();
         config.api_port = k.api_port;
-        config.server_url = k.server_url.as_ref().map(|u| u.as_str().to_string());
+        config.server_url = k.server_url.clone();
         config.advertise_address = k.advertise_address;
         config.containerd_socket = self.containerd.socket.clone();
         config.host_kubeconfig = k.host_kubeconfig.as_ref().map(PathList::to_spec);
         config.merge_vm_kubeconfig = k.merge_vm_kubeconfig;
         config.context_name = k.context_name.clone();
-        config.pod_cidr = n.pod_cidr.to_string();
-        config.service_cidr = n.service_cidr.to_string();
-        config.cluster_dns = n.cluster_dns.into();
+        config.pod_cidr = n.pod_cidr;
+        config.service_cidr = n.service_cidr;
+        config.cluster_dns = n.cluster_dns;
         config.cluster_domain = n.cluster_domain.clone();
         config.cni_conf_dir = self.containerd.cni_conf_dir.clone();
         config.extra_sans = k.extra_sans.clone();
@@ -468,46 +480,29 @@ impl Settings {
 
     /// The settings that an earlier manager's saved configuration
     /// (`cluster.json`) stood for: how a state folder made before the
-    /// settings document carries over. What no longer reads as a setting
-    /// keeps its default, and is told.
-    pub fn from_config(config: &ClusterConfig, enabled: bool) -> (Settings, Vec<String>) {
+    /// settings document carries over.
+    pub fn from_config(config: &ClusterConfig, enabled: bool) -> Settings {
         let mut s = Settings::default();
-        let mut dropped = Vec::new();
         let k = &mut s.kubernetes;
         k.enabled = enabled;
         k.bundle = Some(config.bundle.clone());
         k.api_port = config.api_port;
         k.node_name = config.node_name.clone();
         k.context_name = config.context_name.clone();
-        k.server_url = config.server_url.as_ref().and_then(|u| {
-            let parsed = url::Url::parse(u).ok();
-            if parsed.is_none() {
-                dropped.push("kubernetes.serverUrl".to_string());
-            }
-            parsed
-        });
+        k.server_url = config.server_url.clone();
         k.extra_sans = config.extra_sans.clone();
         k.host_kubeconfig = config.host_kubeconfig.clone().map(PathList::One);
         k.merge_vm_kubeconfig = config.merge_vm_kubeconfig;
         k.advertise_address = config.advertise_address;
         let n = &mut s.network;
-        match config.pod_cidr.parse() {
-            Ok(net) => n.pod_cidr = net,
-            Err(_) => dropped.push("network.podCidr".into()),
-        }
-        match config.service_cidr.parse() {
-            Ok(net) => n.service_cidr = net,
-            Err(_) => dropped.push("network.serviceCidr".into()),
-        }
-        match config.cluster_dns {
-            IpAddr::V4(ip) => n.cluster_dns = ip,
-            IpAddr::V6(_) => dropped.push("network.clusterDns".into()),
-        }
+        n.pod_cidr = config.pod_cidr;
+        n.service_cidr = config.service_cidr;
+        n.cluster_dns = config.cluster_dns;
         n.cluster_domain = config.cluster_domain.clone();
         s.containerd.socket = config.containerd_socket.clone();
         s.containerd.cni_conf_dir = config.cni_conf_dir.clone();
         s.proxy = config.proxy.clone();
-        (s, dropped)
+        s
     }
 }
 
@@ -864,6 +859,9 @@ mod tests {
         assert_eq!(err.field, "kubernetes.version");
         let err = refuse(json!({"kubernetes": {"serverUrl": "http://127.0.0.1:6443"}}));
         assert_eq!(err.field, "kubernetes.serverUrl");
+        let err = refuse(json!({"kubernetes": {"serverUrl": "https://my_host:6443"}}));
+        assert_eq!(err.field, "kubernetes.serverUrl");
+        assert!(err.message.contains("DNS name"), "{err}");
         let err = refuse(json!({"kubernetes": {"extraSans": ["ok.test", "not ok"]}}));
         assert_eq!(err.field, "kubernetes.extraSans[1]");
         let err = refuse(json!({"network": {"podCidr": "10.244.0.0/25"}}));
@@ -1076,8 +1074,9 @@ mod tests {
         let mut config = ClusterConfig::new("/s".into(), "/b/v1.34.4".into());
         config.api_port = 6555;
         config.host_kubeconfig = Some("/mnt/c/Users/dev/.kube/config".into());
-        let (settings, dropped) = Settings::from_config(&config, true);
-        assert!(dropped.is_empty());
+        config.server_url = Some("https://kubernetes.docker.internal:6555".parse().unwrap());
+        config.pod_cidr = "10.200.0.0/16".parse().unwrap();
+        let settings = Settings::from_config(&config, true);
         assert!(settings.kubernetes.enabled);
         assert_eq!(settings.kubernetes.api_port, 6555);
         let back = settings.to_config(Path::new("/s"), "/b/v1.34.4".into());

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::config::{ClusterConfig, Paths};
 use super::event::Event;
 use super::host::Host;
-use super::phases::{GRACEFUL, PhaseError, STALE_GRACE, node_pod_subnet};
+use super::phases::{GRACEFUL, PhaseError, STALE_GRACE};
 use super::state::Phase;
 use crate::components::{Component, ControllerManager, KubeProxy, Kubelet, Scheduler};
 
@@ -65,10 +65,8 @@ pub async fn stop(
 async fn remove_pods(host: Host<'_>, config: Option<&ClusterConfig>) -> Result<(), String> {
     // Tearing a pod's network down goes through CNI: if our configuration
     // went missing (a half-made or half-removed cluster), put it back first.
-    if let Some(config) = config
-        && let Ok(subnet) = node_pod_subnet(&config.pod_cidr)
-    {
-        let network = crate::runtime::CniNetwork::new(&subnet);
+    if let Some(config) = config {
+        let network = crate::runtime::CniNetwork::new(config.node_pod_subnet());
         if let Err(err) = crate::runtime::cni::write_cni_config(&config.cni_conf_dir, &network) {
             tracing::warn!("cannot restore the CNI configuration for pod removal: {err}");
         }
@@ -115,14 +113,16 @@ pub async fn reset(
             Err(err) => errors.push(format!("{}: {err}", dir.display())),
         }
     }
-    let _ = std::fs::remove_file(paths.state_dir.join("bundle-verified"));
+    let _ = std::fs::remove_file(&paths.bundle_verified);
     let _ = std::fs::remove_file(&paths.etcd_first_start);
-    let pod_cidr = config.map_or(super::config::DEFAULT_POD_CIDR, |c| c.pod_cidr.as_str());
+    let subnet = config.map_or(
+        super::config::node_pod_subnet(super::config::DEFAULT_POD_CIDR),
+        ClusterConfig::node_pod_subnet,
+    );
     let conf_dir = config.map_or_else(
         || super::config::DEFAULT_CNI_CONF_DIR.into(),
         |c| c.cni_conf_dir.clone(),
     );
-    let subnet = node_pod_subnet(pod_cidr).unwrap_or_default();
     errors.extend(host.runtime.clean_network(subnet, conf_dir).await);
     errors.extend(config.map(super::export::remove).unwrap_or_default());
     host.progress.emit(Event::PhaseDone {

@@ -68,7 +68,10 @@ impl Component for ApiServer {
                 ),
                 ("service-account-key-file", ctx.pki("sa.pub")),
                 ("service-account-signing-key-file", ctx.pki("sa.key")),
-                ("service-cluster-ip-range", ctx.config.service_cidr.clone()),
+                (
+                    "service-cluster-ip-range",
+                    ctx.config.service_cidr.to_string(),
+                ),
                 ("profiling", "false".into()),
             ]),
         )

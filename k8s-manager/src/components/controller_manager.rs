@@ -38,11 +38,17 @@ impl Component for ControllerManager {
                 ("leader-elect", "false".into()),
                 ("root-ca-file", ctx.pki("ca.crt")),
                 ("service-account-private-key-file", ctx.pki("sa.key")),
-                ("service-cluster-ip-range", ctx.config.service_cidr.clone()),
+                (
+                    "service-cluster-ip-range",
+                    ctx.config.service_cidr.to_string(),
+                ),
                 ("use-service-account-credentials", "true".into()),
                 ("allocate-node-cidrs", "true".into()),
-                ("cluster-cidr", ctx.config.pod_cidr.clone()),
-                ("node-cidr-mask-size", "24".into()),
+                ("cluster-cidr", ctx.config.pod_cidr.to_string()),
+                (
+                    "node-cidr-mask-size",
+                    crate::cluster::config::NODE_POD_PREFIX.to_string(),
+                ),
                 ("profiling", "false".into()),
                 // With per-controller credentials every controller's start
                 // makes API calls; at the default 20 QPS those are throttled

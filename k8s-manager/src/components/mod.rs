@@ -282,13 +282,10 @@ mod tests {
         let mut ctx = test_support::context(state);
         ctx.config.proxy.http = Some("http://proxy.test:3128".parse().unwrap());
         ctx.config.proxy.https = Some("http://proxy.test:3129".parse().unwrap());
-        ctx.proxy_env = ctx.config.proxy.environment(&ClusterNetwork {
-            node_name: ctx.config.node_name.clone(),
-            node_address: ctx.advertise_address,
-            service_cidr: ctx.config.service_cidr.parse().unwrap(),
-            pod_cidr: ctx.config.pod_cidr.parse().unwrap(),
-            cluster_domain: ctx.config.cluster_domain.clone(),
-        });
+        ctx.proxy_env = ctx
+            .config
+            .proxy
+            .environment(&ClusterNetwork::of(&ctx.config, ctx.advertise_address));
         ctx
     }
 

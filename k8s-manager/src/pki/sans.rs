@@ -116,6 +116,17 @@ impl FromStr for ServiceCidr {
     }
 }
 
+/// The cluster's service network, typed once by the settings (which refuse
+/// one longer than a /30, with no room for a first address).
+impl From<ipnet::Ipv4Net> for ServiceCidr {
+    fn from(net: ipnet::Ipv4Net) -> Self {
+        ServiceCidr {
+            network: IpAddr::V4(net.network()),
+            prefix_len: net.prefix_len(),
+        }
+    }
+}
+
 impl fmt::Display for ServiceCidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.network, self.prefix_len)
@@ -224,6 +235,18 @@ mod tests {
         assert_eq!(first("0.0.0.0/0"), "0.0.0.1");
         assert_eq!(first("10.96.0.0/12,fd00::/108"), "10.96.0.1");
         assert_eq!(first("fd00::/108, 10.96.0.0/12"), "fd00::1");
+    }
+
+    #[test]
+    fn a_typed_network_gives_the_same_service_ip() {
+        for cidr in ["10.96.0.0/12", "10.100.7.9/12", "192.168.4.0/30"] {
+            let typed = ServiceCidr::from(cidr.parse::<ipnet::Ipv4Net>().unwrap());
+            assert_eq!(typed, cidr.parse::<ServiceCidr>().unwrap(), "{cidr}");
+        }
+        assert_eq!(
+            ServiceCidr::from("10.96.0.0/12".parse::<ipnet::Ipv4Net>().unwrap()),
+            ServiceCidr::kubeadm_default()
+        );
     }
 
     #[test]

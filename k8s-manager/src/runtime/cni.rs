@@ -11,9 +11,9 @@
 //! name order, and reloads when the folder changes; the file is written whole
 //! (rename into place) so that it never reads half a file.
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use ipnet::IpNet;
 use serde_json::json;
 
 use super::RuntimeError;
@@ -40,12 +40,12 @@ pub struct CniNetwork {
     pub name: String,
     pub bridge: String,
     /// The node's pod subnet, e.g. `10.244.0.0/24`.
-    pub pod_subnet: String,
+    pub pod_subnet: IpNet,
 }
 
 impl CniNetwork {
     /// The manager's network on `pod_subnet`.
-    pub fn new(pod_subnet: &str) -> CniNetwork {
+    pub fn new(pod_subnet: impl Into<IpNet>) -> CniNetwork {
         CniNetwork {
             name: NETWORK_NAME.into(),
             bridge: BRIDGE_NAME.into(),
@@ -70,11 +70,10 @@ impl CniNetwork {
 pub fn cni_config(network: &CniNetwork) -> Result<String, RuntimeError> {
     validate_name(&network.name)?;
     validate_bridge(&network.bridge)?;
-    let (address, _) = parse_subnet(&network.pod_subnet)?;
-    let default_route = if address.is_ipv4() {
-        "0.0.0.0/0"
-    } else {
-        "::/0"
+    check_subnet(&network.pod_subnet)?;
+    let default_route = match network.pod_subnet {
+        IpNet::V4(_) => "0.0.0.0/0",
+        IpNet::V6(_) => "::/0",
     };
     let config = json!({
         "cniVersion": CNI_VERSION,
@@ -93,7 +92,7 @@ pub fn cni_config(network: &CniNetwork) -> Result<String, RuntimeError> {
                 "hairpinMode": true,
                 "ipam": {
                     "type": "host-local",
-                    "ranges": [[{ "subnet": network.pod_subnet }]],
+                    "ranges": [[{ "subnet": network.pod_subnet.to_string() }]],
                     "routes": [{ "dst": default_route }]
                 }
             },
@@ -153,35 +152,21 @@ fn validate_bridge(bridge: &str) -> Result<(), RuntimeError> {
     }
 }
 
-/// `ADDRESS/PREFIX` with no host bits set: host-local hands out addresses of
-/// exactly that range.
-fn parse_subnet(subnet: &str) -> Result<(IpAddr, u8), RuntimeError> {
-    let bad = |why: &str| RuntimeError::BadNetwork(format!("pod subnet {subnet:?}: {why}"));
-    let (address, prefix) = subnet
-        .split_once('/')
-        .ok_or_else(|| bad("not ADDRESS/PREFIX"))?;
-    let address: IpAddr = address.parse().map_err(|_| bad("not an IP address"))?;
-    let prefix: u8 = prefix.parse().map_err(|_| bad("prefix is not a number"))?;
-    let (bits, value): (u32, u128) = match address {
-        IpAddr::V4(v4) => (32, u128::from(u32::from(v4))),
-        IpAddr::V6(v6) => (128, u128::from(v6)),
-    };
+/// A network address with no host bits set: host-local hands out addresses
+/// of exactly that range.
+fn check_subnet(subnet: &IpNet) -> Result<(), RuntimeError> {
+    let bad = |why: &str| RuntimeError::BadNetwork(format!("pod subnet {subnet}: {why}"));
     // At least 4 addresses: network, gateway, one pod, broadcast.
-    if u32::from(prefix) > bits - 2 {
+    if subnet.prefix_len() > subnet.max_prefix_len() - 2 {
         return Err(bad(&format!(
-            "prefix /{prefix} leaves no address for a pod"
+            "prefix /{} leaves no address for a pod",
+            subnet.prefix_len()
         )));
     }
-    let host_bits = bits - u32::from(prefix);
-    let host_mask = if host_bits == 128 {
-        u128::MAX
-    } else {
-        (1u128 << host_bits) - 1
-    };
-    if value & host_mask != 0 {
+    if subnet.addr() != subnet.network() {
         return Err(bad("host bits are set (give the network address)"));
     }
-    Ok((address, prefix))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -189,13 +174,17 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
+    fn net(subnet: &str) -> IpNet {
+        subnet.parse().unwrap()
+    }
+
     fn parsed(network: &CniNetwork) -> Value {
         serde_json::from_str(&cni_config(network).unwrap()).unwrap()
     }
 
     #[test]
     fn config_is_bridge_with_host_local_then_portmap() {
-        let config = parsed(&CniNetwork::new("10.244.0.0/24"));
+        let config = parsed(&CniNetwork::new(net("10.244.0.0/24")));
         assert_eq!(config["cniVersion"], "1.0.0");
         assert_eq!(config["name"], "k8s-manager");
         let plugins = config["plugins"].as_array().unwrap();
@@ -226,36 +215,37 @@ mod tests {
 
     #[test]
     fn ipv6_subnet_gets_an_ipv6_default_route() {
-        let config = parsed(&CniNetwork::new("fd00:10:244::/64"));
+        let config = parsed(&CniNetwork::new(net("fd00:10:244::/64")));
         assert_eq!(config["plugins"][0]["ipam"]["routes"][0]["dst"], "::/0");
     }
 
     #[test]
     fn bad_settings_are_refused_with_the_reason() {
         let cases = [
-            (CniNetwork::new("10.244.0.1/24"), "host bits"),
-            (CniNetwork::new("10.244.0.0"), "ADDRESS/PREFIX"),
-            (CniNetwork::new("10.244.0.0/31"), "no address for a pod"),
-            (CniNetwork::new("10.244.0.0/x"), "not a number"),
-            (CniNetwork::new("10.244.0.300/24"), "not an IP"),
+            (CniNetwork::new(net("10.244.0.1/24")), "host bits"),
+            (
+                CniNetwork::new(net("10.244.0.0/31")),
+                "no address for a pod",
+            ),
+            (CniNetwork::new(net("fd00::1/64")), "host bits"),
             (
                 CniNetwork {
                     bridge: "k8s-manager-bridge".into(),
-                    ..CniNetwork::new("10.244.0.0/24")
+                    ..CniNetwork::new(net("10.244.0.0/24"))
                 },
                 "1 to 15",
             ),
             (
                 CniNetwork {
                     bridge: "br 0".into(),
-                    ..CniNetwork::new("10.244.0.0/24")
+                    ..CniNetwork::new(net("10.244.0.0/24"))
                 },
                 "bridge name",
             ),
             (
                 CniNetwork {
                     name: "-net".into(),
-                    ..CniNetwork::new("10.244.0.0/24")
+                    ..CniNetwork::new(net("10.244.0.0/24"))
                 },
                 "network name",
             ),
@@ -270,7 +260,7 @@ mod tests {
     fn write_creates_the_folder_and_leaves_an_identical_file_alone() {
         let dir = tempfile::tempdir().unwrap();
         let conf_dir = dir.path().join("net.d");
-        let network = CniNetwork::new("10.244.0.0/24");
+        let network = CniNetwork::new(net("10.244.0.0/24"));
         let path = write_cni_config(&conf_dir, &network).unwrap();
         assert_eq!(path, conf_dir.join("10-k8s-manager.conflist"));
         assert_eq!(
@@ -287,7 +277,7 @@ mod tests {
             "rewritten for nothing"
         );
 
-        let other = CniNetwork::new("10.245.0.0/24");
+        let other = CniNetwork::new(net("10.245.0.0/24"));
         write_cni_config(&conf_dir, &other).unwrap();
         assert!(
             std::fs::read_to_string(&path)
@@ -303,7 +293,7 @@ mod tests {
 
     #[test]
     fn paths_derive_from_the_network_name() {
-        let network = CniNetwork::new("10.244.0.0/24");
+        let network = CniNetwork::new(net("10.244.0.0/24"));
         assert_eq!(
             network.ipam_dir(Path::new("/var/lib/cni")),
             Path::new("/var/lib/cni/networks/k8s-manager")

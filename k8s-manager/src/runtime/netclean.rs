@@ -169,7 +169,7 @@ mod tests {
     fn cni_files_of_our_network_only_are_removed() {
         let dir = tempfile::tempdir().unwrap();
         let (conf_dir, state_dir) = (dir.path().join("net.d"), dir.path().join("cni"));
-        let network = CniNetwork::new("10.244.0.0/24");
+        let network = CniNetwork::new("10.244.0.0/24".parse::<ipnet::IpNet>().unwrap());
         crate::runtime::cni::write_cni_config(&conf_dir, &network).unwrap();
         std::fs::write(conf_dir.join("nerdctl-bridge.conflist"), "{}").unwrap();
         let ipam = network.ipam_dir(&state_dir);
@@ -199,7 +199,7 @@ mod tests {
     #[test]
     fn missing_state_folder_is_nothing_to_remove() {
         let dir = tempfile::tempdir().unwrap();
-        let network = CniNetwork::new("10.244.0.0/24");
+        let network = CniNetwork::new("10.244.0.0/24".parse::<ipnet::IpNet>().unwrap());
         assert!(
             remove_cni_files(&network, &dir.path().join("a"), &dir.path().join("b"))
                 .unwrap()
