@@ -56,6 +56,14 @@ pub struct ClusterConfig {
     /// The proxy of the user's network, for everything the manager starts.
     #[serde(default)]
     pub proxy: super::proxy::ProxySettings,
+    /// A certificate that expires within this many days is renewed at the
+    /// next enable (`certs.renewWithinDays`).
+    #[serde(default = "default_renew_within_days")]
+    pub renew_within_days: u32,
+}
+
+fn default_renew_within_days() -> u32 {
+    crate::pki::DEFAULT_RENEW_WITHIN.whole_days() as u32
 }
 
 /// Saved settings are a few hundred bytes: anything past this is not them.
@@ -108,6 +116,7 @@ impl ClusterConfig {
             cni_conf_dir: DEFAULT_CNI_CONF_DIR.into(),
             extra_sans: Vec::new(),
             proxy: Default::default(),
+            renew_within_days: default_renew_within_days(),
         }
     }
 
@@ -121,6 +130,11 @@ impl ClusterConfig {
 
     /// The host of the server URL, which the API server's certificate must
     /// cover: whatever name or address the exported kubeconfig uses.
+    /// How long before expiry a certificate is renewed.
+    pub fn renew_within(&self) -> time::Duration {
+        time::Duration::days(self.renew_within_days.into())
+    }
+
     pub fn server_host(&self) -> url::Host<String> {
         self.server_url
             .as_ref()
@@ -345,8 +359,11 @@ mod tests {
         let mut expected = ClusterConfig::new("/s".into(), "/b".into());
         expected.server_url = Some("https://kubernetes.docker.internal:6443".parse().unwrap());
         assert_eq!(config, expected);
+        // Fields added since come with their defaults.
+        assert_eq!(config.renew_within_days, 90);
         let mut written = serde_json::to_value(&config).unwrap();
         written.as_object_mut().unwrap().remove("proxy");
+        written.as_object_mut().unwrap().remove("renewWithinDays");
         assert_eq!(written, saved);
     }
 

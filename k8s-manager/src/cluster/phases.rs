@@ -495,6 +495,7 @@ async fn certs(cx: &mut PhaseContext<'_>) -> Result<(), PhaseError> {
     );
     pki.service_cidr = config.service_cidr.into();
     pki.dns_domain = config.cluster_domain.clone();
+    pki.renew_within = config.renew_within();
     let server_host = match config.server_host() {
         url::Host::Domain(name) => SubjectAltName::Dns(name),
         url::Host::Ipv4(ip) => SubjectAltName::Ip(ip.into()),
@@ -532,12 +533,13 @@ fn report_outcomes(progress: &dyn Progress, outcomes: &[crate::pki::Outcome]) {
 /// The components' kubeconfigs, all pointing at the API server on loopback.
 async fn kubeconfigs(cx: &mut PhaseContext<'_>) -> Result<(), PhaseError> {
     let server = format!("https://127.0.0.1:{}", cx.config.api_port);
-    let files = crate::pki::kubeconfigs::KubeconfigsConfig::new(
+    let mut files = crate::pki::kubeconfigs::KubeconfigsConfig::new(
         &cx.components.paths.pki,
         &cx.components.paths.kubeconfigs,
         server,
         &cx.config.node_name,
     );
+    files.renew_within = cx.config.renew_within();
     let outcomes = host::blocking(move || crate::pki::kubeconfigs::write_all(&files))
         .await
         .map_err(|e| PhaseError::new(Phase::Kubeconfigs, chain(&e)))?;

@@ -475,6 +475,7 @@ impl Settings {
         config.cni_conf_dir = self.containerd.cni_conf_dir.clone();
         config.extra_sans = k.extra_sans.clone();
         config.proxy = self.proxy.clone();
+        config.renew_within_days = self.certs.renew_within_days;
         config
     }
 
@@ -502,6 +503,7 @@ impl Settings {
         s.containerd.socket = config.containerd_socket.clone();
         s.containerd.cni_conf_dir = config.cni_conf_dir.clone();
         s.proxy = config.proxy.clone();
+        s.certs.renew_within_days = config.renew_within_days;
         s
     }
 }
