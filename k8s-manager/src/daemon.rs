@@ -199,9 +199,11 @@ impl Manager {
         if names("version") && !names("bundle") {
             desired.kubernetes.bundle = None;
         }
+        // The bundle is looked for when the cluster is to run, or when the
+        // change names one: never for a toggle off (a bundle since removed
+        // must not keep the cluster on).
         let k = &desired.kubernetes;
-        let bundle_named = k.version.is_some() || k.bundle.is_some();
-        if k.enabled || bundle_named {
+        if k.enabled || names("version") || names("bundle") {
             let (_, version) =
                 settings::resolve_bundle(k, &self.cache).map_err(Refusal::Invalid)?;
             // The first enable pins the version it found: a newer bundle in
@@ -464,5 +466,99 @@ async fn outlived(engine: Arc<Engine>, paths: Paths, idle: Option<Duration>) -> 
             }
             (true, Some(_)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A manager of a state folder whose settings enable a v1.34.4 cluster,
+    /// with an empty bundle cache.
+    fn manager_without_its_bundle(dir: &std::path::Path) -> Manager {
+        let paths = Paths::new(dir);
+        let settings = Settings::default()
+            .patched(&json!({"kubernetes": {"enabled": true, "version": "v1.34.4"}}))
+            .unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        settings::save(&paths.settings_file, &settings).unwrap();
+        Manager::new(paths, dir.join("cache")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_toggle_turns_off_even_when_the_bundle_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = manager_without_its_bundle(dir.path());
+        let (applied, plan) = manager
+            .change(
+                &json!({"kubernetes": {"enabled": false}}),
+                ChangeOptions::default(),
+            )
+            .await
+            .unwrap();
+        assert!(!applied.settings.kubernetes.enabled);
+        assert!(matches!(plan, Plan::Keep), "nothing runs: {plan:?}");
+        let saved = settings::load(&manager.paths().settings_file)
+            .unwrap()
+            .unwrap();
+        assert!(!saved.kubernetes.enabled);
+        // On again: refused, naming the version that has no bundle.
+        let refusal = manager
+            .change(
+                &json!({"kubernetes": {"enabled": true}}),
+                ChangeOptions::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(refusal.field(), Some("kubernetes.version"), "{refusal}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_change_saves_nothing_and_a_stale_revision_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = manager_without_its_bundle(dir.path());
+        let before = std::fs::read(&manager.paths().settings_file).unwrap();
+        let refusal = manager
+            .change(
+                &json!({"kubernetes": {"apiPort": 0}}),
+                ChangeOptions::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(refusal.code(), "InvalidSettings");
+        assert_eq!(
+            std::fs::read(&manager.paths().settings_file).unwrap(),
+            before
+        );
+        let stale = ChangeOptions {
+            revision: Some(7),
+            ..ChangeOptions::default()
+        };
+        let refusal = manager
+            .change(&json!({"kubernetes": {"enabled": false}}), stale)
+            .await
+            .unwrap_err();
+        assert_eq!(refusal, Refusal::Stale { revision: 0 });
+        assert_eq!(
+            std::fs::read(&manager.paths().settings_file).unwrap(),
+            before
+        );
+    }
+
+    #[tokio::test]
+    async fn an_earlier_managers_configuration_becomes_the_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let mut config = ClusterConfig::new(dir.path().into(), "/b/v1.34.4".into());
+        config.api_port = 6555;
+        std::fs::write(&paths.config_file, serde_json::to_vec(&config).unwrap()).unwrap();
+        let manager = Manager::new(paths.clone(), dir.path().join("cache")).unwrap();
+        let settings = manager.settings().await;
+        assert_eq!(settings.kubernetes.api_port, 6555);
+        assert!(!settings.kubernetes.enabled, "the state record says off");
+        assert_eq!(
+            settings::load(&paths.settings_file).unwrap(),
+            Some(settings)
+        );
     }
 }

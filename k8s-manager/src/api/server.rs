@@ -551,6 +551,20 @@ mod tests {
         let answer = exchange(&socket, &request("GET", super::super::SETTINGS, "")).await;
         assert!(answer.contains("\"apiPort\": 6444"), "{answer}");
         assert!(answer.contains("\"revision\": 1"), "{answer}");
+        // A version with no bundle in the cache is refused.
+        let answer = exchange(
+            &socket,
+            &request(
+                "PUT",
+                super::super::SETTINGS,
+                r#"{"kubernetes": {"version": "v1.34.4"}}"#,
+            ),
+        )
+        .await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "no bundle in the cache: {answer}"
+        );
         // A stale revision is refused.
         let answer = exchange(
             &socket,
