@@ -90,7 +90,7 @@ impl Cluster {
         std::fs::write(dir.join("bundle.json"), manifest.to_string()).unwrap();
     }
 
-    /// The pid of each component, from `status`.
+    /// The pid of each component process (not the in-process units), from `status`.
     fn component_pids(&self) -> Vec<(String, u64)> {
         let status = support::run_ok(&mut self.manager(&["status", "--output", "json"]));
         let status: serde_json::Value = serde_json::from_str(&status).unwrap();
@@ -98,6 +98,7 @@ impl Cluster {
             .as_array()
             .unwrap()
             .iter()
+            .filter(|c| c["kind"] != "task")
             .map(|c| {
                 (
                     c["name"].as_str().unwrap().to_string(),
@@ -1024,7 +1025,18 @@ fn volumes_of_the_default_class_persist_until_their_claim_or_the_cluster_goes() 
         "written-before-disable\n"
     );
     let status = support::run_ok(&mut cluster.manager(&["status", "--output", "json"]));
-    assert!(status.contains("volume-provisioner"), "{status}");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let unit = status["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "volume-provisioner")
+        .unwrap_or_else(|| panic!("{status}"));
+    assert_eq!(
+        (&unit["kind"], &unit["state"]),
+        (&serde_json::json!("task"), &serde_json::json!("running")),
+        "{status}"
+    );
 
     // disable, enable: the data is still there, and another pod reads it.
     support::run_ok(&mut cluster.manager(&["disable"]));

@@ -614,9 +614,15 @@ async fn bootstrap(cx: &mut PhaseContext<'_>) -> Result<(), PhaseError> {
         .map_err(|e| PhaseError::new(phase, e).with_logs(&cx.components, &ApiServer))
 }
 
-/// Starts the in-process units (a no-op for those running).
+/// Starts the in-process units afresh: each reads the admin kubeconfig when
+/// it starts, and an enable may have changed it (another API port), so one
+/// still running from before is stopped first. They are idempotent: a
+/// restart costs a list of what they watch.
 async fn controllers(cx: &mut PhaseContext<'_>) -> Result<(), PhaseError> {
     for unit in crate::controllers::units(cx.config) {
+        cx.processes
+            .stop(&unit.name, crate::controllers::STOP_GRACE)
+            .await;
         cx.processes
             .start_task(unit, crate::controllers::STOP_GRACE)
             .await;
