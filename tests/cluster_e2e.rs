@@ -90,7 +90,7 @@ impl Cluster {
         std::fs::write(dir.join("bundle.json"), manifest.to_string()).unwrap();
     }
 
-    /// The pid of each component, from `status`.
+    /// The pid of each component process (not the in-process units), from `status`.
     fn component_pids(&self) -> Vec<(String, u64)> {
         let status = support::run_ok(&mut self.manager(&["status", "--output", "json"]));
         let status: serde_json::Value = serde_json::from_str(&status).unwrap();
@@ -98,6 +98,7 @@ impl Cluster {
             .as_array()
             .unwrap()
             .iter()
+            .filter(|c| c["kind"] != "task")
             .map(|c| {
                 (
                     c["name"].as_str().unwrap().to_string(),
@@ -923,4 +924,182 @@ fn kill_minus_nine_in_every_phase_then_enable_converges() {
             .all(|c| c["state"] == "running"),
         "{status}"
     );
+}
+
+/// A claim of the default class, a pod that writes through it, and one
+/// that reads it back; `hostpath-retain`'s volume of a second claim.
+fn storage_workload(claim: &str, class: Option<&str>, pod: &str, script: &str) -> String {
+    let class = class.map_or(String::new(), |c| format!("  storageClassName: {c}\n"));
+    format!(
+        r#"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: {claim}
+spec:
+{class}  accessModes: [ReadWriteOnce]
+  resources:
+    requests: {{storage: 64Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {pod}
+spec:
+  restartPolicy: Never
+  containers:
+    - name: main
+      image: example.test/busybox:e2e
+      imagePullPolicy: Never
+      command: ["/bin/sh", "-c", "{script}"]
+      volumeMounts: [{{name: data, mountPath: /data}}]
+  volumes:
+    - name: data
+      persistentVolumeClaim: {{claimName: {claim}}}
+"#
+    )
+}
+
+fn apply_text(cluster: &Cluster, name: &str, text: &str) {
+    let file = cluster.dir.path().join(format!("{name}.yaml"));
+    std::fs::write(&file, text).unwrap();
+    cluster.kubectl_ok(&["apply", "-f", file.to_str().unwrap()]);
+}
+
+fn wait_succeeded(cluster: &Cluster, pod: &str) {
+    cluster.kubectl_ok(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Succeeded",
+        &format!("pod/{pod}"),
+        "--timeout=120s",
+    ]);
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn volumes_of_the_default_class_persist_until_their_claim_or_the_cluster_goes() {
+    let cluster = Cluster::new();
+    cluster.enable_ok();
+    import_busybox(cluster.dir.path());
+    let volumes = cluster.state().join("volumes");
+
+    // The default class, served by the manager: a pod writes through a claim
+    // that names no class.
+    let classes = cluster.kubectl_ok(&["get", "storageclass", "-o", "name"]);
+    assert!(
+        classes.contains("storageclass.storage.k8s.io/hostpath\n")
+            && classes.contains("storageclass.storage.k8s.io/hostpath-retain"),
+        "{classes}"
+    );
+    apply_text(
+        &cluster,
+        "writer",
+        &storage_workload(
+            "data",
+            None,
+            "writer",
+            "echo written-before-disable > /data/file",
+        ),
+    );
+    wait_succeeded(&cluster, "writer");
+    let class = cluster.kubectl_ok(&[
+        "get",
+        "pvc",
+        "data",
+        "-o",
+        "jsonpath={.spec.storageClassName}",
+    ]);
+    assert_eq!(class, "hostpath");
+    let pv = cluster.kubectl_ok(&["get", "pvc", "data", "-o", "jsonpath={.spec.volumeName}"]);
+    assert!(pv.starts_with("pvc-"), "{pv}");
+    let dir = volumes.join(&pv);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("file")).unwrap(),
+        "written-before-disable\n"
+    );
+    let status = support::run_ok(&mut cluster.manager(&["status", "--output", "json"]));
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let unit = status["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "volume-provisioner")
+        .unwrap_or_else(|| panic!("{status}"));
+    assert_eq!(
+        (&unit["kind"], &unit["state"]),
+        (&serde_json::json!("task"), &serde_json::json!("running")),
+        "{status}"
+    );
+
+    // disable, enable: the data is still there, and another pod reads it.
+    support::run_ok(&mut cluster.manager(&["disable"]));
+    assert!(dir.join("file").exists(), "disable keeps the volumes");
+    cluster.enable_ok();
+    cluster.kubectl_ok(&["delete", "pod", "writer", "--wait=true"]);
+    apply_text(
+        &cluster,
+        "reader",
+        &storage_workload("data", None, "reader", "cat /data/file"),
+    );
+    wait_succeeded(&cluster, "reader");
+    let read = cluster.kubectl_ok(&["logs", "reader"]);
+    assert_eq!(read, "written-before-disable\n");
+
+    // Deleting the claim deletes the volume with its directory.
+    cluster.kubectl_ok(&["delete", "pod", "reader", "--wait=true"]);
+    cluster.kubectl_ok(&["delete", "pvc", "data", "--wait=true"]);
+    wait_until(
+        "the volume's directory removed",
+        Duration::from_secs(60),
+        || !dir.exists(),
+    );
+    wait_until("the PV deleted", Duration::from_secs(60), || {
+        !support::run(&mut cluster.kubectl(&["get", "pv", &pv]))
+            .status
+            .success()
+    });
+
+    // hostpath-retain: the claim goes, its volume and data stay.
+    apply_text(
+        &cluster,
+        "kept",
+        &storage_workload(
+            "kept",
+            Some("hostpath-retain"),
+            "keeper",
+            "echo kept > /data/file",
+        ),
+    );
+    wait_succeeded(&cluster, "keeper");
+    let kept = cluster.kubectl_ok(&["get", "pvc", "kept", "-o", "jsonpath={.spec.volumeName}"]);
+    cluster.kubectl_ok(&["delete", "pod", "keeper", "--wait=true"]);
+    cluster.kubectl_ok(&["delete", "pvc", "kept", "--wait=true"]);
+    wait_until(
+        "the retained volume Released",
+        Duration::from_secs(60),
+        || {
+            cluster.kubectl_ok(&["get", "pv", &kept, "-o", "jsonpath={.status.phase}"])
+                == "Released"
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(volumes.join(&kept).join("file").exists());
+
+    // reset: no volume data is left under the state folder.
+    let out = support::run(&mut cluster.manager(&["reset"]));
+    assert!(
+        out.status.success(),
+        "reset: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!volumes.exists(), "reset leaves {}", volumes.display());
+    let pvs = cluster.kubectl_ok(&["get", "pv", "-o", "name"]);
+    assert_eq!(pvs, "");
 }

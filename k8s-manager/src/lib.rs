@@ -11,6 +11,7 @@ pub mod bootstrap;
 pub mod bundle;
 pub mod cluster;
 pub mod components;
+pub mod controllers;
 pub mod daemon;
 pub mod error;
 pub mod exec;

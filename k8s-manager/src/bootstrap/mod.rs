@@ -20,11 +20,15 @@ use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 pub const FIELD_MANAGER: &str = "k8s-manager";
 
 /// The manifests, in the order they are applied.
-pub const MANIFESTS: [(&str, &str); 2] = [
+pub const MANIFESTS: [(&str, &str); 3] = [
     ("rbac.yaml", include_str!("../../../manifests/rbac.yaml")),
     (
         "coredns.yaml",
         include_str!("../../../manifests/coredns.yaml"),
+    ),
+    (
+        "storage.yaml",
+        include_str!("../../../manifests/storage.yaml"),
     ),
 ];
 
@@ -100,6 +104,20 @@ pub fn objects(
 
 /// A client from a kubeconfig file of ours.
 pub async fn client(kubeconfig: &Path) -> Result<kube::Client, BootstrapError> {
+    client_with_read_timeout(kubeconfig, Duration::from_secs(10)).await
+}
+
+/// A client for watches: a watch's response stays open for minutes with
+/// nothing to read, so its reads wait longer than the API server's own
+/// watch timeout (290 s at most, kube's default).
+pub async fn watch_client(kubeconfig: &Path) -> Result<kube::Client, BootstrapError> {
+    client_with_read_timeout(kubeconfig, Duration::from_secs(330)).await
+}
+
+async fn client_with_read_timeout(
+    kubeconfig: &Path,
+    read_timeout: Duration,
+) -> Result<kube::Client, BootstrapError> {
     let fail = |reason: String| BootstrapError::Kubeconfig {
         path: kubeconfig.display().to_string(),
         reason,
@@ -115,7 +133,7 @@ pub async fn client(kubeconfig: &Path) -> Result<kube::Client, BootstrapError> {
     // would fail to build).
     config.proxy_url = None;
     config.connect_timeout = Some(Duration::from_secs(2));
-    config.read_timeout = Some(Duration::from_secs(10));
+    config.read_timeout = Some(read_timeout);
     kube::Client::try_from(config).map_err(|e| fail(e.to_string()))
 }
 
@@ -254,6 +272,21 @@ mod tests {
             "{names:?}"
         );
         assert!(names.contains(&"Deployment/coredns".to_string()));
+        let default_class = objects
+            .iter()
+            .find(|(_, o)| o.metadata.name.as_deref() == Some("hostpath"))
+            .unwrap();
+        assert_eq!(default_class.1.data["provisioner"], "docker.io/hostpath");
+        assert_eq!(
+            default_class.1.data["volumeBindingMode"],
+            "WaitForFirstConsumer"
+        );
+        let annotations = default_class.1.metadata.annotations.as_ref().unwrap();
+        assert_eq!(
+            annotations["storageclass.kubernetes.io/is-default-class"],
+            "true"
+        );
+        assert!(names.contains(&"StorageClass/hostpath-retain".to_string()));
         let service = objects
             .iter()
             .find(|(_, o)| o.metadata.name.as_deref() == Some("kube-dns"))

@@ -193,6 +193,8 @@ pub struct Paths {
     pub socket: PathBuf,
     /// containerd's proxy variables, from the proxy settings (read by vm/prepare-vm.sh).
     pub proxy_env: PathBuf,
+    /// The volumes of the `hostpath` StorageClasses, one folder each.
+    pub volumes: PathBuf,
 }
 
 impl Paths {
@@ -212,6 +214,7 @@ impl Paths {
             settings_file: state_dir.join("settings.json"),
             socket: state_dir.join("manager.sock"),
             proxy_env: state_dir.join("proxy.env"),
+            volumes: state_dir.join("volumes"),
         }
     }
 

@@ -22,7 +22,7 @@ use crate::bundle::manifest::{CLUSTER_EXECUTABLES, cluster_executable};
 use crate::components::Probe;
 use crate::exec::FileIdentity;
 use crate::supervisor::stale::StaleProcess;
-use crate::supervisor::{ChildStatus, ProcessSpec, RunState};
+use crate::supervisor::{ChildStatus, ProcessSpec, RunState, TaskSpec, UnitKind};
 
 /// What happened, in order.
 #[derive(Clone, Default)]
@@ -128,6 +128,11 @@ impl World {
             .collect()
     }
 
+    /// What the daemon's shutdown does: the supervisor's `stop_all`.
+    pub async fn processes_stop_all(&self) {
+        Processes::stop_all(self, Duration::ZERO).await
+    }
+
     pub fn notices(&self) -> Vec<String> {
         self.events
             .lock()
@@ -181,6 +186,34 @@ impl Processes for World {
         .boxed()
     }
 
+    fn start_task(&self, spec: TaskSpec, _grace: Duration) -> BoxFuture<'_, ()> {
+        let mut children = self.children.lock().unwrap();
+        if !children.iter().any(|(s, _)| s.name == spec.name) {
+            self.journal.note(format!("start task {}", spec.name));
+            let status = ChildStatus {
+                name: spec.name.clone(),
+                kind: UnitKind::Task,
+                state: RunState::Running,
+                pid: None,
+                up_since: Some(crate::sys::now_rfc3339()),
+                restarts: 0,
+                last_exit: None,
+            };
+            // The fake runs no task: a process spec stands for it.
+            let stands_for = ProcessSpec {
+                name: spec.name.clone(),
+                program: "/task".into(),
+                checked: None,
+                args: Vec::new(),
+                env: Vec::new(),
+                log_file: PathBuf::new(),
+                inputs: Vec::new(),
+            };
+            children.push((stands_for, status));
+        }
+        futures::future::ready(()).boxed()
+    }
+
     fn status(&self) -> BoxFuture<'_, Vec<ChildStatus>> {
         let status = self
             .children
@@ -203,7 +236,14 @@ impl Processes for World {
 
     fn stop_all(&self, _grace: Duration) -> BoxFuture<'_, ()> {
         self.journal.note("stop all");
-        self.children.lock().unwrap().clear();
+        // As the supervisor does: the tasks first, then the processes, each
+        // the last started first.
+        let all = std::mem::take(&mut *self.children.lock().unwrap());
+        let (tasks, processes): (Vec<_>, Vec<_>) =
+            all.into_iter().partition(|(_, c)| c.kind == UnitKind::Task);
+        for (spec, _) in tasks.iter().rev().chain(processes.iter().rev()) {
+            self.journal.note(format!("stop {}", spec.name));
+        }
         futures::future::ready(()).boxed()
     }
 

@@ -25,16 +25,20 @@ use crate::components::Probe;
 use crate::error::chain;
 use crate::exec::FileIdentity;
 use crate::supervisor::stale::{self, StaleProcess};
-use crate::supervisor::{ChildStatus, ProcessSpec, Supervisor};
+use crate::supervisor::{ChildStatus, ProcessSpec, Supervisor, TaskSpec};
 
 /// The cluster's processes, as the supervisor runs them.
 pub trait Processes: Send + Sync {
     /// Starts a process, or leaves it running when it runs with this very spec.
     fn start(&self, spec: ProcessSpec, grace: Duration) -> BoxFuture<'_, std::io::Result<u32>>;
+    /// Starts an in-process unit after those started so far (so that it
+    /// stops before them), or leaves it running when one of its name runs.
+    fn start_task(&self, spec: TaskSpec, grace: Duration) -> BoxFuture<'_, ()>;
     fn status(&self) -> BoxFuture<'_, Vec<ChildStatus>>;
     /// Stops one process (a no-op for one not running).
     fn stop<'a>(&'a self, name: &'a str, grace: Duration) -> BoxFuture<'a, ()>;
-    /// Stops every process, the last started first.
+    /// Stops every unit: the in-process ones first (they are the API
+    /// server's clients), then the processes, each the last started first.
     fn stop_all(&self, grace: Duration) -> BoxFuture<'_, ()>;
     /// Ends the processes of this instance that are not ours (left by a
     /// manager that died): those named in `graceful` with SIGTERM and up to
@@ -137,6 +141,10 @@ pub async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'stat
 impl Processes for Supervisor {
     fn start(&self, spec: ProcessSpec, grace: Duration) -> BoxFuture<'_, std::io::Result<u32>> {
         Supervisor::start(self, spec, grace).boxed()
+    }
+
+    fn start_task(&self, spec: TaskSpec, grace: Duration) -> BoxFuture<'_, ()> {
+        Supervisor::start_task(self, spec, grace).boxed()
     }
 
     fn status(&self) -> BoxFuture<'_, Vec<ChildStatus>> {

@@ -248,6 +248,9 @@ pub enum Work {
     EtcdServed,
     /// CoreDNS, RBAC and the StorageClass, applied.
     Bootstrap,
+    /// The in-process units ([`crate::controllers`]): started once the API
+    /// answers and what they rely on (RBAC, StorageClasses) is applied.
+    Controllers,
     /// The admin context into the user's kubeconfig.
     Export,
 }
@@ -282,6 +285,7 @@ pub(super) async fn work(work: Work, cx: &mut PhaseContext<'_>) -> Result<(), Ph
         Work::EtcdFirstStart => etcd_first_start(cx).await,
         Work::EtcdServed => etcd_served(cx),
         Work::Bootstrap => bootstrap(cx).await,
+        Work::Controllers => controllers(cx).await,
         Work::Export => export(cx).await,
     }
 }
@@ -563,6 +567,22 @@ async fn bootstrap(cx: &mut PhaseContext<'_>) -> Result<(), PhaseError> {
         .apply_manifests(values, cx.deadline.saturating_sub(Duration::from_secs(5)))
         .await
         .map_err(|e| PhaseError::new(phase, e).with_logs(&cx.components, &ApiServer))
+}
+
+/// Starts the in-process units afresh: each reads the admin kubeconfig when
+/// it starts, and an enable may have changed it (another API port), so one
+/// still running from before is stopped first. They are idempotent: a
+/// restart costs a list of what they watch.
+async fn controllers(cx: &mut PhaseContext<'_>) -> Result<(), PhaseError> {
+    for unit in crate::controllers::units(cx.config) {
+        cx.processes
+            .stop(&unit.name, crate::controllers::STOP_GRACE)
+            .await;
+        cx.processes
+            .start_task(unit, crate::controllers::STOP_GRACE)
+            .await;
+    }
+    Ok(())
 }
 
 async fn wait_node(cx: &PhaseContext<'_>) -> Result<(), PhaseError> {

@@ -120,7 +120,11 @@ pub const ENABLE: [Step; 14] = [
     Step::new(Phase::KubeProxy, "starting kube-proxy", 45)
         .starts(&[&KubeProxy])
         .waits_on(&[Wait::Ready(&KubeProxy)]),
-    Step::new(Phase::Bootstrap, "applying CoreDNS and RBAC", 90).work(Work::Bootstrap),
+    Step::new(Phase::Bootstrap, "applying CoreDNS and RBAC", 90)
+        .work(Work::Bootstrap)
+        // The in-process units (the volume provisioner): the API answers,
+        // and what they rely on is applied.
+        .then(Work::Controllers),
     Step::new(Phase::WaitNode, "waiting for the node to be Ready", 90).waits_on(&[Wait::NodeReady]),
     Step::new(Phase::WaitDns, "waiting for CoreDNS to answer", 120)
         .waits_on(&[Wait::CoreDnsAnswers]),
@@ -284,6 +288,17 @@ mod tests {
             "node docker-desktop ready",
         );
         j.before("node docker-desktop ready", "coredns answers");
+        // The in-process units start once the API answers and the
+        // manifests (RBAC, StorageClasses) are applied.
+        for unit in crate::controllers::NAMES {
+            let started = format!("start task {unit}");
+            j.before("ready kube-apiserver", &started);
+            j.before(
+                "apply manifests with registry.k8s.io/coredns/coredns:v1.12.1",
+                &started,
+            );
+            j.before(&started, "phase wait-node");
+        }
         // Each started once, in the order the stop reverses.
         for name in COMPONENTS {
             let starts = j
@@ -293,7 +308,11 @@ mod tests {
                 .count();
             assert_eq!(starts, 1, "{name}: {:#?}", j.entries());
         }
-        assert_eq!(world.running(), COMPONENTS);
+        let units: Vec<&str> = COMPONENTS
+            .into_iter()
+            .chain(crate::controllers::NAMES)
+            .collect();
+        assert_eq!(world.running(), units);
         assert!(!config.paths().etcd_first_start.exists());
         let exported = std::fs::read_to_string(dir.path().join("user.kubeconfig")).unwrap();
         assert!(exported.contains("docker-desktop"), "{exported}");
@@ -443,7 +462,7 @@ mod tests {
             .find(|n| n.starts_with("ended processes left by an earlier manager"))
             .expect("a notice of what was ended");
         assert!(notice.contains("etcd (4000)"), "{notice}");
-        assert_eq!(next.running(), COMPONENTS);
+        assert_eq!(next.running()[..COMPONENTS.len()], COMPONENTS);
     }
 
     #[test]

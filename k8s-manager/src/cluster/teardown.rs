@@ -37,8 +37,15 @@ pub async fn stop(
     // middle of its start, they made a stop during an enable take seconds
     // more. Then the rest, the last started first: the API server before
     // etcd, which stops at once when no API server holds it.
-    let clients = API_CLIENTS.map(|c| host.processes.stop(c.name(), STOP_GRACE));
-    futures::future::join_all(clients).await;
+    // The in-process units are clients of the API server too: they stop
+    // with the others, so that none of them sees it go.
+    let units = crate::controllers::NAMES
+        .iter()
+        .map(|name| host.processes.stop(name, crate::controllers::STOP_GRACE));
+    let clients = API_CLIENTS
+        .iter()
+        .map(|c| host.processes.stop(c.name(), STOP_GRACE));
+    futures::future::join_all(units.chain(clients)).await;
     host.processes.stop_all(STOP_GRACE).await;
     host.processes
         .end_stale(Vec::new(), STALE_GRACE, GRACEFUL)
@@ -83,7 +90,7 @@ async fn remove_pods(host: Host<'_>, config: Option<&ClusterConfig>) -> Result<(
 }
 
 /// Stops everything, then deletes the cluster's data: etcd, PKI,
-/// kubeconfigs, kubelet and CNI state, our iptables chains and bridge, and
+/// kubeconfigs, kubelet and CNI state, every volume with its data, our iptables chains and bridge, and
 /// our entries in the user's kubeconfigs. Every step runs even when one
 /// before failed; the errors are reported together at the end.
 pub async fn reset(
@@ -100,12 +107,15 @@ pub async fn reset(
         description: Phase::Reset.description().into(),
     });
     let start = Instant::now();
+    // The volumes go with the cluster whose claims they served: a claim
+    // made again under the same name never sees old data.
     for dir in [
         &paths.etcd_data,
         &paths.pki,
         &paths.kubeconfigs,
         &paths.kubelet_root,
         &paths.component_config,
+        &paths.volumes,
     ] {
         match std::fs::remove_dir_all(dir) {
             Ok(()) => {}
@@ -150,6 +160,7 @@ mod tests {
             &paths.pki,
             &paths.kubeconfigs,
             &paths.kubelet_root,
+            &paths.volumes,
         ] {
             std::fs::create_dir_all(made.join("inside")).unwrap();
         }
@@ -186,6 +197,7 @@ mod tests {
             &paths.pki,
             &paths.kubeconfigs,
             &paths.kubelet_root,
+            &paths.volumes,
         ] {
             assert!(!gone.exists(), "{} is still there", gone.display());
         }
@@ -231,6 +243,40 @@ mod tests {
             let stopped = format!("stop {}", client.name());
             world.journal.before(&stopped, "stop all");
         }
+        // The in-process units, started once the API answered, stop before it.
+        for unit in crate::controllers::NAMES {
+            world
+                .journal
+                .before(&format!("start task {unit}"), &format!("stop {unit}"));
+            world
+                .journal
+                .before(&format!("stop {unit}"), "stop kube-apiserver");
+        }
+        world.journal.before("stop kube-apiserver", "stop etcd");
         assert!(world.running().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stop_of_everything_at_once_stops_the_units_before_the_api_server() {
+        // The daemon's shutdown: one stop_all, no named stops first.
+        let dir = tempfile::tempdir().unwrap();
+        let config = fakes::config(dir.path());
+        let world = World::new(Behaviour::default());
+        let mut cx = crate::cluster::phases::PhaseContext::new(
+            world.host(),
+            &*world,
+            crate::cluster::cancel::CancelSignal::new(),
+            &config,
+        )
+        .unwrap();
+        crate::cluster::pipeline::run(&crate::cluster::pipeline::ENABLE, &mut cx)
+            .await
+            .unwrap();
+        world.processes_stop_all().await;
+        for unit in crate::controllers::NAMES {
+            world
+                .journal
+                .before(&format!("stop {unit}"), "stop kube-apiserver");
+        }
     }
 }

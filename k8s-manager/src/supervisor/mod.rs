@@ -234,10 +234,16 @@ impl Supervisor {
         }
     }
 
-    /// Stops every child, the last started first.
+    /// Stops every child, the last started first; the in-process tasks
+    /// before every process: they are the API server's clients, started once
+    /// it answers, and a process restarted later (a changed spec) is pushed
+    /// after them.
     pub async fn stop_all(&self, grace: Duration) {
         let all: Vec<(String, Supervised)> = std::mem::take(&mut *self.children.lock().await);
-        for (_, child) in all.into_iter().rev() {
+        let (tasks, processes): (Vec<_>, Vec<_>) = all
+            .into_iter()
+            .partition(|(_, c)| c.status.lock().expect("status lock").kind == UnitKind::Task);
+        for (_, child) in tasks.into_iter().rev().chain(processes.into_iter().rev()) {
             stop_child(child, grace).await;
         }
     }
