@@ -119,6 +119,16 @@ impl World {
         }
     }
 
+    /// The enable pipeline, run in this world.
+    pub async fn enable(
+        &self,
+        config: &ClusterConfig,
+        cancel: super::cancel::CancelSignal,
+    ) -> Result<(), super::phases::PhaseError> {
+        let mut cx = super::phases::PhaseContext::new(self.host(), self, cancel, config)?;
+        super::pipeline::run(&super::pipeline::ENABLE, &mut cx).await
+    }
+
     pub fn running(&self) -> Vec<String> {
         self.children
             .lock()

@@ -208,15 +208,6 @@ mod tests {
 
     const COMPONENTS: [&str; 6] = crate::bundle::manifest::CLUSTER_EXECUTABLES;
 
-    async fn enable(
-        world: &World,
-        config: &ClusterConfig,
-        cancel: CancelSignal,
-    ) -> Result<(), PhaseError> {
-        let mut cx = PhaseContext::new(world.host(), world, cancel, config)?;
-        run(&ENABLE, &mut cx).await
-    }
-
     /// Runs an enable in the background, cancels it once `seen` happened,
     /// and returns its error and how long it took to end after the cancel.
     async fn cancel_once(
@@ -227,7 +218,7 @@ mod tests {
         let cancel = CancelSignal::new();
         let running = tokio::spawn({
             let (world, cancel) = (world.clone(), cancel.clone());
-            async move { enable(&world, &config, cancel).await }
+            async move { world.enable(&config, cancel).await }
         });
         let waiting = async {
             while !world.journal.has(seen) {
@@ -253,7 +244,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = fakes::config(dir.path());
         let world = World::new(Behaviour::default());
-        enable(&world, &config, CancelSignal::new()).await.unwrap();
+        world.enable(&config, CancelSignal::new()).await.unwrap();
         let j = &world.journal;
         let phases: Vec<String> = j
             .entries()
@@ -333,7 +324,7 @@ mod tests {
             crashing: ["kube-apiserver"].into(),
             ..Behaviour::default()
         });
-        let err = enable(&world, &config, CancelSignal::new())
+        let err = world.enable(&config, CancelSignal::new())
             .await
             .unwrap_err();
         assert_eq!(err.phase, Phase::KubeApiserver);
@@ -405,7 +396,7 @@ mod tests {
         std::fs::create_dir_all(paths.etcd_data.join("member/wal")).unwrap();
         std::fs::write(&paths.etcd_first_start, "").unwrap();
         let world = World::new(Behaviour::default());
-        enable(&world, &config, CancelSignal::new()).await.unwrap();
+        world.enable(&config, CancelSignal::new()).await.unwrap();
         assert!(!paths.etcd_data.join("member").exists(), "not made again");
         assert!(!paths.etcd_first_start.exists());
         assert!(
@@ -419,7 +410,7 @@ mod tests {
         // Served (no mark): its data is the cluster's, and stays.
         std::fs::create_dir_all(paths.etcd_data.join("member/snap")).unwrap();
         let world = World::new(Behaviour::default());
-        enable(&world, &config, CancelSignal::new()).await.unwrap();
+        world.enable(&config, CancelSignal::new()).await.unwrap();
         assert!(paths.etcd_data.join("member/snap").exists());
         assert!(
             !paths.etcd_first_start.exists(),
@@ -454,7 +445,7 @@ mod tests {
             stale: left,
             ..Behaviour::default()
         });
-        enable(&next, &config, CancelSignal::new()).await.unwrap();
+        next.enable(&config, CancelSignal::new()).await.unwrap();
         next.journal.before("end stale", "check host");
         let notice = next
             .notices()

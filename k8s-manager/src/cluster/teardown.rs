@@ -226,14 +226,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = fakes::config(dir.path());
         let world = World::new(Behaviour::default());
-        let mut cx = crate::cluster::phases::PhaseContext::new(
-            world.host(),
-            &*world,
-            crate::cluster::cancel::CancelSignal::new(),
-            &config,
-        )
-        .unwrap();
-        crate::cluster::pipeline::run(&crate::cluster::pipeline::ENABLE, &mut cx)
+        world
+            .enable(&config, crate::cluster::cancel::CancelSignal::new())
             .await
             .unwrap();
         stop(world.host(), &config.paths(), Some(&config))
@@ -262,14 +256,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = fakes::config(dir.path());
         let world = World::new(Behaviour::default());
-        let mut cx = crate::cluster::phases::PhaseContext::new(
-            world.host(),
-            &*world,
-            crate::cluster::cancel::CancelSignal::new(),
-            &config,
-        )
-        .unwrap();
-        crate::cluster::pipeline::run(&crate::cluster::pipeline::ENABLE, &mut cx)
+        world
+            .enable(&config, crate::cluster::cancel::CancelSignal::new())
             .await
             .unwrap();
         world.processes_stop_all().await;
