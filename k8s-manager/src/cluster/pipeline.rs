@@ -324,7 +324,8 @@ mod tests {
             crashing: ["kube-apiserver"].into(),
             ..Behaviour::default()
         });
-        let err = world.enable(&config, CancelSignal::new())
+        let err = world
+            .enable(&config, CancelSignal::new())
             .await
             .unwrap_err();
         assert_eq!(err.phase, Phase::KubeApiserver);

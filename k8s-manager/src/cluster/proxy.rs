@@ -218,18 +218,11 @@ fn no_proxy_entry(entry: &str) -> Result<String, String> {
     }
 }
 
+/// A host name as NO_PROXY takes it: any case, `_` allowed.
 fn is_host_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
+    super::config::is_label_chain(name, |b| {
+        b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+    })
 }
 
 /// The file containerd reads its proxy from (`KEY=VALUE` lines: systemd's
