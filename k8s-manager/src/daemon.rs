@@ -77,6 +77,16 @@ impl Refusal {
     }
 }
 
+/// A document asked for, and the bundle it runs (found when the cluster is
+/// to run, or the change names a bundle).
+struct Desired {
+    settings: Settings,
+    bundle: Bundle,
+}
+
+/// A bundle folder and its Kubernetes version, when one was looked for.
+type Bundle = Option<(PathBuf, settings::Version)>;
+
 /// How a change is asked for.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ChangeOptions {
@@ -161,23 +171,26 @@ impl Manager {
         self.settings.lock().await.clone()
     }
 
-    /// What the facts of the cluster are for judging a change.
-    async fn facts(&self, current: &Settings, desired: &Settings) -> Facts {
+    /// What the facts of the cluster are for judging a change. The bundles'
+    /// versions matter only to a change of bundle: only then is the current
+    /// one read (the desired one was found by [`Manager::desired`]).
+    fn facts(&self, current: &Settings, desired: &Settings, bundle: &Bundle) -> Facts {
         let record = self.engine.record();
         let busy = matches!(
             record.state,
             ClusterState::Starting { .. } | ClusterState::Running
         );
-        let version = |s: &Settings| {
-            settings::resolve_bundle(&s.kubernetes, &self.cache)
-                .ok()
-                .map(|(_, v)| v.to_string())
-        };
+        let (now, next) = (&current.kubernetes, &desired.kubernetes);
+        let other_bundle = now.version != next.version || now.bundle != next.bundle;
+        let current_version = other_bundle
+            .then(|| settings::resolve_bundle(now, &self.cache).ok())
+            .flatten()
+            .map(|(_, v)| v.to_string());
         Facts {
             cluster_exists: self.paths.etcd_data.join("member").exists(),
             running: record.enabled || busy,
-            current_version: version(current),
-            desired_version: version(desired),
+            current_version,
+            desired_version: bundle.as_ref().map(|(_, v)| v.to_string()),
         }
     }
 
@@ -185,12 +198,12 @@ impl Manager {
     pub async fn propose(&self, patch: &Value) -> Result<Vec<Change>, Refusal> {
         let current = self.settings.lock().await.clone();
         let desired = self.desired(&current, patch)?;
-        let facts = self.facts(&current, &desired).await;
-        Ok(settings::changes(&current, &desired, &facts))
+        let facts = self.facts(&current, &desired.settings, &desired.bundle);
+        Ok(settings::changes(&current, &desired.settings, &facts))
     }
 
     /// The document `patch` asks for, checked, with the bundle it names found.
-    fn desired(&self, current: &Settings, patch: &Value) -> Result<Settings, Refusal> {
+    fn desired(&self, current: &Settings, patch: &Value) -> Result<Desired, Refusal> {
         let mut desired = current.patched(patch).map_err(Refusal::Invalid)?;
         // A version asked for is the cache's bundle of it: a bundle folder
         // chosen before (of another version) no longer holds.
@@ -203,16 +216,21 @@ impl Manager {
         // change names one: never for a toggle off (a bundle since removed
         // must not keep the cluster on).
         let k = &desired.kubernetes;
+        let mut bundle = None;
         if k.enabled || names("version") || names("bundle") {
-            let (_, version) =
+            let (dir, version) =
                 settings::resolve_bundle(k, &self.cache).map_err(Refusal::Invalid)?;
             // The first enable pins the version it found: a newer bundle in
             // the cache later does not silently change the cluster.
             if desired.kubernetes.enabled && desired.kubernetes.version.is_none() {
                 desired.kubernetes.version = Some(version.to_string());
             }
+            bundle = Some((dir, version));
         }
-        Ok(desired)
+        Ok(Desired {
+            settings: desired,
+            bundle,
+        })
     }
 
     /// Checks and saves a change, and says what brings the cluster to it. A
@@ -241,8 +259,11 @@ impl Manager {
                 revision: current.revision,
             });
         }
-        let mut desired = self.desired(&current, patch)?;
-        let facts = self.facts(&current, &desired).await;
+        let Desired {
+            settings: mut desired,
+            bundle,
+        } = self.desired(&current, patch)?;
+        let facts = self.facts(&current, &desired, &bundle);
         let changes = settings::changes(&current, &desired, &facts);
         let resets = changes.iter().any(|c| c.effect == Effect::Reset);
         if resets && !options.confirm_reset {
@@ -258,18 +279,21 @@ impl Manager {
             })?;
             *current = desired.clone();
         }
-        let plan = if !desired.kubernetes.enabled {
-            match facts.running {
+        let plan = match (desired.kubernetes.enabled, bundle) {
+            (false, _) => match facts.running {
                 true => Plan::Disable,
                 false => Plan::Keep,
-            }
-        } else {
-            let config = self.config(&desired)?;
-            let restarts = changes.iter().any(|c| c.effect == Effect::Restart);
-            match (resets, restarts || !facts.running || recheck) {
-                (true, _) => Plan::Rebuild(config),
-                (false, true) => Plan::Enable(config, self.engine.enable_ticket()),
-                (false, false) => Plan::Keep,
+            },
+            // Found before anything was saved: a plan cannot fail after.
+            (true, None) => unreachable!("a cluster to run has its bundle found"),
+            (true, Some((dir, _))) => {
+                let config = desired.to_config(&self.paths.state_dir, dir);
+                let restarts = changes.iter().any(|c| c.effect == Effect::Restart);
+                match (resets, restarts || !facts.running || recheck) {
+                    (true, _) => Plan::Rebuild(config),
+                    (false, true) => Plan::Enable(config, self.engine.enable_ticket()),
+                    (false, false) => Plan::Keep,
+                }
             }
         };
         Ok((
