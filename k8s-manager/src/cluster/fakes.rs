@@ -189,6 +189,7 @@ impl Processes for World {
                 up_since: Some(crate::sys::now_rfc3339()),
                 restarts: if crashing { 3 } else { 0 },
                 last_exit: crashing.then(|| "exit status: 1".into()),
+                detail: None,
             };
             children.push((spec, status));
             Ok(1)
@@ -208,6 +209,7 @@ impl Processes for World {
                 up_since: Some(crate::sys::now_rfc3339()),
                 restarts: 0,
                 last_exit: None,
+                detail: None,
             };
             // The fake runs no task: a process spec stands for it.
             let stands_for = ProcessSpec {

@@ -183,6 +183,9 @@ pub fn render_text(report: &StatusReport) -> String {
                 c.restarts,
                 c.up_since.clone().unwrap_or_else(|| "-".into())
             ));
+            if let Some(detail) = &c.detail {
+                out.push_str(&format!("{:<26} {detail}\n", ""));
+            }
         }
     }
     out

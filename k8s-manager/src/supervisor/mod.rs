@@ -94,6 +94,10 @@ pub struct ChildStatus {
     pub up_since: Option<String>,
     pub restarts: u32,
     pub last_exit: Option<String>,
+    /// A task's own word on what it does now (`idle: no Docker engine at
+    /// ...`, `serving 3 ports`), set with [`TaskContext::detail`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// What a unit is.
@@ -167,6 +171,7 @@ impl Supervisor {
             up_since: Some(now_rfc3339()),
             restarts: 0,
             last_exit: None,
+            detail: None,
         }));
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(supervise(

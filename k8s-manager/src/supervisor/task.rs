@@ -67,6 +67,12 @@ impl TaskContext {
         }
     }
 
+    /// Says in a line what the task does now (shown by `status`); `None`
+    /// clears it.
+    pub fn detail(&self, detail: Option<String>) {
+        self.status.lock().expect("status lock").detail = detail;
+    }
+
     /// Resolves once the task is asked to stop.
     pub async fn stopping(&mut self) {
         while !*self.stop.borrow_and_update() {
@@ -87,6 +93,7 @@ pub(super) fn initial_status(name: &str) -> ChildStatus {
         up_since: None,
         restarts: 0,
         last_exit: None,
+        detail: None,
     }
 }
 
