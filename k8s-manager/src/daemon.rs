@@ -130,6 +130,9 @@ pub struct Manager {
     cache: PathBuf,
     /// Held across a whole change (check, save, plan): changes take turns.
     settings: tokio::sync::Mutex<Settings>,
+    /// The saved document, for those who follow its changes (the settings
+    /// page moves to a new `ui.port`).
+    saved: tokio::sync::watch::Sender<Settings>,
 }
 
 impl Manager {
@@ -155,6 +158,7 @@ impl Manager {
             engine: Arc::new(engine),
             paths,
             cache,
+            saved: tokio::sync::watch::channel(settings.clone()).0,
             settings: tokio::sync::Mutex::new(settings),
         })
     }
@@ -169,6 +173,16 @@ impl Manager {
 
     pub async fn settings(&self) -> Settings {
         self.settings.lock().await.clone()
+    }
+
+    /// The saved settings, told again at each change.
+    pub fn watch_settings(&self) -> tokio::sync::watch::Receiver<Settings> {
+        self.saved.subscribe()
+    }
+
+    /// Where bundles are found (`<cache>/bundles/<version>`).
+    pub fn cache(&self) -> &std::path::Path {
+        &self.cache
     }
 
     /// What the facts of the cluster are for judging a change. The bundles'
@@ -278,6 +292,7 @@ impl Manager {
                 ))
             })?;
             *current = desired.clone();
+            self.saved.send_replace(desired.clone());
         }
         let plan = match (desired.kubernetes.enabled, bundle) {
             (false, _) => match facts.running {
@@ -445,6 +460,10 @@ pub async fn run(paths: Paths, cache: PathBuf, options: DaemonOptions) -> anyhow
             }
         });
     }
+    // Made before the control API answers: a client that reaches the daemon
+    // finds the page's token.
+    let token = crate::ui::make_token(&paths).context("cannot save the settings page's token")?;
+    let page = tokio::spawn(crate::ui::run(manager.clone(), token));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot handle SIGTERM")?;
     let outlived = outlived(
@@ -460,6 +479,7 @@ pub async fn run(paths: Paths, cache: PathBuf, options: DaemonOptions) -> anyhow
         }
     };
     crate::api::server::serve(manager.clone(), &paths.socket, options.socket_gid, shutdown).await?;
+    page.abort();
     tracing::info!("stopping the cluster's components for shutdown");
     manager.engine.shutdown().await;
     Ok(())

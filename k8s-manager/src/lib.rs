@@ -22,6 +22,7 @@ pub mod pki;
 pub mod runtime;
 pub mod supervisor;
 pub mod sys;
+pub mod ui;
 
 /// Installs the one rustls crypto provider of the process (aws-lc-rs). Every
 /// TLS user (kube, reqwest) shares it. Safe to call more than once.

@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::cluster::engine::{Engine, Event};
 use crate::daemon::{ChangeOptions, Manager, Plan, Refusal};
 
-type Body = BoxBody<Bytes, Infallible>;
+pub(crate) type Body = BoxBody<Bytes, Infallible>;
 
 /// A client has this long to send a request's headers, and again its body:
 /// one that never finishes holds a connection that long, not for ever.
@@ -75,7 +75,9 @@ pub async fn serve(
     Ok(())
 }
 
-async fn handle(
+/// Answers one request of the control API (also mounted under `/api` by
+/// the settings page's server, behind its gate).
+pub(crate) async fn handle(
     manager: Arc<Manager>,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, Infallible> {
@@ -338,7 +340,7 @@ fn tokio_stream_from<T>(mut rx: mpsc::Receiver<T>) -> impl futures::Stream<Item 
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+pub(crate) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     let body = serde_json::to_vec_pretty(value).expect("serialises");
     Response::builder()
         .status(status)
@@ -347,7 +349,7 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
         .expect("valid response")
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     let body = super::ErrorBody {
         error: super::ErrorDetail {
             code: code.into(),

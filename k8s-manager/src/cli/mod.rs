@@ -8,6 +8,7 @@ pub mod error;
 mod json;
 mod kubeconfig;
 mod settings;
+mod ui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -97,6 +98,8 @@ pub enum Command {
     /// Merge into and remove from a user's kubeconfig.
     #[command(subcommand)]
     Kubeconfig(kubeconfig::KubeconfigCommand),
+    /// Print the address of the settings page the daemon serves on 127.0.0.1 (setting ui.port).
+    Ui(ui::UiArgs),
 }
 
 impl Command {
@@ -107,7 +110,7 @@ impl Command {
             Command::Enable(args) => args.output.value,
             Command::Disable { output } | Command::Status { output } => output.value,
             Command::Reset(args) => args.output.value,
-            Command::Daemon(_) => Output::Text,
+            Command::Daemon(_) | Command::Ui(_) => Output::Text,
             Command::Settings(cmd) => cmd.output(),
             Command::Certs(cmd) => cmd.output(),
             Command::Bundle(cmd) => cmd.output(),
@@ -147,6 +150,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bundle(cmd) => bundle::run(cmd, &cli.global),
         Command::Certs(cmd) => certs::run(cmd, &cli.global),
         Command::Kubeconfig(cmd) => kubeconfig::run(cmd, &cli.global),
+        Command::Ui(args) => ui::run(args, &cli.global),
     }
 }
 

@@ -195,6 +195,8 @@ pub struct Paths {
     pub proxy_env: PathBuf,
     /// The volumes of the `hostpath` StorageClasses, one folder each.
     pub volumes: PathBuf,
+    /// The settings page's token (mode 0600), made anew at each daemon start.
+    pub ui_token: PathBuf,
 }
 
 impl Paths {
@@ -215,6 +217,7 @@ impl Paths {
             socket: state_dir.join("manager.sock"),
             proxy_env: state_dir.join("proxy.env"),
             volumes: state_dir.join("volumes"),
+            ui_token: state_dir.join("ui.token"),
         }
     }
 

@@ -26,6 +26,9 @@ pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
 pub const DEFAULT_RENEW_WITHIN_DAYS: u32 = 90;
 /// A certificate lives a year: renewing earlier than this renews at every start.
 pub const MAX_RENEW_WITHIN_DAYS: u32 = 180;
+/// The settings page's port on 127.0.0.1: one no well-known service uses,
+/// above the ranges Kubernetes takes (the API server's, NodePorts').
+pub const DEFAULT_UI_PORT: u16 = 47020;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
@@ -40,6 +43,7 @@ pub struct Settings {
     pub proxy: ProxySettings,
     pub docker: Docker,
     pub certs: Certs,
+    pub ui: Ui,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +103,14 @@ pub struct Certs {
     pub renew_within_days: u32,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct Ui {
+    /// The settings page is served on `127.0.0.1:<port>` (never another
+    /// address); a change moves it there at once, the cluster untouched.
+    pub port: u16,
+}
+
 /// A path, or a list of paths (`hostKubeconfig`): KUBECONFIG's two shapes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -130,6 +142,7 @@ impl Default for Settings {
             proxy: ProxySettings::default(),
             docker: Docker::default(),
             certs: Certs::default(),
+            ui: Ui::default(),
         }
     }
 }
@@ -177,6 +190,14 @@ impl Default for Docker {
     fn default() -> Docker {
         Docker {
             socket: DEFAULT_DOCKER_SOCKET.into(),
+        }
+    }
+}
+
+impl Default for Ui {
+    fn default() -> Ui {
+        Ui {
+            port: DEFAULT_UI_PORT,
         }
     }
 }
@@ -314,6 +335,18 @@ impl Settings {
             return Err(SettingsError::new(
                 "kubernetes.apiPort",
                 "0 is not a port: take one from 1 to 65535",
+            ));
+        }
+        if self.ui.port == 0 {
+            return Err(SettingsError::new(
+                "ui.port",
+                "0 is not a port: take one from 1 to 65535",
+            ));
+        }
+        if self.ui.port == k.api_port {
+            return Err(SettingsError::new(
+                "ui.port",
+                "is kubernetes.apiPort: the page and the API server need a port each",
             ));
         }
         if !config::is_dns_label_chain(&k.node_name) {
@@ -598,9 +631,12 @@ fn effect_of(key: &str, facts: &Facts) -> Effect {
     let rebuild = Effect::Reset;
     let redo = Effect::Restart;
     let wanted = match key {
-        "schemaVersion" | "revision" | "kubernetes.enabled" | "certs.renewWithinDays" => {
-            Effect::None
-        }
+        // The page is the daemon's, not the cluster's: it moves by itself.
+        "schemaVersion"
+        | "revision"
+        | "kubernetes.enabled"
+        | "certs.renewWithinDays"
+        | "ui.port" => Effect::None,
         // The node's identity, and the address plan its objects are made of.
         "kubernetes.nodeName"
         | "network.podCidr"
@@ -754,8 +790,29 @@ pub fn resolve_bundle(k: &Kubernetes, cache: &Path) -> Result<(PathBuf, Version)
 
 /// The newest bundle folder (`v1.34.4`) of the cache holding a manifest.
 pub fn newest_bundle(bundles: &Path) -> Option<PathBuf> {
-    std::fs::read_dir(bundles)
-        .ok()?
+    cached_bundles(bundles)
+        .into_iter()
+        .max_by_key(|(version, _)| *version)
+        .map(|(_, dir)| dir)
+}
+
+/// The versions of the bundles in `<cache>/bundles`, oldest first: what a
+/// user may pick for `kubernetes.version`.
+pub fn cached_versions(cache: &Path) -> Vec<Version> {
+    let mut versions: Vec<Version> = cached_bundles(&cache.join("bundles"))
+        .into_iter()
+        .map(|(version, _)| version)
+        .collect();
+    versions.sort();
+    versions
+}
+
+/// Every folder of `bundles` named for a version and holding a manifest.
+fn cached_bundles(bundles: &Path) -> Vec<(Version, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(bundles) else {
+        return Vec::new();
+    };
+    entries
         .flatten()
         .filter_map(|entry| {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -765,8 +822,7 @@ pub fn newest_bundle(bundles: &Path) -> Option<PathBuf> {
                 .exists()
                 .then_some((version, dir))
         })
-        .max_by_key(|(version, _)| *version)
-        .map(|(_, dir)| dir)
+        .collect()
 }
 
 use super::config::MAX_SETTINGS_BYTES;
@@ -890,6 +946,10 @@ mod tests {
         assert_eq!(err.field, "proxy.noProxy[1]", "{err}");
         let err = refuse(json!({"kubernetes": {"hostKubeconfig": ""}}));
         assert_eq!(err.field, "kubernetes.hostKubeconfig");
+        let err = refuse(json!({"ui": {"port": 0}}));
+        assert_eq!(err.field, "ui.port");
+        let err = refuse(json!({"ui": {"port": 6443}}));
+        assert_eq!(err.field, "ui.port");
         let err = refuse(json!({"revision": 9}));
         assert_eq!(err.field, "revision");
         let err = refuse(json!(["kubernetes"]));
@@ -969,6 +1029,8 @@ mod tests {
         assert_eq!(effect(toggle, &stopped), Effect::None);
         let renew = json!({"certs": {"renewWithinDays": 60}});
         assert_eq!(effect(renew, &live), Effect::None);
+        let page = json!({"ui": {"port": 47021}});
+        assert_eq!(effect(page, &live), Effect::None);
         let proxy = json!({"proxy": {"noProxy": ["corp.example"]}});
         assert_eq!(effect(proxy, &live), Effect::Restart);
         let version = json!({"kubernetes": {"version": "v1.35.0"}});
@@ -1031,6 +1093,15 @@ mod tests {
         let old = bundle(cache.path(), "v1.33.9");
         let new = bundle(cache.path(), "v1.34.4");
         std::fs::create_dir_all(cache.path().join("bundles/v1.99.0")).unwrap();
+        let listed: Vec<String> = cached_versions(cache.path())
+            .iter()
+            .map(Version::to_string)
+            .collect();
+        assert_eq!(
+            listed,
+            ["v1.33.9", "v1.34.4"],
+            "a folder without a manifest is none"
+        );
         let (dir, version) = resolve_bundle(&k, cache.path()).unwrap();
         assert_eq!((dir, version.to_string()), (new.clone(), "v1.34.4".into()));
         k.version = Some("1.33.9".into());

@@ -1,0 +1,572 @@
+// The settings page: reads and changes the daemon's settings through its
+// control API (mounted under /api/v1), follows its event stream for the
+// status, and polls the cluster's objects. Plain JavaScript, no build step.
+'use strict';
+
+const TOKEN_KEY = 'k8s-manager-token';
+const TOKEN_HEADER = 'X-K8s-Manager-Token';
+const $ = (id) => document.getElementById(id);
+
+// The token comes in the address's fragment (never sent to a server); it is
+// kept for this tab only, and taken out of the address bar.
+function takeToken() {
+  const found = /(?:^#|&)token=([0-9a-f]+)/.exec(location.hash);
+  if (found) {
+    sessionStorage.setItem(TOKEN_KEY, found[1]);
+    history.replaceState(null, '', location.pathname + location.search);
+  }
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+const token = takeToken();
+
+const view = {
+  settings: null,
+  status: null,
+  phases: [],
+  versions: [],
+  // The error of the last failed operation seen on the event stream: it
+  // carries the component's log lines.
+  failure: null,
+  busy: false,
+};
+
+// One request to the daemon; the answer's JSON, with `ok` and `status`.
+async function call(method, path, body) {
+  const init = { method, headers: { [TOKEN_HEADER]: token || '' } };
+  if (body !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (err) {
+    $('daemon-lost').hidden = false;
+    return { ok: false, status: 0, data: { error: { message: 'the manager does not answer' } } };
+  }
+  $('daemon-lost').hidden = true;
+  if (response.status === 401) $('token-missing').hidden = false;
+  let data = null;
+  try { data = await response.json(); } catch (err) { data = null; }
+  return { ok: response.ok, status: response.status, data };
+}
+
+// A DOM element: el('td', {class: 'num'}, 'text', child, ...).
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value !== undefined && value !== null) node.setAttribute(key, value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+function replaceRows(tbody, rows, columns, emptyText) {
+  tbody.replaceChildren(...(rows.length ? rows
+    : [el('tr', {}, el('td', { colspan: columns, class: 'empty' }, emptyText))]));
+}
+
+// ---- status -------------------------------------------------------------
+
+function phaseIndex(name) {
+  return view.phases.findIndex((p) => p.name === name);
+}
+
+function describePhase(name) {
+  const phase = view.phases.find((p) => p.name === name);
+  return (phase && phase.description) || name;
+}
+
+// The words of the live status for a cluster state.
+function statusText(state) {
+  switch (state.state) {
+    case 'running': return 'Running';
+    case 'stopped': return 'Stopped';
+    case 'stopping': return 'Stopping';
+    case 'starting': return `Starting — ${describePhase(state.phase)}`;
+    case 'error': return `Error — ${state.phase}: ${state.message}`;
+    default: return state.state;
+  }
+}
+
+function renderStatus() {
+  const status = view.status;
+  if (!status) return;
+  const state = status.state;
+  const line = $('status');
+  line.dataset.state = state.state;
+  const text = statusText(state);
+  if ($('status-text').textContent !== text) $('status-text').textContent = text;
+  const progress = $('progress');
+  if (state.state === 'starting') {
+    const i = phaseIndex(state.phase);
+    progress.max = Math.max(view.phases.length, 1);
+    progress.value = Math.max(i, 0);
+    progress.setAttribute('aria-valuetext', `step ${i + 1} of ${view.phases.length}: ${describePhase(state.phase)}`);
+    progress.hidden = false;
+  } else {
+    progress.hidden = true;
+  }
+  $('error-details').hidden = state.state !== 'error';
+  if (state.state !== 'error') {
+    $('logs').hidden = true;
+    $('show-logs').setAttribute('aria-expanded', 'false');
+  }
+  renderCluster();
+}
+
+async function refreshStatus() {
+  const answer = await call('GET', '/api/v1/status');
+  if (answer.ok) {
+    view.status = answer.data;
+    renderStatus();
+  }
+}
+
+// The log lines of an error: those the failed operation carried, else the
+// log of the component the phase is named after (or the first one that is
+// not running).
+async function showLogs() {
+  const button = $('show-logs');
+  const open = button.getAttribute('aria-expanded') !== 'true';
+  button.setAttribute('aria-expanded', String(open));
+  $('logs').hidden = !open;
+  if (!open) return;
+  const phase = view.status && view.status.state.phase;
+  if (view.failure && view.failure.phase === phase && (view.failure.logs || []).length) {
+    $('logs-source').textContent = `The last lines the ${phase} phase logged:`;
+    $('logs-text').textContent = view.failure.logs.join('\n');
+    return;
+  }
+  const units = (view.status && view.status.components) || [];
+  const candidates = [phase, `kube-${phase}`,
+    ...units.filter((u) => u.state !== 'running').map((u) => u.name)];
+  for (const name of candidates) {
+    if (!name) continue;
+    const answer = await call('GET', `/api/ui/logs?component=${encodeURIComponent(name)}`);
+    if (answer.ok) {
+      $('logs-source').textContent = `The last lines of ${answer.data.file}:`;
+      $('logs-text').textContent = answer.data.lines.join('\n') || '(empty)';
+      return;
+    }
+  }
+  $('logs-source').textContent = 'No component log goes with this error.';
+  $('logs-text').textContent = (view.failure && view.failure.message) || '';
+}
+
+// ---- the event stream -----------------------------------------------------
+
+function onEvent(event) {
+  switch (event.event) {
+    case 'state':
+      if (view.status) {
+        view.status.state = event.state;
+        renderStatus();
+      }
+      refreshSoon();
+      break;
+    case 'phase': {
+      const known = view.phases.find((p) => p.name === event.phase);
+      if (known) known.description = event.description;
+      break;
+    }
+    case 'done':
+      if (!event.ok && event.error && event.error.code !== 'Cancelled') view.failure = event.error;
+      if (event.ok) view.failure = null;
+      refreshSoon();
+      refreshSettings(false);
+      break;
+    default:
+      break;
+  }
+}
+
+let refreshTimer = null;
+function refreshSoon() {
+  clearTimeout(refreshTimer);
+  refreshTimer = setTimeout(refreshStatus, 150);
+}
+
+// Follows GET /api/v1/events (one JSON object a line) for as long as the
+// page is open; comes back after the daemon restarts.
+async function followEvents() {
+  for (;;) {
+    try {
+      const response = await fetch('/api/v1/events', { headers: { [TOKEN_HEADER]: token || '' } });
+      if (response.status === 401) {
+        $('token-missing').hidden = false;
+        return;
+      }
+      if (response.ok && response.body) {
+        refreshStatus();
+        const reader = response.body.getReader();
+        const decoder = new TextDecoder();
+        let pending = '';
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          pending += decoder.decode(value, { stream: true });
+          let end;
+          while ((end = pending.indexOf('\n')) >= 0) {
+            const line = pending.slice(0, end).trim();
+            pending = pending.slice(end + 1);
+            if (line) onEvent(JSON.parse(line));
+          }
+        }
+      }
+    } catch (err) {
+      // The daemon went away: try again below.
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
+
+// ---- the switch and reset -------------------------------------------------
+
+function renderSwitch() {
+  const on = Boolean(view.settings && view.settings.kubernetes.enabled);
+  const button = $('enable');
+  button.setAttribute('aria-checked', String(on));
+  button.disabled = view.busy || !view.settings;
+}
+
+async function toggle() {
+  if (!view.settings) return;
+  const want = !view.settings.kubernetes.enabled;
+  view.busy = true;
+  renderSwitch();
+  $('switch-error').hidden = true;
+  const answer = await call('PUT', '/api/v1/settings', { kubernetes: { enabled: want } });
+  view.busy = false;
+  if (answer.ok) {
+    view.settings = answer.data.settings;
+  } else {
+    showError($('switch-error'), answer);
+  }
+  renderSwitch();
+  refreshSoon();
+}
+
+function showError(node, answer) {
+  const error = (answer.data && answer.data.error) || {};
+  node.textContent = error.message || `the manager refused (${answer.status})`;
+  node.hidden = false;
+}
+
+async function reset() {
+  $('reset-dialog').close();
+  view.failure = null;
+  const answer = call('POST', '/api/v1/reset');
+  // The answer streams the reset's events until it ends; the status follows
+  // them on the event stream already.
+  const done = await answer;
+  if (!done.ok && done.status !== 200) showError($('switch-error'), done);
+}
+
+// ---- settings ---------------------------------------------------------------
+
+const FIELDS = {
+  'kubernetes.version': {
+    read: (s) => s.kubernetes.version || '',
+    write: (v) => ({ kubernetes: { version: v || null } }),
+  },
+  'kubernetes.contextName': {
+    read: (s) => s.kubernetes.contextName,
+    write: (v) => ({ kubernetes: { contextName: v } }),
+  },
+  'kubernetes.apiPort': {
+    read: (s) => String(s.kubernetes.apiPort),
+    write: (v) => ({ kubernetes: { apiPort: asNumber(v) } }),
+  },
+  'network.loadBalancerAddress': {
+    read: (s) => s.network.loadBalancerAddress,
+    write: (v) => ({ network: { loadBalancerAddress: v } }),
+  },
+  'proxy.http': {
+    read: (s) => s.proxy.http || '',
+    write: (v) => ({ proxy: { http: v || null } }),
+  },
+  'proxy.https': {
+    read: (s) => s.proxy.https || '',
+    write: (v) => ({ proxy: { https: v || null } }),
+  },
+  'proxy.noProxy': {
+    read: (s) => (s.proxy.noProxy || []).join(', '),
+    write: (v) => ({ proxy: { noProxy: v.split(',').map((x) => x.trim()).filter(Boolean) } }),
+  },
+  'ui.port': {
+    read: (s) => String(s.ui.port),
+    write: (v) => ({ ui: { port: asNumber(v) } }),
+  },
+};
+
+// A number when the field holds one; else the text, for the daemon to refuse
+// with its own words.
+function asNumber(text) {
+  return /^\s*\d+\s*$/.test(text) ? Number(text) : text;
+}
+
+function inputOf(key) {
+  return document.querySelector(`[data-key="${key}"]`);
+}
+
+function fillVersions() {
+  const select = inputOf('kubernetes.version');
+  const current = view.settings ? view.settings.kubernetes.version : null;
+  const versions = [...view.versions];
+  if (current && !versions.includes(current)) versions.push(current);
+  const newest = view.versions.length ? ` (${view.versions[view.versions.length - 1]})` : '';
+  select.replaceChildren(
+    el('option', { value: '' }, `Newest in the cache${newest}`),
+    ...versions.map((v) => el('option', { value: v }, v)),
+  );
+}
+
+let formDirty = false;
+
+function fillForm() {
+  if (!view.settings) return;
+  fillVersions();
+  for (const [key, field] of Object.entries(FIELDS)) inputOf(key).value = field.read(view.settings);
+  formDirty = false;
+}
+
+async function refreshSettings(force) {
+  const answer = await call('GET', '/api/v1/settings');
+  if (!answer.ok) return;
+  view.settings = answer.data;
+  renderSwitch();
+  // Someone else's change (the CLI) shows, unless the user is editing.
+  if (force || !formDirty) fillForm();
+  renderCluster();
+}
+
+function mergePatch(target, patch) {
+  for (const [key, value] of Object.entries(patch)) {
+    if (value && typeof value === 'object' && !Array.isArray(value)) {
+      target[key] = mergePatch(target[key] || {}, value);
+    } else {
+      target[key] = value;
+    }
+  }
+  return target;
+}
+
+// The fields that differ from the saved settings, as one merge patch.
+function formPatch() {
+  const patch = {};
+  for (const [key, field] of Object.entries(FIELDS)) {
+    const value = inputOf(key).value;
+    if (value.trim() !== field.read(view.settings).trim()) mergePatch(patch, field.write(value.trim()));
+  }
+  return patch;
+}
+
+function clearFieldErrors() {
+  for (const key of Object.keys(FIELDS)) {
+    $(`e-${key}`).hidden = true;
+    inputOf(key).removeAttribute('aria-invalid');
+  }
+}
+
+// A refusal shown next to its field (`proxy.noProxy[2]` is the noProxy
+// field's); one without a field, under the Apply button.
+function showRefusal(answer) {
+  const error = (answer.data && answer.data.error) || {};
+  const key = (error.field || '').replace(/\[\d+\]$/, '');
+  if (FIELDS[key]) {
+    const node = $(`e-${key}`);
+    const message = error.message || '';
+    node.textContent = message.startsWith(`${error.field}: `) ? message.slice(error.field.length + 2) : message;
+    node.hidden = false;
+    inputOf(key).setAttribute('aria-invalid', 'true');
+    inputOf(key).focus();
+    $('apply-status').textContent = 'Not applied: see the field marked.';
+  } else {
+    $('apply-status').textContent = `Not applied: ${error.message || `the manager refused (${answer.status})`}`;
+  }
+}
+
+const EFFECT_WORDS = {
+  none: 'nothing has to restart',
+  restart: "the cluster's components restart; workloads and data are kept",
+  reset: 'the cluster is deleted and made again: workloads and data are lost',
+};
+
+function worstEffect(changes) {
+  const order = ['none', 'restart', 'reset'];
+  return changes.reduce((worst, c) => (order.indexOf(c.effect) > order.indexOf(worst) ? c.effect : worst), 'none');
+}
+
+let pendingPatch = null;
+
+async function apply(event) {
+  event.preventDefault();
+  clearFieldErrors();
+  const patch = formPatch();
+  if (!Object.keys(patch).length) {
+    $('apply-status').textContent = 'Nothing changed.';
+    return;
+  }
+  $('apply').disabled = true;
+  const proposed = await call('PUT', '/api/v1/settings/propose', patch);
+  if (!proposed.ok) {
+    $('apply').disabled = false;
+    showRefusal(proposed);
+    return;
+  }
+  const changes = proposed.data.changes || [];
+  const effect = worstEffect(changes);
+  $('apply-status').textContent = `Applying: ${EFFECT_WORDS[effect]}.`;
+  if (effect === 'reset') {
+    pendingPatch = patch;
+    const keys = changes.filter((c) => c.effect === 'reset').map((c) => c.key).join(', ');
+    $('apply-text').textContent = `Changing ${keys} deletes the cluster and makes a new one: its workloads, Services, volumes and their data are lost.`;
+    $('apply-dialog').showModal();
+    return;
+  }
+  await save(patch, false);
+}
+
+async function save(patch, confirmReset) {
+  const query = `?revision=${view.settings.revision}${confirmReset ? '&confirm=reset' : ''}`;
+  const answer = await call('PUT', `/api/v1/settings${query}`, patch);
+  $('apply').disabled = false;
+  if (!answer.ok) {
+    showRefusal(answer);
+    return;
+  }
+  const before = view.settings;
+  view.settings = answer.data.settings;
+  const effect = worstEffect(answer.data.changes || []);
+  $('apply-status').textContent = `Applied: ${EFFECT_WORDS[effect]}.`;
+  fillForm();
+  renderSwitch();
+  if (before.ui.port !== view.settings.ui.port) {
+    // The page moved: follow it, with the token.
+    location.assign(`http://${location.hostname}:${view.settings.ui.port}/#token=${token}`);
+  }
+}
+
+// ---- the cluster ------------------------------------------------------------
+
+function renderCluster() {
+  const status = view.status;
+  const settings = view.settings;
+  if (status) {
+    const versions = Object.entries(status.versions || {}).map(([k, v]) => `${k} ${v}`).join(', ');
+    $('c-versions').textContent = versions || '—';
+    $('c-server').textContent = status.serverUrl
+      ? `${status.serverUrl} (${status.apiReachable ? 'reachable' : 'not reachable'})` : '—';
+    const cert = status.earliestCertificate;
+    $('c-certs').textContent = cert
+      ? `earliest expiry: ${cert.name} on ${cert.notAfter.slice(0, 10)} (${cert.daysLeft} days)` : '—';
+    const rows = (status.components || []).map((c) => el('tr', {},
+      el('td', {}, c.name, c.detail ? el('span', { class: 'detail' }, c.detail) : null),
+      el('td', {}, c.kind || 'process'),
+      el('td', {}, el('span', { class: `pill ${c.state === 'running' ? 'ok' : 'warn'}` }, c.state)),
+      el('td', { class: 'num' }, c.restarts)));
+    replaceRows($('components'), rows, 4, 'None running');
+  }
+  if (settings) $('c-context').textContent = settings.kubernetes.contextName;
+}
+
+function podClass(status) {
+  if (status === 'Running' || status === 'Completed') return 'ok';
+  if (/Err|BackOff|Fail|Unknown/.test(status)) return 'bad';
+  return 'warn';
+}
+
+async function refreshObjects() {
+  const answer = await call('GET', '/api/ui/cluster');
+  if (!answer.ok) return;
+  const data = answer.data;
+  const files = data.kubeconfigs || [];
+  $('c-kubeconfigs').replaceChildren(files.length
+    ? el('ul', {}, files.map((f) => el('li', {}, el('code', {}, f)))) : '—');
+
+  const services = (data.loadBalancers || []).map((s) => el('tr', {},
+    el('td', {}, `${s.namespace}/${s.name}`),
+    el('td', {}, s.ports.map((p, i) => [i ? ', ' : '',
+      p.url ? el('a', { href: p.url, target: '_blank', rel: 'noopener noreferrer' }, p.url)
+        : `${p.port}/${p.protocol}`])),
+    el('td', {}, s.ingress.length ? s.ingress.join(', ') : 'pending')));
+  replaceRows($('services'), services, 3, 'None');
+
+  const running = view.status && view.status.state.state === 'running';
+  $('workloads-note').textContent = data.problem && running ? `Cannot read the cluster: ${data.problem}` : '';
+  const namespaces = (data.namespaces || []).map((ns) => {
+    const heading = `ns-${ns.namespace}`;
+    return el('div', { class: 'ns' },
+      el('h3', { id: heading }, ns.namespace),
+      el('table', { 'aria-labelledby': heading },
+        el('thead', {}, el('tr', {},
+          el('th', { scope: 'col' }, 'Pod'), el('th', { scope: 'col' }, 'Ready'),
+          el('th', { scope: 'col' }, 'Status'), el('th', { scope: 'col', class: 'num' }, 'Restarts'))),
+        el('tbody', {}, ns.pods.map((p) => el('tr', {},
+          el('td', {}, p.name), el('td', {}, p.ready),
+          el('td', {}, el('span', { class: `pill ${podClass(p.status)}` }, p.status)),
+          el('td', { class: 'num' }, p.restarts))))));
+  });
+  $('workloads').replaceChildren(...(namespaces.length ? namespaces
+    : [el('p', { class: 'hint' }, running ? 'No pods.' : 'The cluster is not running.')]));
+}
+
+// Docker images the cluster can run. GET /api/v1/images answers once the
+// image sync is part of the daemon; until then the section says so.
+async function refreshImages() {
+  const answer = await call('GET', '/api/v1/images');
+  const list = $('images');
+  if (!answer.ok) {
+    list.replaceChildren(el('li', { class: 'empty' }, 'Not available'));
+    return;
+  }
+  const data = answer.data;
+  const images = Array.isArray(data) ? data : (data && data.images) || [];
+  const name = (i) => (typeof i === 'string' ? i : i.reference || i.name || i.image || JSON.stringify(i));
+  list.replaceChildren(...(images.length ? images.map((i) => el('li', {}, el('code', {}, name(i))))
+    : [el('li', { class: 'empty' }, 'None')]));
+}
+
+// ---- start ------------------------------------------------------------------
+
+async function start() {
+  $('enable').addEventListener('click', toggle);
+  $('reset').addEventListener('click', () => $('reset-dialog').showModal());
+  $('reset-cancel').addEventListener('click', () => $('reset-dialog').close());
+  $('reset-confirm').addEventListener('click', reset);
+  $('show-logs').addEventListener('click', showLogs);
+  $('settings').addEventListener('submit', apply);
+  $('settings').addEventListener('input', () => { formDirty = true; });
+  $('apply-cancel').addEventListener('click', () => {
+    $('apply-dialog').close();
+    $('apply').disabled = false;
+    $('apply-status').textContent = 'Not applied.';
+  });
+  $('apply-confirm').addEventListener('click', () => {
+    $('apply-dialog').close();
+    save(pendingPatch, true);
+  });
+  if (!token) {
+    $('token-missing').hidden = false;
+    return;
+  }
+  const meta = await call('GET', '/api/ui/meta');
+  if (meta.ok) {
+    view.phases = meta.data.phases;
+    view.versions = meta.data.versions;
+  }
+  await Promise.all([refreshSettings(true), refreshStatus()]);
+  followEvents();
+  refreshObjects();
+  refreshImages();
+  setInterval(refreshStatus, 3000);
+  setInterval(refreshObjects, 2000);
+  setInterval(refreshImages, 5000);
+  setInterval(() => refreshSettings(false), 5000);
+}
+
+start();
