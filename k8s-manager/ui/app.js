@@ -57,7 +57,7 @@ function el(tag, attrs, ...children) {
   for (const [key, value] of Object.entries(attrs || {})) {
     if (value !== undefined && value !== null) node.setAttribute(key, value);
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined) continue;
     node.append(child instanceof Node ? child : String(child));
   }
@@ -87,7 +87,11 @@ function statusText(state) {
     case 'stopped': return 'Stopped';
     case 'stopping': return 'Stopping';
     case 'starting': return `Starting — ${describePhase(state.phase)}`;
-    case 'error': return `Error — ${state.phase}: ${state.message}`;
+    case 'error': {
+      // The message may repeat the phase (`error execution phase etcd: ...`).
+      const message = state.message.replace(`error execution phase ${state.phase}: `, '');
+      return `Error — ${state.phase}: ${message}`;
+    }
     default: return state.state;
   }
 }
@@ -136,9 +140,15 @@ async function showLogs() {
   $('logs').hidden = !open;
   if (!open) return;
   const phase = view.status && view.status.state.phase;
-  if (view.failure && view.failure.phase === phase && (view.failure.logs || []).length) {
+  const failure = view.failure && view.failure.phase === phase ? view.failure : null;
+  if (failure && (failure.logs || []).length) {
     $('logs-source').textContent = `The last lines the ${phase} phase logged:`;
-    $('logs-text').textContent = view.failure.logs.join('\n');
+    $('logs-text').textContent = failure.logs.join('\n');
+    return;
+  }
+  if (failure && (failure.problems || []).length) {
+    $('logs-source').textContent = `What the ${phase} phase found:`;
+    $('logs-text').textContent = failure.problems.join('\n');
     return;
   }
   const units = (view.status && view.status.components) || [];
