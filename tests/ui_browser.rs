@@ -84,7 +84,10 @@ fn the_settings_page_in_a_real_browser() {
     let url = url.trim();
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
 
-    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../ui-artifacts");
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("the tmp folder is inside the target folder")
+        .join("ui-artifacts");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/ui/browser.py");
     let status = Command::new("python3")
         .arg(&script)

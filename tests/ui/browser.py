@@ -176,6 +176,9 @@ def run(driver):
     wait_until("the kubeconfig files show", 10,
                lambda: KUBECONFIG in driver.find_element(By.ID, "c-kubeconfigs").text)
     shot(driver, "running")
+    # The README's picture: the top of the page, small.
+    driver.set_window_size(900, 1150)
+    shot(driver, "readme")
 
     # Dark theme, at 800 px.
     driver.execute_cdp_cmd("Emulation.setEmulatedMedia",
