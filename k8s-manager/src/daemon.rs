@@ -463,13 +463,15 @@ pub async fn run(paths: Paths, cache: PathBuf, options: DaemonOptions) -> anyhow
     // Made before the control API answers: a client that reaches the daemon
     // finds the page's token.
     let token = crate::ui::make_token(&paths).context("cannot save the settings page's token")?;
-    let page = tokio::spawn(crate::ui::run(manager.clone(), token));
+    let visitors = crate::ui::Visitors::default();
+    let page = tokio::spawn(crate::ui::run(manager.clone(), token, visitors.clone()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot handle SIGTERM")?;
     let outlived = outlived(
         manager.engine.clone(),
         paths.clone(),
         options.exit_when_idle,
+        visitors,
     );
     let shutdown = async {
         tokio::select! {
@@ -488,8 +490,14 @@ pub async fn run(paths: Paths, cache: PathBuf, options: DaemonOptions) -> anyhow
 /// Resolves, with the reason, once the daemon has outlived its purpose: its
 /// socket no longer reaches it (the state folder was deleted, or another
 /// daemon took the socket over: the kernel names the process that answers),
-/// or it was idle for `idle` (see [`Engine::is_idle`]).
-async fn outlived(engine: Arc<Engine>, paths: Paths, idle: Option<Duration>) -> String {
+/// or it was idle for `idle` (see [`Engine::is_idle`]) with nobody on the
+/// settings page (an open page holds its event stream).
+async fn outlived(
+    engine: Arc<Engine>,
+    paths: Paths,
+    idle: Option<Duration>,
+    visitors: crate::ui::Visitors,
+) -> String {
     const EVERY: Duration = Duration::from_secs(1);
     let client = crate::api::client::Client::new(&paths.socket);
     let mut idle_since: Option<std::time::Instant> = None;
@@ -502,7 +510,7 @@ async fn outlived(engine: Arc<Engine>, paths: Paths, idle: Option<Duration>) -> 
             };
         }
         let Some(idle) = idle else { continue };
-        match (engine.is_idle(), idle_since) {
+        match (engine.is_idle() && visitors.none(), idle_since) {
             (false, _) => idle_since = None,
             (true, None) => idle_since = Some(std::time::Instant::now()),
             (true, Some(since)) if since.elapsed() >= idle => {

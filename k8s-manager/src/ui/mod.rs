@@ -15,12 +15,38 @@ pub mod workloads;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::daemon::Manager;
 
 /// A taken port is tried again this often (it may be freed).
 const RETRY_BIND: Duration = Duration::from_secs(5);
+
+/// The connections open to the page: an open page keeps its event stream,
+/// so a daemon that exits when idle does not leave a page behind.
+#[derive(Debug, Clone, Default)]
+pub struct Visitors(Arc<AtomicUsize>);
+
+impl Visitors {
+    pub fn none(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == 0
+    }
+
+    /// Counts a connection until the guard is dropped.
+    fn arrive(&self) -> Visit {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Visit(self.0.clone())
+    }
+}
+
+struct Visit(Arc<AtomicUsize>);
+
+impl Drop for Visit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// Makes the page's token for this daemon's life and saves it (mode 0600)
 /// where `k8s-manager ui` reads it. A token of an earlier daemon stops
@@ -34,7 +60,7 @@ pub fn make_token(paths: &crate::cluster::config::Paths) -> std::io::Result<Stri
 /// Serves the page for as long as the daemon runs, on the port the settings
 /// name: a change of `ui.port` moves it (the old listener is closed). A port
 /// another program holds is logged once and tried again every few seconds.
-pub async fn run(manager: Arc<Manager>, token: String) {
+pub async fn run(manager: Arc<Manager>, token: String, visitors: Visitors) {
     let mut settings = manager.watch_settings();
     let mut warned = None;
     loop {
@@ -55,7 +81,7 @@ pub async fn run(manager: Arc<Manager>, token: String) {
                     }
                     std::future::pending().await
                 };
-                server::serve(manager.clone(), listener, gate, port_changed).await;
+                server::serve(manager.clone(), listener, gate, &visitors, port_changed).await;
                 tracing::info!("settings page: moving off port {port}");
             }
             Err(err) => {
@@ -69,5 +95,60 @@ pub async fn run(manager: Arc<Manager>, token: String) {
                 let _ = tokio::time::timeout(RETRY_BIND, settings.changed()).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::config::Paths;
+
+    fn free_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    }
+
+    async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn answers(port: u16) -> bool {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_new_port_moves_the_page_and_leaves_the_cluster_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let manager = Arc::new(Manager::new(paths.clone(), dir.path().join("cache")).unwrap());
+        let (first, second) = (free_port(), free_port());
+        let patch = |port| serde_json::json!({"ui": {"port": port}});
+        manager
+            .apply(&patch(first), Default::default())
+            .await
+            .unwrap();
+        let token = make_token(&paths).unwrap();
+        assert_eq!(std::fs::read_to_string(&paths.ui_token).unwrap(), token);
+        let mode = std::fs::metadata(&paths.ui_token).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+        tokio::spawn(run(manager.clone(), token, Visitors::default()));
+        wait_for("the page listens on its port", || answers(first)).await;
+        let applied = manager
+            .apply(&patch(second), Default::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            applied.changes[0].effect,
+            crate::cluster::settings::Effect::None
+        );
+        assert_eq!(applied.operation, None, "nothing of the cluster runs");
+        wait_for("the page moves", || answers(second) && !answers(first)).await;
     }
 }

@@ -39,6 +39,7 @@ pub async fn serve(
     manager: Arc<Manager>,
     listener: TcpListener,
     gate: Arc<Gate>,
+    visitors: &super::Visitors,
     stop: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(stop);
@@ -47,7 +48,9 @@ pub async fn serve(
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let (manager, gate) = (manager.clone(), gate.clone());
+                let visit = visitors.arrive();
                 tokio::spawn(async move {
+                    let _visit = visit;
                     let service = hyper::service::service_fn(move |req| {
                         handle(manager.clone(), gate.clone(), req)
                     });
@@ -248,15 +251,20 @@ mod tests {
     use crate::cluster::config::Paths;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// A page served on an ephemeral port for a manager of `dir`; its port.
-    async fn page(dir: &std::path::Path) -> u16 {
+    /// A page served on an ephemeral port for a manager of `dir`; its port,
+    /// and who is on it.
+    async fn page(dir: &std::path::Path) -> (u16, super::super::Visitors) {
         let paths = Paths::new(dir);
         let manager = Arc::new(Manager::new(paths, dir.join("cache")).unwrap());
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let gate = Arc::new(Gate::new(port, "s3cret".into()));
-        tokio::spawn(serve(manager, listener, gate, std::future::pending()));
-        port
+        let visitors = super::super::Visitors::default();
+        let counted = visitors.clone();
+        tokio::spawn(async move {
+            serve(manager, listener, gate, &counted, std::future::pending()).await
+        });
+        (port, visitors)
     }
 
     async fn exchange(port: u16, request: String) -> String {
@@ -282,7 +290,7 @@ mod tests {
     #[tokio::test]
     async fn the_gate_stands_before_every_route_and_no_answer_has_cors() {
         let dir = tempfile::tempdir().unwrap();
-        let port = page(dir.path()).await;
+        let (port, _) = page(dir.path()).await;
         let host = format!("Host: 127.0.0.1:{port}\r\n");
         let origin = format!("Origin: http://127.0.0.1:{port}\r\n");
         let token = "X-K8s-Manager-Token: s3cret\r\n";
@@ -392,5 +400,29 @@ mod tests {
             answer.contains("\"key\": \"kubernetes.apiPort\""),
             "{answer}"
         );
+    }
+
+    #[tokio::test]
+    async fn an_open_page_counts_as_a_visitor_until_it_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, visitors) = page(dir.path()).await;
+        assert!(visitors.none());
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let events = format!(
+            "GET /api/v1/events HTTP/1.1\r\nHost: localhost:{port}\r\nX-K8s-Manager-Token: s3cret\r\n\r\n"
+        );
+        stream.write_all(events.as_bytes()).await.unwrap();
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+        assert!(!visitors.none(), "the event stream is open");
+        drop(stream);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !visitors.none() {
+            assert!(std::time::Instant::now() < deadline, "still counted");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
