@@ -31,13 +31,7 @@ impl Cluster {
     }
 
     fn manager(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(support::manager_bin());
-        cmd.arg("--state-dir")
-            .arg(self.state())
-            .args(args)
-            .env("HOME", self.dir.path().join("home"))
-            .env("K8S_MANAGER_CACHE", self.dir.path().join("cache"));
-        cmd
+        support::manager_in(self.dir.path(), args)
     }
 }
 

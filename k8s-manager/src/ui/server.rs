@@ -12,18 +12,16 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use serde_json::json;
 use tokio::net::TcpListener;
 
 use super::security::{Gate, RequestHeaders, TOKEN_HEADER};
 use super::{assets, workloads};
-use crate::api::server::{Body, error, json};
+use crate::api::server::{Body, error, json, serve_connection};
 use crate::cluster::state::Phase;
 use crate::daemon::Manager;
 
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The page polls the cluster's objects; a stuck API server must not hold it.
 const KUBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How many log lines the page shows for a component.
@@ -50,17 +48,11 @@ pub async fn serve(
                 let (manager, gate) = (manager.clone(), gate.clone());
                 let visit = visitors.arrive();
                 tokio::spawn(async move {
-                    let _visit = visit;
-                    let service = hyper::service::service_fn(move |req| {
+                    serve_connection(stream, "settings page", move |req| {
                         handle(manager.clone(), gate.clone(), req)
-                    });
-                    let connection = hyper::server::conn::http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(HEADER_READ_TIMEOUT)
-                        .serve_connection(TokioIo::new(stream), service);
-                    if let Err(err) = connection.await {
-                        tracing::debug!("settings page connection: {err}");
-                    }
+                    })
+                    .await;
+                    drop(visit);
                 });
             }
             _ = &mut stop => break,
