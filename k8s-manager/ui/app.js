@@ -269,11 +269,10 @@ function showError(node, answer) {
 async function reset() {
   $('reset-dialog').close();
   view.failure = null;
-  const answer = call('POST', '/api/v1/reset');
   // The answer streams the reset's events until it ends; the status follows
-  // them on the event stream already.
-  const done = await answer;
-  if (!done.ok && done.status !== 200) showError($('switch-error'), done);
+  // them on the event stream already: only a refusal is shown from here.
+  const answer = await call('POST', '/api/v1/reset');
+  if (!answer.ok) showError($('switch-error'), answer);
 }
 
 // ---- settings ---------------------------------------------------------------
