@@ -5,6 +5,7 @@ mod bundle;
 mod certs;
 mod cluster;
 pub mod error;
+mod images;
 mod json;
 mod kubeconfig;
 mod settings;
@@ -97,6 +98,9 @@ pub enum Command {
     /// Merge into and remove from a user's kubeconfig.
     #[command(subcommand)]
     Kubeconfig(kubeconfig::KubeconfigCommand),
+    /// Docker's images in the cluster: sync now, or list them.
+    #[command(subcommand)]
+    Images(images::ImagesCommand),
 }
 
 impl Command {
@@ -112,6 +116,7 @@ impl Command {
             Command::Certs(cmd) => cmd.output(),
             Command::Bundle(cmd) => cmd.output(),
             Command::Kubeconfig(cmd) => cmd.output(),
+            Command::Images(cmd) => cmd.output(),
         }
     }
 }
@@ -147,6 +152,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bundle(cmd) => bundle::run(cmd, &cli.global),
         Command::Certs(cmd) => certs::run(cmd, &cli.global),
         Command::Kubeconfig(cmd) => kubeconfig::run(cmd, &cli.global),
+        Command::Images(cmd) => images::run(cmd, &cli.global),
     }
 }
 
