@@ -97,13 +97,7 @@ impl Cluster {
     pub fn enable(&self) -> std::process::Output {
         let bundle = self.bundle.to_str().unwrap().to_string();
         let host = self.host_kubeconfig().to_str().unwrap().to_string();
-        super::run(&mut self.manager(&[
-            "enable",
-            "--bundle",
-            &bundle,
-            "--host-kubeconfig",
-            &host,
-        ]))
+        super::run(&mut self.manager(&["enable", "--bundle", &bundle, "--host-kubeconfig", &host]))
     }
 
     pub fn enable_ok(&self) -> std::process::Output {
