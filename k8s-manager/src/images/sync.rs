@@ -270,9 +270,16 @@ async fn pass(sides: &mut Sides, only: Option<&[String]>) -> Result<SyncReport, 
             } => {
                 let archive = sides.engine.export(docker_tag);
                 let imported = async {
+                    let start = std::time::Instant::now();
                     sides.containerd.import(archive, IMPORT_TIMEOUT).await?;
+                    let moved = start.elapsed();
                     sides.containerd.mark_synced(name, id).await?;
-                    crate::runtime::images::wait_for_cri(&sides.cri, name).await
+                    crate::runtime::images::wait_for_cri(&sides.cri, name).await?;
+                    tracing::info!(
+                        "image sync: {name} imported and unpacked in {moved:.2?}, seen by CRI after {:.2?}",
+                        start.elapsed()
+                    );
+                    Ok(())
                 };
                 (name, imported.await.map(|()| &mut report.imported))
             }
@@ -303,8 +310,11 @@ async fn pass(sides: &mut Sides, only: Option<&[String]>) -> Result<SyncReport, 
             }
         }
     }
-    for (i, action) in report.imported.iter().chain(&report.tagged).enumerate() {
-        tracing::info!("image sync: {action} in k8s.io ({i})");
+    for name in &report.tagged {
+        tracing::info!("image sync: {name} tagged in k8s.io");
+    }
+    for name in &report.removed {
+        tracing::info!("image sync: {name} removed from k8s.io");
     }
     Ok(report)
 }
