@@ -13,7 +13,7 @@ pub enum ImagesCommand {
     /// done (the daemon also does it by itself after each build, tag, load
     /// or pull); print what was imported, tagged, removed, or failed.
     Sync {
-        /// Docker references to sync (myapp:dev); all tagged images when none.
+        /// Docker references to sync (myapp:dev) [default: every tagged image].
         #[arg(value_name = "REF")]
         refs: Vec<String>,
         #[command(flatten)]

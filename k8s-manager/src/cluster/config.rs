@@ -379,9 +379,11 @@ mod tests {
         assert_eq!(config, expected);
         // Fields added since come with their defaults.
         assert_eq!(config.renew_within_days, 90);
+        assert_eq!(config.docker_socket, Path::new("/var/run/docker.sock"));
         let mut written = serde_json::to_value(&config).unwrap();
         written.as_object_mut().unwrap().remove("proxy");
         written.as_object_mut().unwrap().remove("renewWithinDays");
+        written.as_object_mut().unwrap().remove("dockerSocket");
         assert_eq!(written, saved);
     }
 
