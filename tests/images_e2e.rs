@@ -184,7 +184,8 @@ fn docker_images_run_in_pods_offline() {
     // A `:latest` image, default pull policy (Always): the kubelet pulls it,
     // through the loopback endpoint, with no registry reachable.
     let latest = build(&dir, "latestapp", "content-latest");
-    wait_synced(&cluster, "latestapp", &latest);
+    // Docker lists it with its tag.
+    wait_synced(&cluster, "latestapp:latest", &latest);
     cluster.kubectl_ok(&["run", "latest", "--image=latestapp"]);
     cluster.kubectl_ok(&[
         "wait",
