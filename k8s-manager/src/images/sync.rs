@@ -204,24 +204,25 @@ fn summary(following: &str, report: &SyncReport) -> String {
     line
 }
 
-async fn list(sides: &mut Sides) -> Result<Vec<plan::ImageEntry>, String> {
+/// What Docker has, and what `k8s.io` has.
+async fn both(sides: &mut Sides) -> Result<(Vec<plan::DockerImage>, Vec<plan::K8sImage>), String> {
     let docker = sides.engine.images().await?;
     let k8s = sides
         .containerd
         .images(&mut sides.configs)
         .await
         .map_err(|e| crate::error::chain(&e))?;
+    Ok((docker, k8s))
+}
+
+async fn list(sides: &mut Sides) -> Result<Vec<plan::ImageEntry>, String> {
+    let (docker, k8s) = both(sides).await?;
     Ok(plan::entries(&docker, &k8s))
 }
 
 /// One pass: over everything, or over `only`.
 async fn pass(sides: &mut Sides, only: Option<&[String]>) -> Result<SyncReport, String> {
-    let docker = sides.engine.images().await?;
-    let k8s = sides
-        .containerd
-        .images(&mut sides.configs)
-        .await
-        .map_err(|e| crate::error::chain(&e))?;
+    let (docker, k8s) = both(sides).await?;
     let in_use = match only {
         Some(_) => BTreeSet::new(),
         None => sides
