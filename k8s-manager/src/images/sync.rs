@@ -29,6 +29,8 @@ pub const NAME: &str = "image-sync";
 const QUIET: Duration = Duration::from_millis(50);
 /// The longest a pass waits for a burst of events to end.
 const MAX_DELAY: Duration = Duration::from_millis(500);
+/// How soon a pass looks again at names kept because a container used them.
+const RESWEEP: Duration = Duration::from_secs(60);
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// One image's move; a 1 GB image takes well under a minute here.
@@ -141,11 +143,17 @@ async fn follow(
     let following = format!("following Docker {version} at {}", socket.display());
     let mut stop = ctx.clone();
     let mut pending = true;
+    // Names kept for a container: looked at again after a while, as no
+    // Docker event will say when the container is gone.
+    let mut kept = false;
     loop {
         if pending {
             pending = false;
             match pass(sides, None).await {
-                Ok(report) => ctx.detail(Some(summary(&following, &report))),
+                Ok(report) => {
+                    kept = !report.kept.is_empty();
+                    ctx.detail(Some(summary(&following, &report)));
+                }
                 Err(err) => {
                     tracing::warn!("image sync pass failed: {err}");
                     ctx.detail(Some(format!("{following}; last pass failed: {err}")));
@@ -154,6 +162,7 @@ async fn follow(
         }
         tokio::select! {
             _ = stop.stopping() => return None,
+            _ = tokio::time::sleep(RESWEEP), if kept => pending = true,
             Some(request) = requests.recv() => match request {
                 Request::Sync { refs, reply } => {
                     let only = (!refs.is_empty()).then_some(refs);
