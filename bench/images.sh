@@ -31,6 +31,16 @@ cleanup_images() {
 	ctr -n bench-split images rm docker.io/library/bench-img:10m docker.io/library/bench-img:200m >/dev/null 2>&1 || true
 }
 trap 'cleanup_images; cleanup' EXIT
+# Seconds until the sync has labelled TAG's k8s.io image with Docker's ID.
+until_synced() {
+	local tag=$1 id=$2 start
+	start=$(now)
+	until ctr -n k8s.io images ls "name==docker.io/library/$tag" 2>/dev/null | grep -q "$label=$id"; do
+		sleep 0.01
+		[[ $(since "$start" | cut -d. -f1) -lt 120 ]] || { echo "FAILED: $tag not synced" >&2; m status >&2; exit 1; }
+	done
+	since "$start"
+}
 
 m enable --bundle "$bundle" >/dev/null 2>"$work/enable.log" || { cat "$work/enable.log"; exit 1; }
 for size in 10 200; do
@@ -39,12 +49,7 @@ for size in 10 200; do
 	for _ in $(seq "$runs"); do
 		head -c "${size}M" /dev/urandom >"$ctx/data"
 		id=$(DOCKER_BUILDKIT=0 docker build -q -t "$tag" "$ctx" 2>/dev/null)
-		start=$(now)
-		until ctr -n k8s.io images ls "name==docker.io/library/$tag" 2>/dev/null | grep -q "$label=$id"; do
-			sleep 0.01
-			[[ $(since "$start" | cut -d. -f1) -lt 120 ]] || { echo "FAILED: $tag not synced"; m status; exit 1; }
-		done
-		usable+=("$(since "$start")")
+		usable+=("$(until_synced "$tag" "$id")")
 		start=$(now)
 		docker save "$tag" >/dev/null
 		export+=("$(since "$start")")
@@ -68,12 +73,7 @@ usable=()
 for _ in $(seq "$runs"); do
 	head -c 1M /dev/urandom >"$rebuild/app"
 	id=$(DOCKER_BUILDKIT=0 docker build -q -t bench-img:rebuild "$rebuild" 2>/dev/null)
-	start=$(now)
-	until ctr -n k8s.io images ls "name==docker.io/library/bench-img:rebuild" 2>/dev/null | grep -q "$label=$id"; do
-		sleep 0.01
-		[[ $(since "$start" | cut -d. -f1) -lt 120 ]] || { echo "FAILED: rebuild not synced"; m status; exit 1; }
-	done
-	usable+=("$(since "$start")")
+	usable+=("$(until_synced bench-img:rebuild "$id")")
 done
 printf 'rebuild (1 MB layer on the 200 MB base): build end → usable in k8s.io %s s (median of %d: %s)\n' \
 	"$(printf '%s\n' "${usable[@]}" | median)" "$runs" "${usable[*]}"
