@@ -151,9 +151,26 @@ pub fn plan(
                     name: image.name.clone(),
                     reason: "a container uses it".into(),
                 }),
-                _ => plan.actions.push(Action::Remove {
-                    name: image.name.clone(),
-                }),
+                _ => {
+                    plan.actions.push(Action::Remove {
+                        name: image.name.clone(),
+                    });
+                    // A pull of it through the image endpoint (a `:latest`)
+                    // made CRI add `<repository>@<digest>` names of the same
+                    // image: they go with it.
+                    let repository = super::reference::split_tag(&image.name).0;
+                    for pulled in k8s.iter().filter(|i| {
+                        !i.synced
+                            && i.config == image.config
+                            && i.name
+                                .strip_prefix(repository)
+                                .is_some_and(|rest| rest.starts_with("@sha256:"))
+                    }) {
+                        plan.actions.push(Action::Remove {
+                            name: pulled.name.clone(),
+                        });
+                    }
+                }
             }
         }
     }
@@ -309,6 +326,25 @@ mod tests {
         assert!(
             partial.actions.is_empty(),
             "a pass for some refs removes nothing"
+        );
+    }
+
+    #[test]
+    fn the_digest_names_a_pull_added_go_with_the_name() {
+        let ours = k8s("docker.io/library/app:latest", "sha256:a", true);
+        let pulled = k8s("docker.io/library/app@sha256:d1", "sha256:a", false);
+        let other = k8s("docker.io/library/app@sha256:d2", "sha256:b", false);
+        let plan = plan(&[], &[ours, pulled, other], &BTreeSet::new(), None);
+        assert_eq!(
+            plan.actions,
+            vec![
+                Action::Remove {
+                    name: "docker.io/library/app:latest".into()
+                },
+                Action::Remove {
+                    name: "docker.io/library/app@sha256:d1".into()
+                },
+            ]
         );
     }
 
