@@ -21,7 +21,7 @@ for dir in /run/containerd /var/lib/containerd /etc/containerd /var/log; do
 	mount -t tmpfs tmpfs "$dir"
 done
 trap 'cat /var/log/containerd.log >&2 || true' ERR
-export K8S_MANAGER_STATE_DIR=$state PREPARE_SKIP_APT=1
+export K8S_MANAGER_STATE_DIR=$state PREPARE_SKIP_APT=1 PREPARE_SKIP_DOCKER=1
 show() {
 	local pid
 	pid=$(pgrep -x containerd)

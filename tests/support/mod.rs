@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+pub mod cluster;
+
 /// The `k8s-manager` binary built for this test run.
 pub fn manager_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_k8s-manager"))

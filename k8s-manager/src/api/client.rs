@@ -164,6 +164,20 @@ impl Client {
         self.call("GET", super::STATUS, Vec::new()).await
     }
 
+    /// Docker's tagged images and whether the cluster has each.
+    pub async fn images(&self) -> Result<super::ImageList, ClientError> {
+        self.call("GET", super::IMAGES, Vec::new()).await
+    }
+
+    /// A sync pass over `refs` (all when empty), once it is done.
+    pub async fn sync_images(
+        &self,
+        refs: Vec<String>,
+    ) -> Result<crate::images::handle::SyncReport, ClientError> {
+        let body = serde_json::to_vec(&super::SyncRequest { refs }).expect("serialises");
+        self.call("POST", super::IMAGES_SYNC, body).await
+    }
+
     /// The settings document.
     pub async fn settings(&self) -> Result<Settings, ClientError> {
         self.call("GET", super::SETTINGS, Vec::new()).await

@@ -11,6 +11,8 @@
 //! | `POST /v1/disable` | the same |
 //! | `POST /v1/reset?restart=false` | the same |
 //! | `GET /v1/events` | every event, as it happens, until the client leaves |
+//! | `GET /v1/images` | Docker's tagged images and whether the cluster has each ([`ImageList`]) |
+//! | `POST /v1/images/sync` (body: [`SyncRequest`], or empty for all) | a sync pass, once done ([`crate::images::handle::SyncReport`]) |
 //!
 //! A request the daemon refuses is answered with a 4xx status and
 //! `{"error": {"code": "InvalidArgument", "message": "..."}}` ([`ErrorBody`]).
@@ -28,6 +30,24 @@ pub const RESET: &str = "/v1/reset";
 pub const EVENTS: &str = "/v1/events";
 pub const SETTINGS: &str = "/v1/settings";
 pub const SETTINGS_PROPOSE: &str = "/v1/settings/propose";
+pub const IMAGES: &str = "/v1/images";
+pub const IMAGES_SYNC: &str = "/v1/images/sync";
+
+/// The body of `POST /v1/images/sync`: the Docker references to sync
+/// (`myapp:dev`); none means every tagged image.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SyncRequest {
+    #[serde(default)]
+    pub refs: Vec<String>,
+}
+
+/// The answer of `GET /v1/images`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageList {
+    pub images: Vec<crate::images::plan::ImageEntry>,
+}
 
 /// The body of an error answer, written by the server and read by the client.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

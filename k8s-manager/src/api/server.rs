@@ -102,6 +102,41 @@ pub(crate) async fn handle(
             Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, "SettingsDamaged", &err),
         },
         (Method::GET, super::EVENTS) => stream_events(manager.engine().subscribe(), None),
+        (Method::GET, super::IMAGES) => match manager.engine().image_sync().list().await {
+            Ok(images) => json(StatusCode::OK, &super::ImageList { images }),
+            Err(err) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ImageSyncUnavailable",
+                &err,
+            ),
+        },
+        (Method::POST, super::IMAGES_SYNC) => {
+            let body = match read_body(req).await {
+                Ok(body) => body,
+                Err(response) => return Ok(response),
+            };
+            let request: super::SyncRequest = match body.is_empty() {
+                true => super::SyncRequest::default(),
+                false => match serde_json::from_slice(&body) {
+                    Ok(request) => request,
+                    Err(err) => {
+                        return Ok(error(
+                            StatusCode::BAD_REQUEST,
+                            "InvalidArgument",
+                            &format!("the body is not an image sync request: {err}"),
+                        ));
+                    }
+                },
+            };
+            match manager.engine().image_sync().sync(request.refs).await {
+                Ok(report) => json(StatusCode::OK, &report),
+                Err(err) => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ImageSyncUnavailable",
+                    &err,
+                ),
+            }
+        }
         (Method::GET, super::SETTINGS) => json(StatusCode::OK, &manager.settings().await),
         (Method::PUT, super::SETTINGS) => {
             let patch = match read_patch(req).await {
@@ -206,6 +241,8 @@ fn allowed_method(path: &str) -> Option<String> {
         super::STATUS | super::EVENTS => Some("GET".into()),
         super::SETTINGS => Some("GET, PUT".into()),
         super::SETTINGS_PROPOSE => Some("PUT".into()),
+        super::IMAGES => Some("GET".into()),
+        super::IMAGES_SYNC => Some("POST".into()),
         super::ENABLE | super::DISABLE | super::RESET => Some("POST".into()),
         _ => None,
     }

@@ -5,6 +5,7 @@ mod bundle;
 mod certs;
 mod cluster;
 pub mod error;
+mod images;
 mod json;
 mod kubeconfig;
 mod settings;
@@ -100,6 +101,9 @@ pub enum Command {
     Kubeconfig(kubeconfig::KubeconfigCommand),
     /// Print the address of the settings page the daemon serves on 127.0.0.1 (setting ui.port).
     Ui(ui::UiArgs),
+    /// Docker's images in the cluster: sync now, or list them.
+    #[command(subcommand)]
+    Images(images::ImagesCommand),
 }
 
 impl Command {
@@ -115,6 +119,7 @@ impl Command {
             Command::Certs(cmd) => cmd.output(),
             Command::Bundle(cmd) => cmd.output(),
             Command::Kubeconfig(cmd) => cmd.output(),
+            Command::Images(cmd) => cmd.output(),
         }
     }
 }
@@ -151,6 +156,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Certs(cmd) => certs::run(cmd, &cli.global),
         Command::Kubeconfig(cmd) => kubeconfig::run(cmd, &cli.global),
         Command::Ui(args) => ui::run(args, &cli.global),
+        Command::Images(cmd) => images::run(cmd, &cli.global),
     }
 }
 

@@ -41,6 +41,9 @@ pub struct ClusterConfig {
     /// `kubernetes` endpoints); default: the address of the default route.
     pub advertise_address: Option<IpAddr>,
     pub containerd_socket: PathBuf,
+    /// The Docker engine whose images the cluster sees (`docker.socket`).
+    #[serde(default = "default_docker_socket")]
+    pub docker_socket: PathBuf,
     /// The user's kubeconfig: a path or a KUBECONFIG-style list; None = only the VM user's.
     pub host_kubeconfig: Option<String>,
     /// Also merge into the VM user's `~/.kube/config`.
@@ -60,6 +63,10 @@ pub struct ClusterConfig {
     /// next enable (`certs.renewWithinDays`).
     #[serde(default = "default_renew_within_days")]
     pub renew_within_days: u32,
+}
+
+fn default_docker_socket() -> PathBuf {
+    super::settings::DEFAULT_DOCKER_SOCKET.into()
 }
 
 fn default_renew_within_days() -> u32 {
@@ -106,6 +113,7 @@ impl ClusterConfig {
             server_url: None,
             advertise_address: None,
             containerd_socket: DEFAULT_CONTAINERD_SOCKET.into(),
+            docker_socket: default_docker_socket(),
             host_kubeconfig: None,
             merge_vm_kubeconfig: true,
             context_name: DEFAULT_CONTEXT.into(),
@@ -374,9 +382,11 @@ mod tests {
         assert_eq!(config, expected);
         // Fields added since come with their defaults.
         assert_eq!(config.renew_within_days, 90);
+        assert_eq!(config.docker_socket, Path::new("/var/run/docker.sock"));
         let mut written = serde_json::to_value(&config).unwrap();
         written.as_object_mut().unwrap().remove("proxy");
         written.as_object_mut().unwrap().remove("renewWithinDays");
+        written.as_object_mut().unwrap().remove("dockerSocket");
         assert_eq!(written, saved);
     }
 

@@ -30,6 +30,9 @@ pub struct Engine {
     /// The cancel signal of the enables asked for since the last cancel:
     /// the running one and those queued behind it hold it.
     enables: Mutex<CancelSignal>,
+    /// What the in-process units share with the API (the image sync's
+    /// request channel): made here once, given to every start of them.
+    units: crate::controllers::Handles,
 }
 
 /// The engine as a procedure's [`Progress`]: events go to the subscribers,
@@ -72,11 +75,17 @@ impl Engine {
             busy: tokio::sync::Mutex::new(()),
             next_id: std::sync::atomic::AtomicU64::new(1),
             enables: Mutex::new(CancelSignal::new()),
+            units: crate::controllers::Handles::default(),
         })
     }
 
     pub fn paths(&self) -> &Paths {
         &self.paths
+    }
+
+    /// The image sync of this engine's cluster, for the API.
+    pub fn image_sync(&self) -> &crate::images::ImageSync {
+        &self.units.images
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
@@ -177,6 +186,7 @@ impl Engine {
             processes: &self.supervisor,
             runtime,
             machine: &ThisMachine,
+            units: &self.units,
         }
     }
 

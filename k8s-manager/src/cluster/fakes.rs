@@ -98,6 +98,7 @@ pub struct World {
     pub behaviour: Behaviour,
     children: Mutex<Vec<(ProcessSpec, ChildStatus)>>,
     pub events: Mutex<Vec<Event>>,
+    units: crate::controllers::Handles,
 }
 
 impl World {
@@ -107,6 +108,7 @@ impl World {
             behaviour,
             children: Mutex::new(Vec::new()),
             events: Mutex::new(Vec::new()),
+            units: Default::default(),
         })
     }
 
@@ -116,6 +118,7 @@ impl World {
             processes: self,
             runtime: self,
             machine: self,
+            units: &self.units,
         }
     }
 

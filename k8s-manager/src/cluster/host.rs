@@ -427,4 +427,6 @@ pub struct Host<'a> {
     pub processes: &'a dyn Processes,
     pub runtime: &'a dyn ContainerRuntime,
     pub machine: &'a dyn Machine,
+    /// What the in-process units share with the daemon's API.
+    pub units: &'a crate::controllers::Handles,
 }

@@ -113,6 +113,7 @@ pub struct PhaseContext<'a> {
     pub processes: &'a dyn Processes,
     pub runtime: &'a dyn ContainerRuntime,
     pub machine: &'a dyn Machine,
+    pub units: &'a crate::controllers::Handles,
     /// The cluster's endpoints; its clients are made on first use.
     pub api: &'a dyn ClusterApi,
     pub cancel: CancelSignal,
@@ -178,6 +179,7 @@ impl<'a> PhaseContext<'a> {
             processes: host.processes,
             runtime: host.runtime,
             machine: host.machine,
+            units: host.units,
             api,
             cancel,
             deadline: Duration::ZERO,
@@ -574,7 +576,7 @@ async fn bootstrap(cx: &mut PhaseContext<'_>) -> Result<(), PhaseError> {
 /// still running from before is stopped first. They are idempotent: a
 /// restart costs a list of what they watch.
 async fn controllers(cx: &mut PhaseContext<'_>) -> Result<(), PhaseError> {
-    for unit in crate::controllers::units(cx.config) {
+    for unit in crate::controllers::units(cx.config, cx.units) {
         cx.processes
             .stop(&unit.name, crate::controllers::STOP_GRACE)
             .await;

@@ -498,6 +498,7 @@ impl Settings {
         config.server_url = k.server_url.clone();
         config.advertise_address = k.advertise_address;
         config.containerd_socket = self.containerd.socket.clone();
+        config.docker_socket = self.docker.socket.clone();
         config.host_kubeconfig = k.host_kubeconfig.as_ref().map(PathList::to_spec);
         config.merge_vm_kubeconfig = k.merge_vm_kubeconfig;
         config.context_name = k.context_name.clone();

@@ -9,6 +9,8 @@
 
 pub mod volumes;
 
+use crate::images::{self, ImageSync};
+
 use std::time::Duration;
 
 use crate::cluster::config::ClusterConfig;
@@ -18,11 +20,26 @@ use crate::supervisor::TaskSpec;
 pub const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// The names of the units [`units`] makes, in their start order.
-pub const NAMES: [&str; 1] = [volumes::NAME];
+pub const NAMES: [&str; 3] = [volumes::NAME, images::mirror::NAME, images::sync::NAME];
+
+/// What the units share with the daemon, made once by the engine and given
+/// to every start of them: how the API reaches a running unit.
+#[derive(Debug, Clone, Default)]
+pub struct Handles {
+    pub images: ImageSync,
+}
 
 /// The in-process units of a cluster with `config`, in their start order.
-pub fn units(config: &ClusterConfig) -> Vec<TaskSpec> {
-    vec![volumes::unit(config)]
+pub fn units(config: &ClusterConfig, handles: &Handles) -> Vec<TaskSpec> {
+    vec![
+        volumes::unit(config),
+        images::mirror::unit(config.containerd_socket.clone()),
+        images::sync::unit(
+            config.docker_socket.clone(),
+            config.containerd_socket.clone(),
+            handles.images.clone(),
+        ),
+    ]
 }
 
 #[cfg(test)]
@@ -32,7 +49,10 @@ mod tests {
     #[test]
     fn the_names_are_those_of_the_units() {
         let config = ClusterConfig::new("/s".into(), "/b".into());
-        let names: Vec<String> = units(&config).into_iter().map(|u| u.name).collect();
+        let names: Vec<String> = units(&config, &Handles::default())
+            .into_iter()
+            .map(|u| u.name)
+            .collect();
         assert_eq!(names, NAMES);
     }
 }

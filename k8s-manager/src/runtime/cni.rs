@@ -99,6 +99,15 @@ pub fn cni_config(network: &CniNetwork) -> Result<String, RuntimeError> {
             {
                 "type": "portmap",
                 "capabilities": { "portMappings": true }
+            },
+            // Accepts each pod's forwarded traffic (from it, and the replies
+            // to it) in the FORWARD chain: dockerd sets that chain's policy to
+            // DROP when it starts with IP forwarding off, and kube-proxy's own
+            // FORWARD rules accept only Service traffic it marked, so without
+            // these a pod's packets to another pod or a Service are dropped.
+            {
+                "type": "firewall",
+                "backend": "iptables"
             }
         ]
     });
@@ -183,14 +192,14 @@ mod tests {
     }
 
     #[test]
-    fn config_is_bridge_with_host_local_then_portmap() {
+    fn config_is_bridge_with_host_local_then_portmap_then_firewall() {
         let config = parsed(&CniNetwork::new(net("10.244.0.0/24")));
         assert_eq!(config["cniVersion"], "1.0.0");
         assert_eq!(config["name"], "k8s-manager");
         let plugins = config["plugins"].as_array().unwrap();
         assert_eq!(
             plugins.len(),
-            2,
+            3,
             "loopback is containerd's own: {plugins:?}"
         );
 
@@ -211,6 +220,7 @@ mod tests {
         let portmap = &plugins[1];
         assert_eq!(portmap["type"], "portmap");
         assert_eq!(portmap["capabilities"]["portMappings"], true);
+        assert_eq!(plugins[2]["type"], "firewall");
     }
 
     #[test]

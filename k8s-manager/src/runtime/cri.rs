@@ -85,32 +85,7 @@ impl Cri {
     /// Connects to containerd's socket (`/run/containerd/containerd.sock` on
     /// a standard install).
     pub async fn connect(socket: &Path) -> Result<Cri, RuntimeError> {
-        let path = socket.to_path_buf();
-        let connector = tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-        });
-        // tonic wants a URI; the connector ignores it and dials the socket.
-        let endpoint =
-            Endpoint::from_static("http://containerd.invalid").connect_timeout(CONNECT_TIMEOUT);
-        let channel =
-            match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect_with_connector(connector))
-                .await
-            {
-                Ok(Ok(channel)) => channel,
-                Ok(Err(err)) => {
-                    return Err(RuntimeError::Connect {
-                        socket: socket.to_path_buf(),
-                        reason: error_chain(&err),
-                    });
-                }
-                Err(_) => {
-                    return Err(RuntimeError::Connect {
-                        socket: socket.to_path_buf(),
-                        reason: format!("no answer within {CONNECT_TIMEOUT:?}"),
-                    });
-                }
-            };
+        let channel = unix_channel(socket).await?;
         Ok(Cri {
             runtime: RuntimeServiceClient::new(channel.clone()),
             images: ImageServiceClient::new(channel),
@@ -179,6 +154,25 @@ impl Cri {
         Ok(self.image_id(reference).await?.is_some())
     }
 
+    /// The image IDs (config digests) the containers CRI knows were made
+    /// from, running or not: an image one of them uses must stay.
+    pub async fn images_in_use(&self) -> Result<std::collections::BTreeSet<String>, RuntimeError> {
+        let mut client = self.runtime.clone();
+        let response = call(
+            "ListContainers",
+            QUERY_TIMEOUT,
+            k8s_cri::v1::ListContainersRequest { filter: None },
+            |r| client.list_containers(r),
+        )
+        .await?;
+        Ok(response
+            .containers
+            .into_iter()
+            .map(|c| c.image_ref)
+            .filter(|r| !r.is_empty())
+            .collect())
+    }
+
     /// Every pod sandbox containerd's CRI knows, ready or not.
     pub async fn list_pods(&self) -> Result<Vec<PodSummary>, RuntimeError> {
         let mut client = self.runtime.clone();
@@ -241,6 +235,30 @@ impl Cri {
     }
 }
 
+/// A gRPC channel to a unix socket (containerd's), connected within
+/// [`CONNECT_TIMEOUT`]; an error names the socket and why.
+pub(crate) async fn unix_channel(socket: &Path) -> Result<Channel, RuntimeError> {
+    let path = socket.to_path_buf();
+    let connector = tower::service_fn(move |_: Uri| {
+        let path = path.clone();
+        async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+    });
+    // tonic wants a URI; the connector ignores it and dials the socket.
+    let endpoint =
+        Endpoint::from_static("http://containerd.invalid").connect_timeout(CONNECT_TIMEOUT);
+    match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect_with_connector(connector)).await {
+        Ok(Ok(channel)) => Ok(channel),
+        Ok(Err(err)) => Err(RuntimeError::Connect {
+            socket: socket.to_path_buf(),
+            reason: error_chain(&err),
+        }),
+        Err(_) => Err(RuntimeError::Connect {
+            socket: socket.to_path_buf(),
+            reason: format!("no answer within {CONNECT_TIMEOUT:?}"),
+        }),
+    }
+}
+
 async fn remove_pod(
     mut client: RuntimeServiceClient<Channel>,
     id: String,
@@ -278,7 +296,21 @@ where
     F: FnOnce(Request<Req>) -> Fut,
     Fut: Future<Output = Result<Response<Resp>, Status>>,
 {
-    let mut request = Request::new(message);
+    call_request(what, limit, Request::new(message), send).await
+}
+
+/// [`call`] with a request made by the caller (containerd's own API wants
+/// its namespace in the request's metadata).
+pub(crate) async fn call_request<Req, Resp, F, Fut>(
+    what: &'static str,
+    limit: Duration,
+    mut request: Request<Req>,
+    send: F,
+) -> Result<Resp, RuntimeError>
+where
+    F: FnOnce(Request<Req>) -> Fut,
+    Fut: Future<Output = Result<Response<Resp>, Status>>,
+{
     request.set_timeout(limit);
     match tokio::time::timeout(limit, send(request)).await {
         Ok(Ok(response)) => Ok(response.into_inner()),

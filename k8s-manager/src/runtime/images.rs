@@ -149,7 +149,7 @@ pub async fn ensure_sandbox_image(
     Ok(sandbox)
 }
 
-async fn wait_for_cri(cri: &Cri, reference: &str) -> Result<(), RuntimeError> {
+pub(crate) async fn wait_for_cri(cri: &Cri, reference: &str) -> Result<(), RuntimeError> {
     let deadline = Instant::now() + CRI_SYNC_TIMEOUT;
     while !cri.image_present(reference).await? {
         if Instant::now() >= deadline {

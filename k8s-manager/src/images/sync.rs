@@ -1,0 +1,330 @@
+//! The image-sync unit: follows the Docker engine's image events and keeps
+//! containerd's `k8s.io` namespace holding every tagged Docker image under
+//! the name Kubernetes resolves (see [`super::plan`] for the rules).
+//!
+//! Without an engine (no socket, dockerd stopped or restarting) the unit
+//! still runs: it says in its detail line why it is idle and tries again
+//! with backoff (0.5 s doubling to 30 s). Events are coalesced: after one,
+//! the unit waits until the engine has been quiet for [`QUIET`] (at most
+//! [`MAX_DELAY`]), then makes one pass over everything, so a burst of tags
+//! is one pass.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use super::containerd::Containerd;
+use super::docker::Engine;
+use super::handle::{ImageSync, Problem, Request, SyncReport};
+use super::plan::{self, Action};
+use crate::runtime::Cri;
+use crate::supervisor::{TaskContext, TaskSpec};
+
+/// The unit's name, as `status` shows it.
+pub const NAME: &str = "image-sync";
+/// Quiet time after an event before the pass.
+const QUIET: Duration = Duration::from_millis(50);
+/// The longest a pass waits for a burst of events to end.
+const MAX_DELAY: Duration = Duration::from_millis(500);
+/// How soon a pass looks again at names kept because a container used them.
+const RESWEEP: Duration = Duration::from_secs(60);
+const BACKOFF_START: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// One image's move; a 1 GB image takes well under a minute here.
+const IMPORT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The supervised unit for the engine at `docker_socket` and containerd at
+/// `containerd_socket`, reachable through `handle`.
+pub fn unit(docker_socket: PathBuf, containerd_socket: PathBuf, handle: ImageSync) -> TaskSpec {
+    TaskSpec::new(NAME, move |ctx| {
+        let (docker, containerd, handle) = (
+            docker_socket.clone(),
+            containerd_socket.clone(),
+            handle.clone(),
+        );
+        async move { run(ctx, docker, containerd, handle).await }
+    })
+}
+
+/// What a pass works with.
+struct Sides {
+    engine: Engine,
+    containerd: Containerd,
+    cri: Cri,
+    /// Config digests by manifest digest: a manifest never changes.
+    configs: HashMap<String, Option<String>>,
+}
+
+async fn run(
+    mut ctx: TaskContext,
+    docker_socket: PathBuf,
+    containerd_socket: PathBuf,
+    handle: ImageSync,
+) -> Result<(), String> {
+    let mut requests = handle.attach();
+    let containerd = Containerd::connect(&containerd_socket)
+        .await
+        .map_err(|e| crate::error::chain(&e))?;
+    let cri = Cri::connect(&containerd_socket)
+        .await
+        .map_err(|e| crate::error::chain(&e))?;
+    ctx.ready();
+    let mut backoff = BACKOFF_START;
+    let mut configs = HashMap::new();
+    loop {
+        let engine = match Engine::connect(&docker_socket).await {
+            Ok(engine) => engine,
+            Err(why) => {
+                let idle = format!("idle: {why}");
+                ctx.detail(Some(format!(
+                    "{idle} (trying again every {}s at most)",
+                    BACKOFF_MAX.as_secs()
+                )));
+                let mut stop = ctx.clone();
+                let wait = tokio::time::sleep(backoff);
+                tokio::pin!(wait);
+                loop {
+                    tokio::select! {
+                        _ = stop.stopping() => return Ok(()),
+                        _ = &mut wait => break,
+                        Some(request) = requests.recv() => refuse(request, &idle),
+                    }
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        backoff = BACKOFF_START;
+        let mut sides = Sides {
+            engine,
+            containerd: containerd.clone(),
+            cri: cri.clone(),
+            configs: std::mem::take(&mut configs),
+        };
+        let gone = follow(&mut ctx, &mut sides, &mut requests, &docker_socket).await;
+        configs = sides.configs;
+        match gone {
+            None => return Ok(()),
+            Some(why) => {
+                tracing::info!("image sync: {why}; reconnecting");
+                ctx.detail(Some(format!("idle: {why}; reconnecting")));
+            }
+        }
+    }
+}
+
+fn refuse(request: Request, why: &str) {
+    let why = format!("image sync is {why}");
+    match request {
+        Request::Sync { reply, .. } => {
+            let _ = reply.send(Err(why));
+        }
+        Request::List { reply } => {
+            let _ = reply.send(Err(why));
+        }
+    }
+}
+
+/// Follows one connection to the engine: a first pass, then a pass after
+/// each burst of events and for each request. Returns `None` when asked to
+/// stop, or why the engine was lost.
+async fn follow(
+    ctx: &mut TaskContext,
+    sides: &mut Sides,
+    requests: &mut mpsc::Receiver<Request>,
+    socket: &std::path::Path,
+) -> Option<String> {
+    // Subscribed before the first pass, so nothing between is missed.
+    let mut events = Box::pin(sides.engine.image_events());
+    let version = sides.engine.version().await.unwrap_or_default();
+    let following = format!("following Docker {version} at {}", socket.display());
+    let mut stop = ctx.clone();
+    let mut pending = true;
+    // Names kept for a container: looked at again after a while, as no
+    // Docker event will say when the container is gone.
+    let mut kept = false;
+    loop {
+        if pending {
+            pending = false;
+            match pass(sides, None).await {
+                Ok(report) => {
+                    kept = !report.kept.is_empty();
+                    ctx.detail(Some(summary(&following, &report)));
+                }
+                Err(err) => {
+                    tracing::warn!("image sync pass failed: {err}");
+                    ctx.detail(Some(format!("{following}; last pass failed: {err}")));
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.stopping() => return None,
+            _ = tokio::time::sleep(RESWEEP), if kept => pending = true,
+            Some(request) = requests.recv() => match request {
+                Request::Sync { refs, reply } => {
+                    let only = (!refs.is_empty()).then_some(refs);
+                    let report = pass(sides, only.as_deref()).await;
+                    if let Ok(report) = &report {
+                        ctx.detail(Some(summary(&following, report)));
+                    }
+                    let _ = reply.send(report);
+                }
+                Request::List { reply } => {
+                    let _ = reply.send(list(sides).await);
+                }
+            },
+            event = events.next() => match event {
+                Some(Ok(_)) => {
+                    coalesce(&mut events).await;
+                    pending = true;
+                }
+                Some(Err(err)) => return Some(format!("the Docker engine's events ended: {err}")),
+                None => return Some("the Docker engine closed its event stream".into()),
+            },
+        }
+    }
+}
+
+/// Waits until no event came for [`QUIET`], or [`MAX_DELAY`] passed.
+async fn coalesce<S: futures::Stream + Unpin>(events: &mut S) {
+    let deadline = tokio::time::Instant::now() + MAX_DELAY;
+    loop {
+        let quiet = tokio::time::sleep(QUIET);
+        tokio::select! {
+            _ = quiet => return,
+            _ = tokio::time::sleep_until(deadline) => return,
+            next = events.next() => if next.is_none() { return },
+        }
+    }
+}
+
+fn summary(following: &str, report: &SyncReport) -> String {
+    let synced = report.present.len() + report.imported.len() + report.tagged.len();
+    let mut line = format!("{following}: {synced} tags in k8s.io");
+    if !report.failed.is_empty() {
+        line.push_str(&format!(
+            ", {} failed (images sync says why)",
+            report.failed.len()
+        ));
+    }
+    line
+}
+
+/// What Docker has, and what `k8s.io` has.
+async fn both(sides: &mut Sides) -> Result<(Vec<plan::DockerImage>, Vec<plan::K8sImage>), String> {
+    let docker = sides.engine.images().await?;
+    let k8s = sides
+        .containerd
+        .images(&mut sides.configs)
+        .await
+        .map_err(|e| crate::error::chain(&e))?;
+    Ok((docker, k8s))
+}
+
+async fn list(sides: &mut Sides) -> Result<Vec<plan::ImageEntry>, String> {
+    let (docker, k8s) = both(sides).await?;
+    Ok(plan::entries(&docker, &k8s))
+}
+
+/// One pass: over everything, or over `only`.
+async fn pass(sides: &mut Sides, only: Option<&[String]>) -> Result<SyncReport, String> {
+    let (docker, k8s) = both(sides).await?;
+    let in_use = match only {
+        Some(_) => BTreeSet::new(),
+        None => sides
+            .cri
+            .images_in_use()
+            .await
+            .map_err(|e| crate::error::chain(&e))?,
+    };
+    let plan = plan::plan(&docker, &k8s, &in_use, only);
+    let mut report = SyncReport {
+        present: plan.present,
+        kept: plan
+            .kept
+            .into_iter()
+            .map(|k| Problem {
+                name: k.name,
+                reason: k.reason,
+            })
+            .collect(),
+        ..Default::default()
+    };
+    if let Some(refs) = only {
+        let known: Vec<(String, Option<String>)> = docker
+            .iter()
+            .flat_map(|i| i.tags.iter())
+            .map(|t| (t.clone(), super::reference::k8s_name(t)))
+            .collect();
+        for r in refs {
+            let found = known.iter().any(|(tag, name)| {
+                tag == r || name.is_some() && *name == super::reference::k8s_name(r)
+            });
+            if !found {
+                report.failed.push(Problem {
+                    name: r.clone(),
+                    reason: "Docker has no image with this tag".into(),
+                });
+            }
+        }
+    }
+    for action in plan.actions {
+        let (name, done) = match &action {
+            Action::Import {
+                id,
+                docker_tag,
+                name,
+            } => {
+                let archive = sides.engine.export(docker_tag);
+                let imported = async {
+                    let start = std::time::Instant::now();
+                    sides.containerd.import(archive, IMPORT_TIMEOUT).await?;
+                    let moved = start.elapsed();
+                    sides.containerd.mark_synced(name, id).await?;
+                    crate::runtime::images::wait_for_cri(&sides.cri, name).await?;
+                    tracing::info!(
+                        "image sync: {name} imported and unpacked in {moved:.2?}, seen by CRI after {:.2?}",
+                        start.elapsed()
+                    );
+                    Ok(())
+                };
+                (name, imported.await.map(|()| &mut report.imported))
+            }
+            Action::Tag { id, source, name } => {
+                let tagged = async {
+                    sides.containerd.tag(source, name, id).await?;
+                    crate::runtime::images::wait_for_cri(&sides.cri, name).await
+                };
+                (name, tagged.await.map(|()| &mut report.tagged))
+            }
+            Action::Remove { name } => (
+                name,
+                sides
+                    .containerd
+                    .remove(name)
+                    .await
+                    .map(|()| &mut report.removed),
+            ),
+        };
+        match done {
+            Ok(list) => list.push(name.clone()),
+            Err(err) => {
+                tracing::warn!("image sync: {name}: {}", crate::error::chain(&err));
+                report.failed.push(Problem {
+                    name: name.clone(),
+                    reason: crate::error::chain(&err),
+                });
+            }
+        }
+    }
+    for name in &report.tagged {
+        tracing::info!("image sync: {name} tagged in k8s.io");
+    }
+    for name in &report.removed {
+        tracing::info!("image sync: {name} removed from k8s.io");
+    }
+    Ok(report)
+}
