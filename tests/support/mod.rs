@@ -2,6 +2,8 @@
 //! includes this module with `mod support;` and uses what it needs.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
