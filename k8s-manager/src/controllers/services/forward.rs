@@ -21,7 +21,7 @@ use super::plan::{PortKey, Protocol};
 
 /// Each direction of a TCP connection moves up to this much per call (the
 /// size of its pipe): fewer, larger moves.
-const TCP_BUFFER: usize = 256 * 1024;
+const TCP_BUFFER: usize = 1024 * 1024;
 /// How long a connection to the Service may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A UDP session (one client address) ends after this long without a
