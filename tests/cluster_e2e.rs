@@ -12,52 +12,13 @@
 
 mod support;
 
-use support::cluster::{CONTEXT, Cluster, apply_text, wait_until};
+use support::cluster::{CONTEXT, Cluster, apply_text, import_busybox, wait_until};
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-const IMAGE: &str = "example.test/busybox:e2e";
-
-/// Builds a busybox image (Debian's static busybox) as an OCI archive with
-/// the bundle's image tool and imports it into containerd's k8s.io namespace.
-fn import_busybox(dir: &Path) {
-    let tool_src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../vm/bundle/bundletool");
-    let tool = dir.join("bundletool");
-    support::run_ok(
-        Command::new("go")
-            .args(["build", "-o"])
-            .arg(&tool)
-            .arg(".")
-            .current_dir(&tool_src),
-    );
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("install busybox-static");
-    let archive = dir.join("busybox.tar");
-    support::run_ok(Command::new(&tool).args([
-        "image",
-        "--ref",
-        IMAGE,
-        "--out",
-        archive.to_str().unwrap(),
-        "--entrypoint",
-        "/bin/busybox",
-        "--add",
-        &format!("/bin/busybox={busybox}"),
-        "--add",
-        &format!("/bin/sh={busybox}"),
-    ]));
-    support::run_ok(
-        Command::new("ctr")
-            .args(["-n", "k8s.io", "images", "import"])
-            .arg(&archive),
-    );
-}
 
 const WORKLOAD: &str = r#"
 apiVersion: apps/v1

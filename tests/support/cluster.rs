@@ -1,13 +1,15 @@
-//! One test cluster at a time: the real binary in a temporary state folder,
-//! with its own "Windows" kubeconfig and HOME, torn down when dropped.
+//! A real cluster for the end-to-end tests: brought up by the real binary in
+//! a temporary state folder, driven with upstream kubectl through the
+//! "Windows" kubeconfig it merged into, torn down when dropped.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+pub const IMAGE: &str = "example.test/busybox:e2e";
 pub const CONTEXT: &str = "docker-desktop";
 
 /// One test cluster: its state folder, its "Windows" kubeconfig, its HOME.
@@ -212,6 +214,56 @@ impl Drop for Cluster {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// Builds a busybox image (Debian's static busybox) as an OCI archive with
+/// the bundle's image tool and imports it into containerd's k8s.io namespace.
+pub fn import_busybox(dir: &Path) {
+    import_busybox_with(dir, IMAGE, &[]);
+}
+
+/// [`import_busybox`] as `reference`, with more files: `(path in the image,
+/// file on this machine)`.
+pub fn import_busybox_with(dir: &Path, reference: &str, extra: &[(&str, &Path)]) {
+    let tool_src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../vm/bundle/bundletool");
+    let tool = dir.join("bundletool");
+    super::run_ok(
+        Command::new("go")
+            .args(["build", "-o"])
+            .arg(&tool)
+            .arg(".")
+            .current_dir(&tool_src),
+    );
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("install busybox-static");
+    let archive = dir.join("busybox.tar");
+    let mut args: Vec<String> = [
+        "image",
+        "--ref",
+        reference,
+        "--out",
+        archive.to_str().unwrap(),
+        "--entrypoint",
+        "/bin/busybox",
+        "--add",
+        &format!("/bin/busybox={busybox}"),
+        "--add",
+        &format!("/bin/sh={busybox}"),
+    ]
+    .map(String::from)
+    .into();
+    for (inside, file) in extra {
+        args.push("--add".into());
+        args.push(format!("{inside}={}", file.display()));
+    }
+    super::run_ok(Command::new(&tool).args(&args));
+    super::run_ok(
+        Command::new("ctr")
+            .args(["-n", "k8s.io", "images", "import"])
+            .arg(&archive),
+    );
 }
 
 /// Applies a manifest given as text.

@@ -2,10 +2,10 @@
 //! includes this module with `mod support;` and uses what it needs.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
-
-pub mod cluster;
 
 /// The `k8s-manager` binary built for this test run.
 pub fn manager_bin() -> PathBuf {

@@ -23,6 +23,9 @@ pub const DEFAULT_CLUSTER_DNS: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 /// `--node-cidr-mask-size`, and the subnet the CNI network hands out.
 pub const NODE_POD_PREFIX: u8 = 24;
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+/// Where LoadBalancer Services (and node ports) listen on the VM: loopback,
+/// which WSL 2 forwards to Windows' localhost.
+pub const DEFAULT_LOAD_BALANCER_ADDRESS: Ipv4Addr = Ipv4Addr::LOCALHOST;
 pub const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
 
 /// The user's choices for a cluster; persisted so that a daemon restart and a
@@ -63,6 +66,14 @@ pub struct ClusterConfig {
     /// next enable (`certs.renewWithinDays`).
     #[serde(default = "default_renew_within_days")]
     pub renew_within_days: u32,
+    /// Where LoadBalancer Services and node ports listen
+    /// (`network.loadBalancerAddress`).
+    #[serde(default = "default_load_balancer_address")]
+    pub load_balancer_address: IpAddr,
+}
+
+fn default_load_balancer_address() -> IpAddr {
+    DEFAULT_LOAD_BALANCER_ADDRESS.into()
 }
 
 fn default_docker_socket() -> PathBuf {
@@ -125,6 +136,7 @@ impl ClusterConfig {
             extra_sans: Vec::new(),
             proxy: Default::default(),
             renew_within_days: default_renew_within_days(),
+            load_balancer_address: default_load_balancer_address(),
         }
     }
 
@@ -383,10 +395,17 @@ mod tests {
         // Fields added since come with their defaults.
         assert_eq!(config.renew_within_days, 90);
         assert_eq!(config.docker_socket, Path::new("/var/run/docker.sock"));
+        assert_eq!(config.load_balancer_address.to_string(), "127.0.0.1");
         let mut written = serde_json::to_value(&config).unwrap();
-        written.as_object_mut().unwrap().remove("proxy");
-        written.as_object_mut().unwrap().remove("renewWithinDays");
-        written.as_object_mut().unwrap().remove("dockerSocket");
+        let written_fields = written.as_object_mut().unwrap();
+        for added in [
+            "proxy",
+            "renewWithinDays",
+            "dockerSocket",
+            "loadBalancerAddress",
+        ] {
+            written_fields.remove(added);
+        }
         assert_eq!(written, saved);
     }
 

@@ -21,7 +21,6 @@ use super::proxy::ProxySettings;
 
 /// The layout of the document; a later one is migrated on load.
 pub const SCHEMA_VERSION: u32 = 1;
-pub const DEFAULT_LOAD_BALANCER_ADDRESS: Ipv4Addr = Ipv4Addr::LOCALHOST;
 pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
 pub const DEFAULT_RENEW_WITHIN_DAYS: u32 = 90;
 /// A certificate lives a year: renewing earlier than this renews at every start.
@@ -168,7 +167,7 @@ impl Default for Kubernetes {
 impl Default for Network {
     fn default() -> Network {
         Network {
-            load_balancer_address: DEFAULT_LOAD_BALANCER_ADDRESS.into(),
+            load_balancer_address: config::DEFAULT_LOAD_BALANCER_ADDRESS.into(),
             pod_cidr: config::DEFAULT_POD_CIDR,
             service_cidr: config::DEFAULT_SERVICE_CIDR,
             cluster_dns: config::DEFAULT_CLUSTER_DNS,
@@ -510,6 +509,7 @@ impl Settings {
         config.extra_sans = k.extra_sans.clone();
         config.proxy = self.proxy.clone();
         config.renew_within_days = self.certs.renew_within_days;
+        config.load_balancer_address = n.load_balancer_address;
         config
     }
 
@@ -534,6 +534,7 @@ impl Settings {
         n.service_cidr = config.service_cidr;
         n.cluster_dns = config.cluster_dns;
         n.cluster_domain = config.cluster_domain.clone();
+        n.load_balancer_address = config.load_balancer_address;
         s.containerd.socket = config.containerd_socket.clone();
         s.containerd.cni_conf_dir = config.cni_conf_dir.clone();
         s.proxy = config.proxy.clone();

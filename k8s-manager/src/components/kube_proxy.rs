@@ -26,7 +26,11 @@ impl KubeProxy {
             "healthzBindAddress": format!("127.0.0.1:{KUBE_PROXY_HEALTHZ_PORT}"),
             "metricsBindAddress": format!("127.0.0.1:{KUBE_PROXY_METRICS_PORT}"),
             "conntrack": {"maxPerCore": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
-            "iptables": {"syncPeriod": "10s", "minSyncPeriod": "0s"},
+            // 127.0.0.1:<nodePort> is the manager's own listener (the
+            // load-balancer unit), not a DNAT inside the node: one path for
+            // every localhost port, a port held by another process is said
+            // rather than stolen, and no `route_localnet`.
+            "iptables": {"syncPeriod": "10s", "minSyncPeriod": "0s", "localhostNodePorts": false},
         })
     }
 }
@@ -71,6 +75,7 @@ mod tests {
         let config = KubeProxy::config(&context(std::path::Path::new("/s")));
         assert_eq!(config["mode"], "iptables");
         assert_eq!(config["conntrack"]["maxPerCore"], 0);
+        assert_eq!(config["iptables"]["localhostNodePorts"], false);
         assert_eq!(config["clusterCIDR"], "10.244.0.0/16");
         assert_eq!(
             config["clientConnection"]["kubeconfig"],

@@ -7,6 +7,7 @@
 //!
 //! One file per controller; [`units`] is the list the pipeline starts.
 
+pub mod services;
 pub mod volumes;
 
 use crate::images::{self, ImageSync};
@@ -20,7 +21,12 @@ use crate::supervisor::TaskSpec;
 pub const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// The names of the units [`units`] makes, in their start order.
-pub const NAMES: [&str; 3] = [volumes::NAME, images::mirror::NAME, images::sync::NAME];
+pub const NAMES: [&str; 4] = [
+    volumes::NAME,
+    services::NAME,
+    images::mirror::NAME,
+    images::sync::NAME,
+];
 
 /// What the units share with the daemon, made once by the engine and given
 /// to every start of them: how the API reaches a running unit.
@@ -33,6 +39,7 @@ pub struct Handles {
 pub fn units(config: &ClusterConfig, handles: &Handles) -> Vec<TaskSpec> {
     vec![
         volumes::unit(config),
+        services::unit(config),
         images::mirror::unit(config.containerd_socket.clone()),
         images::sync::unit(
             config.docker_socket.clone(),
