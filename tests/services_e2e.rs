@@ -6,7 +6,7 @@
 //! process, stays pending while the others answer, and answers once the
 //! port is let go; a UDP port answers; a node port answers on localhost; a
 //! changed port moves the listener; a deleted Service frees its port within
-//! 2 s.
+//! 2 s; disable closes every listener.
 //!
 //! Needs what cluster_e2e needs (root, containerd, the bundle) and a C
 //! compiler (the UDP echo server is a few lines of C, built static).
@@ -295,4 +295,10 @@ fn load_balancers_and_node_ports_answer_on_localhost() {
         UdpSocket::bind("127.0.0.1:18081").is_ok()
     });
     assert!(answers(18083, "hello-b") && answers(31880, "hello-a"));
+
+    // Disable stops the unit: every listener closes.
+    support::run_ok(&mut cluster.manager(&["disable"]));
+    for port in [18083, 18084, 31880] {
+        assert!(bindable(port), "127.0.0.1:{port} still held after disable");
+    }
 }
