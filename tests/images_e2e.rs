@@ -243,8 +243,15 @@ fn docker_images_run_in_pods_offline() {
             .contains("following Docker"),
         "{sync}"
     );
-    drop(cluster);
+    // Once nothing uses them, the names Docker dropped leave k8s.io, and
+    // the test leaves no image of its own behind.
+    cluster.kubectl_ok(&["delete", "deployment", "myapp", "loadme", "--wait=true"]);
     remove_test_images();
+    wait_until("the test's images gone from k8s.io", SYNC_LIMIT, || {
+        support::run_ok(&mut cluster.manager(&["images", "sync"]));
+        let left = k8s_images();
+        !left.contains("library/myapp") && !left.contains("library/loadme")
+    });
 }
 
 #[test]
