@@ -202,6 +202,14 @@ fn docker_images_run_in_pods_offline() {
         "jsonpath={.items[*].message}",
     ]);
     assert!(pulled.contains("Successfully pulled"), "{pulled}");
+    // Once unused and gone from Docker, it leaves k8s.io with the digest
+    // names the pull added.
+    cluster.kubectl_ok(&["delete", "pod", "latest", "--wait=true", "--grace-period=1"]);
+    docker(&["rmi", "latestapp"]);
+    wait_until("latestapp gone from k8s.io", SYNC_LIMIT, || {
+        support::run_ok(&mut cluster.manager(&["images", "sync"]));
+        !k8s_images().contains("docker.io/library/latestapp")
+    });
 
     // docker rmi of an image a container uses: it stays in k8s.io.
     docker(&["rmi", "-f", "myapp:dev"]);
@@ -235,8 +243,15 @@ fn docker_images_run_in_pods_offline() {
             .contains("following Docker"),
         "{sync}"
     );
-    drop(cluster);
+    // Once nothing uses them, the names Docker dropped leave k8s.io, and
+    // the test leaves no image of its own behind.
+    cluster.kubectl_ok(&["delete", "deployment", "myapp", "loadme", "--wait=true"]);
     remove_test_images();
+    wait_until("the test's images gone from k8s.io", SYNC_LIMIT, || {
+        support::run_ok(&mut cluster.manager(&["images", "sync"]));
+        let left = k8s_images();
+        !left.contains("library/myapp") && !left.contains("library/loadme")
+    });
 }
 
 #[test]

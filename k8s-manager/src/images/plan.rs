@@ -52,6 +52,10 @@ pub enum Action {
     },
     /// A name whose Docker tag is gone: remove it from `k8s.io`.
     Remove { name: String },
+    /// A name that is Docker's image under Docker's tag but lost our label
+    /// (CRI's pull of a `:latest` through the image endpoint rewrites the
+    /// labels): label it again, so it is removed with its tag.
+    Mark { id: String, name: String },
 }
 
 /// Why a name of ours stays although Docker no longer has it.
@@ -122,8 +126,14 @@ pub fn plan(
             }
             let there = by_name
                 .get(name.as_str())
-                .is_some_and(|i| i.config.as_deref() == Some(image.id.as_str()));
-            if there {
+                .filter(|i| i.config.as_deref() == Some(image.id.as_str()));
+            if let Some(there) = there {
+                if !there.synced {
+                    plan.actions.push(Action::Mark {
+                        id: image.id.clone(),
+                        name: name.clone(),
+                    });
+                }
                 plan.present.push(name);
                 continue;
             }
@@ -276,6 +286,24 @@ mod tests {
             None,
         );
         assert!(plan.actions.is_empty());
+        assert_eq!(plan.present, vec![APP.to_string()]);
+    }
+
+    #[test]
+    fn the_same_image_without_our_label_is_labelled_again() {
+        let plan = plan(
+            &[docker("sha256:a", &["myapp:dev"])],
+            &[k8s(APP, "sha256:a", false)],
+            &BTreeSet::new(),
+            None,
+        );
+        assert_eq!(
+            plan.actions,
+            vec![Action::Mark {
+                id: "sha256:a".into(),
+                name: APP.into()
+            }]
+        );
         assert_eq!(plan.present, vec![APP.to_string()]);
     }
 

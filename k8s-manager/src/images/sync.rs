@@ -9,7 +9,7 @@
 //! [`MAX_DELAY`]), then makes one pass over everything, so a burst of tags
 //! is one pass.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -56,6 +56,9 @@ struct Sides {
     cri: Cri,
     /// Config digests by manifest digest: a manifest never changes.
     configs: HashMap<String, Option<String>>,
+    /// The names this unit made or labelled since it started: still ours
+    /// when CRI's pull of one (a `:latest`) has rewritten its labels.
+    made: HashSet<String>,
 }
 
 async fn run(
@@ -74,6 +77,7 @@ async fn run(
     ctx.ready();
     let mut backoff = BACKOFF_START;
     let mut configs = HashMap::new();
+    let mut made = HashSet::new();
     loop {
         let engine = match Engine::connect(&docker_socket).await {
             Ok(engine) => engine,
@@ -103,9 +107,11 @@ async fn run(
             containerd: containerd.clone(),
             cri: cri.clone(),
             configs: std::mem::take(&mut configs),
+            made: std::mem::take(&mut made),
         };
         let gone = follow(&mut ctx, &mut sides, &mut requests, &docker_socket).await;
         configs = sides.configs;
+        made = sides.made;
         match gone {
             None => return Ok(()),
             Some(why) => {
@@ -216,11 +222,14 @@ fn summary(following: &str, report: &SyncReport) -> String {
 /// What Docker has, and what `k8s.io` has.
 async fn both(sides: &mut Sides) -> Result<(Vec<plan::DockerImage>, Vec<plan::K8sImage>), String> {
     let docker = sides.engine.images().await?;
-    let k8s = sides
+    let mut k8s = sides
         .containerd
         .images(&mut sides.configs)
         .await
         .map_err(|e| crate::error::chain(&e))?;
+    for image in &mut k8s {
+        image.synced |= sides.made.contains(&image.name);
+    }
     Ok((docker, k8s))
 }
 
@@ -300,6 +309,16 @@ async fn pass(sides: &mut Sides, only: Option<&[String]>) -> Result<SyncReport, 
                 };
                 (name, tagged.await.map(|()| &mut report.tagged))
             }
+            Action::Mark { id, name } => {
+                let marked = sides.containerd.mark_synced(name, id).await;
+                match marked {
+                    Ok(()) => {
+                        sides.made.insert(name.clone());
+                        continue;
+                    }
+                    Err(err) => (name, Err(err)),
+                }
+            }
             Action::Remove { name } => (
                 name,
                 sides
@@ -310,7 +329,13 @@ async fn pass(sides: &mut Sides, only: Option<&[String]>) -> Result<SyncReport, 
             ),
         };
         match done {
-            Ok(list) => list.push(name.clone()),
+            Ok(list) => {
+                match action {
+                    Action::Remove { .. } => sides.made.remove(name),
+                    _ => sides.made.insert(name.clone()),
+                };
+                list.push(name.clone())
+            }
             Err(err) => {
                 tracing::warn!("image sync: {name}: {}", crate::error::chain(&err));
                 report.failed.push(Problem {
