@@ -119,12 +119,12 @@ fi
 # The manager's image endpoint first, then the real registry: a pull of an
 # image the manager has in k8s.io (a :latest built with docker build) works
 # offline, and anything else (or everything, while the manager is down)
-# comes from Docker Hub as before.
+# comes from Docker Hub as before. No `server` line: containerd then ends
+# the list with docker.io's own registry, as it does without this file.
 hosts=$(
 	cat <<TOML
 # Written by k8s-manager's prepare-vm.sh; changes here are overwritten.
-server = "https://registry-1.docker.io"
-
+# No server line: after this host, containerd asks docker.io's own registry.
 [host."http://$mirror"]
   capabilities = ["pull", "resolve"]
 TOML
