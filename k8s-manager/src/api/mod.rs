@@ -10,6 +10,7 @@
 //! | `POST /v1/enable` (body: settings to change with it, or empty) | progress events, one JSON object per line, until `done` |
 //! | `POST /v1/disable` | the same |
 //! | `POST /v1/reset?restart=false` | the same |
+//! | `POST /v1/certs/renew` (body: `{"names": [...], "dueOnly": false, "validityDays": 365}`) | progress events of the renewal on the running cluster, until `done` |
 //! | `GET /v1/events` | every event, as it happens, until the client leaves |
 //!
 //! A request the daemon refuses is answered with a 4xx status and
@@ -28,6 +29,7 @@ pub const RESET: &str = "/v1/reset";
 pub const EVENTS: &str = "/v1/events";
 pub const SETTINGS: &str = "/v1/settings";
 pub const SETTINGS_PROPOSE: &str = "/v1/settings/propose";
+pub const CERTS_RENEW: &str = "/v1/certs/renew";
 
 /// The body of an error answer, written by the server and read by the client.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -26,6 +26,12 @@ pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
 pub const DEFAULT_RENEW_WITHIN_DAYS: u32 = 90;
 /// A certificate lives a year: renewing earlier than this renews at every start.
 pub const MAX_RENEW_WITHIN_DAYS: u32 = 180;
+/// How often the running cluster's certificates are checked: twice a day
+/// leaves months of margin inside the 90-day window, and costs nothing.
+pub const DEFAULT_CHECK_INTERVAL_SECONDS: u64 = 12 * 3600;
+/// The bounds of `certs.checkInterval`: a short one is for tests; more than
+/// a week apart could miss a window of `renewWithinDays: 1`.
+pub const CHECK_INTERVAL_SECONDS: std::ops::RangeInclusive<u64> = 5..=7 * 24 * 3600;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
@@ -97,6 +103,10 @@ pub struct Docker {
 pub struct Certs {
     /// A certificate that expires within this many days is renewed.
     pub renew_within_days: u32,
+    /// Seconds between two checks of a running cluster's certificates by the
+    /// daemon's renewal unit (`certs-renewal`); read at each check, so a
+    /// change takes effect after the current wait.
+    pub check_interval: u64,
 }
 
 /// A path, or a list of paths (`hostKubeconfig`): KUBECONFIG's two shapes.
@@ -185,6 +195,7 @@ impl Default for Certs {
     fn default() -> Certs {
         Certs {
             renew_within_days: DEFAULT_RENEW_WITHIN_DAYS,
+            check_interval: DEFAULT_CHECK_INTERVAL_SECONDS,
         }
     }
 }
@@ -445,6 +456,16 @@ impl Settings {
                 format!("must be from 1 to {MAX_RENEW_WITHIN_DAYS} days"),
             ));
         }
+        if !CHECK_INTERVAL_SECONDS.contains(&self.certs.check_interval) {
+            return Err(SettingsError::new(
+                "certs.checkInterval",
+                format!(
+                    "must be from {} to {} seconds",
+                    CHECK_INTERVAL_SECONDS.start(),
+                    CHECK_INTERVAL_SECONDS.end()
+                ),
+            ));
+        }
         // Its messages lead with the field (`proxy.noProxy[2]: ...`).
         self.proxy
             .validate()
@@ -598,9 +619,11 @@ fn effect_of(key: &str, facts: &Facts) -> Effect {
     let rebuild = Effect::Reset;
     let redo = Effect::Restart;
     let wanted = match key {
-        "schemaVersion" | "revision" | "kubernetes.enabled" | "certs.renewWithinDays" => {
-            Effect::None
-        }
+        "schemaVersion"
+        | "revision"
+        | "kubernetes.enabled"
+        | "certs.renewWithinDays"
+        | "certs.checkInterval" => Effect::None,
         // The node's identity, and the address plan its objects are made of.
         "kubernetes.nodeName"
         | "network.podCidr"
@@ -883,6 +906,10 @@ mod tests {
         assert_eq!(err.field, "docker.socket");
         let err = refuse(json!({"certs": {"renewWithinDays": 0}}));
         assert_eq!(err.field, "certs.renewWithinDays");
+        let err = refuse(json!({"certs": {"checkInterval": 1}}));
+        assert_eq!(err.field, "certs.checkInterval");
+        let err = refuse(json!({"certs": {"checkInterval": 30 * 24 * 3600}}));
+        assert_eq!(err.field, "certs.checkInterval");
         let err = refuse(json!({"proxy": {"http": "ftp://user:s3cret@proxy.test:21"}}));
         assert_eq!(err.field, "proxy.http");
         assert!(!err.message.contains("s3cret"), "{err}");
@@ -969,6 +996,8 @@ mod tests {
         assert_eq!(effect(toggle, &stopped), Effect::None);
         let renew = json!({"certs": {"renewWithinDays": 60}});
         assert_eq!(effect(renew, &live), Effect::None);
+        let interval = json!({"certs": {"checkInterval": 60}});
+        assert_eq!(effect(interval, &live), Effect::None);
         let proxy = json!({"proxy": {"noProxy": ["corp.example"]}});
         assert_eq!(effect(proxy, &live), Effect::Restart);
         let version = json!({"kubernetes": {"version": "v1.35.0"}});

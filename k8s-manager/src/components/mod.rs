@@ -88,6 +88,13 @@ impl Context {
             .iter()
             .filter_map(|arg| arg.split_once('=').map(|(_, value)| PathBuf::from(value)))
             .filter(|path| ours.iter().any(|dir| path.starts_with(dir)))
+            // And the certificates it reads only at start (see pki::usage):
+            // renewed, they restart it.
+            .chain(
+                crate::pki::usage::restart_inputs(name)
+                    .into_iter()
+                    .map(|file| self.paths.pki.join(file)),
+            )
             .fold(Vec::new(), |mut inputs: Vec<PathBuf>, path| {
                 if !inputs.contains(&path) {
                     inputs.push(path);

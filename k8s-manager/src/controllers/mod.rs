@@ -7,6 +7,7 @@
 //!
 //! One file per controller; [`units`] is the list the pipeline starts.
 
+pub mod certs;
 pub mod volumes;
 
 use std::time::Duration;
@@ -18,11 +19,11 @@ use crate::supervisor::TaskSpec;
 pub const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// The names of the units [`units`] makes, in their start order.
-pub const NAMES: [&str; 1] = [volumes::NAME];
+pub const NAMES: [&str; 2] = [volumes::NAME, certs::NAME];
 
 /// The in-process units of a cluster with `config`, in their start order.
 pub fn units(config: &ClusterConfig) -> Vec<TaskSpec> {
-    vec![volumes::unit(config)]
+    vec![volumes::unit(config), certs::unit(config)]
 }
 
 #[cfg(test)]
