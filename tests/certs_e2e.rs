@@ -546,7 +546,7 @@ fn a_cluster_off_with_long_expired_leaves_comes_back_with_its_data() {
         "pod/writer",
         "--timeout=180s",
     ]);
-    let note = cluster.kubectl_ok(&["exec", "writer", "--", "cat", "/data/note"]);
+    let note = cluster.kubectl_ok(&["exec", "writer", "--", "busybox", "cat", "/data/note"]);
     assert_eq!(note.trim(), "written-before");
     cluster.manager_ok(&["certs", "check"]);
 }

@@ -8,8 +8,9 @@
 //!
 //! Going through the API, it takes its turn with enable, disable and reset,
 //! and never touches a process itself: the supervisor stays the one owner of
-//! the processes. Both settings are read again at each check, so a change
-//! (effect none) applies from the next wait on. The decision is pure
+//! the processes. Both settings are read again at each check, and the
+//! interval every few seconds while waiting, so a change (effect none)
+//! applies at once. The decision is pure
 //! ([`needs_operation`]), and the files are read off the runtime's threads.
 
 use std::time::Duration;
@@ -54,24 +55,31 @@ fn earliest(statuses: &Statuses) -> Option<(String, OffsetDateTime)> {
         .min_by_key(|(_, t)| *t)
 }
 
+/// How often the settings are read again while waiting: a shorter
+/// `certs.checkInterval` applies within this.
+const SETTINGS_POLL: Duration = Duration::from_secs(2);
+
+async fn load_settings(paths: &Paths) -> Result<Settings, String> {
+    let file = paths.settings_file.clone();
+    Ok(tokio::task::spawn_blocking(move || settings::load(&file))
+        .await
+        .map_err(|e| e.to_string())??
+        .unwrap_or_default())
+}
+
+async fn read_statuses(paths: &Paths, renew_within: time::Duration) -> Result<Statuses, String> {
+    let paths = paths.clone();
+    tokio::task::spawn_blocking(move || Statuses::read(&paths, renew_within))
+        .await
+        .map_err(|e| e.to_string())?
+}
+
 async fn run(mut ctx: TaskContext, paths: Paths) -> Result<(), String> {
     ctx.ready();
     loop {
-        let current = {
-            let file = paths.settings_file.clone();
-            tokio::task::spawn_blocking(move || settings::load(&file))
-                .await
-                .map_err(|e| e.to_string())??
-                .unwrap_or_else(Settings::default)
-        };
+        let current = load_settings(&paths).await?;
         let renew_within = time::Duration::days(current.certs.renew_within_days.into());
-        let interval = Duration::from_secs(current.certs.check_interval);
-        let statuses = {
-            let paths = paths.clone();
-            tokio::task::spawn_blocking(move || Statuses::read(&paths, renew_within))
-                .await
-                .map_err(|e| e.to_string())??
-        };
+        let statuses = read_statuses(&paths, renew_within).await?;
         if needs_operation(&statuses) {
             ctx.detail(Some("renewing certificates".into()));
             let ask = ask_daemon(&paths);
@@ -80,13 +88,10 @@ async fn run(mut ctx: TaskContext, paths: Paths) -> Result<(), String> {
                 _ = ctx.stopping() => return Ok(()),
             }
         }
+        let checked = std::time::Instant::now();
+        let after = read_statuses(&paths, renew_within).await?;
+        let mut interval = Duration::from_secs(current.certs.check_interval);
         let next = OffsetDateTime::now_utc() + interval;
-        let after = {
-            let paths = paths.clone();
-            tokio::task::spawn_blocking(move || Statuses::read(&paths, renew_within))
-                .await
-                .map_err(|e| e.to_string())??
-        };
         let mut detail = format!("next check {}", next.format(&Rfc3339).unwrap_or_default());
         if let Some((name, at)) = earliest(&after) {
             detail.push_str(&format!(
@@ -95,9 +100,16 @@ async fn run(mut ctx: TaskContext, paths: Paths) -> Result<(), String> {
             ));
         }
         ctx.detail(Some(detail));
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = ctx.stopping() => return Ok(()),
+        // The wait ends at the interval the settings say now.
+        while checked.elapsed() < interval {
+            let slice = (interval - checked.elapsed()).min(SETTINGS_POLL);
+            tokio::select! {
+                _ = tokio::time::sleep(slice) => {}
+                _ = ctx.stopping() => return Ok(()),
+            }
+            if let Ok(settings) = load_settings(&paths).await {
+                interval = Duration::from_secs(settings.certs.check_interval);
+            }
         }
     }
 }
