@@ -218,8 +218,7 @@ fn resign(
     key: &Path,
     ca: &str,
     pki: &Path,
-    from_days: i64,
-    to_days: i64,
+    (from_days, to_days): (i64, i64),
     out: &Path,
 ) {
     let ca_dir = work.join(format!("ca-{}", rand_name()));
@@ -362,7 +361,7 @@ fn resign_kubeconfig(
     );
     std::fs::write(&key, pem).unwrap();
     let new = work.join(format!("{key_name}-resigned.crt"));
-    resign(work, &cert, &key, "ca", pki, from_days, to_days, &new);
+    resign(work, &cert, &key, "ca", pki, (from_days, to_days), &new);
     support::run_ok(Command::new(support::upstream_kubectl()).args([
         "config",
         "set-credentials",
@@ -390,8 +389,7 @@ fn resign_leaves(cluster: &Cluster, leaves: &[(&str, &str)], from_days: i64, to_
             &key,
             ca,
             &pki,
-            from_days,
-            to_days,
+            (from_days, to_days),
             &new,
         );
         std::fs::copy(&new, &cert).unwrap();
