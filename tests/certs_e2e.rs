@@ -621,6 +621,39 @@ fn a_running_cluster_renews_in_place_without_restarting_a_container() {
     assert!(logs.contains("sleeper-started"), "{logs}");
     assert_eq!(containers(&cluster), before, "no container restarted");
 
+    // What reloads by itself is not restarted: the serving certificates of
+    // the API server and etcd, renewed alone, are served by the same
+    // processes. The kubelet's is a restart input (see pki::usage).
+    let pids: Vec<u64> = ["kube-apiserver", "etcd", "kubelet"]
+        .map(|c| cluster.pid(c))
+        .to_vec();
+    cluster.manager_ok(&["certs", "renew", "apiserver", "etcd/server", "kubelet"]);
+    for (port, file) in [
+        (6443, "apiserver"),
+        (2379, "etcd/server"),
+        (10250, "kubelet"),
+    ] {
+        let renewed = fingerprint(&cluster.pki().join(format!("{file}.crt")));
+        wait_until(
+            &format!("{port} serves the renewed {file}"),
+            Duration::from_secs(90),
+            || fingerprint(&served(work, port)) == renewed,
+        );
+    }
+    let after: Vec<u64> = ["kube-apiserver", "etcd", "kubelet"]
+        .map(|c| cluster.pid(c))
+        .to_vec();
+    assert_eq!(
+        after[..2],
+        pids[..2],
+        "the API server and etcd reload their serving certificates"
+    );
+    assert_ne!(
+        after[2], pids[2],
+        "the kubelet is restarted for its serving certificate"
+    );
+    assert_eq!(containers(&cluster), before, "no container restarted");
+
     // 2. By the unit: a short interval, and again a leaf close to expiry.
     cluster.manager_ok(&["settings", "set", "certs.checkInterval=5"]);
     resign_leaves(
