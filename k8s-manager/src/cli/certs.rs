@@ -259,8 +259,9 @@ fn rows(
 
 /// Who renews a leaf or a client certificate: the manager, by itself.
 const RENEWED_BY_UNIT: &str = "certs-renewal unit, enable";
-/// Who renews a CA: the user, told from a year before.
-const RENEWED_BY_ROTATION: &str = "certs rotate-ca";
+/// Who renews a CA: nobody yet (no rotation in place); told from a year
+/// before.
+const RENEWED_BY_ROTATION: &str = "nobody: reset";
 use k8s_manager::cluster::renewal::CA_WARNING;
 
 fn check(args: CheckArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {

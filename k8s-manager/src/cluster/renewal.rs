@@ -8,7 +8,7 @@
 //! 1. what to renew: the leaves and kubeconfig client certificates named, or
 //!    (`dueOnly`) those within `certs.renewWithinDays` of expiry or expired
 //!    ([`crate::pki::due`]); a CA within a year of expiry is told about,
-//!    naming `certs rotate-ca`;
+//!    with what to do ([`CA_ADVICE`]);
 //! 2. re-issued under the same CA with the same subject and names
 //!    ([`crate::pki::renew`], [`crate::pki::kubeconfigs::write_all`]): one
 //!    `cert-renewed` event each;
@@ -46,6 +46,10 @@ pub const OPERATION: &str = "renew-certs";
 pub const NOT_RUNNING: &str = "NotRunning";
 /// From this long before a CA expires, its rotation is asked for.
 pub const CA_WARNING: time::Duration = time::Duration::days(365);
+/// What to do about a CA that expires within [`CA_WARNING`]. CAs are not
+/// rotated in place yet (`certs rotate-ca` is to come): until then, a reset
+/// before the date makes a new PKI.
+pub const CA_ADVICE: &str = "k8s-manager cannot rotate a CA in place yet; reset the cluster before that date (`k8s-manager reset`: its workloads and data are lost) to get a new PKI";
 /// How long a restarted component has to answer again.
 const READY_WITHIN: Duration = Duration::from_secs(90);
 
@@ -101,7 +105,7 @@ impl Statuses {
                 (days < CA_WARNING.whole_days()).then(|| {
                     let not_after = s.not_after.and_then(|t| t.format(&Rfc3339).ok());
                     format!(
-                        "CA {} expires on {} ({days} days): run `k8s-manager certs rotate-ca` to replace it without a reset",
+                        "CA {} expires on {} ({days} days): {CA_ADVICE}",
                         s.name,
                         not_after.unwrap_or_default()
                     )

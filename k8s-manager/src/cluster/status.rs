@@ -28,8 +28,7 @@ pub struct StatusReport {
     pub server_url: Option<String>,
     pub versions: BTreeMap<String, String>,
     pub earliest_certificate: Option<CertExpiry>,
-    /// The CAs within a year of expiry, each with what to do (`certs
-    /// rotate-ca`).
+    /// The CAs within a year of expiry, each with what to do.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ca_warnings: Vec<String>,
 }

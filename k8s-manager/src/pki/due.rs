@@ -33,7 +33,7 @@ fn is_due(status: &CertStatus) -> bool {
 
 /// What is due: the leaves and kubeconfigs that expire within the window
 /// (their statuses say `renew-soon`) or have expired. CAs are never due here
-/// (`certs rotate-ca` replaces them); a missing or invalid file is not
+/// (they are told a year ahead, see `cluster::renewal`); a missing or invalid file is not
 /// renewed in place either: the next `enable` makes it again.
 pub fn due(leaves: &[CertStatus], kubeconfigs: &[CertStatus]) -> Selection {
     Selection {
