@@ -293,22 +293,49 @@ fn fingerprint(cert: &Path) -> String {
     )
 }
 
-/// The certificate served on 127.0.0.1:`port`, written to a file.
+/// The certificate served on 127.0.0.1:`port`, written to a file. A
+/// component being restarted serves nothing for a moment: asked again for
+/// up to a minute.
 fn served(work: &Path, port: u16) -> PathBuf {
-    let out = Command::new("openssl")
-        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let begin = text
-        .find("-----BEGIN CERTIFICATE-----")
-        .unwrap_or_else(|| panic!("nothing served on {port}: {text}"));
-    let end = text.find("-----END CERTIFICATE-----").unwrap() + "-----END CERTIFICATE-----".len();
-    let file = work.join(format!("served-{port}-{}.crt", rand_name()));
-    std::fs::write(&file, format!("{}\n", &text[begin..end])).unwrap();
-    file
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let start = Instant::now();
+    loop {
+        let out = Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        if let (Some(begin), Some(end)) = (text.find(BEGIN), text.find(END)) {
+            let file = work.join(format!("served-{port}-{}.crt", rand_name()));
+            std::fs::write(&file, format!("{}\n", &text[begin..end + END.len()])).unwrap();
+            return file;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "nothing served on {port}: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Waits until the API server, etcd and the kubelet serve the certificates
+/// of their files (a reload, or a restart, takes a moment).
+fn wait_served_as_files(cluster: &Cluster) {
+    for (port, file) in [
+        (6443, "apiserver"),
+        (2379, "etcd/server"),
+        (10250, "kubelet"),
+    ] {
+        let renewed = fingerprint(&cluster.pki().join(format!("{file}.crt")));
+        wait_until(
+            &format!("{port} serves the renewed {file}"),
+            Duration::from_secs(90),
+            || fingerprint(&served(cluster.dir.path(), port)) == renewed,
+        );
+    }
 }
 
 /// The client certificate of the docker-desktop user of a kubeconfig.
@@ -392,7 +419,9 @@ fn resign_leaves(cluster: &Cluster, leaves: &[(&str, &str)], from_days: i64, to_
             (from_days, to_days),
             &new,
         );
-        std::fs::copy(&new, &cert).unwrap();
+        // Renamed into place, as the manager writes: a copy would let a
+        // component's file watch read a half-written certificate.
+        std::fs::rename(&new, &cert).unwrap();
     }
 }
 
@@ -585,20 +614,7 @@ fn a_running_cluster_renews_in_place_without_restarting_a_container() {
     for (name, _) in LEAVES {
         assert_a_year(&cluster.pki().join(format!("{name}.crt")), name);
     }
-    // The kubelet reloads its serving certificate within its file watch's
-    // period: waited on, as every reload is.
-    for (port, file) in [
-        (6443, "apiserver"),
-        (2379, "etcd/server"),
-        (10250, "kubelet"),
-    ] {
-        let renewed = fingerprint(&cluster.pki().join(format!("{file}.crt")));
-        wait_until(
-            &format!("{port} serves the renewed {file}"),
-            Duration::from_secs(90),
-            || fingerprint(&served(work, port)) == renewed,
-        );
-    }
+    wait_served_as_files(&cluster);
     assert_eq!(
         cluster.pid("etcd"),
         etcd_pid,
@@ -628,18 +644,7 @@ fn a_running_cluster_renews_in_place_without_restarting_a_container() {
         .map(|c| cluster.pid(c))
         .to_vec();
     cluster.manager_ok(&["certs", "renew", "apiserver", "etcd/server", "kubelet"]);
-    for (port, file) in [
-        (6443, "apiserver"),
-        (2379, "etcd/server"),
-        (10250, "kubelet"),
-    ] {
-        let renewed = fingerprint(&cluster.pki().join(format!("{file}.crt")));
-        wait_until(
-            &format!("{port} serves the renewed {file}"),
-            Duration::from_secs(90),
-            || fingerprint(&served(work, port)) == renewed,
-        );
-    }
+    wait_served_as_files(&cluster);
     let after: Vec<u64> = ["kube-apiserver", "etcd", "kubelet"]
         .map(|c| cluster.pid(c))
         .to_vec();

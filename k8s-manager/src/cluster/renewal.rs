@@ -32,9 +32,6 @@ use super::event::Event;
 use super::host;
 use super::phases::{self, PhaseContext, PhaseError};
 use super::state::Phase;
-use crate::components::{
-    ApiServer, Component, ControllerManager, Etcd, KubeProxy, Kubelet, Scheduler,
-};
 use crate::error::chain;
 use crate::pki::{self, CertStatus, due, kubeconfigs, usage};
 use crate::supervisor::Supervisor;
@@ -65,16 +62,6 @@ pub struct RenewRequest {
     /// Validity of the new certificates [default: the declaration's year].
     pub validity_days: Option<u32>,
 }
-
-/// The components, in the order they are moved over.
-const COMPONENTS: [&dyn Component; 6] = [
-    &Etcd,
-    &ApiServer,
-    &ControllerManager,
-    &Scheduler,
-    &Kubelet,
-    &KubeProxy,
-];
 
 /// What the PKI and the kubeconfigs hold now.
 pub struct Statuses {
@@ -172,7 +159,7 @@ pub(super) async fn run(
 
     // Each component whose start-only inputs changed is restarted, and
     // answers, before the next one is looked at.
-    for component in COMPONENTS {
+    for component in crate::components::ALL {
         let restarted = supervisor
             .refresh(component.name(), component.stop_grace())
             .await
@@ -266,7 +253,7 @@ mod tests {
 
     #[test]
     fn the_components_are_moved_in_the_usage_order() {
-        let names: Vec<&str> = COMPONENTS.iter().map(|c| c.name()).collect();
+        let names: Vec<&str> = crate::components::ALL.iter().map(|c| c.name()).collect();
         assert_eq!(names, usage::ORDER);
     }
 
