@@ -338,8 +338,9 @@ fn wait_served_as_files(cluster: &Cluster) {
     }
 }
 
-/// The client certificate of the docker-desktop user of a kubeconfig.
-fn kubeconfig_client_cert(work: &Path, kubeconfig: &Path, user: &str) -> PathBuf {
+/// A credential of `user` in `kubeconfig` (`client-certificate-data`,
+/// `client-key-data`), decoded, written to a file in `work`.
+fn user_credential(work: &Path, kubeconfig: &Path, user: &str, field: &str) -> PathBuf {
     let data = support::run_ok(Command::new(support::upstream_kubectl()).args([
         "config",
         "view",
@@ -347,16 +348,21 @@ fn kubeconfig_client_cert(work: &Path, kubeconfig: &Path, user: &str) -> PathBuf
         "--kubeconfig",
         kubeconfig.to_str().unwrap(),
         "-o",
-        &format!("jsonpath={{.users[?(@.name==\"{user}\")].user.client-certificate-data}}"),
+        &format!("jsonpath={{.users[?(@.name==\"{user}\")].user.{field}}}"),
     ]));
     let pem = support::run_ok(
         Command::new("sh")
             .arg("-c")
             .arg(format!("printf %s '{}' | base64 -d", data.trim())),
     );
-    let file = work.join(format!("client-{}.crt", rand_name()));
+    let file = work.join(format!("{field}-{}.pem", rand_name()));
     std::fs::write(&file, pem).unwrap();
     file
+}
+
+/// The client certificate of `user` in a kubeconfig.
+fn kubeconfig_client_cert(work: &Path, kubeconfig: &Path, user: &str) -> PathBuf {
+    user_credential(work, kubeconfig, user, "client-certificate-data")
 }
 
 /// Replaces the client certificate of `user` in `kubeconfig` by one
@@ -371,22 +377,7 @@ fn resign_kubeconfig(
     to_days: i64,
 ) {
     let cert = kubeconfig_client_cert(work, kubeconfig, user);
-    let key_data = support::run_ok(Command::new(support::upstream_kubectl()).args([
-        "config",
-        "view",
-        "--raw",
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-        "-o",
-        &format!("jsonpath={{.users[?(@.name==\"{user}\")].user.client-key-data}}"),
-    ]));
-    let key = work.join(format!("{key_name}.key"));
-    let pem = support::run_ok(
-        Command::new("sh")
-            .arg("-c")
-            .arg(format!("printf %s '{}' | base64 -d", key_data.trim())),
-    );
-    std::fs::write(&key, pem).unwrap();
+    let key = user_credential(work, kubeconfig, user, "client-key-data");
     let new = work.join(format!("{key_name}-resigned.crt"));
     resign(work, &cert, &key, "ca", pki, (from_days, to_days), &new);
     support::run_ok(Command::new(support::upstream_kubectl()).args([
