@@ -699,6 +699,32 @@ fn a_running_cluster_renews_in_place_without_restarting_a_container() {
         "--timeout=120s",
     ]);
     assert_eq!(containers(&cluster), before, "no container restarted");
+    // The unit says in `status` when it checks next and what expires first,
+    // once its renewal (restarts and waits) has ended.
+    let unit_detail = || {
+        let status = cluster.manager_ok(&["status", "--output", "json"]);
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        let unit = status["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "certs-renewal")
+            .unwrap_or_else(|| panic!("no certs-renewal unit: {status}"))
+            .clone();
+        assert!(
+            status["earliestCertificate"]["daysLeft"].as_i64().unwrap() >= 300,
+            "{status}"
+        );
+        unit["detail"].as_str().unwrap_or_default().to_string()
+    };
+    wait_until(
+        "the unit tells its next check",
+        Duration::from_secs(90),
+        || {
+            let detail = unit_detail();
+            detail.contains("next check") && detail.contains("earliest expiry")
+        },
+    );
     let check = cluster.manager_ok(&["certs", "check", "--output", "json"]);
     let check: serde_json::Value = serde_json::from_str(&check).unwrap();
     let names: Vec<&str> = check["certificates"]
