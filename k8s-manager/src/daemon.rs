@@ -111,6 +111,9 @@ pub enum Plan {
     Rebuild(ClusterConfig),
     /// Throw the cluster away, and leave it off.
     Remove,
+    /// Renew certificates of the running cluster (`certs renew`, the
+    /// renewal unit).
+    RenewCerts(crate::cluster::renewal::RenewRequest),
 }
 
 /// A change made: the new document, what changed, and the operation that
@@ -365,6 +368,7 @@ impl Manager {
                 result
             }
             Plan::Remove => self.engine.reset(None, id).await,
+            Plan::RenewCerts(request) => self.engine.renew_certs(request, id).await,
         }
     }
 

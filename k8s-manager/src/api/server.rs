@@ -168,6 +168,24 @@ pub(crate) async fn handle(
                 Err(refusal) => refused(&refusal),
             }
         }
+        (Method::POST, super::CERTS_RENEW) => {
+            let body = match read_body(req).await {
+                Ok(body) => body,
+                Err(response) => return Ok(response),
+            };
+            let request = match body.is_empty() {
+                true => Ok(Default::default()),
+                false => serde_json::from_slice(&body),
+            };
+            match request {
+                Ok(request) => operation(manager, Plan::RenewCerts(request)),
+                Err(err) => error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidArgument",
+                    &format!("the renewal request does not read: {err}"),
+                ),
+            }
+        }
         (Method::POST, super::DISABLE) => match manager.disable().await {
             Ok(plan) => operation(manager, plan),
             Err(refusal) => refused(&refusal),
@@ -243,7 +261,7 @@ fn allowed_method(path: &str) -> Option<String> {
         super::SETTINGS_PROPOSE => Some("PUT".into()),
         super::IMAGES => Some("GET".into()),
         super::IMAGES_SYNC => Some("POST".into()),
-        super::ENABLE | super::DISABLE | super::RESET => Some("POST".into()),
+        super::ENABLE | super::DISABLE | super::RESET | super::CERTS_RENEW => Some("POST".into()),
         _ => None,
     }
 }

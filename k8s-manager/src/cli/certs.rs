@@ -24,12 +24,15 @@ pub enum CertsCommand {
     /// keep what is valid, re-issue leaves that expire within 90 days or no
     /// longer cover the asked names. An existing CA is reused, never replaced.
     Generate(GenerateArgs),
-    /// Show every certificate's expiry, and whether it can be used (readable,
-    /// signed by its CA, with its own key); exit code 1 if one is expired,
-    /// missing or invalid.
+    /// Show every certificate (CAs, leaves, the kubeconfigs' client
+    /// certificates): its file, expiry, days left, what renews it and from
+    /// when, and whether it can be used (readable, signed by its CA, with its
+    /// own key); exit code 1 if one is expired, missing or invalid.
     Check(CheckArgs),
-    /// Re-issue leaf certificates (all, or those named) under the same CA,
-    /// with the same subject and names. CAs are never renewed.
+    /// Re-issue leaf and kubeconfig client certificates (all, or those
+    /// named) under the same CA, with the same subject and names; on a
+    /// running cluster, through the manager, which then moves each component
+    /// over to them one at a time (nothing else to do). CAs are never renewed.
     Renew(RenewArgs),
     /// Write the components' kubeconfig files (admin, super-admin,
     /// controller-manager, scheduler, kubelet) with embedded credentials.
@@ -116,9 +119,14 @@ pub struct CheckArgs {
 pub struct RenewArgs {
     #[command(flatten)]
     pki_dir: PkiDirArg,
-    /// Leaves to renew, by name (apiserver, etcd/server, ...) [default: every leaf].
-    #[arg(value_name = "NAME")]
+    /// Certificates to renew, by name: leaves (apiserver, etcd/server, ...)
+    /// and kubeconfigs (admin.conf, kubelet.conf, ...) [default: every one].
+    #[arg(value_name = "NAME", conflicts_with = "all")]
     names: Vec<String>,
+    /// Renew every leaf and kubeconfig client certificate (the default when
+    /// no name is given).
+    #[arg(long)]
+    all: bool,
     /// Validity of the renewed certificates, in days [default: 365].
     #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
     validity_days: Option<u32>,
@@ -185,17 +193,90 @@ fn print_outcomes(outcomes: &[Outcome]) {
     }
 }
 
+/// One row of `certs check`: a certificate's status, what it is, where it
+/// is, and what renews it from when.
+struct Row {
+    status: CertStatus,
+    kind: &'static str,
+    file: PathBuf,
+    renewed_by: &'static str,
+    renew_from: Option<OffsetDateTime>,
+}
+
+/// The renewal window of the state folder's settings (the default when it
+/// has none).
+fn renew_within(global: &GlobalArgs) -> Duration {
+    let paths = k8s_manager::cluster::config::Paths::new(&global.state_dir);
+    let days = k8s_manager::cluster::settings::load(&paths.settings_file)
+        .ok()
+        .flatten()
+        .map_or(pki::DEFAULT_RENEW_WITHIN.whole_days(), |s| {
+            s.certs.renew_within_days.into()
+        });
+    Duration::days(days)
+}
+
+fn rows(
+    pki_dir: &Path,
+    kubeconfig_dir: Option<&Path>,
+    renew_within: Duration,
+) -> anyhow::Result<Vec<Row>> {
+    let now = OffsetDateTime::now_utc();
+    let statuses = pki::check(pki_dir, now, renew_within)
+        .with_context(|| format!("cannot check the PKI in {}", pki_dir.display()))?;
+    let mut rows: Vec<Row> = statuses
+        .into_iter()
+        .map(|status| {
+            let is_ca = status.ca.is_none();
+            Row {
+                file: pki_dir.join(format!("{}.crt", status.name)),
+                kind: if is_ca { "ca" } else { "leaf" },
+                renewed_by: if is_ca {
+                    RENEWED_BY_ROTATION
+                } else {
+                    RENEWED_BY_UNIT
+                },
+                renew_from: status
+                    .not_after
+                    .map(|t| t - if is_ca { CA_WARNING } else { renew_within }),
+                status,
+            }
+        })
+        .collect();
+    if let Some(dir) = kubeconfig_dir {
+        let statuses = kubeconfigs::check(pki_dir, dir, now, renew_within)
+            .with_context(|| format!("cannot check the kubeconfigs in {}", dir.display()))?;
+        rows.extend(statuses.into_iter().map(|status| Row {
+            file: dir.join(&status.name),
+            kind: "client",
+            renewed_by: RENEWED_BY_UNIT,
+            renew_from: status.not_after.map(|t| t - renew_within),
+            status,
+        }));
+    }
+    Ok(rows)
+}
+
+/// Who renews a leaf or a client certificate: the manager, by itself.
+const RENEWED_BY_UNIT: &str = "certs-renewal unit, enable";
+/// Who renews a CA: nobody yet (no rotation in place); told from a year
+/// before.
+const RENEWED_BY_ROTATION: &str = "nobody: reset";
+use k8s_manager::cluster::renewal::CA_WARNING;
+
 fn check(args: CheckArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let pki_dir = args.pki_dir.resolve(global);
-    let statuses = pki::check(
-        &pki_dir,
-        OffsetDateTime::now_utc(),
-        pki::DEFAULT_RENEW_WITHIN,
-    )
-    .with_context(|| format!("cannot check the PKI in {}", pki_dir.display()))?;
+    // The kubeconfigs sit next to the PKI of a state folder.
+    let kubeconfig_dir = args
+        .pki_dir
+        .pki_dir
+        .is_none()
+        .then(|| k8s_manager::cluster::config::Paths::new(&global.state_dir).kubeconfigs);
+    let rows = rows(&pki_dir, kubeconfig_dir.as_deref(), renew_within(global))?;
     // Each unusable certificate is one problem: what is wrong, what to do.
-    let broken: Vec<String> = statuses
+    let broken: Vec<String> = rows
         .iter()
+        .map(|row| &row.status)
         .filter(|s| {
             matches!(
                 s.state,
@@ -210,13 +291,13 @@ fn check(args: CheckArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let error = (!broken.is_empty()).then(|| {
         ErrorReport::new(
             "PkiInvalid",
-            "certificates are unusable, expired or missing; run `k8s-manager certs generate` (or `certs renew`) to replace them",
+            "certificates are unusable, expired or missing; `k8s-manager enable` makes them again (or run `k8s-manager certs generate`, `certs renew`)",
         )
         .with_problems(broken)
     });
     match args.output.value {
         Output::Text => {
-            print_status_table(&statuses);
+            print_status_table(&rows);
             if let Some(error) = &error {
                 for problem in &error.problems {
                     eprintln!("error: {problem}");
@@ -225,7 +306,7 @@ fn check(args: CheckArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             }
         }
         Output::Json => {
-            let mut json = status_json(&pki_dir, &statuses)?;
+            let mut json = status_json(&pki_dir, &rows)?;
             if let Some(error) = &error {
                 error.attach_to(&mut json);
             }
@@ -235,35 +316,47 @@ fn check(args: CheckArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     Ok(error.map_or(ExitCode::SUCCESS, |error| error.exit_code()))
 }
 
-fn not_after_text(status: &CertStatus) -> anyhow::Result<String> {
-    Ok(match status.not_after {
-        Some(not_after) => not_after.format(&Rfc3339)?,
+fn date_text(date: Option<OffsetDateTime>) -> anyhow::Result<String> {
+    Ok(match date {
+        Some(date) => date.format(&Rfc3339)?,
         None => "-".to_string(),
     })
 }
 
-fn print_status_table(statuses: &[CertStatus]) {
-    let rows: Vec<[String; 5]> = statuses
+fn print_status_table(rows: &[Row]) {
+    let cells: Vec<[String; 7]> = rows
         .iter()
-        .map(|s| {
+        .map(|row| {
+            let s = &row.status;
             [
                 s.name.clone(),
-                s.ca.clone().unwrap_or_else(|| "-".to_string()),
-                not_after_text(s).unwrap_or_else(|_| "?".to_string()),
+                row.kind.to_string(),
+                date_text(s.not_after).unwrap_or_else(|_| "?".to_string()),
                 s.days_left
                     .map_or_else(|| "-".to_string(), |days| days.to_string()),
                 s.state.to_string(),
+                row.renewed_by.to_string(),
+                date_text(row.renew_from).unwrap_or_else(|_| "?".to_string()),
             ]
         })
         .collect();
-    let header = ["NAME", "CA", "NOT AFTER", "DAYS LEFT", "STATUS"].map(str::to_string);
-    let mut widths = [0usize; 5];
-    for row in std::iter::once(&header).chain(&rows) {
+    let header = [
+        "NAME",
+        "KIND",
+        "NOT AFTER",
+        "DAYS LEFT",
+        "STATUS",
+        "RENEWED BY",
+        "FROM",
+    ]
+    .map(str::to_string);
+    let mut widths = [0usize; 7];
+    for row in std::iter::once(&header).chain(&cells) {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.len());
         }
     }
-    for row in std::iter::once(&header).chain(&rows) {
+    for row in std::iter::once(&header).chain(&cells) {
         let cells: Vec<String> = row
             .iter()
             .zip(widths)
@@ -273,16 +366,21 @@ fn print_status_table(statuses: &[CertStatus]) {
     }
 }
 
-fn status_json(pki_dir: &Path, statuses: &[CertStatus]) -> anyhow::Result<serde_json::Value> {
-    let certificates = statuses
+fn status_json(pki_dir: &Path, rows: &[Row]) -> anyhow::Result<serde_json::Value> {
+    let certificates = rows
         .iter()
-        .map(|s| {
+        .map(|row| {
+            let s = &row.status;
             Ok(json!({
                 "name": s.name,
+                "kind": row.kind,
+                "file": row.file,
                 "ca": s.ca,
-                "notAfter": s.not_after.map(|_| not_after_text(s)).transpose()?,
+                "notAfter": s.not_after.map(|t| date_text(Some(t))).transpose()?,
                 "daysLeft": s.days_left,
                 "status": s.state.name(),
+                "renewedBy": row.renewed_by,
+                "renewFrom": row.renew_from.map(|t| date_text(Some(t))).transpose()?,
                 "problem": s.problem,
             }))
         })
@@ -291,6 +389,12 @@ fn status_json(pki_dir: &Path, statuses: &[CertStatus]) -> anyhow::Result<serde_
 }
 
 fn renew(args: RenewArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    // The state folder's PKI goes through its manager when a cluster runs.
+    if args.pki_dir.pki_dir.is_none()
+        && let Some(code) = renew_running(&args, global)?
+    {
+        return Ok(code);
+    }
     let pki_dir = args.pki_dir.resolve(global);
     let renewed = pki::renew(&pki_dir, &args.names, days(args.validity_days))
         .with_context(|| format!("cannot renew certificates in {}", pki_dir.display()))?;
@@ -307,9 +411,40 @@ fn renew(args: RenewArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!(
-        "restart the components that use them (`k8s-manager disable` then `enable`) to load the new certificates"
+        "no cluster runs from these files: the next `k8s-manager enable` loads them (and renews the kubeconfigs)"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The renewal through the running manager; `None` when no cluster runs
+/// (no manager answers, or it runs none): the files are then renewed here.
+fn renew_running(args: &RenewArgs, global: &GlobalArgs) -> anyhow::Result<Option<ExitCode>> {
+    let paths = k8s_manager::cluster::config::Paths::new(&global.state_dir);
+    let request = k8s_manager::cluster::renewal::RenewRequest {
+        names: args.names.clone(),
+        due_only: false,
+        validity_days: args.validity_days,
+    };
+    let body = serde_json::to_vec(&request)?;
+    let rt = super::cluster::runtime()?;
+    rt.block_on(async {
+        let client = k8s_manager::api::client::Client::new(&paths.socket);
+        if !client.is_up().await {
+            return Ok(None);
+        }
+        let progress = super::cluster::Progress::new(Output::Text);
+        let done = client
+            .operation(k8s_manager::api::CERTS_RENEW, body, |e| progress.show(e))
+            .await?;
+        if let k8s_manager::cluster::event::Event::Done {
+            error: Some(error), ..
+        } = &done
+            && error.code == k8s_manager::cluster::renewal::NOT_RUNNING
+        {
+            return Ok(None);
+        }
+        super::cluster::outcome(done).map(Some)
+    })
 }
 
 fn write_kubeconfigs(args: KubeconfigsArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {

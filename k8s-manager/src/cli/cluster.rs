@@ -225,6 +225,13 @@ impl Progress {
                 let prefix = if self.tty { "\r\x1b[2K" } else { "" };
                 let _ = writeln!(err, "{prefix}  ! {message}");
             }
+            Event::CertRenewed { name, not_after } => {
+                let prefix = if self.tty { "\r\x1b[2K" } else { "" };
+                let _ = writeln!(
+                    err,
+                    "{prefix}  ✓ certificate {name} renewed, valid until {not_after}"
+                );
+            }
             Event::State { .. } | Event::Started { .. } => {}
             Event::Done {
                 ok: true, message, ..

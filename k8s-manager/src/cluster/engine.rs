@@ -219,6 +219,69 @@ impl Engine {
         result
     }
 
+    /// Renews certificates of the running cluster and moves its components
+    /// over to them (see [`super::renewal`]): an operation like the others,
+    /// one at a time with them; a disable or a reset cancels it (files
+    /// already written are kept: the next enable loads them). On a cluster
+    /// that does not run, it fails with [`super::renewal::NOT_RUNNING`].
+    pub async fn renew_certs(
+        &self,
+        request: super::renewal::RenewRequest,
+        id: u64,
+    ) -> Result<(), PhaseError> {
+        let cancel = self.enable_ticket();
+        let _busy = self.busy.lock().await;
+        self.emit(Event::Started {
+            operation: super::renewal::OPERATION.into(),
+            id,
+        });
+        let start = Instant::now();
+        let result = self.run_renewal(&request, cancel).await;
+        self.finish(super::renewal::OPERATION, id, start, &result, |s| {
+            format!("certificates checked in {s:.1}s")
+        });
+        result
+    }
+
+    async fn run_renewal(
+        &self,
+        request: &super::renewal::RenewRequest,
+        cancel: CancelSignal,
+    ) -> Result<(), PhaseError> {
+        let not_running = || {
+            PhaseError::with_code(
+                Phase::Certs,
+                super::renewal::NOT_RUNNING,
+                "no cluster runs: its certificates are renewed by the next enable",
+            )
+        };
+        if self.record().state != ClusterState::Running {
+            return Err(not_running());
+        }
+        let config = self
+            .saved_config()
+            .map_err(|e| PhaseError::new(Phase::Certs, e))?
+            .ok_or_else(not_running)?;
+        let reporter = Reporter {
+            engine: self,
+            enabled: None,
+        };
+        let runtime = Containerd {
+            socket: config.containerd_socket.clone(),
+        };
+        let api = LiveApi::new(self.paths.clone());
+        let mut cx = PhaseContext::new(
+            self.host(&reporter, &runtime),
+            &api,
+            cancel.clone(),
+            &config,
+        )?;
+        tokio::select! {
+            result = super::renewal::run(&mut cx, &self.supervisor, request) => result,
+            _ = cancel.cancelled() => Err(cancel.error(Phase::Certs)),
+        }
+    }
+
     /// When the settings name another context or other kubeconfigs than the
     /// ones the cluster was last exported into, our entries leave those (the
     /// export then writes the new ones): a renamed context does not leave the

@@ -21,6 +21,10 @@ pub enum Event {
     PhaseDone { phase: Phase, seconds: f64 },
     /// Something worth telling the user that is not an error (preflight warnings).
     Notice { message: String },
+    /// A certificate was renewed (by `certs renew` or the renewal unit):
+    /// its name (`apiserver`, `admin.conf`) and its new expiry (RFC 3339).
+    #[serde(rename_all = "camelCase")]
+    CertRenewed { name: String, not_after: String },
     /// The state changed.
     State { state: ClusterState },
     /// The operation ended: `ok`, or failed with `error`; `message` says

@@ -15,6 +15,7 @@ pub mod phases;
 pub mod pipeline;
 pub mod preflight;
 pub mod proxy;
+pub mod renewal;
 pub mod settings;
 pub mod state;
 pub mod status;

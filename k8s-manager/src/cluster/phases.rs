@@ -450,7 +450,7 @@ pub(super) async fn wait_all(
 
 /// Polls a component's probe until it answers, within the phase's deadline
 /// (minus a margin, so that this error, with its logs, wins over the bare timeout).
-async fn wait_ready(
+pub(super) async fn wait_ready(
     cx: &PhaseContext<'_>,
     phase: Phase,
     component: &dyn Component,

@@ -28,6 +28,12 @@ pub const MAX_RENEW_WITHIN_DAYS: u32 = 180;
 /// The settings page's port on 127.0.0.1: one no well-known service uses,
 /// above the ranges Kubernetes takes (the API server's, NodePorts').
 pub const DEFAULT_UI_PORT: u16 = 47020;
+/// How often the running cluster's certificates are checked: twice a day
+/// leaves months of margin inside the 90-day window, and costs nothing.
+pub const DEFAULT_CHECK_INTERVAL_SECONDS: u64 = 12 * 3600;
+/// The bounds of `certs.checkInterval`: a short one is for tests; more than
+/// a week apart could miss a window of `renewWithinDays: 1`.
+pub const CHECK_INTERVAL_SECONDS: std::ops::RangeInclusive<u64> = 5..=7 * 24 * 3600;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
@@ -100,6 +106,10 @@ pub struct Docker {
 pub struct Certs {
     /// A certificate that expires within this many days is renewed.
     pub renew_within_days: u32,
+    /// Seconds between two checks of a running cluster's certificates by the
+    /// daemon's renewal unit (`certs-renewal`); read at each check, so a
+    /// change takes effect after the current wait.
+    pub check_interval: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,6 +215,7 @@ impl Default for Certs {
     fn default() -> Certs {
         Certs {
             renew_within_days: DEFAULT_RENEW_WITHIN_DAYS,
+            check_interval: DEFAULT_CHECK_INTERVAL_SECONDS,
         }
     }
 }
@@ -477,6 +488,16 @@ impl Settings {
                 format!("must be from 1 to {MAX_RENEW_WITHIN_DAYS} days"),
             ));
         }
+        if !CHECK_INTERVAL_SECONDS.contains(&self.certs.check_interval) {
+            return Err(SettingsError::new(
+                "certs.checkInterval",
+                format!(
+                    "must be from {} to {} seconds",
+                    CHECK_INTERVAL_SECONDS.start(),
+                    CHECK_INTERVAL_SECONDS.end()
+                ),
+            ));
+        }
         // Its messages lead with the field (`proxy.noProxy[2]: ...`).
         self.proxy
             .validate()
@@ -633,11 +654,13 @@ fn effect_of(key: &str, facts: &Facts) -> Effect {
     let rebuild = Effect::Reset;
     let redo = Effect::Restart;
     let wanted = match key {
-        // The page is the daemon's, not the cluster's: it moves by itself.
+        // Read by the daemon as it goes; the page is the daemon's, not the
+        // cluster's: it moves by itself.
         "schemaVersion"
         | "revision"
         | "kubernetes.enabled"
         | "certs.renewWithinDays"
+        | "certs.checkInterval"
         | "ui.port" => Effect::None,
         // The node's identity, and the address plan its objects are made of.
         "kubernetes.nodeName"
@@ -941,6 +964,10 @@ mod tests {
         assert_eq!(err.field, "docker.socket");
         let err = refuse(json!({"certs": {"renewWithinDays": 0}}));
         assert_eq!(err.field, "certs.renewWithinDays");
+        let err = refuse(json!({"certs": {"checkInterval": 1}}));
+        assert_eq!(err.field, "certs.checkInterval");
+        let err = refuse(json!({"certs": {"checkInterval": 30 * 24 * 3600}}));
+        assert_eq!(err.field, "certs.checkInterval");
         let err = refuse(json!({"proxy": {"http": "ftp://user:s3cret@proxy.test:21"}}));
         assert_eq!(err.field, "proxy.http");
         assert!(!err.message.contains("s3cret"), "{err}");
@@ -1033,6 +1060,8 @@ mod tests {
         assert_eq!(effect(renew, &live), Effect::None);
         let page = json!({"ui": {"port": 47021}});
         assert_eq!(effect(page, &live), Effect::None);
+        let interval = json!({"certs": {"checkInterval": 60}});
+        assert_eq!(effect(interval, &live), Effect::None);
         let proxy = json!({"proxy": {"noProxy": ["corp.example"]}});
         assert_eq!(effect(proxy, &live), Effect::Restart);
         let version = json!({"kubernetes": {"version": "v1.35.0"}});

@@ -28,6 +28,9 @@ pub struct StatusReport {
     pub server_url: Option<String>,
     pub versions: BTreeMap<String, String>,
     pub earliest_certificate: Option<CertExpiry>,
+    /// The CAs within a year of expiry, each with what to do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ca_warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,8 +62,13 @@ pub async fn report(
         node_ready: None,
         server_url: config.map(ClusterConfig::server_url),
         versions: BTreeMap::new(),
-        earliest_certificate: earliest_certificate(paths),
+        earliest_certificate: None,
+        ca_warnings: Vec::new(),
     };
+    if let Ok(statuses) = super::renewal::Statuses::read(paths, crate::pki::DEFAULT_RENEW_WITHIN) {
+        report.earliest_certificate = earliest_certificate(&statuses);
+        report.ca_warnings = statuses.ca_warnings();
+    }
     let Some(config) = config else { return report };
     if let Ok(bundle) = crate::bundle::Manifest::load(&config.bundle) {
         report.versions = bundle.components.clone();
@@ -109,11 +117,12 @@ pub async fn report(
     report
 }
 
-fn earliest_certificate(paths: &Paths) -> Option<CertExpiry> {
-    let now = time::OffsetDateTime::now_utc();
-    let statuses = crate::pki::check(&paths.pki, now, crate::pki::DEFAULT_RENEW_WITHIN).ok()?;
+/// The certificate that expires first: a leaf, a CA, or a kubeconfig's.
+fn earliest_certificate(statuses: &super::renewal::Statuses) -> Option<CertExpiry> {
     statuses
-        .into_iter()
+        .leaves
+        .iter()
+        .chain(&statuses.kubeconfigs)
         .filter(|s| s.not_after.is_some())
         .min_by_key(|s| s.not_after)
         .map(|s| CertExpiry {
@@ -161,6 +170,9 @@ pub fn render_text(report: &StatusReport) -> String {
             "Certificates: earliest expiry {} on {} ({} days)\n",
             cert.name, cert.not_after, cert.days_left
         ));
+    }
+    for warning in &report.ca_warnings {
+        out.push_str(&format!("Warning: {warning}\n"));
     }
     if !report.manager_running {
         out.push_str("Manager: not running\n");

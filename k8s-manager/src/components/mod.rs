@@ -28,6 +28,17 @@ pub use probe::Probe;
 pub use scheduler::Scheduler;
 
 use crate::bundle::manifest::cluster_executable;
+
+/// Every component, each before those that talk to it (etcd, then the API
+/// server, then its clients): the order a renewal moves them over in.
+pub const ALL: [&dyn Component; 6] = [
+    &Etcd,
+    &ApiServer,
+    &ControllerManager,
+    &Scheduler,
+    &Kubelet,
+    &KubeProxy,
+];
 use crate::cluster::config::{ClusterConfig, Paths};
 use crate::exec::FileIdentity;
 use crate::supervisor::ProcessSpec;
@@ -88,6 +99,13 @@ impl Context {
             .iter()
             .filter_map(|arg| arg.split_once('=').map(|(_, value)| PathBuf::from(value)))
             .filter(|path| ours.iter().any(|dir| path.starts_with(dir)))
+            // And the certificates it reads only at start (see pki::usage):
+            // renewed, they restart it.
+            .chain(
+                crate::pki::usage::restart_inputs(name)
+                    .into_iter()
+                    .map(|file| self.paths.pki.join(file)),
+            )
             .fold(Vec::new(), |mut inputs: Vec<PathBuf>, path| {
                 if !inputs.contains(&path) {
                     inputs.push(path);
@@ -229,7 +247,7 @@ mod tests {
     fn every_component_runs_the_bundle_file_preflight_checked() {
         let dir = tempfile::tempdir().unwrap();
         let mut ctx = test_support::context(dir.path());
-        let components = all();
+        let components = ALL;
         for (i, name) in crate::bundle::manifest::CLUSTER_EXECUTABLES
             .iter()
             .enumerate()
@@ -265,17 +283,6 @@ mod tests {
         }
     }
 
-    fn all() -> [&'static dyn Component; 6] {
-        [
-            &Etcd,
-            &ApiServer,
-            &ControllerManager,
-            &Scheduler,
-            &Kubelet,
-            &KubeProxy,
-        ]
-    }
-
     /// A context whose settings name a proxy.
     fn proxied_context(state: &Path) -> Context {
         use crate::cluster::proxy::ClusterNetwork;
@@ -292,13 +299,13 @@ mod tests {
     #[test]
     fn every_component_gets_the_proxy_environment() {
         let dir = tempfile::tempdir().unwrap();
-        for component in all() {
+        for component in ALL {
             let spec = component.spec(&test_support::context(dir.path()));
             assert_eq!(spec.env, Vec::new(), "{}", component.name());
         }
         let ctx = proxied_context(dir.path());
         assert_eq!(ctx.proxy_env.len(), 6);
-        for component in all() {
+        for component in ALL {
             assert_eq!(
                 component.spec(&ctx).env,
                 ctx.proxy_env,

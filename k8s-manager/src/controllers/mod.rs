@@ -7,6 +7,7 @@
 //!
 //! One file per controller; [`units`] is the list the pipeline starts.
 
+pub mod certs;
 pub mod services;
 pub mod volumes;
 
@@ -21,11 +22,12 @@ use crate::supervisor::TaskSpec;
 pub const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// The names of the units [`units`] makes, in their start order.
-pub const NAMES: [&str; 4] = [
+pub const NAMES: [&str; 5] = [
     volumes::NAME,
     services::NAME,
     images::mirror::NAME,
     images::sync::NAME,
+    certs::NAME,
 ];
 
 /// What the units share with the daemon, made once by the engine and given
@@ -46,6 +48,7 @@ pub fn units(config: &ClusterConfig, handles: &Handles) -> Vec<TaskSpec> {
             config.containerd_socket.clone(),
             handles.images.clone(),
         ),
+        certs::unit(config),
     ]
 }
 

@@ -198,6 +198,44 @@ fn dated(
     }
 }
 
+/// The status of a kubeconfig's client certificate, shown under `file`
+/// (`admin.conf`): `credentials` are the embedded certificate and key
+/// (`None` inside when the file holds none), `ca_pem` its CA's certificate.
+pub(super) fn client_status(
+    file: &str,
+    spec: &CertSpec,
+    credentials: Option<Option<(Vec<u8>, Vec<u8>)>>,
+    ca_pem: Option<&[u8]>,
+    now: OffsetDateTime,
+    renew_within: Duration,
+) -> CertStatus {
+    let named = CertSpec {
+        name: file.to_string(),
+        ..spec.clone()
+    };
+    let Some(credentials) = credentials else {
+        return missing(&named);
+    };
+    let Some((cert_pem, key_pem)) = credentials else {
+        return invalid(
+            &named,
+            format!(
+                "{file} holds no embedded client certificate and key; the next enable writes it again"
+            ),
+        );
+    };
+    let ca = ca_pem.and_then(|pem| CertInfo::from_pem(pem).ok());
+    match assess::sound_leaf(&cert_pem, Some(&key_pem), spec, ca.as_ref(), now) {
+        Ok(cert) => dated(&named, cert.not_after, now, renew_within),
+        Err(reason) => invalid(
+            &named,
+            format!(
+                "{file}: {reason}; the next enable or `k8s-manager certs renew` writes it again"
+            ),
+        ),
+    }
+}
+
 fn missing(spec: &CertSpec) -> CertStatus {
     CertStatus {
         name: spec.name.clone(),

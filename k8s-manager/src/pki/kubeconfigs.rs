@@ -38,6 +38,9 @@ pub struct KubeconfigsConfig {
     /// Validity of new client certificates; `None` is the declaration's.
     pub client_validity: Option<Duration>,
     pub renew_within: Duration,
+    /// Kubeconfigs (`admin`, `kubelet`) whose client certificate is
+    /// re-issued whatever its expiry: a renewal asked for by name.
+    pub renew: Vec<String>,
 }
 
 impl KubeconfigsConfig {
@@ -56,8 +59,54 @@ impl KubeconfigsConfig {
             key_algorithm: KeyAlgorithm::default(),
             client_validity: None,
             renew_within: DEFAULT_RENEW_WITHIN,
+            renew: Vec::new(),
         }
     }
+}
+
+/// The declared kubeconfigs' names (`admin`, `kubelet`, ...).
+pub fn names() -> Result<Vec<String>, PkiError> {
+    Ok(PkiDeclaration::embedded()?
+        .kubeconfigs
+        .into_iter()
+        .map(|spec| spec.name)
+        .collect())
+}
+
+/// The state of the client certificate of every declared kubeconfig in
+/// `dir`, named by file (`admin.conf`), judged against the CA of `pki_dir`
+/// as [`write_all`] judges it (an unreadable file, or one of another CA, is
+/// invalid: the next write replaces it).
+pub fn check(
+    pki_dir: &Path,
+    dir: &Path,
+    now: OffsetDateTime,
+    renew_within: Duration,
+) -> Result<Vec<super::CertStatus>, PkiError> {
+    let declaration = PkiDeclaration::embedded()?;
+    let mut statuses = Vec::new();
+    for spec in &declaration.kubeconfigs {
+        let ca_name = spec.ca.as_deref().unwrap_or_default();
+        let ca = store::read_cert(pki_dir, ca_name)?;
+        let file = store::read_optional(dir, Path::new(&file_name(&spec.name)))?;
+        statuses.push(super::check::client_status(
+            &file_name(&spec.name),
+            spec,
+            file.as_deref().map(client_certificate),
+            ca.as_deref(),
+            now,
+            renew_within,
+        ));
+    }
+    Ok(statuses)
+}
+
+/// The client certificate (PEM) embedded in a kubeconfig file as written here.
+fn client_certificate(bytes: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    serde_saphyr::from_str::<KubeconfigFile>(text)
+        .ok()?
+        .client_credentials()
 }
 
 /// The file name of a declared kubeconfig (`admin` → `admin.conf`).
@@ -165,6 +214,9 @@ fn file_action(
     let Some(existing) = existing else {
         return Some(Action::Created);
     };
+    if config.renew.contains(&request.spec.name) {
+        return Some(Action::Reissued(ReissueReason::Requested));
+    }
     // The parser's message is not passed on: it quotes the file, key included.
     let parsed = std::str::from_utf8(existing)
         .ok()

@@ -2,10 +2,16 @@
 //! declaration.
 //!
 //! - [`ensure`] makes what is missing and re-issues what no longer serves,
-//!   idempotently: the `certs` phase and the daemon's renewal loop call it.
+//!   idempotently: the `certs` phase of every enable calls it.
 //! - [`check`] reports every certificate's expiry, or why it cannot be used.
 //! - [`renew`] re-issues leaves on demand with the same subject and names.
 //! - [`kubeconfigs::write_all`] writes the components' kubeconfig files.
+//! - [`usage`] says which component reads which file, and whether it takes a
+//!   new one by itself or needs a restart; [`due`] what a renewal renews.
+//!
+//! The renewal on a running cluster (the daemon's `certs-renewal` unit and
+//! `certs renew`) is [`crate::cluster::renewal`]: it re-issues with
+//! [`renew`] and [`kubeconfigs::write_all`], then moves each component over.
 //!
 //! All of them are pure functions over their arguments and the files: they
 //! print nothing and return typed errors that say what to do next.
@@ -13,6 +19,7 @@
 mod assess;
 mod ca;
 mod check;
+pub mod due;
 mod ensure;
 mod inspect;
 mod issue;
@@ -23,6 +30,7 @@ mod spec;
 mod store;
 #[cfg(test)]
 mod testutil;
+pub mod usage;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -133,6 +141,8 @@ pub enum ReissueReason {
     },
     /// A kubeconfig whose cluster, user or context names differ.
     KubeconfigChanged,
+    /// Renewed because it was asked for (`certs renew NAME`).
+    Requested,
 }
 
 impl fmt::Display for Action {
@@ -167,6 +177,7 @@ impl fmt::Display for ReissueReason {
             ReissueReason::Unreadable(reason) => write!(f, "unreadable: {reason}"),
             ReissueReason::ServerChanged { found } => write!(f, "server was {found}"),
             ReissueReason::KubeconfigChanged => f.write_str("cluster or user names changed"),
+            ReissueReason::Requested => f.write_str("renewal asked for"),
         }
     }
 }

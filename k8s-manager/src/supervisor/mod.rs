@@ -224,6 +224,25 @@ impl Supervisor {
         ));
     }
 
+    /// Starts a running process again with the spec it runs with: it is
+    /// restarted when its input files changed since it started (a renewed
+    /// certificate it reads only at start), left alone otherwise. Returns
+    /// whether it was restarted; `None` when no process of that name runs.
+    pub async fn refresh(&self, name: &str, grace: Duration) -> std::io::Result<Option<bool>> {
+        let running = {
+            let children = self.children.lock().await;
+            children.iter().find(|(n, _)| n == name).and_then(|(_, c)| {
+                let pid = c.status.lock().expect("status lock").pid;
+                c.spec.clone().map(|spec| (spec, pid))
+            })
+        };
+        let Some((spec, pid)) = running else {
+            return Ok(None);
+        };
+        let new_pid = self.start(spec, grace).await?;
+        Ok(Some(Some(new_pid) != pid))
+    }
+
     /// Stops one child: SIGTERM, then SIGKILL after `grace`. A no-op for a
     /// child that is not running.
     pub async fn stop(&self, name: &str, grace: Duration) {
@@ -699,6 +718,25 @@ mod tests {
         std::fs::remove_file(&kubeconfig).unwrap();
         let third = sup.start(with_input, grace).await.unwrap();
         assert_ne!(third, second);
+        sup.stop_all(grace).await;
+    }
+
+    #[tokio::test]
+    async fn a_refresh_restarts_only_for_new_inputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let sup = Supervisor::new("test-instance-refresh");
+        let cert = dir.path().join("client.crt");
+        std::fs::write(&cert, "old").unwrap();
+        let mut with_input = spec(dir.path(), "svc", "exec sleep 60");
+        with_input.inputs = vec![cert.clone()];
+        let grace = Duration::from_secs(1);
+        assert_eq!(sup.refresh("svc", grace).await.unwrap(), None);
+        let first = sup.start(with_input, grace).await.unwrap();
+        assert_eq!(sup.refresh("svc", grace).await.unwrap(), Some(false));
+        std::fs::write(&cert, "renewed").unwrap();
+        assert_eq!(sup.refresh("svc", grace).await.unwrap(), Some(true));
+        assert!(!crate::sys::process_alive(first));
+        assert_eq!(sup.refresh("svc", grace).await.unwrap(), Some(false));
         sup.stop_all(grace).await;
     }
 

@@ -1,0 +1,177 @@
+//! The certificate renewal unit (`certs-renewal`): it checks the running
+//! cluster's certificates when it starts (each enable, so also when the
+//! daemon brings the cluster back) and then every `certs.checkInterval`
+//! (12 hours by default), and when a leaf or a kubeconfig client
+//! certificate is within `certs.renewWithinDays` of expiry, or a CA within a
+//! year, asks the daemon for the `renew-certs` operation through the control
+//! API, as `certs renew` does ([`crate::cluster::renewal`]).
+//!
+//! Going through the API, it takes its turn with enable, disable and reset,
+//! and never touches a process itself: the supervisor stays the one owner of
+//! the processes. Both settings are read again at each check, and the
+//! interval every few seconds while waiting, so a change (effect none)
+//! applies at once. The decision is pure
+//! ([`needs_operation`]), and the files are read off the runtime's threads.
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::api::client::Client;
+use crate::cluster::config::{ClusterConfig, Paths};
+use crate::cluster::event::Event;
+use crate::cluster::renewal::{RenewRequest, Statuses};
+use crate::cluster::settings::{self, Settings};
+use crate::pki::due;
+use crate::supervisor::{TaskContext, TaskSpec};
+
+/// The unit's name, as `status` shows it.
+pub const NAME: &str = "certs-renewal";
+
+/// The supervised unit of a cluster with `config`.
+pub fn unit(config: &ClusterConfig) -> TaskSpec {
+    let paths = config.paths();
+    TaskSpec::new(NAME, move |ctx| {
+        let paths = paths.clone();
+        async move { run(ctx, paths).await }
+    })
+}
+
+/// Whether the statuses call for the operation: something due, or a CA to
+/// rotate (the operation tells it as an event).
+pub fn needs_operation(statuses: &Statuses) -> bool {
+    !due::due(&statuses.leaves, &statuses.kubeconfigs).is_empty()
+        || !statuses.ca_warnings().is_empty()
+}
+
+/// The earliest expiry among the leaves and kubeconfigs, for `status`.
+fn earliest(statuses: &Statuses) -> Option<(String, OffsetDateTime)> {
+    statuses
+        .leaves
+        .iter()
+        .chain(&statuses.kubeconfigs)
+        .filter_map(|s| s.not_after.map(|t| (s.name.clone(), t)))
+        .min_by_key(|(_, t)| *t)
+}
+
+/// How often the settings are read again while waiting: a shorter
+/// `certs.checkInterval` applies within this.
+const SETTINGS_POLL: Duration = Duration::from_secs(2);
+
+async fn load_settings(paths: &Paths) -> Result<Settings, String> {
+    let file = paths.settings_file.clone();
+    Ok(tokio::task::spawn_blocking(move || settings::load(&file))
+        .await
+        .map_err(|e| e.to_string())??
+        .unwrap_or_default())
+}
+
+async fn read_statuses(paths: &Paths, renew_within: time::Duration) -> Result<Statuses, String> {
+    let paths = paths.clone();
+    tokio::task::spawn_blocking(move || Statuses::read(&paths, renew_within))
+        .await
+        .map_err(|e| e.to_string())?
+}
+
+async fn run(mut ctx: TaskContext, paths: Paths) -> Result<(), String> {
+    ctx.ready();
+    loop {
+        let current = load_settings(&paths).await?;
+        let renew_within = time::Duration::days(current.certs.renew_within_days.into());
+        let statuses = read_statuses(&paths, renew_within).await?;
+        if needs_operation(&statuses) {
+            ctx.detail(Some("renewing certificates".into()));
+            let ask = ask_daemon(&paths);
+            tokio::select! {
+                result = ask => result?,
+                _ = ctx.stopping() => return Ok(()),
+            }
+        }
+        let checked = std::time::Instant::now();
+        let after = read_statuses(&paths, renew_within).await?;
+        let mut interval = Duration::from_secs(current.certs.check_interval);
+        let next = OffsetDateTime::now_utc() + interval;
+        let mut detail = format!("next check {}", next.format(&Rfc3339).unwrap_or_default());
+        if let Some((name, at)) = earliest(&after) {
+            detail.push_str(&format!(
+                "; earliest expiry {name} on {}",
+                at.format(&Rfc3339).unwrap_or_default()
+            ));
+        }
+        ctx.detail(Some(detail));
+        // The wait ends at the interval the settings say now.
+        while checked.elapsed() < interval {
+            let slice = (interval - checked.elapsed()).min(SETTINGS_POLL);
+            tokio::select! {
+                _ = tokio::time::sleep(slice) => {}
+                _ = ctx.stopping() => return Ok(()),
+            }
+            if let Ok(settings) = load_settings(&paths).await {
+                interval = Duration::from_secs(settings.certs.check_interval);
+            }
+        }
+    }
+}
+
+/// Asks the daemon for the renewal of what is due, and waits for its end.
+/// A failure is this run's error: the unit is restarted with backoff, and
+/// checks again.
+async fn ask_daemon(paths: &Paths) -> Result<(), String> {
+    let request = RenewRequest {
+        due_only: true,
+        ..RenewRequest::default()
+    };
+    let body = serde_json::to_vec(&request).expect("serialises");
+    let done = Client::new(&paths.socket)
+        .operation(crate::api::CERTS_RENEW, body, |_| {})
+        .await
+        .map_err(|e| format!("asking the manager for the renewal: {e}"))?;
+    match done {
+        Event::Done { ok: true, .. } => Ok(()),
+        Event::Done {
+            error: Some(error), ..
+        } if error.code == crate::cluster::renewal::NOT_RUNNING => Ok(()),
+        Event::Done { message, .. } => Err(format!("the renewal failed: {message}")),
+        other => Err(format!("the renewal ended with {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{CertState, CertStatus};
+
+    fn status(name: &str, ca: Option<&str>, state: CertState, days: i64) -> CertStatus {
+        let now = OffsetDateTime::now_utc();
+        CertStatus {
+            name: name.into(),
+            ca: ca.map(str::to_string),
+            not_after: Some(now + time::Duration::days(days)),
+            days_left: Some(days),
+            state,
+            problem: None,
+        }
+    }
+
+    #[test]
+    fn the_operation_is_asked_for_what_is_due_or_a_ca_to_rotate() {
+        let fine = Statuses {
+            leaves: vec![
+                status("ca", None, CertState::Ok, 3000),
+                status("apiserver", Some("ca"), CertState::Ok, 300),
+            ],
+            kubeconfigs: vec![status("admin.conf", Some("ca"), CertState::Ok, 200)],
+        };
+        assert!(!needs_operation(&fine));
+        assert_eq!(earliest(&fine).unwrap().0, "admin.conf");
+        let mut leaf_due = Statuses {
+            leaves: fine.leaves.clone(),
+            kubeconfigs: vec![status("admin.conf", Some("ca"), CertState::RenewSoon, 10)],
+        };
+        assert!(needs_operation(&leaf_due));
+        leaf_due.kubeconfigs.clear();
+        leaf_due.leaves[0] = status("ca", None, CertState::Ok, 300);
+        assert!(needs_operation(&leaf_due), "a CA within a year");
+    }
+}

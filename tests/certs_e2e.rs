@@ -1,0 +1,740 @@
+//! Certificates on a real cluster, checked with real openssl: leaves long
+//! expired on a stopped cluster are renewed by `enable`, which comes back
+//! with its objects and volume data; on a running cluster a leaf close to
+//! expiry is renewed by `certs renew` and by the renewal unit, every
+//! component serves or uses the new certificate (`openssl s_client` against
+//! the API server, etcd and the kubelet), the user's kubeconfig gets a new
+//! client certificate, `kubectl logs` works, and no container is restarted.
+//!
+//! Needs root, containerd prepared by vm/prepare-vm.sh, the bundle
+//! (`K8S_MANAGER_BUNDLE`), upstream kubectl and openssl; tests/run.sh
+//! provides them. The tests share the machine's ports, so they take turns.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+const IMAGE: &str = "example.test/busybox:e2e";
+const CONTEXT: &str = "docker-desktop";
+const DAY: u64 = 86_400;
+
+/// One test cluster in a temporary state folder, torn down when dropped.
+struct Cluster {
+    dir: tempfile::TempDir,
+    bundle: PathBuf,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let turn = ONE_CLUSTER_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let bundle = std::env::var_os("K8S_MANAGER_BUNDLE")
+            .map(PathBuf::from)
+            .expect("K8S_MANAGER_BUNDLE is not set (tests/run.sh sets it)");
+        let dir = tempfile::Builder::new()
+            .prefix("k8sm-certs")
+            .tempdir()
+            .unwrap();
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        std::fs::create_dir_all(dir.path().join("windows/.kube")).unwrap();
+        Cluster {
+            dir,
+            bundle,
+            _turn: turn,
+        }
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn pki(&self) -> PathBuf {
+        self.state().join("pki")
+    }
+
+    fn host_kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("windows/.kube/config")
+    }
+
+    fn vm_kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("home/.kube/config")
+    }
+
+    fn manager(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(support::manager_bin());
+        cmd.arg("--state-dir")
+            .arg(self.state())
+            .args(args)
+            .env("HOME", self.dir.path().join("home"))
+            .env("K8S_MANAGER_CACHE", self.dir.path().join("cache"));
+        cmd
+    }
+
+    fn manager_ok(&self, args: &[&str]) -> String {
+        support::run_ok(&mut self.manager(args))
+    }
+
+    fn enable_ok(&self) {
+        let bundle = self.bundle.to_str().unwrap().to_string();
+        let host = self.host_kubeconfig().to_str().unwrap().to_string();
+        self.manager_ok(&["enable", "--bundle", &bundle, "--host-kubeconfig", &host]);
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(support::upstream_kubectl());
+        cmd.arg("--kubeconfig")
+            .arg(self.host_kubeconfig())
+            .arg("--context")
+            .arg(CONTEXT)
+            .args(args);
+        cmd
+    }
+
+    fn kubectl_ok(&self, args: &[&str]) -> String {
+        support::run_ok(&mut self.kubectl(args))
+    }
+
+    /// The pid of a component process, from `status`.
+    fn pid(&self, component: &str) -> u64 {
+        let status = self.manager_ok(&["status", "--output", "json"]);
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        status["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == component)
+            .and_then(|c| c["pid"].as_u64())
+            .unwrap_or(0)
+    }
+
+    fn daemon_pid(&self) -> Option<u32> {
+        let raw = std::fs::read(self.state().join("state.json")).ok()?;
+        let record: serde_json::Value = serde_json::from_slice(&raw).ok()?;
+        record["managerPid"].as_u64().map(|p| p as u32)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let kept = std::env::temp_dir().join(format!(
+                "{}-failed",
+                self.dir.path().file_name().unwrap().to_string_lossy()
+            ));
+            let _ = std::fs::create_dir_all(&kept);
+            let _ = Command::new("cp")
+                .arg("-a")
+                .arg(self.state().join("logs"))
+                .arg(&kept)
+                .status();
+            eprintln!("component logs kept in {}", kept.display());
+        }
+        let _ = self.manager(&["reset", "--no-restart"]).output();
+        if let Some(pid) = self.daemon_pid() {
+            // SAFETY: kill(2) on the daemon this test started.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The busybox test image in containerd (imported by the cluster tests; made
+/// here when missing, as they make it).
+fn ensure_busybox(dir: &Path) {
+    let images = support::run_ok(Command::new("ctr").args(["-n", "k8s.io", "images", "ls", "-q"]));
+    if images.lines().any(|l| l == IMAGE) {
+        return;
+    }
+    let tool_src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../vm/bundle/bundletool");
+    let tool = dir.join("bundletool");
+    support::run_ok(
+        Command::new("go")
+            .args(["build", "-o"])
+            .arg(&tool)
+            .arg(".")
+            .current_dir(&tool_src),
+    );
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("install busybox-static");
+    let archive = dir.join("busybox.tar");
+    support::run_ok(Command::new(&tool).args([
+        "image",
+        "--ref",
+        IMAGE,
+        "--out",
+        archive.to_str().unwrap(),
+        "--entrypoint",
+        "/bin/busybox",
+        "--add",
+        &format!("/bin/busybox={busybox}"),
+        "--add",
+        &format!("/bin/sh={busybox}"),
+    ]));
+    support::run_ok(
+        Command::new("ctr")
+            .args(["-n", "k8s.io", "images", "import"])
+            .arg(&archive),
+    );
+}
+
+// --- openssl ---------------------------------------------------------------
+
+/// A date `offset_days` from now in openssl's `ca` format.
+fn openssl_date(offset_days: i64) -> String {
+    let out = support::run_ok(Command::new("date").args([
+        "-u",
+        "-d",
+        &format!("{offset_days} days"),
+        "+%Y%m%d%H%M%SZ",
+    ]));
+    out.trim().to_string()
+}
+
+/// Re-signs `cert` (PEM file, key `key`) under the CA `ca` with the same
+/// subject, key and extensions, valid from `from_days` to `to_days` from
+/// now, with `openssl ca`; writes the result over `out`.
+fn resign(
+    work: &Path,
+    cert: &Path,
+    key: &Path,
+    ca: &str,
+    pki: &Path,
+    (from_days, to_days): (i64, i64),
+    out: &Path,
+) {
+    let ca_dir = work.join(format!("ca-{}", rand_name()));
+    std::fs::create_dir_all(&ca_dir).unwrap();
+    std::fs::write(ca_dir.join("index.txt"), "").unwrap();
+    std::fs::write(ca_dir.join("serial"), "1000\n").unwrap();
+    let config = format!(
+        "[ca]\ndefault_ca = own\n[own]\ndatabase = {dir}/index.txt\nnew_certs_dir = {dir}\nserial = {dir}/serial\ndefault_md = sha256\npolicy = any\ncopy_extensions = copyall\nunique_subject = no\n[any]\ncommonName = supplied\norganizationName = optional\n",
+        dir = ca_dir.display()
+    );
+    std::fs::write(ca_dir.join("ca.cnf"), config).unwrap();
+    let request = ca_dir.join("req.csr");
+    support::run_ok(
+        Command::new("openssl")
+            .args(["x509", "-x509toreq", "-copy_extensions", "copyall", "-in"])
+            .arg(cert)
+            .arg("-signkey")
+            .arg(key)
+            .arg("-out")
+            .arg(&request),
+    );
+    support::run_ok(
+        Command::new("openssl")
+            .args(["ca", "-batch", "-notext", "-preserveDN", "-config"])
+            .arg(ca_dir.join("ca.cnf"))
+            .arg("-cert")
+            .arg(pki.join(format!("{ca}.crt")))
+            .arg("-keyfile")
+            .arg(pki.join(format!("{ca}.key")))
+            .args(["-startdate", &openssl_date(from_days)])
+            .args(["-enddate", &openssl_date(to_days)])
+            .arg("-in")
+            .arg(&request)
+            .arg("-out")
+            .arg(out)
+            .stderr(Stdio::null()),
+    );
+}
+
+fn rand_name() -> String {
+    format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+/// Whether the PEM certificate `cert` is valid for at least `seconds` more.
+fn valid_for(cert: &Path, seconds: u64) -> bool {
+    Command::new("openssl")
+        .args(["x509", "-noout", "-checkend", &seconds.to_string(), "-in"])
+        .arg(cert)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// Asserts that `cert` is valid for about a year (the declared validity).
+fn assert_a_year(cert: &Path, what: &str) {
+    assert!(valid_for(cert, 360 * DAY), "{what}: not valid for 360 days");
+    assert!(!valid_for(cert, 370 * DAY), "{what}: valid past 370 days");
+}
+
+fn fingerprint(cert: &Path) -> String {
+    support::run_ok(
+        Command::new("openssl")
+            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+            .arg(cert),
+    )
+}
+
+/// The certificate served on 127.0.0.1:`port`, written to a file. A
+/// component being restarted serves nothing for a moment: asked again for
+/// up to a minute.
+fn served(work: &Path, port: u16) -> PathBuf {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let start = Instant::now();
+    loop {
+        let out = Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        if let (Some(begin), Some(end)) = (text.find(BEGIN), text.find(END)) {
+            let file = work.join(format!("served-{port}-{}.crt", rand_name()));
+            std::fs::write(&file, format!("{}\n", &text[begin..end + END.len()])).unwrap();
+            return file;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "nothing served on {port}: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Waits until the API server, etcd and the kubelet serve the certificates
+/// of their files (a reload, or a restart, takes a moment).
+fn wait_served_as_files(cluster: &Cluster) {
+    for (port, file) in [
+        (6443, "apiserver"),
+        (2379, "etcd/server"),
+        (10250, "kubelet"),
+    ] {
+        let renewed = fingerprint(&cluster.pki().join(format!("{file}.crt")));
+        wait_until(
+            &format!("{port} serves the renewed {file}"),
+            Duration::from_secs(90),
+            || fingerprint(&served(cluster.dir.path(), port)) == renewed,
+        );
+    }
+}
+
+/// A credential of `user` in `kubeconfig` (`client-certificate-data`,
+/// `client-key-data`), decoded, written to a file in `work`.
+fn user_credential(work: &Path, kubeconfig: &Path, user: &str, field: &str) -> PathBuf {
+    let data = support::run_ok(Command::new(support::upstream_kubectl()).args([
+        "config",
+        "view",
+        "--raw",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "-o",
+        &format!("jsonpath={{.users[?(@.name==\"{user}\")].user.{field}}}"),
+    ]));
+    let pem = support::run_ok(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf %s '{}' | base64 -d", data.trim())),
+    );
+    let file = work.join(format!("{field}-{}.pem", rand_name()));
+    std::fs::write(&file, pem).unwrap();
+    file
+}
+
+/// The client certificate of `user` in a kubeconfig.
+fn kubeconfig_client_cert(work: &Path, kubeconfig: &Path, user: &str) -> PathBuf {
+    user_credential(work, kubeconfig, user, "client-certificate-data")
+}
+
+/// Replaces the client certificate of `user` in `kubeconfig` by one
+/// re-signed from it, valid from `from_days` to `to_days`.
+fn resign_kubeconfig(
+    work: &Path,
+    pki: &Path,
+    kubeconfig: &Path,
+    user: &str,
+    key_name: &str,
+    from_days: i64,
+    to_days: i64,
+) {
+    let cert = kubeconfig_client_cert(work, kubeconfig, user);
+    let key = user_credential(work, kubeconfig, user, "client-key-data");
+    let new = work.join(format!("{key_name}-resigned.crt"));
+    resign(work, &cert, &key, "ca", pki, (from_days, to_days), &new);
+    support::run_ok(Command::new(support::upstream_kubectl()).args([
+        "config",
+        "set-credentials",
+        user,
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--embed-certs",
+        "--client-certificate",
+        new.to_str().unwrap(),
+        "--client-key",
+        key.to_str().unwrap(),
+    ]));
+}
+
+/// Re-signs leaves of the PKI folder in place.
+fn resign_leaves(cluster: &Cluster, leaves: &[(&str, &str)], from_days: i64, to_days: i64) {
+    let pki = cluster.pki();
+    for (name, ca) in leaves {
+        let cert = pki.join(format!("{name}.crt"));
+        let key = pki.join(format!("{name}.key"));
+        let new = cluster.dir.path().join("resigned.crt");
+        resign(
+            cluster.dir.path(),
+            &cert,
+            &key,
+            ca,
+            &pki,
+            (from_days, to_days),
+            &new,
+        );
+        // Renamed into place, as the manager writes: a copy would let a
+        // component's file watch read a half-written certificate.
+        std::fs::rename(&new, &cert).unwrap();
+    }
+}
+
+const LEAVES: [(&str, &str); 8] = [
+    ("apiserver", "ca"),
+    ("apiserver-kubelet-client", "ca"),
+    ("front-proxy-client", "front-proxy-ca"),
+    ("etcd/server", "etcd/ca"),
+    ("etcd/peer", "etcd/ca"),
+    ("etcd/healthcheck-client", "etcd/ca"),
+    ("apiserver-etcd-client", "etcd/ca"),
+    ("kubelet", "ca"),
+];
+
+/// The kubeconfigs of the state folder and the name of their user.
+const KUBECONFIGS: [(&str, &str); 5] = [
+    ("admin.conf", "kubernetes-admin"),
+    ("controller-manager.conf", "system:kube-controller-manager"),
+    ("scheduler.conf", "system:kube-scheduler"),
+    ("kubelet.conf", "system:node:docker-desktop"),
+    ("kube-proxy.conf", "system:kube-proxy"),
+];
+
+/// The containers of the running pods: (pod/container, id, restarts).
+fn containers(cluster: &Cluster) -> Vec<String> {
+    let out = cluster.kubectl_ok(&[
+        "get",
+        "pods",
+        "-A",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name}{range .status.containerStatuses[*]} {.name}={.containerID}/{.restartCount}{end}{\"\\n\"}{end}",
+    ]);
+    let mut lines: Vec<String> = out.lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+const SLEEPER: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: sleeper
+spec:
+  containers:
+    - name: main
+      image: example.test/busybox:e2e
+      imagePullPolicy: Never
+      command: ["/bin/sh", "-c", "echo sleeper-started; exec busybox sleep 36000"]
+"#;
+
+fn apply(cluster: &Cluster, name: &str, text: &str) {
+    let file = cluster.dir.path().join(format!("{name}.yaml"));
+    std::fs::write(&file, text).unwrap();
+    cluster.kubectl_ok(&["apply", "-f", file.to_str().unwrap()]);
+}
+
+const WRITER: &str = r#"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: data
+spec:
+  accessModes: [ReadWriteOnce]
+  resources:
+    requests: {storage: 64Mi}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: writer
+spec:
+  containers:
+    - name: main
+      image: example.test/busybox:e2e
+      imagePullPolicy: Never
+      command: ["/bin/sh", "-c", "[ -f /data/note ] || echo written-before > /data/note; exec busybox sleep 36000"]
+      volumeMounts: [{name: data, mountPath: /data}]
+  volumes:
+    - name: data
+      persistentVolumeClaim: {claimName: data}
+"#;
+
+#[test]
+fn a_cluster_off_with_long_expired_leaves_comes_back_with_its_data() {
+    let cluster = Cluster::new();
+    cluster.enable_ok();
+    ensure_busybox(cluster.dir.path());
+    cluster.kubectl_ok(&["create", "configmap", "kept", "--from-literal=answer=42"]);
+    apply(&cluster, "writer", WRITER);
+    cluster.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/writer",
+        "--timeout=180s",
+    ]);
+    cluster.manager_ok(&["disable"]);
+
+    // Off for years: every leaf, and the client certificates of the
+    // kubeconfigs (the components', the user's, the VM's), expired a day ago.
+    resign_leaves(&cluster, &LEAVES, -400, -1);
+    let work = cluster.dir.path();
+    for (file, user) in KUBECONFIGS {
+        let path = cluster.state().join("kubeconfig").join(file);
+        resign_kubeconfig(work, &cluster.pki(), &path, user, file, -400, -1);
+    }
+    resign_kubeconfig(
+        work,
+        &cluster.pki(),
+        &cluster.host_kubeconfig(),
+        CONTEXT,
+        "host",
+        -400,
+        -1,
+    );
+    for (name, _) in LEAVES {
+        assert!(
+            !valid_for(&cluster.pki().join(format!("{name}.crt")), 0),
+            "{name} expired"
+        );
+    }
+    let check = support::run(&mut cluster.manager(&["certs", "check"]));
+    assert!(
+        !check.status.success(),
+        "certs check fails on expired certificates"
+    );
+
+    cluster.enable_ok();
+    for (name, _) in LEAVES {
+        assert_a_year(&cluster.pki().join(format!("{name}.crt")), name);
+    }
+    for (file, user) in KUBECONFIGS {
+        let path = cluster.state().join("kubeconfig").join(file);
+        assert_a_year(&kubeconfig_client_cert(work, &path, user), file);
+    }
+    for kubeconfig in [cluster.host_kubeconfig(), cluster.vm_kubeconfig()] {
+        let cert = kubeconfig_client_cert(work, &kubeconfig, CONTEXT);
+        assert_a_year(&cert, &kubeconfig.display().to_string());
+    }
+    assert_a_year(&served(work, 6443), "served by the API server");
+    assert_a_year(&served(work, 2379), "served by etcd");
+    assert_a_year(&served(work, 10250), "served by the kubelet");
+    assert_eq!(
+        cluster.kubectl_ok(&["get", "configmap", "kept", "-o", "jsonpath={.data.answer}"]),
+        "42"
+    );
+    cluster.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/writer",
+        "--timeout=180s",
+    ]);
+    let note = cluster.kubectl_ok(&["exec", "writer", "--", "busybox", "cat", "/data/note"]);
+    assert_eq!(note.trim(), "written-before");
+    cluster.manager_ok(&["certs", "check"]);
+}
+
+#[test]
+fn a_running_cluster_renews_in_place_without_restarting_a_container() {
+    let cluster = Cluster::new();
+    cluster.enable_ok();
+    ensure_busybox(cluster.dir.path());
+    apply(&cluster, "sleeper", SLEEPER);
+    cluster.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/sleeper",
+        "--timeout=180s",
+    ]);
+    let work = cluster.dir.path();
+    let before = containers(&cluster);
+
+    // 1. By the command: leaves replaced by ones that expire in 10 days.
+    resign_leaves(&cluster, &LEAVES, -1, 10);
+    let admin = cluster.state().join("kubeconfig/admin.conf");
+    resign_kubeconfig(
+        work,
+        &cluster.pki(),
+        &admin,
+        "kubernetes-admin",
+        "admin",
+        -1,
+        10,
+    );
+    let etcd_pid = cluster.pid("etcd");
+    let apiserver_pid = cluster.pid("kube-apiserver");
+    let out = support::run(&mut cluster.manager(&["certs", "renew", "--all"]));
+    let told = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "certs renew: {told}");
+    assert!(told.contains("certificate admin.conf renewed"), "{told}");
+    for (name, _) in LEAVES {
+        assert_a_year(&cluster.pki().join(format!("{name}.crt")), name);
+    }
+    wait_served_as_files(&cluster);
+    assert_eq!(
+        cluster.pid("etcd"),
+        etcd_pid,
+        "etcd reloads its certificates itself"
+    );
+    assert_ne!(
+        cluster.pid("kube-apiserver"),
+        apiserver_pid,
+        "the API server is restarted for its client certificates"
+    );
+    assert_a_year(
+        &kubeconfig_client_cert(work, &cluster.host_kubeconfig(), CONTEXT),
+        "host kubeconfig",
+    );
+    assert_a_year(
+        &kubeconfig_client_cert(work, &cluster.vm_kubeconfig(), CONTEXT),
+        "VM kubeconfig",
+    );
+    let logs = cluster.kubectl_ok(&["logs", "sleeper"]);
+    assert!(logs.contains("sleeper-started"), "{logs}");
+    assert_eq!(containers(&cluster), before, "no container restarted");
+
+    // What reloads by itself is not restarted: the serving certificates of
+    // the API server and etcd, renewed alone, are served by the same
+    // processes. The kubelet's is a restart input (see pki::usage).
+    let pids: Vec<u64> = ["kube-apiserver", "etcd", "kubelet"]
+        .map(|c| cluster.pid(c))
+        .to_vec();
+    cluster.manager_ok(&["certs", "renew", "apiserver", "etcd/server", "kubelet"]);
+    wait_served_as_files(&cluster);
+    let after: Vec<u64> = ["kube-apiserver", "etcd", "kubelet"]
+        .map(|c| cluster.pid(c))
+        .to_vec();
+    assert_eq!(
+        after[..2],
+        pids[..2],
+        "the API server and etcd reload their serving certificates"
+    );
+    assert_ne!(
+        after[2], pids[2],
+        "the kubelet is restarted for its serving certificate"
+    );
+    assert_eq!(containers(&cluster), before, "no container restarted");
+
+    // 2. By the unit: a short interval, and again a leaf close to expiry.
+    cluster.manager_ok(&["settings", "set", "certs.checkInterval=5"]);
+    resign_leaves(
+        &cluster,
+        &[("apiserver-kubelet-client", "ca"), ("apiserver", "ca")],
+        -1,
+        10,
+    );
+    let kubelet_conf = cluster.state().join("kubeconfig/kubelet.conf");
+    resign_kubeconfig(
+        work,
+        &cluster.pki(),
+        &kubelet_conf,
+        "system:node:docker-desktop",
+        "kubelet",
+        -1,
+        10,
+    );
+    wait_until(
+        "the renewal unit renews the leaves",
+        Duration::from_secs(120),
+        || {
+            valid_for(
+                &cluster.pki().join("apiserver-kubelet-client.crt"),
+                300 * DAY,
+            ) && valid_for(
+                &kubeconfig_client_cert(work, &kubelet_conf, "system:node:docker-desktop"),
+                300 * DAY,
+            )
+        },
+    );
+    wait_until(
+        "the API server serves the renewed certificate",
+        Duration::from_secs(120),
+        || valid_for(&served(work, 6443), 300 * DAY),
+    );
+    // The kubelet restart and the API server's are done once the operation
+    // ends; kubectl logs goes through both.
+    wait_until("kubectl logs works", Duration::from_secs(120), || {
+        let out = support::run(&mut cluster.kubectl(&["logs", "sleeper"]));
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("sleeper-started")
+    });
+    cluster.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/sleeper",
+        "--timeout=120s",
+    ]);
+    assert_eq!(containers(&cluster), before, "no container restarted");
+    // The unit says in `status` when it checks next and what expires first,
+    // once its renewal (restarts and waits) has ended.
+    let unit_detail = || {
+        let status = cluster.manager_ok(&["status", "--output", "json"]);
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        let unit = status["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "certs-renewal")
+            .unwrap_or_else(|| panic!("no certs-renewal unit: {status}"))
+            .clone();
+        assert!(
+            status["earliestCertificate"]["daysLeft"].as_i64().unwrap() >= 300,
+            "{status}"
+        );
+        unit["detail"].as_str().unwrap_or_default().to_string()
+    };
+    wait_until(
+        "the unit tells its next check",
+        Duration::from_secs(90),
+        || {
+            let detail = unit_detail();
+            detail.contains("next check") && detail.contains("earliest expiry")
+        },
+    );
+    let check = cluster.manager_ok(&["certs", "check", "--output", "json"]);
+    let check: serde_json::Value = serde_json::from_str(&check).unwrap();
+    let names: Vec<&str> = check["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"ca") && names.contains(&"admin.conf"),
+        "{names:?}"
+    );
+}
