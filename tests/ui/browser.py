@@ -175,7 +175,18 @@ def run(driver):
                lambda: "kube-apiserver" in driver.find_element(By.ID, "components").text)
     wait_until("the kubeconfig files show", 10,
                lambda: KUBECONFIG in driver.find_element(By.ID, "c-kubeconfigs").text)
-    shot(driver, "running")
+    # A Docker image appears as in the cluster, with no command: made with
+    # `docker import` (an empty filesystem: no registry, no build context).
+    made = subprocess.run(["sh", "-c", "tar cf - -T /dev/null | docker import - ui-probe:dev"],
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    try:
+        wait_until("the Docker image shows as in the cluster", 30,
+                   lambda: any("ui-probe:dev" in line and "in the cluster" in line
+                               for line in driver.find_element(By.ID, "images").text.splitlines()))
+        shot(driver, "running")
+    finally:
+        subprocess.run(["docker", "rmi", "ui-probe:dev"], capture_output=True, timeout=60)
     # The README's picture: the top of the page, small; it ends above the
     # kubeconfig files, whose temporary paths are this test's.
     driver.set_window_size(900, 1110)

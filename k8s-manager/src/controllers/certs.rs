@@ -91,7 +91,10 @@ async fn run(mut ctx: TaskContext, paths: Paths) -> Result<(), String> {
         let checked = std::time::Instant::now();
         let after = read_statuses(&paths, renew_within).await?;
         let mut interval = Duration::from_secs(current.certs.check_interval);
-        let next = OffsetDateTime::now_utc() + interval;
+        // Whole seconds: a status line, not a timestamp to parse.
+        let next = (OffsetDateTime::now_utc() + interval)
+            .replace_nanosecond(0)
+            .unwrap_or_else(|_| OffsetDateTime::now_utc());
         let mut detail = format!("next check {}", next.format(&Rfc3339).unwrap_or_default());
         if let Some((name, at)) = earliest(&after) {
             detail.push_str(&format!(

@@ -209,7 +209,8 @@ async fn coalesce<S: futures::Stream + Unpin>(events: &mut S) {
 
 fn summary(following: &str, report: &SyncReport) -> String {
     let synced = report.present.len() + report.imported.len() + report.tagged.len();
-    let mut line = format!("{following}: {synced} tags in k8s.io");
+    let tags = if synced == 1 { "tag" } else { "tags" };
+    let mut line = format!("{following}: {synced} {tags} in k8s.io");
     if !report.failed.is_empty() {
         line.push_str(&format!(
             ", {} failed (images sync says why)",
