@@ -14,186 +14,50 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
+use support::cluster::{CONTEXT, Cluster, IMAGE, import_busybox, wait_until};
 
-const IMAGE: &str = "example.test/busybox:e2e";
-const CONTEXT: &str = "docker-desktop";
 const DAY: u64 = 86_400;
 
-/// One test cluster in a temporary state folder, torn down when dropped.
-struct Cluster {
-    dir: tempfile::TempDir,
-    bundle: PathBuf,
-    _turn: std::sync::MutexGuard<'static, ()>,
+/// What these tests ask of the shared test cluster beyond its own methods.
+trait CertsCluster {
+    fn pki(&self) -> PathBuf;
+    /// The VM user's kubeconfig (the cluster's HOME), merged like the host's.
+    fn vm_kubeconfig(&self) -> PathBuf;
+    fn manager_ok(&self, args: &[&str]) -> String;
+    /// The pid of a component process, from `status`.
+    fn pid(&self, component: &str) -> u64;
 }
 
-impl Cluster {
-    fn new() -> Cluster {
-        let turn = ONE_CLUSTER_AT_A_TIME
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let bundle = std::env::var_os("K8S_MANAGER_BUNDLE")
-            .map(PathBuf::from)
-            .expect("K8S_MANAGER_BUNDLE is not set (tests/run.sh sets it)");
-        let dir = tempfile::Builder::new()
-            .prefix("k8sm-certs")
-            .tempdir()
-            .unwrap();
-        std::fs::create_dir_all(dir.path().join("home")).unwrap();
-        std::fs::create_dir_all(dir.path().join("windows/.kube")).unwrap();
-        Cluster {
-            dir,
-            bundle,
-            _turn: turn,
-        }
-    }
-
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-
+impl CertsCluster for Cluster {
     fn pki(&self) -> PathBuf {
         self.state().join("pki")
-    }
-
-    fn host_kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("windows/.kube/config")
     }
 
     fn vm_kubeconfig(&self) -> PathBuf {
         self.dir.path().join("home/.kube/config")
     }
 
-    fn manager(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(support::manager_bin());
-        cmd.arg("--state-dir")
-            .arg(self.state())
-            .args(args)
-            .env("HOME", self.dir.path().join("home"))
-            .env("K8S_MANAGER_CACHE", self.dir.path().join("cache"));
-        cmd
-    }
-
     fn manager_ok(&self, args: &[&str]) -> String {
         support::run_ok(&mut self.manager(args))
     }
 
-    fn enable_ok(&self) {
-        let bundle = self.bundle.to_str().unwrap().to_string();
-        let host = self.host_kubeconfig().to_str().unwrap().to_string();
-        self.manager_ok(&["enable", "--bundle", &bundle, "--host-kubeconfig", &host]);
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(support::upstream_kubectl());
-        cmd.arg("--kubeconfig")
-            .arg(self.host_kubeconfig())
-            .arg("--context")
-            .arg(CONTEXT)
-            .args(args);
-        cmd
-    }
-
-    fn kubectl_ok(&self, args: &[&str]) -> String {
-        support::run_ok(&mut self.kubectl(args))
-    }
-
-    /// The pid of a component process, from `status`.
     fn pid(&self, component: &str) -> u64 {
-        let status = self.manager_ok(&["status", "--output", "json"]);
-        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
-        status["components"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == component)
-            .and_then(|c| c["pid"].as_u64())
-            .unwrap_or(0)
-    }
-
-    fn daemon_pid(&self) -> Option<u32> {
-        let raw = std::fs::read(self.state().join("state.json")).ok()?;
-        let record: serde_json::Value = serde_json::from_slice(&raw).ok()?;
-        record["managerPid"].as_u64().map(|p| p as u32)
+        self.component_pids()
+            .into_iter()
+            .find(|(name, _)| name == component)
+            .map_or(0, |(_, pid)| pid)
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let kept = std::env::temp_dir().join(format!(
-                "{}-failed",
-                self.dir.path().file_name().unwrap().to_string_lossy()
-            ));
-            let _ = std::fs::create_dir_all(&kept);
-            let _ = Command::new("cp")
-                .arg("-a")
-                .arg(self.state().join("logs"))
-                .arg(&kept)
-                .status();
-            eprintln!("component logs kept in {}", kept.display());
-        }
-        let _ = self.manager(&["reset", "--no-restart"]).output();
-        if let Some(pid) = self.daemon_pid() {
-            // SAFETY: kill(2) on the daemon this test started.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGTERM);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-/// The busybox test image in containerd (imported by the cluster tests; made
-/// here when missing, as they make it).
+/// The busybox test image in containerd: the other cluster tests may have
+/// imported it already.
 fn ensure_busybox(dir: &Path) {
     let images = support::run_ok(Command::new("ctr").args(["-n", "k8s.io", "images", "ls", "-q"]));
-    if images.lines().any(|l| l == IMAGE) {
-        return;
+    if !images.lines().any(|l| l == IMAGE) {
+        import_busybox(dir);
     }
-    let tool_src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../vm/bundle/bundletool");
-    let tool = dir.join("bundletool");
-    support::run_ok(
-        Command::new("go")
-            .args(["build", "-o"])
-            .arg(&tool)
-            .arg(".")
-            .current_dir(&tool_src),
-    );
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("install busybox-static");
-    let archive = dir.join("busybox.tar");
-    support::run_ok(Command::new(&tool).args([
-        "image",
-        "--ref",
-        IMAGE,
-        "--out",
-        archive.to_str().unwrap(),
-        "--entrypoint",
-        "/bin/busybox",
-        "--add",
-        &format!("/bin/busybox={busybox}"),
-        "--add",
-        &format!("/bin/sh={busybox}"),
-    ]));
-    support::run_ok(
-        Command::new("ctr")
-            .args(["-n", "k8s.io", "images", "import"])
-            .arg(&archive),
-    );
 }
 
 // --- openssl ---------------------------------------------------------------
