@@ -50,5 +50,7 @@ The cluster runs. Try:
   $bundle/bin/kubectl --context docker-desktop get pods -A
   k8s-manager status
   k8s-manager disable | enable | reset
+  k8s-manager ui --url                                # the settings page, to open in a browser
+  docker build -t myapp:dev . && kubectl create deployment myapp --image=myapp:dev   # no push, no load
 To start it with the VM: install vm/k8s-manager.service (systemd) or run 'k8s-manager daemon' from your init.
 TEXT
