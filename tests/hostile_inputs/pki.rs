@@ -86,7 +86,9 @@ fn status_of(out: &Output, name: &str) -> String {
     text(&out.stdout)
         .lines()
         .find(|line| line.split_whitespace().next() == Some(name))
-        .and_then(|line| line.split_whitespace().last().map(str::to_string))
+        // NAME KIND NOT-AFTER DAYS STATUS, then who renews it and from when
+        // (words with spaces): the status is the fifth word.
+        .and_then(|line| line.split_whitespace().nth(4).map(str::to_string))
         .unwrap_or_else(|| panic!("no row {name}:\n{}", text(&out.stdout)))
 }
 
