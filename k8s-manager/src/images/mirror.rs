@@ -51,8 +51,21 @@ pub type BlobStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, String>>
 /// The address to listen on: [`ADDRESS_ENV`] when set, else [`DEFAULT_ADDRESS`].
 pub fn address() -> Result<SocketAddr, String> {
     let text = std::env::var(ADDRESS_ENV).unwrap_or_else(|_| DEFAULT_ADDRESS.into());
-    text.parse()
-        .map_err(|_| format!("{ADDRESS_ENV}={text}: not an address:port"))
+    parse_address(&text)
+}
+
+/// A loopback `address:port`: the endpoint serves every `k8s.io` image
+/// without asking who, so it must never be reachable from the network.
+fn parse_address(text: &str) -> Result<SocketAddr, String> {
+    let address: SocketAddr = text
+        .parse()
+        .map_err(|_| format!("{ADDRESS_ENV}={text}: not an address:port"))?;
+    if !address.ip().is_loopback() {
+        return Err(format!(
+            "{ADDRESS_ENV}={text}: the image endpoint listens on loopback only (127.0.0.1:<port>)"
+        ));
+    }
+    Ok(address)
 }
 
 /// What a request asks for.
@@ -390,6 +403,18 @@ mod tests {
     const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
     const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
     const MEDIA: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+    #[test]
+    fn only_a_loopback_address_is_taken() {
+        assert_eq!(
+            parse_address("127.0.0.1:17431").unwrap().to_string(),
+            "127.0.0.1:17431"
+        );
+        for refused in ["0.0.0.0:17431", "192.0.2.7:17431", "localhost"] {
+            let err = parse_address(refused).unwrap_err();
+            assert!(err.contains(refused), "{err}");
+        }
+    }
 
     #[test]
     fn prepare_vm_points_containerd_at_the_same_address() {
