@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::cluster::{CONTEXT, Cluster, IMAGE, import_busybox, wait_until};
+use support::cluster::{CONTEXT, Cluster, IMAGE, import_busybox, kubeconfig_field, wait_until};
 
 const DAY: u64 = 86_400;
 
@@ -205,20 +205,14 @@ fn wait_served_as_files(cluster: &Cluster) {
 /// A credential of `user` in `kubeconfig` (`client-certificate-data`,
 /// `client-key-data`), decoded, written to a file in `work`.
 fn user_credential(work: &Path, kubeconfig: &Path, user: &str, field: &str) -> PathBuf {
-    let data = support::run_ok(Command::new(support::upstream_kubectl()).args([
-        "config",
-        "view",
-        "--raw",
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-        "-o",
-        &format!("jsonpath={{.users[?(@.name==\"{user}\")].user.{field}}}"),
-    ]));
-    let pem = support::run_ok(
-        Command::new("sh")
-            .arg("-c")
-            .arg(format!("printf %s '{}' | base64 -d", data.trim())),
+    use base64::Engine;
+    let data = kubeconfig_field(
+        kubeconfig,
+        &format!("{{.users[?(@.name==\"{user}\")].user.{field}}}"),
     );
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .unwrap_or_else(|e| panic!("{field} of {user} in {}: {e}", kubeconfig.display()));
     let file = work.join(format!("{field}-{}.pem", rand_name()));
     std::fs::write(&file, pem).unwrap();
     file

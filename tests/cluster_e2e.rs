@@ -12,7 +12,9 @@
 
 mod support;
 
-use support::cluster::{CONTEXT, Cluster, apply_text, import_busybox, wait_until};
+use support::cluster::{
+    CONTEXT, Cluster, apply_text, import_busybox, kubeconfig_field, wait_until,
+};
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -84,15 +86,10 @@ fn http_get(cluster: &Cluster, target: &str) -> String {
 }
 
 fn ca_data(kubeconfig: &Path) -> String {
-    let out = support::run_ok(Command::new(support::upstream_kubectl()).args([
-        "config",
-        "view",
-        "--raw",
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-        "-o",
-        "jsonpath={.clusters[?(@.name==\"docker-desktop\")].cluster.certificate-authority-data}",
-    ]));
+    let out = kubeconfig_field(
+        kubeconfig,
+        "{.clusters[?(@.name==\"docker-desktop\")].cluster.certificate-authority-data}",
+    );
     assert!(
         !out.is_empty(),
         "no docker-desktop cluster in {}",

@@ -281,3 +281,17 @@ pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// A field of a kubeconfig, as upstream kubectl reads it (`jsonpath`, raw:
+/// embedded credentials included).
+pub fn kubeconfig_field(kubeconfig: &Path, jsonpath: &str) -> String {
+    super::run_ok(Command::new(super::upstream_kubectl()).args([
+        "config",
+        "view",
+        "--raw",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "-o",
+        &format!("jsonpath={jsonpath}"),
+    ]))
+}
