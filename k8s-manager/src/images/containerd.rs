@@ -13,7 +13,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,14 +24,13 @@ use containerd_client::services::v1::{
 };
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt;
 use tonic::Request;
 use tonic::transport::Channel;
 
 use super::plan::K8sImage;
 use crate::runtime::RuntimeError;
 use crate::runtime::cri::{call_request, unix_channel};
-use crate::runtime::ctr::K8S_NAMESPACE;
+use crate::runtime::ctr::{Ctr, K8S_NAMESPACE};
 
 /// The label the sync puts on every name it makes in `k8s.io`, with the
 /// Docker image ID as value: those names, and only those, it may remove.
@@ -352,68 +350,14 @@ impl Containerd {
         }
     }
 
-    /// Imports a docker-archive (or OCI) tar read from `archive` with
-    /// `ctr images import -`, unpacked for this node's platform. The images
-    /// are named as the archive names them, normalised (`myapp:dev` →
-    /// `docker.io/library/myapp:dev`).
+    /// Imports a docker-archive (or OCI) tar read from `archive`
+    /// ([`Ctr::import_stream`]), unpacked for this node's platform.
     pub async fn import<S, E>(&self, archive: S, limit: Duration) -> Result<(), RuntimeError>
     where
         S: Stream<Item = Result<Bytes, E>>,
         E: std::fmt::Display,
     {
-        let command = "ctr images import -".to_string();
-        let mut child = tokio::process::Command::new("ctr")
-            .arg("--address")
-            .arg(&self.socket)
-            .args(["--namespace", K8S_NAMESPACE, "images", "import", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| RuntimeError::Spawn {
-                program: "ctr".into(),
-                source,
-            })?;
-        let mut stdin = child.stdin.take().expect("piped stdin");
-        let feed = async {
-            let mut archive = std::pin::pin!(archive);
-            while let Some(chunk) = archive.next().await {
-                let chunk = chunk.map_err(|e| format!("reading the image from Docker: {e}"))?;
-                stdin
-                    .write_all(&chunk)
-                    .await
-                    .map_err(|e| format!("writing to ctr: {e}"))?;
-            }
-            stdin
-                .shutdown()
-                .await
-                .map_err(|e| format!("writing to ctr: {e}"))?;
-            drop(stdin);
-            Ok::<(), String>(())
-        };
-        let run = async {
-            let fed = feed.await;
-            let output = child.wait_with_output().await;
-            (fed, output)
-        };
-        let (fed, output) =
-            tokio::time::timeout(limit, run)
-                .await
-                .map_err(|_| RuntimeError::CommandTimeout {
-                    command: command.clone(),
-                    after: limit,
-                })?;
-        let output = output.map_err(|source| RuntimeError::Spawn {
-            program: "ctr".into(),
-            source,
-        })?;
-        if !output.status.success() {
-            return Err(RuntimeError::Command {
-                command,
-                output: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-            });
-        }
-        fed.map_err(|output| RuntimeError::Command { command, output })
+        let archive = archive.map(|chunk| chunk.map_err(|e| format!("from Docker: {e}")));
+        Ctr::new(&self.socket).import_stream(archive, limit).await
     }
 }

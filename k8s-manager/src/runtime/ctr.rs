@@ -56,6 +56,15 @@ impl Ctr {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        exec::run(CTR, self.args(args), None, limit).await
+    }
+
+    /// `--address SOCKET --namespace k8s.io ARGS...`
+    fn args<I, S>(&self, args: I) -> Vec<std::ffi::OsString>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let mut all: Vec<std::ffi::OsString> = vec![
             "--address".into(),
             self.address.clone().into(),
@@ -63,7 +72,22 @@ impl Ctr {
             K8S_NAMESPACE.into(),
         ];
         all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
-        exec::run(CTR, all, None, limit).await
+        all
+    }
+
+    /// `ctr images import -`: imports the archive `input` streams
+    /// (docker-archive or OCI), unpacked for this node's platform, under the
+    /// names the archive gives, normalised (`myapp:dev` →
+    /// `docker.io/library/myapp:dev`).
+    pub async fn import_stream<B, E>(&self, input: B, limit: Duration) -> Result<(), RuntimeError>
+    where
+        B: futures::Stream<Item = Result<bytes::Bytes, E>>,
+        E: std::fmt::Display,
+    {
+        exec::run_streamed(CTR, self.args(["images", "import", "-"]), input, limit)
+            .await?
+            .success()
+            .map(|_| ())
     }
 
     /// Every image reference in the namespace with the digest of its target

@@ -5,6 +5,8 @@ use std::ffi::OsStr;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
@@ -60,6 +62,45 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    let input = stdin.map(|bytes| {
+        futures::stream::iter([Ok::<_, std::convert::Infallible>(Bytes::copy_from_slice(
+            bytes,
+        ))])
+    });
+    run_fed(program, args, input, limit).await
+}
+
+/// [`run`] with its input streamed: each chunk is written as it comes (an
+/// image read out of Docker, for instance), never held whole. A chunk that
+/// is an error ends the input and is reported, unless the program failed,
+/// whose own words then say more.
+pub(crate) async fn run_streamed<I, S, B, E>(
+    program: &str,
+    args: I,
+    input: B,
+    limit: Duration,
+) -> Result<Finished, RuntimeError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+    B: Stream<Item = Result<Bytes, E>>,
+    E: std::fmt::Display,
+{
+    run_fed(program, args, Some(input), limit).await
+}
+
+async fn run_fed<I, S, B, E>(
+    program: &str,
+    args: I,
+    input: Option<B>,
+    limit: Duration,
+) -> Result<Finished, RuntimeError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+    B: Stream<Item = Result<Bytes, E>>,
+    E: std::fmt::Display,
+{
     let args: Vec<_> = args
         .into_iter()
         .map(|a| a.as_ref().to_os_string())
@@ -70,7 +111,7 @@ where
         .join(" ");
     let mut cmd = Command::new(program);
     cmd.args(&args)
-        .stdin(if stdin.is_some() {
+        .stdin(if input.is_some() {
             Stdio::piped()
         } else {
             Stdio::null()
@@ -82,20 +123,20 @@ where
         program: program.to_string(),
         source,
     })?;
-    let io_error = |source: std::io::Error| RuntimeError::Command {
-        command: command.clone(),
-        output: source.to_string(),
-    };
     let pipe = child.stdin.take();
     // Input is written while output is read: a program that answers before it
     // has read everything must not block on a full pipe.
     let feed = async move {
-        if let (Some(mut pipe), Some(input)) = (pipe, stdin) {
-            pipe.write_all(input).await?;
+        if let (Some(mut pipe), Some(input)) = (pipe, input) {
+            let mut input = std::pin::pin!(input);
+            while let Some(chunk) = input.next().await {
+                let chunk = chunk.map_err(|e| format!("reading the input: {e}"))?;
+                pipe.write_all(&chunk).await.map_err(|e| e.to_string())?;
+            }
             // Closing the pipe tells the program its input is complete.
-            drop(pipe);
+            pipe.shutdown().await.map_err(|e| e.to_string())?;
         }
-        Ok::<_, std::io::Error>(())
+        Ok::<_, String>(())
     };
     let both = async { tokio::join!(feed, child.wait_with_output()) };
     let (fed, output) = match tokio::time::timeout(limit, both).await {
@@ -107,11 +148,17 @@ where
             });
         }
     };
-    let output = output.map_err(io_error)?;
+    let output = output.map_err(|source| RuntimeError::Command {
+        command: command.clone(),
+        output: source.to_string(),
+    })?;
     // A program that exits without reading all its input breaks the pipe;
     // its exit status and error stream then say more than EPIPE would.
     if output.status.success() {
-        fed.map_err(io_error)?;
+        fed.map_err(|output| RuntimeError::Command {
+            command: command.clone(),
+            output,
+        })?;
     }
     Ok(Finished {
         command,
