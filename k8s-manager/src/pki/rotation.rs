@@ -232,6 +232,17 @@ fn bundle(first: &[u8], second: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The certificate of the CA `name` that a rotation moves to: the new one of
+/// the rotation in progress, else the one that signs now.
+pub fn new_ca(pki_dir: &Path, name: &str) -> Result<Vec<u8>, PkiError> {
+    let dir = if current(pki_dir)?.is_some() {
+        new_dir(pki_dir)
+    } else {
+        pki_dir.to_path_buf()
+    };
+    Ok(saved(&dir, name)?.0)
+}
+
 /// Step 2: every bundle trusts the old and the new CA.
 pub fn trust_both(pki_dir: &Path) -> Result<(), PkiError> {
     for name in CAS {
