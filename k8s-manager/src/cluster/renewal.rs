@@ -228,7 +228,7 @@ pub(super) async fn move_manager(
 
 /// Re-issues the selection's files; returns each renewed certificate (by
 /// name, kubeconfigs by file) and its new expiry.
-pub(super) fn renew_files(
+fn renew_files(
     paths: &super::config::Paths,
     config: &super::config::ClusterConfig,
     selection: &due::Selection,

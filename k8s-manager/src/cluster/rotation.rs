@@ -31,12 +31,13 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams};
 
 use super::host;
+use super::phases;
 use super::phases::{PhaseContext, PhaseError};
-use super::renewal::{self, move_components, move_manager};
+use super::renewal::{move_components, move_manager};
 use super::state::Phase;
 use crate::error::chain;
 use crate::pki::rotation::{self, Step};
-use crate::pki::{KeyAlgorithm, due, kubeconfigs};
+use crate::pki::{KeyAlgorithm, kubeconfigs};
 use crate::supervisor::Supervisor;
 
 /// The operation's name in its events.
@@ -84,9 +85,7 @@ pub(super) async fn run(
 
     if step <= Step::TrustBoth {
         on_pki(rotation::trust_both).await?;
-        write_kubeconfigs(&paths, &config, false)
-            .await
-            .map_err(fail)?;
+        write_kubeconfigs(&paths, &config).await.map_err(fail)?;
         cx.progress
             .notice("the old and the new CAs are trusted".to_string());
         move_components(cx, supervisor, "both CAs").await?;
@@ -101,18 +100,18 @@ pub(super) async fn run(
     }
     if step <= Step::Switched {
         on_pki(rotation::switch).await?;
-        write_kubeconfigs(&paths, &config, true)
-            .await
-            .map_err(fail)?;
+        // Every leaf is now not signed by its CA: the certs phase of enable
+        // re-issues each, with the subject and names of the settings; then
+        // every kubeconfig client certificate, for the same reason.
+        phases::certs(cx).await?;
+        write_kubeconfigs(&paths, &config).await.map_err(fail)?;
         cx.progress
             .notice("every certificate re-issued under the new CAs".to_string());
         move_components(cx, supervisor, "its certificate from the new CA").await?;
         move_manager(cx, supervisor, "the client certificate from the new CA").await?;
     }
     on_pki(rotation::trust_new).await?;
-    write_kubeconfigs(&paths, &config, false)
-        .await
-        .map_err(fail)?;
+    write_kubeconfigs(&paths, &config).await.map_err(fail)?;
     cx.progress
         .notice("only the new CAs are trusted".to_string());
     move_components(cx, supervisor, "the new CAs only").await?;
@@ -137,40 +136,25 @@ async fn new_ca_pem(pki: &std::path::Path) -> Result<String, String> {
     .await
 }
 
-/// Writes every kubeconfig with the trust bundles as they are; `reissue`:
-/// every client certificate re-issued (with the leaves), under the CA that
-/// signs now.
+/// Writes every kubeconfig with the trust bundles as they are: one whose
+/// embedded CA differs, or whose client certificate is not signed by the CA
+/// that signs now, is written again.
 async fn write_kubeconfigs(
     paths: &super::config::Paths,
     config: &super::config::ClusterConfig,
-    reissue: bool,
 ) -> Result<(), String> {
     let (paths, config) = (paths.clone(), config.clone());
     host::blocking(move || {
-        let selection = if reissue {
-            let declaration = crate::pki::PkiDeclaration::embedded().map_err(|e| e.to_string())?;
-            let leaves: Vec<String> = declaration.leaves().map(|s| s.name.clone()).collect();
-            let names = kubeconfigs::names().map_err(|e| chain(&e))?;
-            due::named(&[], &leaves, &names)?
-        } else {
-            // Kubeconfigs whose embedded CA differs are written again.
-            due::Selection {
-                leaves: Vec::new(),
-                kubeconfigs: Vec::new(),
-            }
-        };
-        if selection.is_empty() {
-            let mut files = kubeconfigs::KubeconfigsConfig::new(
-                &paths.pki,
-                &paths.kubeconfigs,
-                format!("https://127.0.0.1:{}", config.api_port),
-                &config.node_name,
-            );
-            files.renew_within = config.renew_within();
-            kubeconfigs::write_all(&files).map_err(|e| chain(&e))?;
-            return Ok(());
-        }
-        renewal::renew_files(&paths, &config, &selection, None).map(|_| ())
+        let mut files = kubeconfigs::KubeconfigsConfig::new(
+            &paths.pki,
+            &paths.kubeconfigs,
+            format!("https://127.0.0.1:{}", config.api_port),
+            &config.node_name,
+        );
+        files.renew_within = config.renew_within();
+        kubeconfigs::write_all(&files)
+            .map(|_| ())
+            .map_err(|e| chain(&e))
     })
     .await
 }
