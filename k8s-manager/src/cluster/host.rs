@@ -336,13 +336,16 @@ impl FileStamp {
     }
 }
 
+/// A probe's client, with the probe and the file versions it was made from.
+type ProbeClient = (Probe, Vec<FileStamp>, reqwest::Client);
+
 /// The real cluster's endpoints. Each probe's client is built once (its
 /// certificates are read then), and again when one of its certificate files
 /// was replaced (a CA rotation changes the CA it verifies with); the kube
 /// clients on first use.
 pub struct LiveApi {
     paths: Paths,
-    probes: Mutex<HashMap<String, (Probe, Vec<FileStamp>, reqwest::Client)>>,
+    probes: Mutex<HashMap<String, ProbeClient>>,
     super_admin: tokio::sync::OnceCell<kube::Client>,
     admin: tokio::sync::OnceCell<kube::Client>,
 }
