@@ -226,6 +226,22 @@ pub(super) async fn move_manager(
     Ok(())
 }
 
+/// The components' kubeconfigs of the running cluster, as the
+/// `kubeconfigs` phase writes them.
+pub(super) fn kubeconfigs_config(
+    paths: &super::config::Paths,
+    config: &super::config::ClusterConfig,
+) -> kubeconfigs::KubeconfigsConfig {
+    let mut files = kubeconfigs::KubeconfigsConfig::new(
+        &paths.pki,
+        &paths.kubeconfigs,
+        format!("https://127.0.0.1:{}", config.api_port),
+        &config.node_name,
+    );
+    files.renew_within = config.renew_within();
+    files
+}
+
 /// Re-issues the selection's files; returns each renewed certificate (by
 /// name, kubeconfigs by file) and its new expiry.
 fn renew_files(
@@ -244,13 +260,7 @@ fn renew_files(
         }
     }
     if !selection.kubeconfigs.is_empty() {
-        let mut files = kubeconfigs::KubeconfigsConfig::new(
-            &paths.pki,
-            &paths.kubeconfigs,
-            format!("https://127.0.0.1:{}", config.api_port),
-            &config.node_name,
-        );
-        files.renew_within = config.renew_within();
+        let mut files = kubeconfigs_config(paths, config);
         files.client_validity = validity;
         files.renew = selection.kubeconfigs.clone();
         let outcomes = kubeconfigs::write_all(&files).map_err(|e| chain(&e))?;

@@ -33,7 +33,7 @@ use kube::api::{Api, ListParams};
 use super::host;
 use super::phases;
 use super::phases::{PhaseContext, PhaseError};
-use super::renewal::{move_components, move_manager};
+use super::renewal::{self, move_components, move_manager};
 use super::state::Phase;
 use crate::error::chain;
 use crate::pki::rotation::{self, Step};
@@ -145,14 +145,7 @@ async fn write_kubeconfigs(
 ) -> Result<(), String> {
     let (paths, config) = (paths.clone(), config.clone());
     host::blocking(move || {
-        let mut files = kubeconfigs::KubeconfigsConfig::new(
-            &paths.pki,
-            &paths.kubeconfigs,
-            format!("https://127.0.0.1:{}", config.api_port),
-            &config.node_name,
-        );
-        files.renew_within = config.renew_within();
-        kubeconfigs::write_all(&files)
+        kubeconfigs::write_all(&renewal::kubeconfigs_config(&paths, &config))
             .map(|_| ())
             .map_err(|e| chain(&e))
     })
