@@ -596,3 +596,237 @@ fn a_running_cluster_renews_in_place_without_restarting_a_container() {
         "{names:?}"
     );
 }
+
+/// A pod whose service-account token and in-cluster CA bundle the test uses
+/// to call the API server.
+const CALLER: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: caller
+spec:
+  containers:
+    - name: main
+      image: example.test/busybox:e2e
+      imagePullPolicy: Never
+      command: ["/bin/sh", "-c", "exec busybox sleep 36000"]
+"#;
+
+/// The files of the pod's `kube-api-access` projected volume, as the kubelet
+/// wrote them on the node: the very `ca.crt` and `token` the container sees
+/// under /var/run/secrets/kubernetes.io/serviceaccount (same mount), read
+/// without going through the API server the calls are checking.
+fn projected_files(cluster: &Cluster, uid: &str) -> (PathBuf, PathBuf) {
+    let volumes = cluster
+        .state()
+        .join("kubelet/pods")
+        .join(uid)
+        .join("volumes/kubernetes.io~projected");
+    let dir = std::fs::read_dir(&volumes)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("kube-api-access")
+        })
+        .unwrap_or_else(|| panic!("no kube-api-access volume in {}", volumes.display()));
+    (dir.join("ca.crt"), dir.join("token"))
+}
+
+/// What one call of the pod's credentials to the API server gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Ok,
+    /// The API server being restarted (a single-node cluster has one), which
+    /// says nothing about trust: nothing accepted the connection, or, in the
+    /// first second after its start, it verified the TLS connection and
+    /// authenticated the token but answered 403 (its RBAC authorizer has
+    /// not loaded the roles yet) or 503.
+    Restarting,
+    /// TLS verification (curl exit 60) or authentication (401) failed, or
+    /// anything else.
+    Failed,
+}
+
+/// One call as the pod makes it: to the `kubernetes` Service's ClusterIP,
+/// verified with the pod's projected `ca.crt`, authenticated with its token.
+fn call_as_pod(ca: &Path, token: &Path, service_ip: &str) -> (Call, String) {
+    let token = std::fs::read_to_string(token).unwrap_or_default();
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ])
+        .arg("--cacert")
+        .arg(ca)
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {}", token.trim()))
+        .arg(format!("https://{service_ip}:443/api"))
+        .output()
+        .unwrap();
+    let code = String::from_utf8_lossy(&out.stdout).to_string();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let call = match (out.status.code(), code.as_str()) {
+        (Some(0), "200") => Call::Ok,
+        // curl: 7 connection refused, 28 timeout, 35/56 connection reset
+        // during the handshake (the process going away).
+        (Some(7 | 28 | 35 | 52 | 56), _) => Call::Restarting,
+        (Some(0), "403" | "503") => Call::Restarting,
+        _ => Call::Failed,
+    };
+    (
+        call,
+        format!("exit {:?} http {code} {}", out.status.code(), err.trim()),
+    )
+}
+
+/// Whether `cert` verifies against the CA certificate `ca` with openssl.
+fn verifies(cert: &Path, ca: &Path) -> bool {
+    Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(ca)
+        .arg(cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[test]
+fn rotate_ca_replaces_the_cas_while_a_pod_keeps_calling_the_api_server() {
+    let cluster = Cluster::new();
+    cluster.enable_ok();
+    ensure_busybox(cluster.dir.path());
+    apply(&cluster, "caller", CALLER);
+    cluster.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/caller",
+        "--timeout=180s",
+    ]);
+    let work = cluster.dir.path().to_path_buf();
+    let uid = cluster.kubectl_ok(&["get", "pod", "caller", "-o", "jsonpath={.metadata.uid}"]);
+    let service_ip = cluster.kubectl_ok(&[
+        "get",
+        "service",
+        "kubernetes",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    let (ca_file, token_file) = projected_files(&cluster, uid.trim());
+    let before = containers(&cluster);
+    let old = work.join("old");
+    std::fs::create_dir_all(old.join("etcd")).unwrap();
+    for ca in ["ca", "front-proxy-ca", "etcd/ca"] {
+        std::fs::copy(
+            cluster.pki().join(format!("{ca}.crt")),
+            old.join(format!("{ca}.crt")),
+        )
+        .unwrap();
+    }
+    let sa_key = std::fs::read(cluster.pki().join("sa.key")).unwrap();
+    let (first, detail) = call_as_pod(&ca_file, &token_file, service_ip.trim());
+    assert_eq!(
+        first,
+        Call::Ok,
+        "the pod's call before the rotation: {detail}"
+    );
+
+    // The pod's calls, every second, for as long as the rotation runs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let caller = {
+        let (stop, ca_file, token_file) = (stop.clone(), ca_file.clone(), token_file.clone());
+        let service_ip = service_ip.trim().to_string();
+        std::thread::spawn(move || {
+            let mut calls = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                calls.push(call_as_pod(&ca_file, &token_file, &service_ip));
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            calls
+        })
+    };
+    let out = support::run(&mut cluster.manager(&["certs", "rotate-ca"]));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let calls = caller.join().unwrap();
+    let told = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "certs rotate-ca: {told}");
+    let count = |kind: Call| calls.iter().filter(|(c, _)| *c == kind).count();
+    let failed: Vec<&String> = calls
+        .iter()
+        .filter(|(c, _)| *c == Call::Failed)
+        .map(|(_, d)| d)
+        .collect();
+    eprintln!(
+        "pod calls during the rotation: {} ok, {} while the API server restarted, {} failed",
+        count(Call::Ok),
+        count(Call::Restarting),
+        failed.len()
+    );
+    assert!(failed.is_empty(), "calls failed: {failed:?}");
+    assert!(
+        count(Call::Ok) > 60,
+        "too few calls went through: {calls:?}"
+    );
+
+    // Only the new CAs are trusted, and everything is signed by them.
+    for (ca, new) in [("ca", "ca"), ("etcd/ca", "etcd/ca")] {
+        assert_ne!(
+            fingerprint(&old.join(format!("{ca}.crt"))),
+            fingerprint(&cluster.pki().join(format!("{new}.crt"))),
+            "{ca} replaced"
+        );
+    }
+    for (port, ca) in [(6443, "ca"), (2379, "etcd/ca"), (10250, "ca")] {
+        let cert = served(&work, port);
+        assert!(
+            verifies(&cert, &cluster.pki().join(format!("{ca}.crt"))),
+            "{port} chains to the new {ca}"
+        );
+        assert!(
+            !verifies(&cert, &old.join(format!("{ca}.crt"))),
+            "the old {ca} no longer verifies {port}"
+        );
+    }
+    for trust in ["ca", "front-proxy-ca", "etcd/ca"] {
+        let bundle =
+            std::fs::read_to_string(cluster.pki().join(format!("trust/{trust}.crt"))).unwrap();
+        assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 1, "{trust}");
+    }
+    assert_eq!(
+        std::fs::read(cluster.pki().join("sa.key")).unwrap(),
+        sa_key,
+        "the service-account key is kept"
+    );
+    for kubeconfig in [cluster.host_kubeconfig(), cluster.vm_kubeconfig()] {
+        let cert = kubeconfig_client_cert(&work, &kubeconfig, CONTEXT);
+        assert!(verifies(&cert, &cluster.pki().join("ca.crt")));
+        assert!(!verifies(&cert, &old.join("ca.crt")));
+    }
+    cluster.kubectl_ok(&["get", "nodes"]);
+    // The pod's bundle ends with the new CA only (the kubelet refreshes it
+    // within about a minute), and the pod still calls with it.
+    let new_ca = std::fs::read_to_string(cluster.pki().join("ca.crt")).unwrap();
+    wait_until(
+        "the pod's ca.crt holds the new CA only",
+        Duration::from_secs(150),
+        || std::fs::read_to_string(&ca_file).is_ok_and(|b| b.trim() == new_ca.trim()),
+    );
+    let (last, detail) = call_as_pod(&ca_file, &token_file, service_ip.trim());
+    assert_eq!(
+        last,
+        Call::Ok,
+        "the pod's call after the rotation: {detail}"
+    );
+    assert_eq!(containers(&cluster), before, "no container restarted");
+    cluster.manager_ok(&["certs", "check"]);
+}

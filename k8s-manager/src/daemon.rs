@@ -114,6 +114,8 @@ pub enum Plan {
     /// Renew certificates of the running cluster (`certs renew`, the
     /// renewal unit).
     RenewCerts(crate::cluster::renewal::RenewRequest),
+    /// Replace the cluster CAs of the running cluster (`certs rotate-ca`).
+    RotateCa,
 }
 
 /// A change made: the new document, what changed, and the operation that
@@ -369,6 +371,7 @@ impl Manager {
             }
             Plan::Remove => self.engine.reset(None, id).await,
             Plan::RenewCerts(request) => self.engine.renew_certs(request, id).await,
+            Plan::RotateCa => self.engine.rotate_ca(id).await,
         }
     }
 

@@ -11,6 +11,7 @@
 //! | `POST /v1/disable` | the same |
 //! | `POST /v1/reset?restart=false` | the same |
 //! | `POST /v1/certs/renew` (body: `{"names": [...], "dueOnly": false, "validityDays": 365}`) | progress events of the renewal on the running cluster, until `done` |
+//! | `POST /v1/certs/rotate-ca` | progress events of the CA rotation on the running cluster, until `done` |
 //! | `GET /v1/events` | every event, as it happens, until the client leaves |
 //! | `GET /v1/images` | Docker's tagged images and whether the cluster has each ([`ImageList`]) |
 //! | `POST /v1/images/sync` (body: [`SyncRequest`], or empty for all) | a sync pass, once done ([`crate::images::handle::SyncReport`]) |
@@ -32,6 +33,7 @@ pub const EVENTS: &str = "/v1/events";
 pub const SETTINGS: &str = "/v1/settings";
 pub const SETTINGS_PROPOSE: &str = "/v1/settings/propose";
 pub const CERTS_RENEW: &str = "/v1/certs/renew";
+pub const CERTS_ROTATE_CA: &str = "/v1/certs/rotate-ca";
 pub const IMAGES: &str = "/v1/images";
 pub const IMAGES_SYNC: &str = "/v1/images/sync";
 

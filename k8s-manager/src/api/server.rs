@@ -186,6 +186,7 @@ pub(crate) async fn handle(
                 ),
             }
         }
+        (Method::POST, super::CERTS_ROTATE_CA) => operation(manager, Plan::RotateCa),
         (Method::POST, super::DISABLE) => match manager.disable().await {
             Ok(plan) => operation(manager, plan),
             Err(refusal) => refused(&refusal),
@@ -261,7 +262,11 @@ fn allowed_method(path: &str) -> Option<String> {
         super::SETTINGS_PROPOSE => Some("PUT".into()),
         super::IMAGES => Some("GET".into()),
         super::IMAGES_SYNC => Some("POST".into()),
-        super::ENABLE | super::DISABLE | super::RESET | super::CERTS_RENEW => Some("POST".into()),
+        super::ENABLE
+        | super::DISABLE
+        | super::RESET
+        | super::CERTS_RENEW
+        | super::CERTS_ROTATE_CA => Some("POST".into()),
         _ => None,
     }
 }

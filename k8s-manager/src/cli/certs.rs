@@ -34,6 +34,14 @@ pub enum CertsCommand {
     /// running cluster, through the manager, which then moves each component
     /// over to them one at a time (nothing else to do). CAs are never renewed.
     Renew(RenewArgs),
+    /// Replace the cluster CAs (ca, front-proxy-ca, etcd/ca) of the running
+    /// cluster, through the manager: new CAs are trusted next to the old
+    /// ones, every certificate is re-issued under them, the components move
+    /// over one at a time, then only the new CAs are trusted. The
+    /// service-account key is kept (existing tokens stay valid), pods keep
+    /// talking to the API server, the kubeconfigs get the new CA. Takes a few
+    /// minutes; an interrupted rotation is resumed by running it again.
+    RotateCa,
     /// Write the components' kubeconfig files (admin, super-admin,
     /// controller-manager, scheduler, kubelet) with embedded credentials.
     Kubeconfigs(KubeconfigsArgs),
@@ -43,9 +51,10 @@ impl CertsCommand {
     pub fn output(&self) -> Output {
         match self {
             CertsCommand::Check(args) => args.output.value,
-            CertsCommand::Generate(_) | CertsCommand::Renew(_) | CertsCommand::Kubeconfigs(_) => {
-                Output::Text
-            }
+            CertsCommand::Generate(_)
+            | CertsCommand::Renew(_)
+            | CertsCommand::RotateCa
+            | CertsCommand::Kubeconfigs(_) => Output::Text,
         }
     }
 }
@@ -157,6 +166,7 @@ pub fn run(cmd: CertsCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         CertsCommand::Generate(args) => generate(args, global),
         CertsCommand::Check(args) => check(args, global),
         CertsCommand::Renew(args) => renew(args, global),
+        CertsCommand::RotateCa => rotate_ca(global),
         CertsCommand::Kubeconfigs(args) => write_kubeconfigs(args, global),
     }
 }
@@ -444,6 +454,29 @@ fn renew_running(args: &RenewArgs, global: &GlobalArgs) -> anyhow::Result<Option
             return Ok(None);
         }
         super::cluster::outcome(done).map(Some)
+    })
+}
+
+/// The CA rotation, through the running manager (it restarts components:
+/// there is no offline variant).
+fn rotate_ca(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let paths = k8s_manager::cluster::config::Paths::new(&global.state_dir);
+    let rt = super::cluster::runtime()?;
+    rt.block_on(async {
+        let client = k8s_manager::api::client::Client::new(&paths.socket);
+        if !client.is_up().await {
+            anyhow::bail!(
+                "no manager answers on {}: CAs are rotated on a running cluster (`k8s-manager enable` first)",
+                paths.socket.display()
+            );
+        }
+        let progress = super::cluster::Progress::new(Output::Text);
+        let done = client
+            .operation(k8s_manager::api::CERTS_ROTATE_CA, Vec::new(), |e| {
+                progress.show(e)
+            })
+            .await?;
+        super::cluster::outcome(done)
     })
 }
 

@@ -243,9 +243,36 @@ impl Engine {
         result
     }
 
+    /// Replaces the cluster CAs of the running cluster (see
+    /// [`super::rotation`]): an operation like the renewal. Cancelled by a
+    /// disable or a reset, it is resumed by the next `rotate-ca`.
+    pub async fn rotate_ca(&self, id: u64) -> Result<(), PhaseError> {
+        let cancel = self.enable_ticket();
+        let _busy = self.busy.lock().await;
+        self.emit(Event::Started {
+            operation: super::rotation::OPERATION.into(),
+            id,
+        });
+        let start = Instant::now();
+        let result = self.run_on_running(None, cancel).await;
+        self.finish(super::rotation::OPERATION, id, start, &result, |s| {
+            format!("cluster CAs rotated in {s:.1}s")
+        });
+        result
+    }
+
     async fn run_renewal(
         &self,
         request: &super::renewal::RenewRequest,
+        cancel: CancelSignal,
+    ) -> Result<(), PhaseError> {
+        self.run_on_running(Some(request), cancel).await
+    }
+
+    /// The renewal (`Some`) or the CA rotation (`None`) on the running cluster.
+    async fn run_on_running(
+        &self,
+        request: Option<&super::renewal::RenewRequest>,
         cancel: CancelSignal,
     ) -> Result<(), PhaseError> {
         let not_running = || {
@@ -277,7 +304,12 @@ impl Engine {
             &config,
         )?;
         tokio::select! {
-            result = super::renewal::run(&mut cx, &self.supervisor, request) => result,
+            result = async {
+                match request {
+                    Some(request) => super::renewal::run(&mut cx, &self.supervisor, request).await,
+                    None => super::rotation::run(&mut cx, &self.supervisor).await,
+                }
+            } => result,
             _ = cancel.cancelled() => Err(cancel.error(Phase::Certs)),
         }
     }

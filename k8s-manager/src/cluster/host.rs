@@ -318,11 +318,34 @@ fn check_bundle(
     }
 }
 
+/// Which version of a file a probe client read: files are replaced by an
+/// atomic rename, so a new file is a new inode (or modification time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp(Option<(u64, u64, std::time::SystemTime)>);
+
+impl FileStamp {
+    fn of(path: &std::path::Path) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp(std::fs::metadata(path).ok().map(|m| {
+            (
+                m.dev(),
+                m.ino(),
+                m.modified().unwrap_or(std::time::UNIX_EPOCH),
+            )
+        }))
+    }
+}
+
+/// A probe's client, with the probe and the file versions it was made from.
+type ProbeClient = (Probe, Vec<FileStamp>, reqwest::Client);
+
 /// The real cluster's endpoints. Each probe's client is built once (its
-/// certificates are read then); the kube clients on first use.
+/// certificates are read then), and again when one of its certificate files
+/// was replaced (a CA rotation changes the CA it verifies with); the kube
+/// clients on first use.
 pub struct LiveApi {
     paths: Paths,
-    probes: Mutex<HashMap<String, (Probe, reqwest::Client)>>,
+    probes: Mutex<HashMap<String, ProbeClient>>,
     super_admin: tokio::sync::OnceCell<kube::Client>,
     admin: tokio::sync::OnceCell<kube::Client>,
 }
@@ -338,16 +361,21 @@ impl LiveApi {
     }
 
     fn probe_client(&self, component: &str, probe: &Probe) -> Result<reqwest::Client, String> {
+        let stamps: Vec<FileStamp> = probe.files().into_iter().map(FileStamp::of).collect();
         let mut probes = self.probes.lock().expect("probe clients lock");
-        if let Some((made_for, client)) = probes.get(component)
+        if let Some((made_for, made_with, client)) = probes.get(component)
             && made_for == probe
+            && *made_with == stamps
         {
             return Ok(client.clone());
         }
         let client = probe
             .client()
             .map_err(|e| format!("{component} probe: {e}"))?;
-        probes.insert(component.to_string(), (probe.clone(), client.clone()));
+        probes.insert(
+            component.to_string(),
+            (probe.clone(), stamps, client.clone()),
+        );
         Ok(client)
     }
 

@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod preflight;
 pub mod proxy;
 pub mod renewal;
+pub mod rotation;
 pub mod settings;
 pub mod state;
 pub mod status;

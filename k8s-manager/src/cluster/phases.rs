@@ -491,7 +491,7 @@ pub(super) async fn wait_ready(
 
 /// The PKI: made once, then kept; leaves within the renewal window, or that
 /// no longer cover the names asked for, are re-issued under the same CA.
-async fn certs(cx: &mut PhaseContext<'_>) -> Result<(), PhaseError> {
+pub(super) async fn certs(cx: &mut PhaseContext<'_>) -> Result<(), PhaseError> {
     let phase = Phase::Certs;
     let config = cx.config;
     let mut pki = crate::pki::PkiConfig::new(

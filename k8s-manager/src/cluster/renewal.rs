@@ -43,10 +43,9 @@ pub const OPERATION: &str = "renew-certs";
 pub const NOT_RUNNING: &str = "NotRunning";
 /// From this long before a CA expires, its rotation is asked for.
 pub const CA_WARNING: time::Duration = time::Duration::days(365);
-/// What to do about a CA that expires within [`CA_WARNING`]. CAs are not
-/// rotated in place yet (`certs rotate-ca` is to come): until then, a reset
-/// before the date makes a new PKI.
-pub const CA_ADVICE: &str = "k8s-manager cannot rotate a CA in place yet; reset the cluster before that date (`k8s-manager reset`: its workloads and data are lost) to get a new PKI";
+/// What to do about a CA that expires within [`CA_WARNING`]: rotate it in
+/// place (see [`super::rotation`]), workloads and data kept.
+pub const CA_ADVICE: &str = "run `k8s-manager certs rotate-ca` before that date (the cluster keeps running, its workloads and data are kept)";
 /// How long a restarted component has to answer again.
 const READY_WITHIN: Duration = Duration::from_secs(90);
 
@@ -157,25 +156,54 @@ pub(super) async fn run(
         });
     }
 
-    // Each component whose start-only inputs changed is restarted, and
-    // answers, before the next one is looked at.
+    move_components(cx, supervisor, "its renewed certificate").await?;
+
+    let files: Vec<String> = renewed.iter().map(|(name, _)| name.clone()).collect();
+    if usage::moves(&files).manager {
+        move_manager(cx, supervisor, "the new admin client certificate").await?;
+    }
+    Ok(())
+}
+
+/// Restarts, in [`usage::ORDER`], each component whose start-only inputs
+/// changed, and waits until it answers before the next one is looked at.
+pub(super) async fn move_components(
+    cx: &mut PhaseContext<'_>,
+    supervisor: &Supervisor,
+    what: &str,
+) -> Result<(), PhaseError> {
+    let phase = Phase::Certs;
     for component in crate::components::ALL {
         let restarted = supervisor
             .refresh(component.name(), component.stop_grace())
             .await
-            .map_err(|e| fail(format!("restarting {}: {}", component.name(), chain(&e))))?;
+            .map_err(|e| {
+                PhaseError::new(
+                    phase,
+                    format!("restarting {}: {}", component.name(), chain(&e)),
+                )
+            })?;
         if restarted == Some(true) {
-            cx.progress.notice(format!(
-                "{} restarted to load its renewed certificate",
-                component.name()
-            ));
+            cx.progress
+                .notice(format!("{} restarted to load {what}", component.name()));
             cx.deadline = READY_WITHIN;
             phases::wait_ready(cx, phase, component).await?;
         }
     }
+    Ok(())
+}
 
-    let files: Vec<String> = renewed.iter().map(|(name, _)| name.clone()).collect();
-    if usage::moves(&files).manager {
+/// After `admin.conf` changed: the manager's own units restarted (they read
+/// it at start), and the user's and the VM's kubeconfigs merged again by the
+/// export phase's code (their other entries kept).
+pub(super) async fn move_manager(
+    cx: &mut PhaseContext<'_>,
+    supervisor: &Supervisor,
+    what: &str,
+) -> Result<(), PhaseError> {
+    let config = cx.config.clone();
+    let paths = cx.components.paths.clone();
+    {
         for unit in crate::controllers::units(&config, cx.units) {
             if unit.name == crate::controllers::certs::NAME {
                 continue; // this renewal's own caller; it reads no kubeconfig
@@ -192,12 +220,26 @@ pub(super) async fn run(
             .await
             .map_err(|e| PhaseError::new(Phase::Export, e))?;
         let names: Vec<String> = written.iter().map(|f| f.display().to_string()).collect();
-        cx.progress.notice(format!(
-            "the new admin client certificate is merged into {}",
-            names.join(", ")
-        ));
+        cx.progress
+            .notice(format!("{what} is merged into {}", names.join(", ")));
     }
     Ok(())
+}
+
+/// The components' kubeconfigs of the running cluster, as the
+/// `kubeconfigs` phase writes them.
+pub(super) fn kubeconfigs_config(
+    paths: &super::config::Paths,
+    config: &super::config::ClusterConfig,
+) -> kubeconfigs::KubeconfigsConfig {
+    let mut files = kubeconfigs::KubeconfigsConfig::new(
+        &paths.pki,
+        &paths.kubeconfigs,
+        format!("https://127.0.0.1:{}", config.api_port),
+        &config.node_name,
+    );
+    files.renew_within = config.renew_within();
+    files
 }
 
 /// Re-issues the selection's files; returns each renewed certificate (by
@@ -218,13 +260,7 @@ fn renew_files(
         }
     }
     if !selection.kubeconfigs.is_empty() {
-        let mut files = kubeconfigs::KubeconfigsConfig::new(
-            &paths.pki,
-            &paths.kubeconfigs,
-            format!("https://127.0.0.1:{}", config.api_port),
-            &config.node_name,
-        );
-        files.renew_within = config.renew_within();
+        let mut files = kubeconfigs_config(paths, config);
         files.client_validity = validity;
         files.renew = selection.kubeconfigs.clone();
         let outcomes = kubeconfigs::write_all(&files).map_err(|e| chain(&e))?;

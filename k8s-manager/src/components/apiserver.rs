@@ -23,14 +23,14 @@ impl Component for ApiServer {
                 ("anonymous-auth", "false".into()),
                 ("authorization-mode", "Node,RBAC".into()),
                 ("enable-admission-plugins", "NodeRestriction".into()),
-                ("client-ca-file", ctx.pki("ca.crt")),
+                ("client-ca-file", ctx.trust("ca")),
                 ("tls-cert-file", ctx.pki("apiserver.crt")),
                 ("tls-private-key-file", ctx.pki("apiserver.key")),
                 (
                     "etcd-servers",
                     format!("https://127.0.0.1:{ETCD_CLIENT_PORT}"),
                 ),
-                ("etcd-cafile", ctx.pki("etcd/ca.crt")),
+                ("etcd-cafile", ctx.trust("etcd/ca")),
                 ("etcd-certfile", ctx.pki("apiserver-etcd-client.crt")),
                 ("etcd-keyfile", ctx.pki("apiserver-etcd-client.key")),
                 (
@@ -43,7 +43,7 @@ impl Component for ApiServer {
                 ),
                 // kubeadm leaves the kubelet's self-signed serving certificate
                 // unverified; ours is issued by the cluster CA, so verify it.
-                ("kubelet-certificate-authority", ctx.pki("ca.crt")),
+                ("kubelet-certificate-authority", ctx.trust("ca")),
                 // The node name is not resolvable; its InternalIP is.
                 (
                     "kubelet-preferred-address-types",
@@ -51,10 +51,7 @@ impl Component for ApiServer {
                 ),
                 ("proxy-client-cert-file", ctx.pki("front-proxy-client.crt")),
                 ("proxy-client-key-file", ctx.pki("front-proxy-client.key")),
-                (
-                    "requestheader-client-ca-file",
-                    ctx.pki("front-proxy-ca.crt"),
-                ),
+                ("requestheader-client-ca-file", ctx.trust("front-proxy-ca")),
                 ("requestheader-allowed-names", "front-proxy-client".into()),
                 (
                     "requestheader-extra-headers-prefix",
@@ -108,7 +105,7 @@ mod tests {
             "--secure-port=6443",
             "--service-account-key-file=/s/pki/sa.pub",
             "--kubelet-client-certificate=/s/pki/apiserver-kubelet-client.crt",
-            "--kubelet-certificate-authority=/s/pki/ca.crt",
+            "--kubelet-certificate-authority=/s/pki/trust/ca.crt",
             "--service-cluster-ip-range=10.96.0.0/12",
         ] {
             assert!(has_flag(&spec, flag), "{flag} missing from {:?}", spec.args);

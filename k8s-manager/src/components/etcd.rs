@@ -39,11 +39,11 @@ impl Component for Etcd {
                 ("cert-file", ctx.pki("etcd/server.crt")),
                 ("key-file", ctx.pki("etcd/server.key")),
                 ("client-cert-auth", "true".into()),
-                ("trusted-ca-file", ctx.pki("etcd/ca.crt")),
+                ("trusted-ca-file", ctx.trust("etcd/ca")),
                 ("peer-cert-file", ctx.pki("etcd/peer.crt")),
                 ("peer-key-file", ctx.pki("etcd/peer.key")),
                 ("peer-client-cert-auth", "true".into()),
-                ("peer-trusted-ca-file", ctx.pki("etcd/ca.crt")),
+                ("peer-trusted-ca-file", ctx.trust("etcd/ca")),
                 ("snapshot-count", "10000".into()),
             ]),
         )
@@ -80,6 +80,9 @@ mod tests {
             "--initial-cluster=docker-desktop=https://127.0.0.1:2380"
         ));
         assert!(has_flag(&spec, "--data-dir=/s/etcd"));
-        assert!(has_flag(&spec, "--trusted-ca-file=/s/pki/etcd/ca.crt"));
+        assert!(has_flag(
+            &spec,
+            "--trusted-ca-file=/s/pki/trust/etcd/ca.crt"
+        ));
     }
 }

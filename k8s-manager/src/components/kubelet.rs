@@ -27,7 +27,7 @@ impl Kubelet {
             "authentication": {
                 "anonymous": {"enabled": false},
                 "webhook": {"enabled": true, "cacheTTL": "0s"},
-                "x509": {"clientCAFile": ctx.pki("ca.crt")},
+                "x509": {"clientCAFile": ctx.trust("ca")},
             },
             "authorization": {"mode": "Webhook", "webhook": {"cacheAuthorizedTTL": "0s", "cacheUnauthorizedTTL": "0s"}},
             "tlsCertFile": ctx.pki("kubelet.crt"),
@@ -150,9 +150,17 @@ mod tests {
             inputs.iter().any(|p| p.starts_with("/s/config/")),
             "{inputs:?}"
         );
-        // Its serving certificate too (see pki::usage), not the CA it trusts.
+        // Its serving certificate too (see pki::usage), and the trust bundle
+        // of its client CA (changed by a CA rotation), not the CA itself.
         let pki: Vec<&String> = inputs.iter().filter(|p| p.starts_with("/s/pki/")).collect();
-        assert_eq!(pki, ["/s/pki/kubelet.crt", "/s/pki/kubelet.key"]);
+        assert_eq!(
+            pki,
+            [
+                "/s/pki/kubelet.crt",
+                "/s/pki/kubelet.key",
+                "/s/pki/trust/ca.crt"
+            ]
+        );
     }
 
     #[test]

@@ -79,6 +79,14 @@ impl Context {
         self.paths.pki.join(name).display().to_string()
     }
 
+    /// The trust bundle of the CA `name`: what a flag that verifies a peer
+    /// reads (see [`crate::pki::rotation`]).
+    pub fn trust(&self, name: &str) -> String {
+        crate::pki::rotation::trust_path(&self.paths.pki, name)
+            .display()
+            .to_string()
+    }
+
     pub fn kubeconfig(&self, name: &str) -> String {
         self.paths
             .kubeconfigs
@@ -92,9 +100,16 @@ impl Context {
     }
 
     fn spec(&self, name: &str, args: Vec<String>) -> ProcessSpec {
-        // The files of ours a flag names (kubeconfigs, configuration): read
-        // at start only, so new contents mean a restart.
-        let ours = [&self.paths.kubeconfigs, &self.paths.component_config];
+        // The files of ours a flag names (kubeconfigs, configuration, trust
+        // bundles): read at start only (or, for some trust flags, reloaded;
+        // a restart is then merely redundant), so new contents mean a restart.
+        let trust = crate::pki::rotation::trust_path(&self.paths.pki, "ca");
+        let trust_dir = trust.parent().unwrap_or(&self.paths.pki).to_path_buf();
+        let ours = [
+            &self.paths.kubeconfigs,
+            &self.paths.component_config,
+            &trust_dir,
+        ];
         let inputs = args
             .iter()
             .filter_map(|arg| arg.split_once('=').map(|(_, value)| PathBuf::from(value)))

@@ -49,6 +49,14 @@ impl Probe {
         self
     }
 
+    /// The files the client reads (CA, certificate, key).
+    pub fn files(&self) -> Vec<&std::path::Path> {
+        match &self.tls {
+            ProbeTls::ClientCert { ca, cert, key } => vec![ca, cert, key],
+            ProbeTls::None | ProbeTls::Insecure => Vec::new(),
+        }
+    }
+
     /// A client for this probe. Built once per wait: the certificates are
     /// read when it is made.
     pub fn client(&self) -> Result<reqwest::Client, String> {

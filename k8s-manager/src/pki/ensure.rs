@@ -157,6 +157,9 @@ pub fn ensure(config: &PkiConfig) -> Result<Vec<Outcome>, PkiError> {
     outcomes.extend(service_account_outcomes);
     writes.push(service_account_files);
     store::write_groups(&writes)?;
+    // What the components trust: the CAs themselves, unless a rotation is
+    // in progress (see [`super::rotation`]).
+    super::rotation::sync_trust(pki_dir)?;
     Ok(outcomes)
 }
 
@@ -337,6 +340,15 @@ mod tests {
             .chain(&LEAVES)
             .flat_map(|name| [format!("{name}.crt"), format!("{name}.key")])
             .chain(["sa.key".to_string(), "sa.pub".to_string()])
+            // The trust bundles (see pki::rotation).
+            .chain(
+                [
+                    "trust/ca.crt",
+                    "trust/etcd/ca.crt",
+                    "trust/front-proxy-ca.crt",
+                ]
+                .map(String::from),
+            )
             .collect();
         expected_files.sort();
         let mut files: Vec<String> = snapshot(&pki)
@@ -530,9 +542,9 @@ mod tests {
         );
         let changed = changed_files(&before, &snapshot(dir.path()));
         assert!(
-            changed
-                .iter()
-                .all(|file| file.starts_with("etcd/") || file.starts_with("apiserver-etcd-client")),
+            changed.iter().all(|file| file.starts_with("etcd/")
+                || file.starts_with("trust/etcd/")
+                || file.starts_with("apiserver-etcd-client")),
             "{changed:?}"
         );
         let etcd_ca = cert(dir.path(), "etcd/ca");

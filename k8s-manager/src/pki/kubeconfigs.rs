@@ -129,10 +129,18 @@ pub fn write_all(config: &KubeconfigsConfig) -> Result<Vec<Outcome>, PkiError> {
     let now = OffsetDateTime::now_utc();
     let validity = leaf_validity(&declaration, config.client_validity)?;
     let mut cas: HashMap<&str, CaMaterial> = HashMap::new();
+    // What each kubeconfig trusts: the CA's trust bundle (both CAs during a
+    // rotation, see [`super::rotation`]).
+    let mut trust: HashMap<&str, Vec<u8>> = HashMap::new();
     for spec in &declaration.kubeconfigs {
         let ca_name = spec.ca.as_deref().unwrap_or_default();
         if !cas.contains_key(ca_name) {
-            cas.insert(ca_name, CaMaterial::load(&config.pki_dir, ca_name, now)?);
+            let ca = CaMaterial::load(&config.pki_dir, ca_name, now)?;
+            trust.insert(
+                ca_name,
+                super::rotation::trust_bundle(&config.pki_dir, ca_name, &ca.cert_pem)?,
+            );
+            cas.insert(ca_name, ca);
         }
     }
     if !config.out_dir.exists() {
@@ -157,7 +165,8 @@ pub fn write_all(config: &KubeconfigsConfig) -> Result<Vec<Outcome>, PkiError> {
             now,
         };
         let existing = store::read_optional(&config.out_dir, Path::new(&file_name(&spec.name)))?;
-        match file_action(existing.as_deref(), &request, ca, config) {
+        let trusted = &trust[spec.ca.as_deref().unwrap_or_default()];
+        match file_action(existing.as_deref(), &request, ca, trusted, config) {
             None => {
                 actions.insert(&spec.name, Action::Kept);
             }
@@ -186,7 +195,7 @@ pub fn write_all(config: &KubeconfigsConfig) -> Result<Vec<Outcome>, PkiError> {
         let file = KubeconfigFile::new(
             config,
             &request.subject,
-            &ca.cert_pem,
+            &trust[spec.ca.as_deref().unwrap_or_default()],
             cert_pem.as_bytes(),
             key.serialize_pem().as_bytes(),
         );
@@ -209,6 +218,7 @@ fn file_action(
     existing: Option<&[u8]>,
     request: &CertRequest<'_>,
     ca: &CaMaterial,
+    trusted: &[u8],
     config: &KubeconfigsConfig,
 ) -> Option<Action> {
     let Some(existing) = existing else {
@@ -236,10 +246,10 @@ fn file_action(
             found: found.to_string(),
         }));
     }
-    if file.certificate_authority().as_deref() != Some(ca.cert_pem.as_slice()) {
+    if file.certificate_authority().as_deref() != Some(trusted) {
         return Some(Action::Reissued(ReissueReason::CaChanged));
     }
-    if file != KubeconfigFile::new(config, &request.subject, &ca.cert_pem, &cert_pem, &key_pem) {
+    if file != KubeconfigFile::new(config, &request.subject, trusted, &cert_pem, &key_pem) {
         return Some(Action::Reissued(ReissueReason::KubeconfigChanged));
     }
     let expected = ExpectedLeaf {

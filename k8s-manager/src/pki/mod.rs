@@ -25,6 +25,7 @@ mod inspect;
 mod issue;
 pub mod kubeconfigs;
 mod renew;
+pub mod rotation;
 mod sans;
 mod spec;
 mod store;

@@ -110,8 +110,19 @@ pub fn restart_inputs(component: &str) -> Vec<String> {
         .filter(|u| u.component == component && u.pickup == Pickup::Restart)
         .filter(|u| !u.cert.ends_with(".conf"))
         .flat_map(|u| [format!("{}.crt", u.cert), format!("{}.key", u.cert)])
+        .chain(
+            TRUST_IN_CONFIG
+                .iter()
+                .filter(|(c, _)| *c == component)
+                .map(|(_, file)| file.to_string()),
+        )
         .collect()
 }
+
+/// Trust bundles a component reads from its configuration file rather than
+/// a flag (flags naming a trust bundle make it an input by themselves): the
+/// kubelet's `authentication.x509.clientCAFile`.
+const TRUST_IN_CONFIG: &[(&str, &str)] = &[("kubelet", "trust/ca.crt")];
 
 /// What renewing `renewed` (certificate names and kubeconfig file names)
 /// asks of the components, in [`ORDER`]: those to restart, and whether the
@@ -176,7 +187,10 @@ mod tests {
         );
         assert!(restart_inputs("etcd").is_empty());
         // kubelet.conf is an input by its flag.
-        assert_eq!(restart_inputs("kubelet"), ["kubelet.crt", "kubelet.key"]);
+        assert_eq!(
+            restart_inputs("kubelet"),
+            ["kubelet.crt", "kubelet.key", "trust/ca.crt"]
+        );
     }
 
     #[test]
