@@ -20,6 +20,7 @@ pub mod images;
 pub mod input;
 pub mod kubeconfig;
 pub mod pki;
+pub mod procnet;
 pub mod runtime;
 pub mod supervisor;
 pub mod sys;

@@ -5,62 +5,12 @@
 //! network namespace, or a process whose fds we cannot read, leaves the
 //! holder unnamed.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::IpAddr;
 use std::path::Path;
 
+use crate::procnet::{SocketLine, TCP_LISTEN, UDP_UNCONNECTED, parse_table};
+
 use super::plan::{Holder, PortKey, Protocol};
-
-/// `TCP_LISTEN` in `/proc/net/tcp`'s `st` column.
-const TCP_LISTEN: u8 = 0x0A;
-/// An unconnected UDP socket shows `TCP_CLOSE`.
-const UDP_UNCONNECTED: u8 = 0x07;
-
-/// One line of a `/proc/net` socket table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SocketLine {
-    pub local: SocketAddr,
-    pub state: u8,
-    pub inode: u64,
-}
-
-/// The sockets of one table (the header line and any unreadable line are
-/// skipped).
-pub fn parse_table(text: &str) -> Vec<SocketLine> {
-    text.lines().skip(1).filter_map(parse_line).collect()
-}
-
-fn parse_line(line: &str) -> Option<SocketLine> {
-    let fields: Vec<&str> = line.split_whitespace().collect();
-    let (addr, port) = fields.get(1)?.split_once(':')?;
-    let state = u8::from_str_radix(fields.get(3)?, 16).ok()?;
-    let inode = fields.get(9)?.parse().ok()?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    Some(SocketLine {
-        local: SocketAddr::new(parse_addr(addr)?, port),
-        state,
-        inode,
-    })
-}
-
-/// The kernel prints each 32-bit word of the address as a native-endian
-/// number: its bytes in memory are the address in network order.
-fn parse_addr(hex: &str) -> Option<IpAddr> {
-    let word = |i: usize| -> Option<[u8; 4]> {
-        let s = hex.get(i * 8..i * 8 + 8)?;
-        Some(u32::from_str_radix(s, 16).ok()?.to_ne_bytes())
-    };
-    match hex.len() {
-        8 => Some(IpAddr::V4(Ipv4Addr::from(word(0)?))),
-        32 => {
-            let mut bytes = [0u8; 16];
-            for i in 0..4 {
-                bytes[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
-            }
-            Some(IpAddr::V6(Ipv6Addr::from(bytes)))
-        }
-        _ => None,
-    }
-}
 
 /// The inodes of the sockets that keep `key` on `address` from being bound:
 /// listening (TCP) or bound (UDP) on that port, at that address or at every
@@ -100,19 +50,11 @@ pub fn find(proc: &Path, key: &PortKey, address: IpAddr) -> Option<Holder> {
     if inodes.is_empty() {
         return None;
     }
-    let links: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
     for entry in std::fs::read_dir(proc).ok()?.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
-            continue;
-        };
-        let holds = fds.flatten().any(|fd| {
-            std::fs::read_link(fd.path())
-                .is_ok_and(|target| links.iter().any(|l| target.as_os_str() == l.as_str()))
-        });
-        if holds {
+        if crate::procnet::fd_of(proc, pid, &inodes).is_some() {
             let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
             return Some(Holder {
                 pid,

@@ -1,0 +1,115 @@
+//! The sockets of the host, as `/proc/net/{tcp,tcp6,udp,udp6}` list them,
+//! and the open files of a process that are such sockets: what `ss -p`
+//! reads. Used to name the holder of a port (the load-balancer's Warning
+//! Events) and to find a process's listening socket (the API server's
+//! handover, [`crate::supervisor::handover`]).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+
+/// `TCP_LISTEN` in `/proc/net/tcp`'s `st` column.
+pub const TCP_LISTEN: u8 = 0x0A;
+/// An unconnected UDP socket shows `TCP_CLOSE`.
+pub const UDP_UNCONNECTED: u8 = 0x07;
+
+/// One line of a `/proc/net` socket table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketLine {
+    pub local: SocketAddr,
+    pub state: u8,
+    pub inode: u64,
+}
+
+/// The sockets of one table (the header line and any unreadable line are
+/// skipped).
+pub fn parse_table(text: &str) -> Vec<SocketLine> {
+    text.lines().skip(1).filter_map(parse_line).collect()
+}
+
+fn parse_line(line: &str) -> Option<SocketLine> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (addr, port) = fields.get(1)?.split_once(':')?;
+    let state = u8::from_str_radix(fields.get(3)?, 16).ok()?;
+    let inode = fields.get(9)?.parse().ok()?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    Some(SocketLine {
+        local: SocketAddr::new(parse_addr(addr)?, port),
+        state,
+        inode,
+    })
+}
+
+/// The kernel prints each 32-bit word of the address as a native-endian
+/// number: its bytes in memory are the address in network order.
+fn parse_addr(hex: &str) -> Option<IpAddr> {
+    let word = |i: usize| -> Option<[u8; 4]> {
+        let s = hex.get(i * 8..i * 8 + 8)?;
+        Some(u32::from_str_radix(s, 16).ok()?.to_ne_bytes())
+    };
+    match hex.len() {
+        8 => Some(IpAddr::V4(Ipv4Addr::from(word(0)?))),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for i in 0..4 {
+                bytes[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
+            }
+            Some(IpAddr::V6(Ipv6Addr::from(bytes)))
+        }
+        _ => None,
+    }
+}
+
+/// The TCP sockets listening on `port` (any address), read under `proc`.
+pub fn tcp_listening(proc: &Path, port: u16) -> Vec<SocketLine> {
+    let mut sockets = Vec::new();
+    for table in ["net/tcp", "net/tcp6"] {
+        if let Ok(text) = std::fs::read_to_string(proc.join(table)) {
+            sockets.extend(
+                parse_table(&text)
+                    .into_iter()
+                    .filter(|s| s.state == TCP_LISTEN && s.local.port() == port && s.inode != 0),
+            );
+        }
+    }
+    sockets
+}
+
+/// The descriptor number under which process `pid` holds one of the sockets
+/// `inodes`, read under `proc`.
+pub fn fd_of(proc: &Path, pid: u32, inodes: &[u64]) -> Option<i32> {
+    let links: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
+    let fds = std::fs::read_dir(proc.join(pid.to_string()).join("fd")).ok()?;
+    fds.flatten().find_map(|fd| {
+        let target = std::fs::read_link(fd.path()).ok()?;
+        links
+            .iter()
+            .any(|l| target.as_os_str() == l.as_str())
+            .then(|| fd.file_name().to_string_lossy().parse().ok())
+            .flatten()
+    })
+}
+
+/// The descriptor of the socket process `pid` listens with on TCP `port`.
+pub fn listener_fd(proc: &Path, pid: u32, port: u16) -> Option<i32> {
+    let inodes: Vec<u64> = tcp_listening(proc, port).iter().map(|s| s.inode).collect();
+    fd_of(proc, pid, &inodes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_this_process_listening_socket() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let fd = listener_fd(Path::new("/proc"), std::process::id(), port);
+        assert_eq!(fd, Some(std::os::fd::AsRawFd::as_raw_fd(&listener)));
+        // A port nobody listens on, and a process that does not hold it.
+        drop(listener);
+        assert_eq!(
+            listener_fd(Path::new("/proc"), std::process::id(), port),
+            None
+        );
+    }
+}
