@@ -193,6 +193,116 @@ pub fn shutdown_write(socket: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// One instruction of a classic BPF program (`struct sock_filter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilterInsn {
+    pub code: u16,
+    pub jt: u8,
+    pub jf: u8,
+    pub k: u32,
+}
+
+/// `SO_ATTACH_REUSEPORT_CBPF` (asm-generic; the libc crate lists it for
+/// Android only).
+const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+
+/// A copy of descriptor `fd` of process `pid` (pidfd_getfd(2), Linux 5.6;
+/// it needs the right to ptrace `pid`, which root has). The copy refers to
+/// the same open file: a socket stays open while either is.
+pub fn fd_of_process(pid: u32, fd: i32) -> io::Result<OwnedFd> {
+    let pid = libc::pid_t::try_from(pid)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "pid out of range"))?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
+    // or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just returned to us and nothing else owns it.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+    // SAFETY: pidfd_getfd with an open pidfd, a descriptor number and no
+    // flags; it returns a new descriptor (close-on-exec) or -1.
+    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if copy < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above, a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy as RawFd) })
+}
+
+/// Whether `socket` has `SO_REUSEPORT` set, and its address family
+/// (`libc::AF_INET`, `libc::AF_INET6`).
+pub fn socket_reuseport_and_family(socket: BorrowedFd<'_>) -> io::Result<(bool, i32)> {
+    let mut reuse: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `reuse`.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_REUSEPORT,
+            (&mut reuse as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut family: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: as above, SO_DOMAIN is an int.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_DOMAIN,
+            (&mut family as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((reuse != 0, family))
+}
+
+/// Attaches a classic BPF program to the `SO_REUSEPORT` group of `socket`:
+/// for each new connection it returns the index, in the order they started
+/// listening, of the group's socket that gets it (an index past the end
+/// leaves the choice to the kernel's hash). It replaces the group's
+/// program, and stays with the group after `socket` is closed.
+pub fn attach_reuseport_filter(socket: BorrowedFd<'_>, program: &[FilterInsn]) -> io::Result<()> {
+    let mut insns: Vec<libc::sock_filter> = program
+        .iter()
+        .map(|i| libc::sock_filter {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
+        .collect();
+    let prog = libc::sock_fprog {
+        len: u16::try_from(insns.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "program too long"))?,
+        filter: insns.as_mut_ptr(),
+    };
+    // SAFETY: the kernel copies the program from `prog`, which points into
+    // `insns`, alive for the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            (&prog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@
 //! that a manager started after a crash finds the children of its predecessor
 //! in `/proc` and ends them ([`stale`]). Stop is safe in any state, twice.
 
+pub mod handover;
 pub mod stale;
 pub mod task;
 
@@ -161,6 +162,19 @@ impl Supervisor {
             let (_, old) = children.remove(pos);
             stop_child(old, grace).await;
         }
+        let child = self.launch(spec, inputs, grace)?;
+        let pid = child.status.lock().expect("status lock").pid.unwrap_or(0);
+        children.push((child.name.clone(), child));
+        Ok(pid)
+    }
+
+    /// Spawns `spec` under a supervising task; the caller files it.
+    fn launch(
+        &self,
+        spec: ProcessSpec,
+        inputs: Vec<u8>,
+        grace: Duration,
+    ) -> std::io::Result<Supervised> {
         let child = spawn(&spec, &self.instance)?;
         let pid = child.id().unwrap_or(0);
         let status = Arc::new(Mutex::new(ChildStatus {
@@ -182,17 +196,85 @@ impl Supervisor {
             stop_rx,
             grace,
         ));
-        children.push((
-            spec.name.clone(),
-            Supervised {
-                name: spec.name.clone(),
-                spec: Some(spec),
-                inputs,
-                status,
-                stop: stop_tx,
-                task,
-            },
-        ));
+        Ok(Supervised {
+            name: spec.name.clone(),
+            spec: Some(spec),
+            inputs,
+            status,
+            stop: stop_tx,
+            task,
+        })
+    }
+
+    /// Whether the input files of the running process `name` changed since
+    /// it started; `None` when no process of that name runs.
+    pub async fn inputs_changed(&self, name: &str) -> Option<bool> {
+        let children = self.children.lock().await;
+        let (_, child) = children.iter().find(|(n, _)| n == name)?;
+        let spec = child.spec.as_ref()?;
+        Some(fingerprint(&spec.inputs) != child.inputs)
+    }
+
+    /// Replaces the running process `name` by a new one of the same spec,
+    /// started beside it ([`handover`]): once `take_over(new_pid)` resolves
+    /// (the newcomer serves, and its clients were moved to it), the
+    /// incumbent is stopped and the newcomer takes its place. When
+    /// `take_over` fails, the newcomer is stopped and the incumbent keeps
+    /// running. Returns the newcomer's pid.
+    pub async fn replace<F, Fut>(
+        &self,
+        name: &str,
+        grace: Duration,
+        take_over: F,
+    ) -> Result<u32, String>
+    where
+        F: FnOnce(u32) -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        let (spec, incumbent) = {
+            let children = self.children.lock().await;
+            let (_, child) = children
+                .iter()
+                .find(|(n, _)| n == name)
+                .ok_or_else(|| format!("{name} does not run"))?;
+            let spec = child
+                .spec
+                .clone()
+                .ok_or_else(|| format!("{name} is a task"))?;
+            let pid = child.status.lock().expect("status lock").pid;
+            (spec, pid)
+        };
+        let inputs = fingerprint(&spec.inputs);
+        let newcomer = self
+            .launch(spec, inputs, grace)
+            .map_err(|e| format!("starting a new {name}: {e}"))?;
+        let pid = newcomer
+            .status
+            .lock()
+            .expect("status lock")
+            .pid
+            .unwrap_or(0);
+        if let Err(why) = take_over(pid).await {
+            stop_child(newcomer, grace).await;
+            return Err(why);
+        }
+        let old = {
+            let mut children = self.children.lock().await;
+            let pos = children.iter().position(|(n, c)| {
+                n == name && c.status.lock().expect("status lock").pid == incumbent
+            });
+            match pos {
+                Some(pos) => Some(std::mem::replace(&mut children[pos].1, newcomer)),
+                None => {
+                    drop(children);
+                    stop_child(newcomer, grace).await;
+                    return Err(format!("{name} was stopped during its handover"));
+                }
+            }
+        };
+        if let Some(old) = old {
+            stop_child(old, grace).await;
+        }
         Ok(pid)
     }
 
