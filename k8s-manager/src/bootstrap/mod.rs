@@ -20,8 +20,12 @@ use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 pub const FIELD_MANAGER: &str = "k8s-manager";
 
 /// The manifests, in the order they are applied.
-pub const MANIFESTS: [(&str, &str); 3] = [
+pub const MANIFESTS: [(&str, &str); 4] = [
     ("rbac.yaml", include_str!("../../../manifests/rbac.yaml")),
+    (
+        "apiserver-endpoints.yaml",
+        include_str!("../../../manifests/apiserver-endpoints.yaml"),
+    ),
     (
         "coredns.yaml",
         include_str!("../../../manifests/coredns.yaml"),
@@ -224,6 +228,8 @@ mod tests {
                 "COREDNS_IMAGE",
                 "registry.k8s.io/coredns/coredns:v1.12.4".to_string(),
             ),
+            ("ADVERTISE_ADDRESS", "192.0.2.10".to_string()),
+            ("API_PORT", "6443".to_string()),
         ])
     }
 
@@ -272,6 +278,16 @@ mod tests {
             "{names:?}"
         );
         assert!(names.contains(&"Deployment/coredns".to_string()));
+        // The `kubernetes` Service's endpoint, the node's API server, typed
+        // (a number for the port) as the API server would write it.
+        let slice = objects
+            .iter()
+            .find(|(_, o)| o.types.as_ref().unwrap().kind == "EndpointSlice")
+            .unwrap();
+        assert_eq!(slice.1.metadata.name.as_deref(), Some("kubernetes"));
+        assert_eq!(slice.1.data["endpoints"][0]["addresses"][0], "192.0.2.10");
+        assert_eq!(slice.1.data["ports"][0]["port"], 6443);
+        assert!(names.contains(&"Endpoints/kubernetes".to_string()));
         let default_class = objects
             .iter()
             .find(|(_, o)| o.metadata.name.as_deref() == Some("hostpath"))

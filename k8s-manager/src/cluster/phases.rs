@@ -564,6 +564,11 @@ async fn bootstrap(cx: &mut PhaseContext<'_>) -> Result<(), PhaseError> {
         ("CLUSTER_DNS", cx.config.cluster_dns.to_string()),
         ("CLUSTER_DOMAIN", cx.config.cluster_domain.clone()),
         ("COREDNS_IMAGE", coredns),
+        (
+            "ADVERTISE_ADDRESS",
+            cx.components.advertise_address.to_string(),
+        ),
+        ("API_PORT", cx.config.api_port.to_string()),
     ]);
     cx.api
         .apply_manifests(values, cx.deadline.saturating_sub(Duration::from_secs(5)))

@@ -58,6 +58,13 @@ pub fn check_host(config: &ClusterConfig, ports_are_ours: bool) -> Findings {
     } else {
         f.problem("bridge netfilter is missing: run `modprobe br_netfilter` (Services need it)");
     }
+    // A connection the API server had not accepted when a handover stops
+    // it goes to its successor instead of being reset (Linux 5.14+; without
+    // it a handover may reset the rare connection made at that instant).
+    let migrate = Path::new("/proc/sys/net/ipv4/tcp_migrate_req");
+    if migrate.exists() && read_trim(&migrate.display().to_string()) != "1" {
+        let _ = std::fs::write(migrate, "1");
+    }
     if read_trim("/proc/swaps").lines().count() > 1 {
         f.warning("swap is on: kubelet runs with failSwapOn=false and gives pods no swap");
     }

@@ -174,6 +174,24 @@ pub(super) async fn move_components(
 ) -> Result<(), PhaseError> {
     let phase = Phase::Certs;
     for component in crate::components::ALL {
+        if let Some(handover) = component.handover(&cx.components)
+            && supervisor.inputs_changed(component.name()).await == Some(true)
+        {
+            match hand_over(cx, supervisor, component, &handover).await {
+                Ok(()) => {
+                    cx.progress.notice(format!(
+                        "{} handed over to a new instance to load {what}",
+                        component.name()
+                    ));
+                    continue;
+                }
+                // It still runs, with its old files: a restart, as for the others.
+                Err(why) => cx.progress.notice(format!(
+                    "{} cannot be handed over ({why}): restarting it",
+                    component.name()
+                )),
+            }
+        }
         let restarted = supervisor
             .refresh(component.name(), component.stop_grace())
             .await
@@ -191,6 +209,68 @@ pub(super) async fn move_components(
         }
     }
     Ok(())
+}
+
+/// Replaces the running `component` by a new instance beside it
+/// ([`crate::supervisor::handover`]): the new instance's clients are moved
+/// to it once it answers ready, then the old one stops. On an error the old
+/// one runs on, untouched, with every client.
+async fn hand_over(
+    cx: &PhaseContext<'_>,
+    supervisor: &Supervisor,
+    component: &dyn crate::components::Component,
+    handover: &crate::components::Handover,
+) -> Result<(), String> {
+    use crate::supervisor::handover::{Route, Steering};
+    let name = component.name();
+    let pid = supervisor
+        .child_status(name)
+        .await
+        .and_then(|s| s.pid)
+        .ok_or_else(|| format!("{name} does not run"))?;
+    let port = handover.port;
+    let steering = host::blocking(move || Steering::of(pid, port)).await?;
+    steering
+        .route(Route::Ipv6ToNewcomer)
+        .map_err(|e| format!("steering port {port}: {e}"))?;
+    let probe_name = format!("{name} (newcomer)");
+    let take_over = |newcomer: u32| async move {
+        let deadline = tokio::time::Instant::now() + READY_WITHIN;
+        // Until the newcomer listens, the group's second socket is not
+        // its: a probe would reach the old instance.
+        while host::blocking(move || {
+            crate::procnet::listener_fd(std::path::Path::new("/proc"), newcomer, port)
+        })
+        .await
+        .is_none()
+        {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!("the new {name} did not listen on {port}"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        loop {
+            match cx.api.probe(&probe_name, &handover.probe).await {
+                Ok(()) => break,
+                Err(last) if tokio::time::Instant::now() >= deadline => {
+                    return Err(format!(
+                        "the new {name} was not ready within {}s: {last}",
+                        READY_WITHIN.as_secs()
+                    ));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        steering
+            .route(Route::AllToNewcomer)
+            .map_err(|e| format!("steering port {port}: {e}"))?;
+        drop(steering);
+        Ok(())
+    };
+    supervisor
+        .replace(name, component.stop_grace(), take_over)
+        .await
+        .map(|_| ())
 }
 
 /// After `admin.conf` changed: the manager's own units restarted (they read

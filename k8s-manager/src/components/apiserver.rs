@@ -2,7 +2,7 @@
 //! requests, Node and RBAC authorization, TLS to etcd and to the kubelet with
 //! client certificates, service-account keys from our PKI.
 
-use super::{Component, Context, ETCD_CLIENT_PORT, Probe, flags};
+use super::{Component, Context, ETCD_CLIENT_PORT, Handover, Probe, flags};
 use crate::supervisor::ProcessSpec;
 
 pub struct ApiServer;
@@ -14,11 +14,20 @@ impl Component for ApiServer {
 
     fn spec(&self, ctx: &Context) -> ProcessSpec {
         let domain = &ctx.config.cluster_domain;
-        ctx.spec(
+        let mut spec = ctx.spec(
             "kube-apiserver",
             flags([
                 ("advertise-address", ctx.advertise_address.to_string()),
                 ("secure-port", ctx.config.api_port.to_string()),
+                // A new instance can listen beside the running one, which a
+                // restart for a renewed certificate then replaces without a
+                // moment when the port refuses calls (see `handover`).
+                ("permit-port-sharing", "true".into()),
+                // The `kubernetes` Service's endpoint is the manager's
+                // (manifests/apiserver-endpoints.yaml): the API server's own
+                // reconciler takes the node's address out whenever an
+                // instance starts or stops, which a handover does by design.
+                ("endpoint-reconciler-type", "none".into()),
                 ("allow-privileged", "true".into()),
                 ("anonymous-auth", "false".into()),
                 ("authorization-mode", "Node,RBAC".into()),
@@ -71,7 +80,13 @@ impl Component for ApiServer {
                 ),
                 ("profiling", "false".into()),
             ]),
-        )
+        );
+        // Go (1.24+) makes its listeners MPTCP sockets where the kernel has
+        // MPTCP, and an MPTCP socket takes no reuseport program: the
+        // handover needs a plain TCP listener. Nothing here uses MPTCP.
+        spec.env
+            .push(("GODEBUG".to_string(), "multipathtcp=0".to_string()));
+        spec
     }
 
     /// The API server keeps no state of its own (etcd does), and its graceful
@@ -87,6 +102,24 @@ impl Component for ApiServer {
             ctx.paths.pki.join("apiserver-kubelet-client.crt"),
             ctx.paths.pki.join("apiserver-kubelet-client.key"),
         )
+    }
+
+    /// A newcomer is probed at `[::1]`, where the handover sends IPv6 calls
+    /// while the running instance keeps every IPv4 client; `localhost` is
+    /// among the serving certificate's names.
+    fn handover(&self, ctx: &Context) -> Option<Handover> {
+        let port = ctx.config.api_port;
+        let probe = Probe::http(format!("https://localhost:{port}/readyz"))
+            .client_cert(
+                ctx.paths.pki.join("ca.crt"),
+                ctx.paths.pki.join("apiserver-kubelet-client.crt"),
+                ctx.paths.pki.join("apiserver-kubelet-client.key"),
+            )
+            .connect_to(std::net::SocketAddr::from((
+                std::net::Ipv6Addr::LOCALHOST,
+                port,
+            )));
+        Some(Handover { port, probe })
     }
 }
 
@@ -110,5 +143,28 @@ mod tests {
         ] {
             assert!(has_flag(&spec, flag), "{flag} missing from {:?}", spec.args);
         }
+    }
+
+    #[test]
+    fn can_be_handed_over_on_its_port() {
+        let ctx = context(std::path::Path::new("/s"));
+        let spec = ApiServer.spec(&ctx);
+        for flag in [
+            "--permit-port-sharing=true",
+            "--endpoint-reconciler-type=none",
+        ] {
+            assert!(has_flag(&spec, flag), "{flag} missing from {:?}", spec.args);
+        }
+        assert!(
+            spec.env
+                .contains(&("GODEBUG".into(), "multipathtcp=0".into()))
+        );
+        let handover = ApiServer.handover(&ctx).unwrap();
+        assert_eq!(handover.port, 6443);
+        assert_eq!(handover.probe.url, "https://localhost:6443/readyz");
+        assert_eq!(
+            handover.probe.connect_to,
+            Some("[::1]:6443".parse().unwrap())
+        );
     }
 }

@@ -23,6 +23,9 @@ pub struct Probe {
     pub url: String,
     pub tls: ProbeTls,
     pub expect_body: Option<String>,
+    /// Where to connect instead of the URL's host, whose name TLS still
+    /// verifies (the handover's probe of a newcomer, at `[::1]`).
+    pub connect_to: Option<std::net::SocketAddr>,
 }
 
 impl Probe {
@@ -31,7 +34,14 @@ impl Probe {
             url,
             tls: ProbeTls::None,
             expect_body: None,
+            connect_to: None,
         }
+    }
+
+    /// Connects to `address` rather than to the URL's host (a name).
+    pub fn connect_to(mut self, address: std::net::SocketAddr) -> Probe {
+        self.connect_to = Some(address);
+        self
     }
 
     pub fn insecure(mut self) -> Probe {
@@ -76,6 +86,11 @@ impl Probe {
                 let identity = reqwest::Identity::from_pem(&identity).map_err(|e| e.to_string())?;
                 builder = builder.tls_certs_only([ca]).identity(identity);
             }
+        }
+        if let Some(address) = self.connect_to {
+            let url = reqwest::Url::parse(&self.url).map_err(|e| format!("{}: {e}", self.url))?;
+            let host = url.host_str().unwrap_or_default().to_string();
+            builder = builder.resolve(&host, address);
         }
         builder.build().map_err(|e| e.to_string())
     }
@@ -131,6 +146,19 @@ mod tests {
             sock.write_all(reply.as_bytes()).await.unwrap();
         });
         format!("http://{addr}/health")
+    }
+
+    #[tokio::test]
+    async fn a_probe_connects_where_it_is_told_with_the_urls_name() {
+        let url = serve_once("ok", "200 OK").await;
+        let address: std::net::SocketAddr = url
+            .trim_start_matches("http://")
+            .trim_end_matches("/health")
+            .parse()
+            .unwrap();
+        let named = format!("http://probe.test:{}/health", address.port());
+        let probe = Probe::http(named).connect_to(address);
+        probe.check(&probe.client().unwrap()).await.unwrap();
     }
 
     #[tokio::test]

@@ -7,12 +7,16 @@
 //!
 //! - kube-apiserver watches its serving certificate (`--tls-cert-file`) and
 //!   its client CA (`--client-ca-file`, the request-header CA) and reloads
-//!   them (its dynamic certificate controllers), but reads its client
-//!   certificates for the kubelets (`--kubelet-client-certificate`), for etcd
-//!   (`--etcd-certfile`) and for the aggregated APIs
-//!   (`--proxy-client-cert-file`) once: with only the files renewed,
-//!   `kubectl logs` fails once the old kubelet client certificate expires.
-//!   So those are restart inputs of the API server.
+//!   them (its dynamic certificate controllers). Its client certificate for
+//!   the kubelets is read again only when client-go's rotation check runs,
+//!   every 5 minutes, and the old one stays on open connections until then
+//!   (so `kubectl logs` fails for minutes once the old one expires); those
+//!   for etcd (`--etcd-certfile`) and the aggregated APIs
+//!   (`--proxy-client-cert-file`) and the trust bundles of `--etcd-cafile`
+//!   and `--kubelet-certificate-authority` are read at start. So those are
+//!   restart inputs of the API server, which is not restarted but handed
+//!   over to a new instance listening beside it
+//!   ([`crate::supervisor::handover`]): no call is refused meanwhile.
 //! - etcd reads its serving and peer certificates on each TLS handshake.
 //! - the kubelet: its client certificate is in its kubeconfig, read at
 //!   start. Its serving certificate (`tlsCertFile`) has a file watch in 1.34
