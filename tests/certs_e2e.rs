@@ -705,6 +705,40 @@ fn rotate_ca_replaces_the_cas_while_a_pod_keeps_calling_the_api_server() {
     ]);
     let (ca_file, token_file) = projected_files(&cluster, uid.trim());
     let before = containers(&cluster);
+    // The cluster CA, re-signed by itself (same key, subject and
+    // extensions) to expire in 200 days: `status` names the rotation.
+    let short_ca = work.join("short-ca.crt");
+    support::run_ok(
+        Command::new("openssl")
+            .args(["x509", "-days", "200", "-in"])
+            .arg(cluster.pki().join("ca.crt"))
+            .arg("-signkey")
+            .arg(cluster.pki().join("ca.key"))
+            .arg("-out")
+            .arg(&short_ca),
+    );
+    std::fs::copy(&short_ca, cluster.pki().join("ca.crt")).unwrap();
+    let ca_warnings = || {
+        let status = cluster.manager_ok(&["status", "--output", "json"]);
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        status["caWarnings"].as_array().cloned().unwrap_or_default()
+    };
+    let warned = ca_warnings();
+    assert!(
+        warned.len() == 1
+            && warned[0].as_str().unwrap().contains("CA ca expires")
+            && warned[0]
+                .as_str()
+                .unwrap()
+                .contains("k8s-manager certs rotate-ca"),
+        "{warned:?}"
+    );
+    assert!(
+        cluster
+            .manager_ok(&["status"])
+            .contains("k8s-manager certs rotate-ca"),
+        "status names the rotation"
+    );
     let old = work.join("old");
     std::fs::create_dir_all(old.join("etcd")).unwrap();
     for ca in ["ca", "front-proxy-ca", "etcd/ca"] {
@@ -807,4 +841,9 @@ fn rotate_ca_replaces_the_cas_while_a_pod_keeps_calling_the_api_server() {
     }
     assert_eq!(containers(&cluster), before, "no container restarted");
     cluster.manager_ok(&["certs", "check"]);
+    assert_eq!(
+        ca_warnings(),
+        Vec::<serde_json::Value>::new(),
+        "the new CAs last"
+    );
 }

@@ -823,6 +823,58 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_replace_runs_both_until_the_take_over_and_keeps_the_old_one_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let sup = Supervisor::new("test-instance-replace");
+        let cert = dir.path().join("client.crt");
+        std::fs::write(&cert, "old").unwrap();
+        let mut with_input = spec(dir.path(), "svc", "exec sleep 60");
+        with_input.inputs = vec![cert.clone()];
+        let grace = Duration::from_secs(1);
+        assert!(
+            sup.replace("svc", grace, |_| async { Ok(()) })
+                .await
+                .is_err()
+        );
+        let first = sup.start(with_input, grace).await.unwrap();
+        assert_eq!(sup.inputs_changed("svc").await, Some(false));
+        std::fs::write(&cert, "renewed").unwrap();
+        assert_eq!(sup.inputs_changed("svc").await, Some(true));
+
+        // A failed take-over: the newcomer is stopped, the incumbent runs on.
+        let seen = Arc::new(Mutex::new(None));
+        let newcomer = {
+            let seen = seen.clone();
+            sup.replace("svc", grace, |pid| async move {
+                *seen.lock().unwrap() = Some(pid);
+                assert!(crate::sys::process_alive(first) && crate::sys::process_alive(pid));
+                Err("not ready".to_string())
+            })
+            .await
+        };
+        assert_eq!(newcomer, Err("not ready".to_string()));
+        let tried = seen.lock().unwrap().unwrap();
+        assert!(!crate::sys::process_alive(tried));
+        assert_eq!(sup.child_status("svc").await.unwrap().pid, Some(first));
+
+        // A take-over: both run while it lasts, then the newcomer alone,
+        // filed under the name with inputs as they are now.
+        let second = sup
+            .replace("svc", grace, |pid| async move {
+                assert!(crate::sys::process_alive(first) && crate::sys::process_alive(pid));
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert!(!crate::sys::process_alive(first));
+        assert_eq!(sup.child_status("svc").await.unwrap().pid, Some(second));
+        assert_eq!(sup.inputs_changed("svc").await, Some(false));
+        assert_eq!(sup.status().await.len(), 1);
+        sup.stop_all(grace).await;
+        assert!(!crate::sys::process_alive(second));
+    }
+
+    #[tokio::test]
     async fn a_child_ignoring_sigterm_is_killed_after_grace() {
         let dir = tempfile::tempdir().unwrap();
         let sup = Supervisor::new("test-instance-d");
