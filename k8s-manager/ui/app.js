@@ -471,8 +471,10 @@ function renderCluster() {
     $('c-server').textContent = status.serverUrl
       ? `${status.serverUrl} (${status.apiReachable ? 'reachable' : 'not reachable'})` : '—';
     const cert = status.earliestCertificate;
-    $('c-certs').textContent = cert
+    const certs = cert
       ? `earliest expiry: ${cert.name} on ${cert.notAfter.slice(0, 10)} (${cert.daysLeft} days)` : '—';
+    // A CA rotation cut short is said until `certs rotate-ca` resumes it.
+    $('c-certs').textContent = status.caRotation ? `${certs}; ${status.caRotation.message}` : certs;
     const rows = (status.components || []).map((c) => el('tr', {},
       el('td', {}, c.name, c.detail ? el('span', { class: 'detail' }, c.detail) : null),
       el('td', {}, c.kind || 'process'),

@@ -1,6 +1,7 @@
 //! `status`: one report of everything a user asks when something seems off —
 //! state, each component, whether the API answers and the node is Ready,
-//! versions, and the earliest certificate expiry.
+//! versions, the earliest certificate expiry, and a CA rotation left
+//! half-done.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{ClusterConfig, Paths};
 use super::state::{ClusterState, StateRecord};
 use crate::components::{ApiServer, Cgroups, Component, Context};
+use crate::pki::rotation::{self, Step};
 use crate::supervisor::ChildStatus;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,6 +33,43 @@ pub struct StatusReport {
     /// The CAs within a year of expiry, each with what to do.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ca_warnings: Vec<String>,
+    /// A CA rotation in progress (`pki/rotate-ca/step` exists): running, or
+    /// cut short and waiting for `certs rotate-ca` to resume it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_rotation: Option<CaRotation>,
+}
+
+/// Where a CA rotation in progress is (see [`crate::pki::rotation`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaRotation {
+    /// The last step done: `new`, `trust-both`, `switched` or `trust-new`.
+    pub step: Step,
+    /// One line for people: where it is and what resumes it.
+    pub message: String,
+}
+
+impl CaRotation {
+    pub fn at(step: Step) -> CaRotation {
+        CaRotation {
+            step,
+            message: format!(
+                "a CA rotation is in progress at step {step}: `k8s-manager certs rotate-ca` resumes it if it is not running"
+            ),
+        }
+    }
+}
+
+/// The CA rotation in progress in `pki_dir`, if any. A step file that does
+/// not read is said as a CA warning, since the rotation cannot resume.
+fn ca_rotation(pki_dir: &std::path::Path) -> Result<Option<CaRotation>, String> {
+    match rotation::current(pki_dir) {
+        Ok(step) => Ok(step.map(CaRotation::at)),
+        Err(err) => Err(format!(
+            "a CA rotation is in progress but its step cannot be read: {}",
+            crate::error::chain(&err)
+        )),
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,10 +103,15 @@ pub async fn report(
         versions: BTreeMap::new(),
         earliest_certificate: None,
         ca_warnings: Vec::new(),
+        ca_rotation: None,
     };
     if let Ok(statuses) = super::renewal::Statuses::read(paths, crate::pki::DEFAULT_RENEW_WITHIN) {
         report.earliest_certificate = earliest_certificate(&statuses);
         report.ca_warnings = statuses.ca_warnings();
+    }
+    match ca_rotation(&paths.pki) {
+        Ok(found) => report.ca_rotation = found,
+        Err(warning) => report.ca_warnings.push(warning),
     }
     let Some(config) = config else { return report };
     if let Ok(bundle) = crate::bundle::Manifest::load(&config.bundle) {
@@ -171,6 +215,9 @@ pub fn render_text(report: &StatusReport) -> String {
             cert.name, cert.not_after, cert.days_left
         ));
     }
+    if let Some(rotation) = &report.ca_rotation {
+        out.push_str(&format!("CA rotation: {}\n", rotation.message));
+    }
     for warning in &report.ca_warnings {
         out.push_str(&format!("Warning: {warning}\n"));
     }
@@ -201,4 +248,55 @@ pub fn render_text(report: &StatusReport) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn report_of(state_dir: &std::path::Path) -> StatusReport {
+        let paths = Paths::new(state_dir);
+        let record = StateRecord::load(&paths.state_file).unwrap();
+        report(&paths, &record, None, Vec::new(), false).await
+    }
+
+    #[tokio::test]
+    async fn a_rotation_in_progress_is_reported_with_its_step_and_what_resumes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let quiet = report_of(dir.path()).await;
+        assert_eq!(quiet.ca_rotation, None);
+        let json = serde_json::to_value(&quiet).unwrap();
+        assert!(json.get("caRotation").is_none(), "{json}");
+        assert!(!render_text(&quiet).contains("CA rotation"));
+
+        let step_file = dir.path().join("pki/rotate-ca/step");
+        std::fs::create_dir_all(step_file.parent().unwrap()).unwrap();
+        std::fs::write(&step_file, "trust-both\n").unwrap();
+        let report = report_of(dir.path()).await;
+        assert_eq!(report.ca_rotation, Some(CaRotation::at(Step::TrustBoth)));
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["caRotation"]["step"], "trust-both", "{json}");
+        let text = render_text(&report);
+        assert!(
+            text.contains("CA rotation: a CA rotation is in progress at step trust-both")
+                && text.contains("`k8s-manager certs rotate-ca` resumes it"),
+            "{text}"
+        );
+        // The client reads what the daemon sends.
+        let back: StatusReport = serde_json::from_value(json).unwrap();
+        assert_eq!(back.ca_rotation, report.ca_rotation);
+
+        // A step file that does not read: no step, a warning saying so.
+        std::fs::write(&step_file, "halfway\n").unwrap();
+        let report = report_of(dir.path()).await;
+        assert_eq!(report.ca_rotation, None);
+        assert!(
+            report
+                .ca_warnings
+                .iter()
+                .any(|w| w.contains("CA rotation") && w.contains("rotate-ca/step")),
+            "{:?}",
+            report.ca_warnings
+        );
+    }
 }

@@ -48,7 +48,11 @@ const ROTATION_DIR: &str = "rotate-ca";
 const TRUST_DIR: &str = "trust";
 
 /// Where a rotation is; recorded once the step's files are all written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// Serialised as in the step file (`trust-both`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum Step {
     New,
     TrustBoth,
@@ -59,7 +63,7 @@ pub enum Step {
 impl Step {
     const ALL: [Step; 4] = [Step::New, Step::TrustBoth, Step::Switched, Step::TrustNew];
 
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Step::New => "new",
             Step::TrustBoth => "trust-both",
@@ -68,7 +72,8 @@ impl Step {
         }
     }
 
-    fn parse(text: &str) -> Option<Step> {
+    /// The step a step file's text names (surrounding whitespace allowed).
+    pub fn parse(text: &str) -> Option<Step> {
         Step::ALL.into_iter().find(|s| s.as_str() == text.trim())
     }
 }
@@ -330,6 +335,35 @@ mod tests {
             .into_iter()
             .map(|c| c.der)
             .collect()
+    }
+
+    #[test]
+    fn the_step_is_read_from_its_file_and_none_outside_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        // No PKI folder at all, then one without a rotation.
+        assert_eq!(current(&p.join("pki")).unwrap(), None);
+        assert_eq!(current(p).unwrap(), None);
+        std::fs::create_dir_all(p.join(ROTATION_DIR)).unwrap();
+        assert_eq!(current(p).unwrap(), None, "a folder without its step");
+        for step in Step::ALL {
+            record(p, step).unwrap();
+            assert_eq!(current(p).unwrap(), Some(step));
+            // What status says is the file's own word.
+            assert_eq!(
+                serde_json::to_value(step).unwrap(),
+                serde_json::json!(step.to_string())
+            );
+            let text = std::fs::read_to_string(step_path(p)).unwrap();
+            assert_eq!(Step::parse(&text), Some(step));
+        }
+        assert_eq!(Step::parse(" trust-new \r\n"), Some(Step::TrustNew));
+        for bad in ["", "finish", "Trust-Both", "trust both"] {
+            assert_eq!(Step::parse(bad), None, "{bad:?}");
+        }
+        std::fs::write(step_path(p), "halfway\n").unwrap();
+        let err = current(p).unwrap_err().to_string();
+        assert!(err.contains("rotate-ca/step"), "{err}");
     }
 
     #[test]
