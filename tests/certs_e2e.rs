@@ -682,6 +682,86 @@ fn verifies(cert: &Path, ca: &Path) -> bool {
         .success()
 }
 
+const CAS: [&str; 3] = ["ca", "front-proxy-ca", "etcd/ca"];
+
+/// The CA certificates as they are before a rotation, copied to `work/old`
+/// (the rotation removes its own copy when it ends).
+fn keep_old_cas(cluster: &Cluster, work: &Path) -> PathBuf {
+    let old = work.join("old");
+    std::fs::create_dir_all(old.join("etcd")).unwrap();
+    for ca in CAS {
+        std::fs::copy(
+            cluster.pki().join(format!("{ca}.crt")),
+            old.join(format!("{ca}.crt")),
+        )
+        .unwrap();
+    }
+    old
+}
+
+/// The certificates in the trust bundle of `ca`.
+fn trusted_count(cluster: &Cluster, ca: &str) -> usize {
+    std::fs::read_to_string(cluster.pki().join(format!("trust/{ca}.crt")))
+        .unwrap()
+        .matches("BEGIN CERTIFICATE")
+        .count()
+}
+
+/// `status --output json`; its exit code is 1 when the state is an error
+/// (a manager that died), and the report is printed all the same.
+fn status_json(cluster: &Cluster) -> serde_json::Value {
+    let out = support::run(&mut cluster.manager(&["status", "--output", "json"]));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status --output json ({}): {e}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// What a finished rotation leaves: only the new CAs (which replaced the
+/// ones kept in `old`) are trusted, and everything is signed by them; the
+/// service-account key `sa_key` is kept; no rotation in `status`.
+fn assert_rotated(cluster: &Cluster, work: &Path, old: &Path, sa_key: &[u8]) {
+    for ca in ["ca", "etcd/ca"] {
+        assert_ne!(
+            fingerprint(&old.join(format!("{ca}.crt"))),
+            fingerprint(&cluster.pki().join(format!("{ca}.crt"))),
+            "{ca} replaced"
+        );
+    }
+    for (port, ca) in [(6443, "ca"), (2379, "etcd/ca"), (10250, "ca")] {
+        let cert = served(work, port);
+        assert!(
+            verifies(&cert, &cluster.pki().join(format!("{ca}.crt"))),
+            "{port} chains to the new {ca}"
+        );
+        assert!(
+            !verifies(&cert, &old.join(format!("{ca}.crt"))),
+            "the old {ca} no longer verifies {port}"
+        );
+    }
+    for trust in CAS {
+        assert_eq!(trusted_count(cluster, trust), 1, "{trust}");
+    }
+    assert_eq!(
+        std::fs::read(cluster.pki().join("sa.key")).unwrap(),
+        sa_key,
+        "the service-account key is kept"
+    );
+    for kubeconfig in [cluster.host_kubeconfig(), cluster.vm_kubeconfig()] {
+        let cert = kubeconfig_client_cert(work, &kubeconfig, CONTEXT);
+        assert!(verifies(&cert, &cluster.pki().join("ca.crt")));
+        assert!(!verifies(&cert, &old.join("ca.crt")));
+    }
+    cluster.kubectl_ok(&["get", "nodes"]);
+    assert!(!cluster.pki().join("rotate-ca").exists());
+    let status = status_json(cluster);
+    assert_eq!(status["state"]["state"], "running", "{status}");
+    assert!(status.get("caRotation").is_none(), "{status}");
+}
+
 #[test]
 fn rotate_ca_replaces_the_cas_while_a_pod_keeps_calling_the_api_server() {
     let cluster = Cluster::new();
@@ -719,9 +799,10 @@ fn rotate_ca_replaces_the_cas_while_a_pod_keeps_calling_the_api_server() {
     );
     std::fs::copy(&short_ca, cluster.pki().join("ca.crt")).unwrap();
     let ca_warnings = || {
-        let status = cluster.manager_ok(&["status", "--output", "json"]);
-        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
-        status["caWarnings"].as_array().cloned().unwrap_or_default()
+        status_json(&cluster)["caWarnings"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     };
     let warned = ca_warnings();
     assert!(
@@ -739,15 +820,7 @@ fn rotate_ca_replaces_the_cas_while_a_pod_keeps_calling_the_api_server() {
             .contains("k8s-manager certs rotate-ca"),
         "status names the rotation"
     );
-    let old = work.join("old");
-    std::fs::create_dir_all(old.join("etcd")).unwrap();
-    for ca in ["ca", "front-proxy-ca", "etcd/ca"] {
-        std::fs::copy(
-            cluster.pki().join(format!("{ca}.crt")),
-            old.join(format!("{ca}.crt")),
-        )
-        .unwrap();
-    }
+    let old = keep_old_cas(&cluster, &work);
     let sa_key = std::fs::read(cluster.pki().join("sa.key")).unwrap();
     if let Err(why) = call_as_pod(&ca_file, &token_file, service_ip.trim()) {
         panic!("the pod's call before the rotation: {why}");
@@ -793,41 +866,7 @@ fn rotate_ca_replaces_the_cas_while_a_pod_keeps_calling_the_api_server() {
         "the API server was handed over, not restarted: {told}"
     );
 
-    // Only the new CAs are trusted, and everything is signed by them.
-    for (ca, new) in [("ca", "ca"), ("etcd/ca", "etcd/ca")] {
-        assert_ne!(
-            fingerprint(&old.join(format!("{ca}.crt"))),
-            fingerprint(&cluster.pki().join(format!("{new}.crt"))),
-            "{ca} replaced"
-        );
-    }
-    for (port, ca) in [(6443, "ca"), (2379, "etcd/ca"), (10250, "ca")] {
-        let cert = served(&work, port);
-        assert!(
-            verifies(&cert, &cluster.pki().join(format!("{ca}.crt"))),
-            "{port} chains to the new {ca}"
-        );
-        assert!(
-            !verifies(&cert, &old.join(format!("{ca}.crt"))),
-            "the old {ca} no longer verifies {port}"
-        );
-    }
-    for trust in ["ca", "front-proxy-ca", "etcd/ca"] {
-        let bundle =
-            std::fs::read_to_string(cluster.pki().join(format!("trust/{trust}.crt"))).unwrap();
-        assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 1, "{trust}");
-    }
-    assert_eq!(
-        std::fs::read(cluster.pki().join("sa.key")).unwrap(),
-        sa_key,
-        "the service-account key is kept"
-    );
-    for kubeconfig in [cluster.host_kubeconfig(), cluster.vm_kubeconfig()] {
-        let cert = kubeconfig_client_cert(&work, &kubeconfig, CONTEXT);
-        assert!(verifies(&cert, &cluster.pki().join("ca.crt")));
-        assert!(!verifies(&cert, &old.join("ca.crt")));
-    }
-    cluster.kubectl_ok(&["get", "nodes"]);
+    assert_rotated(&cluster, &work, &old, &sa_key);
     // The pod's bundle ends with the new CA only (the kubelet refreshes it
     // within about a minute), and the pod still calls with it.
     let new_ca = std::fs::read_to_string(cluster.pki().join("ca.crt")).unwrap();
@@ -846,4 +885,144 @@ fn rotate_ca_replaces_the_cas_while_a_pod_keeps_calling_the_api_server() {
         Vec::<serde_json::Value>::new(),
         "the new CAs last"
     );
+}
+
+/// The steps of a rotation as `pki/rotate-ca/step` records them, in order.
+const STEPS: [&str; 4] = ["new", "trust-both", "switched", "trust-new"];
+
+#[test]
+fn rotate_ca_cut_short_by_daemon_crashes_is_resumed_by_running_it_again() {
+    let cluster = Cluster::new();
+    cluster.enable_ok();
+    let work = cluster.dir.path().to_path_buf();
+    let old = keep_old_cas(&cluster, &work);
+    let sa_key = std::fs::read(cluster.pki().join("sa.key")).unwrap();
+    let step_file = cluster.pki().join("rotate-ca/step");
+    let step = || {
+        std::fs::read_to_string(&step_file)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    let position = |step: &str| STEPS.iter().position(|s| *s == step);
+
+    // Two crashes, each a kill -9 of the daemon the moment a step is
+    // recorded: when the bundles trust both CAs (the kubeconfigs and the
+    // components not yet moved over), then when the new CAs sign (the
+    // leaves maybe not yet re-issued under them).
+    let mut resumed_from: Option<String> = None;
+    for target in ["trust-both", "switched"] {
+        let round = format!("rotate-ca-killed-at-{target}");
+        let log = cluster.round_log(&round);
+        let mut cli = cluster
+            .manager(&["certs", "rotate-ca"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        // Polled often: the kill lands as close to the record as it can.
+        let start = Instant::now();
+        while position(&step()) < position(target) {
+            assert!(
+                start.elapsed() < Duration::from_secs(300),
+                "the rotation never reached {target}: at {:?}",
+                step()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let daemon = cluster
+            .daemon_pid()
+            .expect("the daemon's pid in state.json");
+        // SAFETY: kill(2) on the daemon this test started.
+        unsafe {
+            libc::kill(daemon as i32, libc::SIGKILL);
+        }
+        let killed_at = step();
+        let pki = cluster.pki();
+        eprintln!(
+            "daemon {daemon} killed at step {killed_at}; the API server's leaf then signed by the {} CA",
+            if verifies(&pki.join("apiserver.crt"), &pki.join("ca.crt")) {
+                "signing"
+            } else {
+                "other"
+            }
+        );
+        let cli = cli.wait().unwrap();
+        let told =
+            std::fs::read_to_string(work.join("rounds").join(format!("{round}.log"))).unwrap();
+        assert!(
+            !cli.success(),
+            "rotate-ca ended well though its daemon was killed: {told}"
+        );
+        match &resumed_from {
+            None => assert!(told.contains("new cluster CAs made"), "{told}"),
+            Some(from) => assert!(
+                told.contains(&format!("resuming the CA rotation at its step {from}")),
+                "{told}"
+            ),
+        }
+
+        // With no daemon, `status` reads the state folder: the rotation is
+        // there.
+        wait_until("the killed daemon is gone", Duration::from_secs(10), || {
+            // Gone, or a zombie its parent has not reaped yet.
+            std::fs::read_to_string(format!("/proc/{daemon}/stat")).map_or(true, |stat| {
+                stat.rsplit(") ").next().unwrap_or("").starts_with('Z')
+            })
+        });
+        let status = status_json(&cluster);
+        assert_eq!(status["managerRunning"], false, "{status}");
+        assert_eq!(status["state"]["state"], "error", "{status}");
+        assert_eq!(status["caRotation"]["step"], killed_at.as_str(), "{status}");
+
+        // The user brings the cluster back: it starts with the files as
+        // they are, the rotation still where it stopped.
+        cluster.enable_ok();
+        cluster.kubectl_ok(&["get", "nodes"]);
+        assert_eq!(step(), killed_at, "enable leaves the rotation's step alone");
+        if killed_at != "trust-new" {
+            for ca in CAS {
+                assert_eq!(trusted_count(&cluster, ca), 2, "{ca} trusts old and new");
+            }
+        }
+        if killed_at != "trust-both" {
+            // The new CAs sign: what the enable started serves leaves of
+            // theirs (re-issued by its certs phase if the killed run had not).
+            for (port, ca) in [(6443, "ca"), (2379, "etcd/ca"), (10250, "ca")] {
+                let cert = served(&work, port);
+                assert!(
+                    verifies(&cert, &cluster.pki().join(format!("{ca}.crt"))),
+                    "{port} chains to the new {ca}"
+                );
+                assert!(
+                    !verifies(&cert, &old.join(format!("{ca}.crt"))),
+                    "{port} chains to the old {ca}"
+                );
+            }
+        }
+        let status = status_json(&cluster);
+        assert_eq!(status["managerRunning"], true, "{status}");
+        assert_eq!(status["state"]["state"], "running", "{status}");
+        assert_eq!(status["caRotation"]["step"], killed_at.as_str(), "{status}");
+        eprintln!("caRotation: {}", status["caRotation"]);
+        let text = cluster.manager_ok(&["status"]);
+        assert!(
+            text.contains(&format!(
+                "CA rotation: a CA rotation is in progress at step {killed_at}"
+            )) && text.contains("`k8s-manager certs rotate-ca` resumes it"),
+            "{text}"
+        );
+        resumed_from = Some(killed_at);
+    }
+
+    // Run again, it resumes where it stopped and finishes.
+    let from = resumed_from.unwrap();
+    let out = support::run(&mut cluster.manager(&["certs", "rotate-ca"]));
+    let told = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "certs rotate-ca, resumed: {told}");
+    assert!(
+        told.contains(&format!("resuming the CA rotation at its step {from}")),
+        "{told}"
+    );
+    assert_rotated(&cluster, &work, &old, &sa_key);
+    cluster.manager_ok(&["certs", "check"]);
 }
