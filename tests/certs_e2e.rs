@@ -5,6 +5,9 @@
 //! component serves or uses the new certificate (`openssl s_client` against
 //! the API server, etcd and the kubelet), the user's kubeconfig gets a new
 //! client certificate, `kubectl logs` works, and no container is restarted.
+//! `certs rotate-ca` replaces the CAs while a pod keeps calling the API
+//! server, and, cut short by kill -9 of its daemon, is resumed by running it
+//! again after `enable` brought the cluster back.
 //!
 //! Needs root, containerd prepared by vm/prepare-vm.sh, the bundle
 //! (`K8S_MANAGER_BUNDLE`), upstream kubectl and openssl; tests/run.sh
