@@ -19,13 +19,20 @@ use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 /// The field manager of every object we apply.
 pub const FIELD_MANAGER: &str = "k8s-manager";
 
-/// The manifests, in the order they are applied.
-pub const MANIFESTS: [(&str, &str); 4] = [
+/// Manifests: each file's name and text, applied in order.
+pub type Manifests = &'static [(&'static str, &'static str)];
+
+/// The `kubernetes` Service's endpoint, the node's API server: applied as
+/// soon as the API server answers (its own reconciler is off, see the file),
+/// before kube-proxy's first sync, as the reconciler did.
+pub const API_ENDPOINT: Manifests = &[(
+    "apiserver-endpoints.yaml",
+    include_str!("../../../manifests/apiserver-endpoints.yaml"),
+)];
+
+/// The cluster's own objects, applied once the node's components run.
+pub const MANIFESTS: Manifests = &[
     ("rbac.yaml", include_str!("../../../manifests/rbac.yaml")),
-    (
-        "apiserver-endpoints.yaml",
-        include_str!("../../../manifests/apiserver-endpoints.yaml"),
-    ),
     (
         "coredns.yaml",
         include_str!("../../../manifests/coredns.yaml"),
@@ -76,12 +83,13 @@ pub fn render(
     Ok(out)
 }
 
-/// Every object of every manifest, rendered and parsed, in order.
+/// Every object of `manifests`, rendered and parsed, in order.
 pub fn objects(
+    manifests: Manifests,
     values: &BTreeMap<&str, String>,
 ) -> Result<Vec<(String, DynamicObject)>, BootstrapError> {
     let mut all = Vec::new();
-    for (file, text) in MANIFESTS {
+    for &(file, text) in manifests {
         let rendered = render(file, text, values)?;
         let docs: Vec<serde_json::Value> =
             serde_saphyr::from_multiple(&rendered).map_err(|e| BootstrapError::Manifest {
@@ -145,10 +153,11 @@ async fn client_with_read_timeout(
 /// creating its own objects (e.g. the kube-system namespace) until `deadline`.
 pub async fn apply_all(
     client: &kube::Client,
+    manifests: Manifests,
     values: &BTreeMap<&str, String>,
     deadline: Duration,
 ) -> Result<usize, BootstrapError> {
-    let objects = objects(values)?;
+    let objects = objects(manifests, values)?;
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut kinds: BTreeMap<String, (ApiResource, ApiCapabilities)> = BTreeMap::new();
     let start = tokio::time::Instant::now();
@@ -262,7 +271,10 @@ mod tests {
 
     #[test]
     fn manifests_parse_into_named_objects() {
-        let objects = objects(&values()).unwrap();
+        let objects: Vec<_> = [API_ENDPOINT, MANIFESTS]
+            .into_iter()
+            .flat_map(|m| objects(m, &values()).unwrap())
+            .collect();
         let names: Vec<String> = objects
             .iter()
             .map(|(_, o)| {

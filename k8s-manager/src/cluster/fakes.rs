@@ -372,11 +372,12 @@ impl ClusterApi for World {
 
     fn apply_manifests(
         &self,
-        values: BTreeMap<&'static str, String>,
+        manifests: crate::bootstrap::Manifests,
+        _values: BTreeMap<&'static str, String>,
         _limit: Duration,
     ) -> BoxFuture<'_, Result<(), String>> {
-        self.journal
-            .note(format!("apply manifests with {}", values["COREDNS_IMAGE"]));
+        let files: Vec<&str> = manifests.iter().map(|(file, _)| *file).collect();
+        self.journal.note(format!("apply {}", files.join(",")));
         futures::future::ready(Ok(())).boxed()
     }
 

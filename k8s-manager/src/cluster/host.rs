@@ -113,10 +113,11 @@ pub trait ClusterApi: Send + Sync {
         component: &'a str,
         probe: &'a Probe,
     ) -> BoxFuture<'a, Result<(), String>>;
-    /// Server-side applies the manifests with `values`, retrying while the
+    /// Server-side applies `manifests` with `values`, retrying while the
     /// API server makes its own objects, for up to `limit`.
     fn apply_manifests(
         &self,
+        manifests: crate::bootstrap::Manifests,
         values: BTreeMap<&'static str, String>,
         limit: Duration,
     ) -> BoxFuture<'_, Result<(), String>>;
@@ -405,6 +406,7 @@ impl ClusterApi for LiveApi {
 
     fn apply_manifests(
         &self,
+        manifests: crate::bootstrap::Manifests,
         values: BTreeMap<&'static str, String>,
         limit: Duration,
     ) -> BoxFuture<'_, Result<(), String>> {
@@ -418,7 +420,7 @@ impl ClusterApi for LiveApi {
                         .map_err(|e| chain(&e))
                 })
                 .await?;
-            crate::bootstrap::apply_all(client, &values, limit)
+            crate::bootstrap::apply_all(client, manifests, &values, limit)
                 .await
                 .map(|_| ())
                 .map_err(|e| chain(&e))

@@ -248,6 +248,8 @@ pub enum Work {
     EtcdFirstStart,
     /// etcd served: its first start is done.
     EtcdServed,
+    /// The `kubernetes` Service's endpoint, applied once the API answers.
+    ApiEndpoint,
     /// CoreDNS, RBAC and the StorageClass, applied.
     Bootstrap,
     /// The in-process units ([`crate::controllers`]): started once the API
@@ -286,6 +288,7 @@ pub(super) async fn work(work: Work, cx: &mut PhaseContext<'_>) -> Result<(), Ph
         Work::Cni => cni(cx),
         Work::EtcdFirstStart => etcd_first_start(cx).await,
         Work::EtcdServed => etcd_served(cx),
+        Work::ApiEndpoint => api_endpoint(cx).await,
         Work::Bootstrap => bootstrap(cx).await,
         Work::Controllers => controllers(cx).await,
         Work::Export => export(cx).await,
@@ -553,6 +556,27 @@ async fn kubeconfigs(cx: &mut PhaseContext<'_>) -> Result<(), PhaseError> {
     Ok(())
 }
 
+/// The `kubernetes` Service's endpoint (the API server's own reconciler is
+/// off: `manifests/apiserver-endpoints.yaml` says why), at the node's address
+/// of the day.
+async fn api_endpoint(cx: &mut PhaseContext<'_>) -> Result<(), PhaseError> {
+    let values = BTreeMap::from([
+        (
+            "ADVERTISE_ADDRESS",
+            cx.components.advertise_address.to_string(),
+        ),
+        ("API_PORT", cx.config.api_port.to_string()),
+    ]);
+    cx.api
+        .apply_manifests(
+            crate::bootstrap::API_ENDPOINT,
+            values,
+            cx.deadline.saturating_sub(Duration::from_secs(5)),
+        )
+        .await
+        .map_err(|e| PhaseError::new(Phase::KubeApiserver, e).with_logs(&cx.components, &ApiServer))
+}
+
 async fn bootstrap(cx: &mut PhaseContext<'_>) -> Result<(), PhaseError> {
     let phase = Phase::Bootstrap;
     let coredns = cx
@@ -564,14 +588,13 @@ async fn bootstrap(cx: &mut PhaseContext<'_>) -> Result<(), PhaseError> {
         ("CLUSTER_DNS", cx.config.cluster_dns.to_string()),
         ("CLUSTER_DOMAIN", cx.config.cluster_domain.clone()),
         ("COREDNS_IMAGE", coredns),
-        (
-            "ADVERTISE_ADDRESS",
-            cx.components.advertise_address.to_string(),
-        ),
-        ("API_PORT", cx.config.api_port.to_string()),
     ]);
     cx.api
-        .apply_manifests(values, cx.deadline.saturating_sub(Duration::from_secs(5)))
+        .apply_manifests(
+            crate::bootstrap::MANIFESTS,
+            values,
+            cx.deadline.saturating_sub(Duration::from_secs(5)),
+        )
         .await
         .map_err(|e| PhaseError::new(phase, e).with_logs(&cx.components, &ApiServer))
 }

@@ -104,7 +104,8 @@ pub const ENABLE: [Step; 14] = [
         .starts(&[&ApiServer])
         // They only wait for the API to answer: each connects the moment it does.
         .starts_early(&[&ControllerManager, &Scheduler, &Kubelet, &KubeProxy])
-        .waits_on(&[Wait::Ready(&ApiServer)]),
+        .waits_on(&[Wait::Ready(&ApiServer)])
+        .then(Work::ApiEndpoint),
     Step::new(
         Phase::ControlPlane,
         "starting controller-manager and scheduler",
@@ -206,6 +207,9 @@ mod tests {
     use crate::cluster::fakes::{self, Behaviour, World};
     use crate::supervisor::stale::StaleProcess;
 
+    /// The fake API's journal line of the bootstrap phase's apply.
+    const MANIFESTS_APPLIED: &str = "apply rbac.yaml,coredns.yaml,storage.yaml";
+
     const COMPONENTS: [&str; 6] = crate::bundle::manifest::CLUSTER_EXECUTABLES;
 
     /// Runs an enable in the background, cancels it once `seen` happened,
@@ -274,20 +278,18 @@ mod tests {
             j.before(&format!("start {early}"), "ready kube-apiserver");
         }
         j.before("ready kube-apiserver", "phase control-plane");
-        j.before(
-            "apply manifests with registry.k8s.io/coredns/coredns:v1.12.1",
-            "node docker-desktop ready",
-        );
+        // The `kubernetes` Service's endpoint as soon as the API answers,
+        // before kube-proxy's first sync.
+        j.before("ready kube-apiserver", "apply apiserver-endpoints.yaml");
+        j.before("apply apiserver-endpoints.yaml", "phase control-plane");
+        j.before(MANIFESTS_APPLIED, "node docker-desktop ready");
         j.before("node docker-desktop ready", "coredns answers");
         // The in-process units start once the API answers and the
         // manifests (RBAC, StorageClasses) are applied.
         for unit in crate::controllers::NAMES {
             let started = format!("start task {unit}");
             j.before("ready kube-apiserver", &started);
-            j.before(
-                "apply manifests with registry.k8s.io/coredns/coredns:v1.12.1",
-                &started,
-            );
+            j.before(MANIFESTS_APPLIED, &started);
             j.before(&started, "phase wait-node");
         }
         // Each started once, in the order the stop reverses.

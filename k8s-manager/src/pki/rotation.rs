@@ -412,13 +412,6 @@ mod tests {
         let ca = CertInfo::from_pem(&store::read_cert(p, "ca").unwrap().unwrap()).unwrap();
         let leaf = CertInfo::from_pem(&store::read_cert(p, "apiserver").unwrap().unwrap()).unwrap();
         assert!(leaf.is_signed_by(&ca));
-        if let Some(out) = std::env::var_os("ROTATION_DUMP") {
-            let _ = std::process::Command::new("cp")
-                .arg("-r")
-                .arg(p)
-                .arg(out)
-                .status();
-        }
         finish(p).unwrap();
         assert_eq!(current(p).unwrap(), None);
         assert!(!p.join(ROTATION_DIR).exists());
