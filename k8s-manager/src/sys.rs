@@ -233,37 +233,28 @@ pub fn fd_of_process(pid: u32, fd: i32) -> io::Result<OwnedFd> {
 /// Whether `socket` has `SO_REUSEPORT` set, and its address family
 /// (`libc::AF_INET`, `libc::AF_INET6`).
 pub fn socket_reuseport_and_family(socket: BorrowedFd<'_>) -> io::Result<(bool, i32)> {
-    let mut reuse: libc::c_int = 0;
+    let reuse = socket_option(socket, libc::SO_REUSEPORT)?;
+    Ok((reuse != 0, socket_option(socket, libc::SO_DOMAIN)?))
+}
+
+/// An integer socket option of level `SOL_SOCKET`.
+fn socket_option(socket: BorrowedFd<'_>, option: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `reuse`.
+    // SAFETY: getsockopt writes at most `len` bytes into `value`, an int.
     let rc = unsafe {
         libc::getsockopt(
             socket.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_REUSEPORT,
-            (&mut reuse as *mut libc::c_int).cast(),
+            option,
+            (&mut value as *mut libc::c_int).cast(),
             &mut len,
         )
     };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    let mut family: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: as above, SO_DOMAIN is an int.
-    let rc = unsafe {
-        libc::getsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_DOMAIN,
-            (&mut family as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((reuse != 0, family))
+    Ok(value)
 }
 
 /// Attaches a classic BPF program to the `SO_REUSEPORT` group of `socket`:
