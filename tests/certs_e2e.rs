@@ -823,6 +823,16 @@ fn rotate_ca_replaces_the_cas_while_a_pod_keeps_calling_the_api_server() {
             .contains("k8s-manager certs rotate-ca"),
         "status names the rotation"
     );
+    // And the renewal's check (the unit's, here asked for by `certs renew`
+    // with nothing due) says it as an event of its operation.
+    let renew = support::run(&mut cluster.manager(&["certs", "renew"]));
+    let said = String::from_utf8_lossy(&renew.stderr);
+    assert!(
+        renew.status.success()
+            && said.contains("warning: CA ca expires")
+            && said.contains("k8s-manager certs rotate-ca"),
+        "certs renew: {said}"
+    );
     let old = keep_old_cas(&cluster, &work);
     let sa_key = std::fs::read(cluster.pki().join("sa.key")).unwrap();
     if let Err(why) = call_as_pod(&ca_file, &token_file, service_ip.trim()) {

@@ -220,7 +220,9 @@ impl Supervisor {
     /// (the newcomer serves, and its clients were moved to it), the
     /// incumbent is stopped and the newcomer takes its place. When
     /// `take_over` fails, the newcomer is stopped and the incumbent keeps
-    /// running. Returns the newcomer's pid.
+    /// running; so too when this future is dropped before the end (a
+    /// cancelled operation): the newcomer's supervising task ends it once its
+    /// stop channel closes. Returns the newcomer's pid.
     pub async fn replace<F, Fut>(
         &self,
         name: &str,
@@ -855,6 +857,25 @@ mod tests {
         assert_eq!(newcomer, Err("not ready".to_string()));
         let tried = seen.lock().unwrap().unwrap();
         assert!(!crate::sys::process_alive(tried));
+        assert_eq!(sup.child_status("svc").await.unwrap().pid, Some(first));
+
+        // Dropped midway (a cancelled operation): the newcomer ends too.
+        let seen = Arc::new(Mutex::new(None));
+        let cut = {
+            let seen = seen.clone();
+            let never = sup.replace("svc", grace, |pid| async move {
+                *seen.lock().unwrap() = Some(pid);
+                std::future::pending::<Result<(), String>>().await
+            });
+            tokio::time::timeout(Duration::from_millis(300), never).await
+        };
+        assert!(cut.is_err(), "the take-over never ends");
+        let dropped = seen.lock().unwrap().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while crate::sys::process_alive(dropped) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!crate::sys::process_alive(dropped));
         assert_eq!(sup.child_status("svc").await.unwrap().pid, Some(first));
 
         // A take-over: both run while it lasts, then the newcomer alone,
