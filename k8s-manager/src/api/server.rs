@@ -351,10 +351,15 @@ pub async fn status(engine: &Engine) -> Result<crate::cluster::status::StatusRep
     let record = engine.record();
     let config = engine.saved_config()?;
     let components = engine.supervisor.status().await;
-    Ok(
-        crate::cluster::status::report(engine.paths(), &record, config.as_ref(), components, true)
-            .await,
+    Ok(crate::cluster::status::report(
+        engine.paths(),
+        &record,
+        config.as_ref(),
+        components,
+        true,
+        engine.rotating(),
     )
+    .await)
 }
 
 /// Runs an operation in its own task and streams its own events to the

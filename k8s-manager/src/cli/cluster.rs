@@ -368,7 +368,7 @@ pub fn status(output: Output, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         // No daemon: report from the state folder alone.
         let record = StateRecord::load(&paths.state_file)?;
         let saved = ClusterConfig::load_saved(&paths).map_err(anyhow::Error::msg)?;
-        anyhow::Ok(status::report(&paths, &record, saved.as_ref(), Vec::new(), false).await)
+        anyhow::Ok(status::report(&paths, &record, saved.as_ref(), Vec::new(), false, false).await)
     })?;
     let error = match &report.state {
         ClusterState::Error { .. } => Some(ErrorReport::new(PHASE_FAILED, report.state.label())),

@@ -27,12 +27,32 @@ pub struct Engine {
     events: broadcast::Sender<Event>,
     busy: tokio::sync::Mutex<()>,
     next_id: std::sync::atomic::AtomicU64,
+    /// Whether a `rotate-ca` operation runs now (`status` tells a rotation
+    /// running from one cut short).
+    rotating: std::sync::atomic::AtomicBool,
     /// The cancel signal of the enables asked for since the last cancel:
     /// the running one and those queued behind it hold it.
     enables: Mutex<CancelSignal>,
     /// What the in-process units share with the API (the image sync's
     /// request channel): made here once, given to every start of them.
     units: crate::controllers::Handles,
+}
+
+/// Marks a CA rotation as running while it lives: dropped at its end, and
+/// with its future when the operation is cancelled.
+struct Rotating<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl<'a> Rotating<'a> {
+    fn start(flag: &'a std::sync::atomic::AtomicBool) -> Rotating<'a> {
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        Rotating(flag)
+    }
+}
+
+impl Drop for Rotating<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// The engine as a procedure's [`Progress`]: events go to the subscribers,
@@ -73,6 +93,7 @@ impl Engine {
             record: Mutex::new(record),
             events,
             busy: tokio::sync::Mutex::new(()),
+            rotating: std::sync::atomic::AtomicBool::new(false),
             next_id: std::sync::atomic::AtomicU64::new(1),
             enables: Mutex::new(CancelSignal::new()),
             units: crate::controllers::Handles::default(),
@@ -249,6 +270,7 @@ impl Engine {
     pub async fn rotate_ca(&self, id: u64) -> Result<(), PhaseError> {
         let cancel = self.enable_ticket();
         let _busy = self.busy.lock().await;
+        let _rotating = Rotating::start(&self.rotating);
         self.emit(Event::Started {
             operation: super::rotation::OPERATION.into(),
             id,
@@ -259,6 +281,11 @@ impl Engine {
             format!("cluster CAs rotated in {s:.1}s")
         });
         result
+    }
+
+    /// Whether a CA rotation runs now.
+    pub fn rotating(&self) -> bool {
+        self.rotating.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     async fn run_renewal(

@@ -45,26 +45,37 @@ pub struct StatusReport {
 pub struct CaRotation {
     /// The last step done: `new`, `trust-both`, `switched` or `trust-new`.
     pub step: Step,
-    /// One line for people: where it is and what resumes it.
+    /// Whether the `rotate-ca` operation runs now; else it was cut short
+    /// (a crash, a disable) and waits for `certs rotate-ca` to resume it.
+    #[serde(default)]
+    pub running: bool,
+    /// One line for people: where it is and, cut short, what resumes it.
     pub message: String,
 }
 
 impl CaRotation {
-    pub fn at(step: Step) -> CaRotation {
+    pub fn at(step: Step, running: bool) -> CaRotation {
+        let message = if running {
+            format!("a CA rotation is running, at step {step}")
+        } else {
+            format!(
+                "a CA rotation was cut short at step {step}: `k8s-manager certs rotate-ca` resumes it"
+            )
+        };
         CaRotation {
             step,
-            message: format!(
-                "a CA rotation is in progress at step {step}: `k8s-manager certs rotate-ca` resumes it if it is not running"
-            ),
+            running,
+            message,
         }
     }
 }
 
-/// The CA rotation in progress in `pki_dir`, if any. A step file that does
-/// not read is said as a CA warning, since the rotation cannot resume.
-fn ca_rotation(pki_dir: &std::path::Path) -> Result<Option<CaRotation>, String> {
+/// The CA rotation in progress in `pki_dir`, if any (`running`: the
+/// manager's `rotate-ca` operation runs now). A step file that does not read
+/// is said as a CA warning, since the rotation cannot resume.
+fn ca_rotation(pki_dir: &std::path::Path, running: bool) -> Result<Option<CaRotation>, String> {
     match rotation::current(pki_dir) {
-        Ok(step) => Ok(step.map(CaRotation::at)),
+        Ok(step) => Ok(step.map(|step| CaRotation::at(step, running))),
         Err(err) => Err(format!(
             "a CA rotation is in progress but its step cannot be read: {}",
             crate::error::chain(&err)
@@ -88,6 +99,7 @@ pub async fn report(
     config: Option<&ClusterConfig>,
     components: Vec<ChildStatus>,
     manager_running: bool,
+    rotating: bool,
 ) -> StatusReport {
     let state = record.effective();
     let mut report = StatusReport {
@@ -109,7 +121,7 @@ pub async fn report(
         report.earliest_certificate = earliest_certificate(&statuses);
         report.ca_warnings = statuses.ca_warnings();
     }
-    match ca_rotation(&paths.pki) {
+    match ca_rotation(&paths.pki, rotating) {
         Ok(found) => report.ca_rotation = found,
         Err(warning) => report.ca_warnings.push(warning),
     }
@@ -254,16 +266,16 @@ pub fn render_text(report: &StatusReport) -> String {
 mod tests {
     use super::*;
 
-    async fn report_of(state_dir: &std::path::Path) -> StatusReport {
+    async fn report_of(state_dir: &std::path::Path, rotating: bool) -> StatusReport {
         let paths = Paths::new(state_dir);
         let record = StateRecord::load(&paths.state_file).unwrap();
-        report(&paths, &record, None, Vec::new(), false).await
+        report(&paths, &record, None, Vec::new(), false, rotating).await
     }
 
     #[tokio::test]
     async fn a_rotation_in_progress_is_reported_with_its_step_and_what_resumes_it() {
         let dir = tempfile::tempdir().unwrap();
-        let quiet = report_of(dir.path()).await;
+        let quiet = report_of(dir.path(), false).await;
         assert_eq!(quiet.ca_rotation, None);
         let json = serde_json::to_value(&quiet).unwrap();
         assert!(json.get("caRotation").is_none(), "{json}");
@@ -272,15 +284,27 @@ mod tests {
         let step_file = dir.path().join("pki/rotate-ca/step");
         std::fs::create_dir_all(step_file.parent().unwrap()).unwrap();
         std::fs::write(&step_file, "trust-both\n").unwrap();
-        let report = report_of(dir.path()).await;
-        assert_eq!(report.ca_rotation, Some(CaRotation::at(Step::TrustBoth)));
+        let report = report_of(dir.path(), false).await;
+        assert_eq!(
+            report.ca_rotation,
+            Some(CaRotation::at(Step::TrustBoth, false))
+        );
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["caRotation"]["step"], "trust-both", "{json}");
+        assert_eq!(json["caRotation"]["running"], false, "{json}");
         let text = render_text(&report);
         assert!(
-            text.contains("CA rotation: a CA rotation is in progress at step trust-both")
+            text.contains("CA rotation: a CA rotation was cut short at step trust-both")
                 && text.contains("`k8s-manager certs rotate-ca` resumes it"),
             "{text}"
+        );
+        // While the operation runs, it says so and asks nothing of the user.
+        let running = report_of(dir.path(), true).await;
+        let rotation = running.ca_rotation.clone().unwrap();
+        assert!(rotation.running, "{rotation:?}");
+        assert_eq!(
+            rotation.message,
+            "a CA rotation is running, at step trust-both"
         );
         // The client reads what the daemon sends.
         let back: StatusReport = serde_json::from_value(json).unwrap();
@@ -288,7 +312,7 @@ mod tests {
 
         // A step file that does not read: no step, a warning saying so.
         std::fs::write(&step_file, "halfway\n").unwrap();
-        let report = report_of(dir.path()).await;
+        let report = report_of(dir.path(), false).await;
         assert_eq!(report.ca_rotation, None);
         assert!(
             report
