@@ -567,14 +567,13 @@ async fn api_endpoint(cx: &mut PhaseContext<'_>) -> Result<(), PhaseError> {
         ),
         ("API_PORT", cx.config.api_port.to_string()),
     ]);
-    cx.api
-        .apply_manifests(
-            crate::bootstrap::API_ENDPOINT,
-            values,
-            cx.deadline.saturating_sub(Duration::from_secs(5)),
-        )
-        .await
-        .map_err(|e| PhaseError::new(Phase::KubeApiserver, e).with_logs(&cx.components, &ApiServer))
+    apply(
+        cx,
+        Phase::KubeApiserver,
+        crate::bootstrap::API_ENDPOINT,
+        values,
+    )
+    .await
 }
 
 async fn bootstrap(cx: &mut PhaseContext<'_>) -> Result<(), PhaseError> {
@@ -589,9 +588,20 @@ async fn bootstrap(cx: &mut PhaseContext<'_>) -> Result<(), PhaseError> {
         ("CLUSTER_DOMAIN", cx.config.cluster_domain.clone()),
         ("COREDNS_IMAGE", coredns),
     ]);
+    apply(cx, phase, crate::bootstrap::MANIFESTS, values).await
+}
+
+/// Applies `manifests` within the phase's deadline; a failure shows the
+/// API server's log.
+async fn apply(
+    cx: &PhaseContext<'_>,
+    phase: Phase,
+    manifests: crate::bootstrap::Manifests,
+    values: BTreeMap<&'static str, String>,
+) -> Result<(), PhaseError> {
     cx.api
         .apply_manifests(
-            crate::bootstrap::MANIFESTS,
+            manifests,
             values,
             cx.deadline.saturating_sub(Duration::from_secs(5)),
         )

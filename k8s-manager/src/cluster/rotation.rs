@@ -58,9 +58,7 @@ pub(super) async fn run(
 ) -> Result<(), PhaseError> {
     let phase = Phase::Certs;
     let fail = move |e: String| PhaseError::new(phase, e);
-    let paths = cx.components.paths.clone();
-    let config = cx.config.clone();
-    let pki = paths.pki.clone();
+    let pki = cx.components.paths.pki.clone();
     let on_pki = |work: fn(&std::path::Path) -> Result<(), crate::pki::PkiError>| {
         let pki = pki.clone();
         async move {
@@ -85,11 +83,14 @@ pub(super) async fn run(
 
     if step <= Step::TrustBoth {
         on_pki(rotation::trust_both).await?;
-        write_kubeconfigs(&paths, &config).await.map_err(fail)?;
-        cx.progress
-            .notice("the old and the new CAs are trusted".to_string());
-        move_components(cx, supervisor, "both CAs").await?;
-        move_manager(cx, supervisor, "the trust of both CAs").await?;
+        move_over(
+            cx,
+            supervisor,
+            "the old and the new CAs are trusted",
+            "both CAs",
+            "the trust of both CAs",
+        )
+        .await?;
         let new_ca = new_ca_pem(&pki).await.map_err(fail)?;
         wait_published(cx, &new_ca, true).await?;
         cx.progress.notice(format!(
@@ -102,20 +103,27 @@ pub(super) async fn run(
         on_pki(rotation::switch).await?;
         // Every leaf is now not signed by its CA: the certs phase of enable
         // re-issues each, with the subject and names of the settings; then
-        // every kubeconfig client certificate, for the same reason.
+        // every kubeconfig client certificate (in `move_over`), for the same
+        // reason.
         phases::certs(cx).await?;
-        write_kubeconfigs(&paths, &config).await.map_err(fail)?;
-        cx.progress
-            .notice("every certificate re-issued under the new CAs".to_string());
-        move_components(cx, supervisor, "its certificate from the new CA").await?;
-        move_manager(cx, supervisor, "the client certificate from the new CA").await?;
+        move_over(
+            cx,
+            supervisor,
+            "every certificate re-issued under the new CAs",
+            "its certificate from the new CA",
+            "the client certificate from the new CA",
+        )
+        .await?;
     }
     on_pki(rotation::trust_new).await?;
-    write_kubeconfigs(&paths, &config).await.map_err(fail)?;
-    cx.progress
-        .notice("only the new CAs are trusted".to_string());
-    move_components(cx, supervisor, "the new CAs only").await?;
-    move_manager(cx, supervisor, "the new CA").await?;
+    move_over(
+        cx,
+        supervisor,
+        "only the new CAs are trusted",
+        "the new CAs only",
+        "the new CA",
+    )
+    .await?;
     let new_ca = new_ca_pem(&pki).await.map_err(fail)?;
     wait_published(cx, &new_ca, false).await?;
     on_pki(rotation::finish).await?;
@@ -134,6 +142,25 @@ async fn new_ca_pem(pki: &std::path::Path) -> Result<String, String> {
             .map_err(|e| chain(&e))
     })
     .await
+}
+
+/// After a step's files: every kubeconfig written again (see
+/// [`write_kubeconfigs`]), `done` said, then the components and the
+/// manager's own units moved over (`components` and `manager` name what they
+/// load, in their notices).
+async fn move_over(
+    cx: &mut PhaseContext<'_>,
+    supervisor: &Supervisor,
+    done: &str,
+    components: &str,
+    manager: &str,
+) -> Result<(), PhaseError> {
+    write_kubeconfigs(&cx.components.paths, cx.config)
+        .await
+        .map_err(|e| PhaseError::new(Phase::Certs, e))?;
+    cx.progress.notice(done.to_string());
+    move_components(cx, supervisor, components).await?;
+    move_manager(cx, supervisor, manager).await
 }
 
 /// Writes every kubeconfig with the trust bundles as they are: one whose
