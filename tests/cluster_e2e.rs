@@ -294,7 +294,7 @@ fn proxy_variables_of_marked(state: &Path) -> Vec<String> {
             continue;
         };
         if environ.split(|b| *b == 0).any(|v| v == want.as_bytes()) {
-            let vars = k8s_manager::cluster::proxy::proxy_variables(&environ);
+            let vars = k8s_manager::model::proxy::proxy_variables(&environ);
             let line: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
             found.push(line.join(" "));
         }

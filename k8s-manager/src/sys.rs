@@ -136,6 +136,27 @@ pub fn interface_ipv4(name: &str) -> Option<IpAddr> {
     }
 }
 
+/// Raises this process's soft limit of open files to its hard limit, and
+/// returns it. Children started afterwards inherit it.
+pub fn raise_open_files_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
 /// The time now, as Kubernetes writes it (RFC 3339, UTC).
 pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()

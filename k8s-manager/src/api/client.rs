@@ -10,10 +10,11 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
-use crate::cluster::engine::Event;
-use crate::cluster::settings::{Change, Settings};
-use crate::cluster::status::StatusReport;
-use crate::daemon::Applied;
+use crate::model::api::{Applied, ErrorBody, ImageList, SyncRequest};
+use crate::model::event::Event;
+use crate::model::images::SyncReport;
+use crate::model::settings::{Change, Settings};
+use crate::model::status::StatusReport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -46,10 +47,10 @@ impl ClientError {
         }
     }
 
-    /// The error of a non-2xx answer, from its body ([`super::ErrorBody`]);
+    /// The error of a non-2xx answer, from its body ([`ErrorBody`]);
     /// a body of another shape is kept as the message.
     fn refused(status: u16, body: &[u8]) -> ClientError {
-        match serde_json::from_slice::<super::ErrorBody>(body) {
+        match serde_json::from_slice::<ErrorBody>(body) {
             Ok(body) => ClientError::Status {
                 status,
                 code: body.error.code,
@@ -161,26 +162,27 @@ impl Client {
 
     /// The daemon's status report, as the server's own type.
     pub async fn status(&self) -> Result<StatusReport, ClientError> {
-        self.call("GET", super::STATUS, Vec::new()).await
+        self.call("GET", crate::model::api::STATUS, Vec::new())
+            .await
     }
 
     /// Docker's tagged images and whether the cluster has each.
-    pub async fn images(&self) -> Result<super::ImageList, ClientError> {
-        self.call("GET", super::IMAGES, Vec::new()).await
+    pub async fn images(&self) -> Result<ImageList, ClientError> {
+        self.call("GET", crate::model::api::IMAGES, Vec::new())
+            .await
     }
 
     /// A sync pass over `refs` (all when empty), once it is done.
-    pub async fn sync_images(
-        &self,
-        refs: Vec<String>,
-    ) -> Result<crate::images::handle::SyncReport, ClientError> {
-        let body = serde_json::to_vec(&super::SyncRequest { refs }).expect("serialises");
-        self.call("POST", super::IMAGES_SYNC, body).await
+    pub async fn sync_images(&self, refs: Vec<String>) -> Result<SyncReport, ClientError> {
+        let body = serde_json::to_vec(&SyncRequest { refs }).expect("serialises");
+        self.call("POST", crate::model::api::IMAGES_SYNC, body)
+            .await
     }
 
     /// The settings document.
     pub async fn settings(&self) -> Result<Settings, ClientError> {
-        self.call("GET", super::SETTINGS, Vec::new()).await
+        self.call("GET", crate::model::api::SETTINGS, Vec::new())
+            .await
     }
 
     /// Changes the settings by `patch` (a JSON merge patch); the daemon
@@ -191,8 +193,8 @@ impl Client {
         confirm_reset: bool,
     ) -> Result<Applied, ClientError> {
         let path = match confirm_reset {
-            true => format!("{}?confirm=reset", super::SETTINGS),
-            false => super::SETTINGS.to_string(),
+            true => format!("{}?confirm=reset", crate::model::api::SETTINGS),
+            false => crate::model::api::SETTINGS.to_string(),
         };
         self.call("PUT", &path, patch.to_string().into_bytes())
             .await
@@ -207,7 +209,7 @@ impl Client {
         let proposal: Proposal = self
             .call(
                 "PUT",
-                super::SETTINGS_PROPOSE,
+                crate::model::api::SETTINGS_PROPOSE,
                 patch.to_string().into_bytes(),
             )
             .await?;
@@ -217,7 +219,9 @@ impl Client {
     /// Every event from now on (`GET /v1/events`): subscribed when this
     /// returns, so that a change sent next has none of its events missed.
     pub async fn events(&self) -> Result<EventStream, ClientError> {
-        let response = self.send("GET", super::EVENTS, Vec::new()).await?;
+        let response = self
+            .send("GET", crate::model::api::EVENTS, Vec::new())
+            .await?;
         Ok(EventStream {
             body: response.into_body(),
             buffer: Vec::new(),
@@ -317,7 +321,7 @@ pub const CLI_DAEMON_IDLE: &str = "60s";
 /// Starts `k8s-manager daemon` in the background, detached from this
 /// terminal, and waits until it answers.
 pub async fn start_daemon(exe: &Path, state_dir: &Path, log: &Path) -> Result<(), ClientError> {
-    let socket = crate::cluster::config::Paths::new(state_dir).socket;
+    let socket = crate::model::config::Paths::new(state_dir).socket;
     let fail = |reason: String| ClientError::Connect {
         socket: socket.clone(),
         reason,
@@ -367,14 +371,14 @@ mod tests {
 
     #[test]
     fn events_round_trip_through_json() {
-        use crate::cluster::state::{ClusterState, Phase};
+        use crate::model::state::{ClusterState, Phase};
         let events = vec![
             Event::Phase {
-                phase: Phase::Etcd,
+                phase: Phase::named("etcd"),
                 description: "starting etcd".into(),
             },
             Event::PhaseDone {
-                phase: Phase::Etcd,
+                phase: Phase::named("etcd"),
                 seconds: 1.5,
             },
             Event::Notice {
@@ -382,7 +386,7 @@ mod tests {
             },
             Event::State {
                 state: ClusterState::Error {
-                    phase: Phase::Kubelet,
+                    phase: Phase::named("kubelet"),
                     message: "x".into(),
                 },
             },
@@ -404,8 +408,8 @@ mod tests {
                 ok: false,
                 message: "error execution phase preflight: 2 problem(s):".into(),
                 seconds: 0.5,
-                error: Some(crate::cluster::phases::PhaseError {
-                    phase: Phase::Preflight,
+                error: Some(crate::model::error::OperationError {
+                    phase: Phase::named("preflight"),
                     code: "PreflightFailed".into(),
                     message: "2 problem(s):".into(),
                     problems: vec!["swap is on".into(), "port 6443 is taken".into()],
@@ -423,7 +427,10 @@ mod tests {
             ok: false,
             message: "m".into(),
             seconds: 1.0,
-            error: Some(crate::cluster::phases::PhaseError::new(Phase::Stop, "m")),
+            error: Some(crate::model::error::OperationError::new(
+                Phase::named("stop"),
+                "m",
+            )),
         })
         .unwrap();
         assert_eq!(done["error"]["code"], "PhaseFailed");

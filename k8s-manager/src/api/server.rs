@@ -16,8 +16,14 @@ use tokio::sync::{broadcast, mpsc};
 
 use serde_json::Value;
 
-use crate::cluster::engine::{Engine, Event};
-use crate::daemon::{ChangeOptions, Manager, Plan, Refusal};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use crate::manager::{Manager, Plan, Refusal};
+use crate::model::api::ChangeOptions;
+use crate::model::error::OperationError;
+use crate::model::event::Event;
+use crate::model::status::StatusReport;
 
 pub(crate) type Body = BoxBody<Bytes, Infallible>;
 
@@ -28,13 +34,18 @@ const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Cluster settings are a few hundred bytes.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Serves the API on `socket` until `shutdown` resolves.
-pub async fn serve(
-    manager: Arc<Manager>,
-    socket: &Path,
-    group: Option<u32>,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> std::io::Result<()> {
+/// The control socket, bound: its listener, and the socket file's identity,
+/// so that only this daemon's own file is removed on the way out.
+pub struct Bound {
+    listener: UnixListener,
+    path: std::path::PathBuf,
+    identity: Option<(u64, u64)>,
+}
+
+/// Takes the control socket at `socket`, mode 0660 and group `group`. A
+/// socket another manager answers on is an error, and left as it is; one
+/// left by a manager that died is replaced.
+pub async fn bind(socket: &Path, group: Option<u32>) -> std::io::Result<Bound> {
     if socket.exists() {
         // A socket left by a manager that died; nobody answers on it.
         if tokio::net::UnixStream::connect(socket).await.is_ok() {
@@ -50,21 +61,56 @@ pub async fn serve(
     if let Some(gid) = group {
         std::os::unix::fs::chown(socket, None, Some(gid))?;
     }
-    tracing::info!("control API on {}", socket.display());
+    Ok(Bound {
+        listener,
+        path: socket.to_path_buf(),
+        identity: file_identity(socket),
+    })
+}
+
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// How long the accept loop rests after an error (out of descriptors): the
+/// connections being served close meanwhile.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Serves the API on the bound socket until `shutdown` resolves. An accept
+/// that fails (EMFILE: every descriptor in use) is told and tried again
+/// after a rest; it never ends the daemon. On the way out the socket file is
+/// removed if it is still this daemon's: a new daemon of a folder deleted
+/// and made again owns the path now.
+pub async fn serve(
+    manager: Arc<Manager>,
+    bound: Bound,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    tracing::info!("control API on {}", bound.path.display());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, _) = accepted?;
-                let manager = manager.clone();
-                tokio::spawn(serve_connection(stream, "control API", move |req| {
-                    handle(manager.clone(), req)
-                }));
-            }
+            accepted = bound.listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let manager = manager.clone();
+                    tokio::spawn(serve_connection(stream, "control API", move |req| {
+                        handle(manager.clone(), req)
+                    }));
+                }
+                Err(err) => {
+                    tracing::warn!("control API: accepting a connection: {err}");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
             _ = &mut shutdown => break,
         }
     }
-    let _ = std::fs::remove_file(socket);
+    if bound.identity.is_some() && file_identity(&bound.path) == bound.identity {
+        let _ = std::fs::remove_file(&bound.path);
+    }
     Ok(())
 }
 
@@ -97,13 +143,10 @@ pub(crate) async fn handle(
     let query = Query::parse(req.uri().query().unwrap_or_default());
     let method = req.method().clone();
     let response = match (method, path.as_str()) {
-        (Method::GET, super::STATUS) => match status(manager.engine()).await {
-            Ok(report) => json(StatusCode::OK, &report),
-            Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, "SettingsDamaged", &err),
-        },
+        (Method::GET, super::STATUS) => json(StatusCode::OK, &status(&manager).await),
         (Method::GET, super::EVENTS) => stream_events(manager.engine().subscribe(), None),
         (Method::GET, super::IMAGES) => match manager.engine().image_sync().list().await {
-            Ok(images) => json(StatusCode::OK, &super::ImageList { images }),
+            Ok(images) => json(StatusCode::OK, &crate::model::api::ImageList { images }),
             Err(err) => error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ImageSyncUnavailable",
@@ -115,8 +158,8 @@ pub(crate) async fn handle(
                 Ok(body) => body,
                 Err(response) => return Ok(response),
             };
-            let request: super::SyncRequest = match body.is_empty() {
-                true => super::SyncRequest::default(),
+            let request: crate::model::api::SyncRequest = match body.is_empty() {
+                true => crate::model::api::SyncRequest::default(),
                 false => match serde_json::from_slice(&body) {
                     Ok(request) => request,
                     Err(err) => {
@@ -178,7 +221,9 @@ pub(crate) async fn handle(
                 false => serde_json::from_slice(&body),
             };
             match request {
-                Ok(request) => operation(manager, Plan::RenewCerts(request)),
+                Ok(request) => run_streamed(manager, move |manager, id| {
+                    async move { manager.renew_certs(request, id).await }.boxed()
+                }),
                 Err(err) => error(
                     StatusCode::BAD_REQUEST,
                     "InvalidArgument",
@@ -186,7 +231,9 @@ pub(crate) async fn handle(
                 ),
             }
         }
-        (Method::POST, super::CERTS_ROTATE_CA) => operation(manager, Plan::RotateCa),
+        (Method::POST, super::CERTS_ROTATE_CA) => run_streamed(manager, |manager, id| {
+            async move { manager.rotate_ca(id).await }.boxed()
+        }),
         (Method::POST, super::DISABLE) => match manager.disable().await {
             Ok(plan) => operation(manager, plan),
             Err(refusal) => refused(&refusal),
@@ -297,8 +344,8 @@ fn refused(refusal: &Refusal) -> Response<Body> {
         Refusal::ResetRequired(_) | Refusal::Stale { .. } => StatusCode::CONFLICT,
         Refusal::Save(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    let body = super::ErrorBody {
-        error: super::ErrorDetail {
+    let body = crate::model::api::ErrorBody {
+        error: crate::model::api::ErrorDetail {
             code: refusal.code().into(),
             message: refusal.to_string(),
             field: refusal.field().map(str::to_string),
@@ -347,19 +394,14 @@ async fn read_body(req: Request<hyper::body::Incoming>) -> Result<Bytes, Respons
     }
 }
 
-pub async fn status(engine: &Engine) -> Result<crate::cluster::status::StatusReport, String> {
+pub async fn status(manager: &Manager) -> StatusReport {
+    let engine = manager.engine();
     let record = engine.record();
-    let config = engine.saved_config()?;
+    let enabled = manager.settings().await.kubernetes.enabled;
     let components = engine.supervisor.status().await;
-    Ok(crate::cluster::status::report(
-        engine.paths(),
-        &record,
-        config.as_ref(),
-        components,
-        true,
-        engine.rotating(),
-    )
-    .await)
+    let rotating = engine.running_operation() == Some(crate::cluster::operations::rotate_ca::NAME);
+    crate::cluster::status::report(engine.paths(), &record, enabled, components, true, rotating)
+        .await
 }
 
 /// Runs an operation in its own task and streams its own events to the
@@ -367,10 +409,22 @@ pub async fn status(engine: &Engine) -> Result<crate::cluster::status::StatusRep
 /// another does not show the other's events). Subscribing first means no
 /// event is missed.
 fn operation(manager: Arc<Manager>, plan: Plan) -> Response<Body> {
+    run_streamed(manager, move |manager, id| {
+        async move { manager.run(plan, id).await }.boxed()
+    })
+}
+
+/// Runs `work` as a new operation in its own task, and streams its events.
+fn run_streamed(
+    manager: Arc<Manager>,
+    work: impl FnOnce(Arc<Manager>, u64) -> BoxFuture<'static, Result<(), OperationError>>
+    + Send
+    + 'static,
+) -> Response<Body> {
     let events = manager.engine().subscribe();
     let id = manager.engine().operation_id();
     tokio::spawn(async move {
-        if let Err(err) = manager.run(plan, id).await {
+        if let Err(err) = work(manager, id).await {
             tracing::warn!("operation {id}: {err}");
         }
     });
@@ -427,8 +481,8 @@ pub(crate) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Respon
 }
 
 pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    let body = super::ErrorBody {
-        error: super::ErrorDetail {
+    let body = crate::model::api::ErrorBody {
+        error: crate::model::api::ErrorDetail {
             code: code.into(),
             message: message.into(),
             field: None,
@@ -440,7 +494,7 @@ pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response<B
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::config::Paths;
+    use crate::model::config::Paths;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A daemon's API on a socket in `dir`, served until the test ends.
@@ -448,11 +502,8 @@ mod tests {
         let paths = Paths::new(dir);
         let manager = Arc::new(Manager::new(paths.clone(), dir.join("cache")).unwrap());
         let socket = paths.socket.clone();
-        let listening = socket.clone();
-        tokio::spawn(async move { serve(manager, &listening, None, std::future::pending()).await });
-        while tokio::net::UnixStream::connect(&socket).await.is_err() {
-            tokio::task::yield_now().await;
-        }
+        let bound = bind(&socket, None).await.unwrap();
+        tokio::spawn(async move { serve(manager, bound, std::future::pending()).await });
         socket
     }
 

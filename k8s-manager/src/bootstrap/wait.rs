@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::api::{Api, ListParams};
 
 use super::BootstrapError;
@@ -122,6 +122,44 @@ pub async fn coredns_answers(
     })
 }
 
+/// Whether every namespace's `kube-root-ca.crt` (what pods verify the API
+/// server with) holds `new_ca` and, unless `with_old`, nothing else; else
+/// the first namespace that does not, and why.
+pub async fn root_ca_published(
+    client: &kube::Client,
+    new_ca: &str,
+    with_old: bool,
+) -> Result<(), String> {
+    let maps: Api<ConfigMap> = Api::all(client.clone());
+    let list = maps
+        .list(&ListParams::default().fields("metadata.name=kube-root-ca.crt"))
+        .await
+        .map_err(|e| e.to_string())?;
+    list.items
+        .iter()
+        .try_for_each(|map| root_ca_holds(map, new_ca, with_old))
+}
+
+/// One namespace's `kube-root-ca.crt` judged (see [`root_ca_published`]).
+fn root_ca_holds(map: &ConfigMap, new_ca: &str, with_old: bool) -> Result<(), String> {
+    let namespace = map.metadata.namespace.clone().unwrap_or_default();
+    let bundle = map
+        .data
+        .as_ref()
+        .and_then(|d| d.get("ca.crt"))
+        .map(String::as_str)
+        .unwrap_or_default();
+    let certs = bundle.matches("BEGIN CERTIFICATE").count();
+    let has_new = bundle.contains(new_ca);
+    if has_new && (with_old || certs == 1) {
+        return Ok(());
+    }
+    Err(format!(
+        "namespace {namespace}: {certs} certificate(s), the new CA {}",
+        if has_new { "among them" } else { "missing" }
+    ))
+}
+
 fn is_ready(pod: &Pod) -> bool {
     let conditions = pod.status.as_ref().and_then(|s| s.conditions.as_ref());
     conditions
@@ -164,6 +202,32 @@ pub fn describe_pod(pod: &Pod) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_root_ca_bundle_holds_the_new_ca_then_it_alone() {
+        let map = |bundle: &str| ConfigMap {
+            metadata: kube::api::ObjectMeta {
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+            data: Some([("ca.crt".to_string(), bundle.to_string())].into()),
+            ..Default::default()
+        };
+        let (old, new) = (
+            "-----BEGIN CERTIFICATE-----\nOLD\n-----END CERTIFICATE-----",
+            "-----BEGIN CERTIFICATE-----\nNEW\n-----END CERTIFICATE-----",
+        );
+        let both = map(&format!("{old}\n{new}\n"));
+        assert_eq!(root_ca_holds(&both, new, true), Ok(()));
+        let err = root_ca_holds(&both, new, false).unwrap_err();
+        assert_eq!(
+            err,
+            "namespace default: 2 certificate(s), the new CA among them"
+        );
+        assert_eq!(root_ca_holds(&map(new), new, false), Ok(()));
+        let err = root_ca_holds(&map(old), new, true).unwrap_err();
+        assert!(err.ends_with("the new CA missing"), "{err}");
+    }
 
     #[tokio::test]
     async fn until_reports_the_last_thing_seen() {

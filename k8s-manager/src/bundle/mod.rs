@@ -2,6 +2,7 @@
 //! manifest of versions and digests. Built from Go modules by `vm/bundle`
 //! (tests, air-gapped VMs) or fetched from the official releases ([`fetch`]).
 
+pub mod cache;
 pub mod fetch;
 pub mod manifest;
 pub mod verify;

@@ -70,7 +70,7 @@ impl PkiDirArg {
     fn resolve(&self, global: &GlobalArgs) -> PathBuf {
         self.pki_dir
             .clone()
-            .unwrap_or_else(|| k8s_manager::cluster::config::Paths::new(&global.state_dir).pki)
+            .unwrap_or_else(|| k8s_manager::model::config::Paths::new(&global.state_dir).pki)
     }
 }
 
@@ -216,8 +216,8 @@ struct Row {
 /// The renewal window of the state folder's settings (the default when it
 /// has none).
 fn renew_within(global: &GlobalArgs) -> Duration {
-    let paths = k8s_manager::cluster::config::Paths::new(&global.state_dir);
-    let days = k8s_manager::cluster::settings::load(&paths.settings_file)
+    let paths = k8s_manager::model::config::Paths::new(&global.state_dir);
+    let days = k8s_manager::model::settings::load(&paths.settings_file)
         .ok()
         .flatten()
         .map_or(pki::DEFAULT_RENEW_WITHIN.whole_days(), |s| {
@@ -272,7 +272,7 @@ const RENEWED_BY_UNIT: &str = "certs-renewal unit, enable";
 /// Who renews a CA: nobody yet (no rotation in place); told from a year
 /// before.
 const RENEWED_BY_ROTATION: &str = "nobody: reset";
-use k8s_manager::cluster::renewal::CA_WARNING;
+use k8s_manager::pki::due::CA_WARNING;
 
 fn check(args: CheckArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let pki_dir = args.pki_dir.resolve(global);
@@ -281,7 +281,7 @@ fn check(args: CheckArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         .pki_dir
         .pki_dir
         .is_none()
-        .then(|| k8s_manager::cluster::config::Paths::new(&global.state_dir).kubeconfigs);
+        .then(|| k8s_manager::model::config::Paths::new(&global.state_dir).kubeconfigs);
     let rows = rows(&pki_dir, kubeconfig_dir.as_deref(), renew_within(global))?;
     // Each unusable certificate is one problem: what is wrong, what to do.
     let broken: Vec<String> = rows
@@ -429,8 +429,8 @@ fn renew(args: RenewArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
 /// The renewal through the running manager; `None` when no cluster runs
 /// (no manager answers, or it runs none): the files are then renewed here.
 fn renew_running(args: &RenewArgs, global: &GlobalArgs) -> anyhow::Result<Option<ExitCode>> {
-    let paths = k8s_manager::cluster::config::Paths::new(&global.state_dir);
-    let request = k8s_manager::cluster::renewal::RenewRequest {
+    let paths = k8s_manager::model::config::Paths::new(&global.state_dir);
+    let request = k8s_manager::model::api::RenewRequest {
         names: args.names.clone(),
         due_only: false,
         validity_days: args.validity_days,
@@ -446,10 +446,10 @@ fn renew_running(args: &RenewArgs, global: &GlobalArgs) -> anyhow::Result<Option
         let done = client
             .operation(k8s_manager::api::CERTS_RENEW, body, |e| progress.show(e))
             .await?;
-        if let k8s_manager::cluster::event::Event::Done {
+        if let k8s_manager::model::event::Event::Done {
             error: Some(error), ..
         } = &done
-            && error.code == k8s_manager::cluster::renewal::NOT_RUNNING
+            && error.code == k8s_manager::model::error::code::NOT_RUNNING
         {
             return Ok(None);
         }
@@ -460,7 +460,7 @@ fn renew_running(args: &RenewArgs, global: &GlobalArgs) -> anyhow::Result<Option
 /// The CA rotation, through the running manager (it restarts components:
 /// there is no offline variant).
 fn rotate_ca(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let paths = k8s_manager::cluster::config::Paths::new(&global.state_dir);
+    let paths = k8s_manager::model::config::Paths::new(&global.state_dir);
     let rt = super::cluster::runtime()?;
     rt.block_on(async {
         let client = k8s_manager::api::client::Client::new(&paths.socket);

@@ -14,12 +14,13 @@ use k8s_manager::api::{
     self,
     client::{Client, ClientError},
 };
-use k8s_manager::cluster::config::{ClusterConfig, Paths};
-use k8s_manager::cluster::engine::{Event, STOP_GRACE};
-use k8s_manager::cluster::settings;
-use k8s_manager::cluster::state::{ClusterState, StateRecord};
+use k8s_manager::cluster::engine::STOP_GRACE;
 use k8s_manager::cluster::status;
 use k8s_manager::daemon::DaemonOptions;
+use k8s_manager::model::config::{ClusterConfig, Paths};
+use k8s_manager::model::event::Event;
+use k8s_manager::model::settings;
+use k8s_manager::model::state::{ClusterState, StateRecord};
 use serde_json::json;
 
 use super::error::{CliError, ErrorReport, PHASE_FAILED};
@@ -186,10 +187,12 @@ pub(super) async fn daemon(global: &GlobalArgs) -> anyhow::Result<Client> {
     Ok(client)
 }
 
-/// Prints progress: a line per phase with its time, and the total.
+/// Prints progress: a line per step with its time, and the total.
 pub(super) struct Progress {
     output: Output,
     tty: bool,
+    /// The running step's description, for its line once done.
+    step: std::cell::RefCell<String>,
 }
 
 impl Progress {
@@ -197,6 +200,7 @@ impl Progress {
         Progress {
             output,
             tty: std::io::stderr().is_terminal(),
+            step: Default::default(),
         }
     }
 
@@ -207,10 +211,12 @@ impl Progress {
         }
         let mut err = std::io::stderr();
         match event {
-            Event::Phase { phase, description } if self.tty => {
-                let _ = write!(err, "\r\x1b[2K  … {:<14} {description}", phase.name());
+            Event::Phase { phase, description } => {
+                self.step.replace(description.clone());
+                if self.tty {
+                    let _ = write!(err, "\r\x1b[2K  … {:<14} {description}", phase.name());
+                }
             }
-            Event::Phase { .. } => {}
             Event::PhaseDone { phase, seconds } => {
                 let prefix = if self.tty { "\r\x1b[2K" } else { "" };
                 let _ = writeln!(
@@ -218,7 +224,7 @@ impl Progress {
                     "{prefix}  ✓ {:<14} {:>6.2}s  {}",
                     phase.name(),
                     seconds,
-                    phase.description()
+                    self.step.borrow()
                 );
             }
             Event::Notice { message } => {
@@ -366,9 +372,15 @@ pub fn status(output: Output, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             Err(err) => return Err(err.into()),
         }
         // No daemon: report from the state folder alone.
-        let record = StateRecord::load(&paths.state_file)?;
-        let saved = ClusterConfig::load_saved(&paths).map_err(anyhow::Error::msg)?;
-        anyhow::Ok(status::report(&paths, &record, saved.as_ref(), Vec::new(), false, false).await)
+        let mut record = StateRecord::load(&paths.state_file)?;
+        if record.cluster.is_none() {
+            // A folder of an older manager, not yet taken over by a daemon.
+            record.cluster = ClusterConfig::load_saved(&paths).map_err(anyhow::Error::msg)?;
+        }
+        let enabled = settings::load(&paths.settings_file)
+            .map_err(anyhow::Error::msg)?
+            .is_some_and(|s| s.kubernetes.enabled);
+        anyhow::Ok(status::report(&paths, &record, enabled, Vec::new(), false, false).await)
     })?;
     let error = match &report.state {
         ClusterState::Error { .. } => Some(ErrorReport::new(PHASE_FAILED, report.state.label())),
@@ -382,7 +394,7 @@ pub fn status(output: Output, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             }
             println!("{}", serde_json::to_string_pretty(&json)?);
         }
-        Output::Text => print!("{}", status::render_text(&report)),
+        Output::Text => print!("{}", k8s_manager::model::status::render_text(&report)),
     }
     Ok(error.map_or(ExitCode::SUCCESS, |error| error.exit_code()))
 }
@@ -409,7 +421,7 @@ pub fn daemon_main(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<Exit
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
-    use k8s_manager::cluster::config::{
+    use k8s_manager::model::config::{
         DEFAULT_API_PORT, DEFAULT_CONTAINERD_SOCKET, DEFAULT_NODE_NAME,
     };
 

@@ -11,9 +11,9 @@ use std::process::ExitCode;
 
 use k8s_manager::api::client::ClientError;
 use k8s_manager::bundle::BundleError;
-use k8s_manager::cluster::phases::PhaseError;
-use k8s_manager::cluster::state::Phase;
 use k8s_manager::kubeconfig::KubeconfigError;
+use k8s_manager::model::error::OperationError;
+use k8s_manager::model::state::Phase;
 use k8s_manager::pki::PkiError;
 use serde::Serialize;
 
@@ -30,7 +30,7 @@ const REFUSALS: &[&str] = &[
     "Conflict",
 ];
 /// An operation ended by another (a disable during an enable): exit code 3.
-const CANCELLED: &str = k8s_manager::cluster::phases::code::CANCELLED;
+const CANCELLED: &str = k8s_manager::model::error::code::CANCELLED;
 /// A phase of enable, disable or reset failed, or the cluster is in error.
 pub const PHASE_FAILED: &str = "PhaseFailed";
 /// An error of no known type: a bug, or a failure with no better name.
@@ -48,7 +48,7 @@ pub enum CliError {
         operation: String,
         message: String,
         /// The daemon's typed error, when it sent one.
-        error: Option<PhaseError>,
+        error: Option<OperationError>,
     },
 }
 
@@ -115,7 +115,7 @@ impl ErrorReport {
                 _ => None,
             });
         if let Some(error) = failed {
-            report.phase = Some(error.phase);
+            report.phase = Some(error.phase.clone());
             report.problems = error.problems.clone();
             report.logs = error.logs.clone();
         }
@@ -242,17 +242,17 @@ mod tests {
 
     #[test]
     fn refusal_failure_and_cancellation_exit_apart() {
-        use k8s_manager::cluster::phases::{PhaseError, code};
-        use k8s_manager::cluster::state::Phase;
-        let ended = |error: PhaseError| {
+        use k8s_manager::model::error::{OperationError, code};
+        use k8s_manager::model::state::Phase;
+        let ended = |error: OperationError| {
             anyhow::Error::from(CliError::OperationFailed {
                 operation: "enable".into(),
                 message: error.to_string(),
                 error: Some(error),
             })
         };
-        let cancelled = ended(PhaseError::with_code(
-            Phase::Etcd,
+        let cancelled = ended(OperationError::with_code(
+            Phase::named("etcd"),
             code::CANCELLED,
             "cancelled by a disable",
         ));
@@ -262,7 +262,7 @@ mod tests {
         );
         let report = ErrorReport::from_error(&cancelled);
         assert_eq!(report.exit_code(), ExitCode::from(3));
-        let failed = ended(PhaseError::new(Phase::Etcd, "etcd not ready"));
+        let failed = ended(OperationError::new(Phase::named("etcd"), "etcd not ready"));
         assert!(
             failed.to_string().starts_with("enable failed: "),
             "{failed}"

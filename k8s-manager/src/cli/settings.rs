@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use k8s_manager::cluster::settings::{self, Change, Effect};
+use k8s_manager::model::settings::{self, Change, Effect};
 
 use super::error::CliError;
 use super::{GlobalArgs, Output, OutputArg};

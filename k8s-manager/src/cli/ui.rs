@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
-use k8s_manager::cluster::config::Paths;
+use k8s_manager::model::config::Paths;
 use k8s_manager::ui::security::Gate;
 
 use super::GlobalArgs;

@@ -5,8 +5,8 @@ use std::sync::{Arc, OnceLock};
 
 use tokio_util::sync::CancellationToken;
 
-use super::phases::{PhaseError, code};
-use super::state::Phase;
+use crate::model::error::{OperationError, code};
+use crate::model::state::Phase;
 
 /// A cancel token with the reason it was cancelled for.
 #[derive(Debug, Clone, Default)]
@@ -40,8 +40,8 @@ impl CancelSignal {
     }
 
     /// The error an operation cancelled during `phase` ends with.
-    pub fn error(&self, phase: Phase) -> PhaseError {
+    pub fn error(&self, phase: Phase) -> OperationError {
         let reason = self.reason.get().map(String::as_str).unwrap_or("a request");
-        PhaseError::with_code(phase, code::CANCELLED, format!("cancelled by {reason}"))
+        OperationError::with_code(phase, code::CANCELLED, format!("cancelled by {reason}"))
     }
 }

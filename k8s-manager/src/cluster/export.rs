@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use super::config::ClusterConfig;
 use crate::error::chain;
 use crate::kubeconfig::{
     HostEnvironment, HostKubeconfig, Kubeconfig, MergeOptions, RemoveOptions, merge_into_host,
     remove_from_host,
 };
+use crate::model::config::ClusterConfig;
 
 /// The kubeconfig for users, made from the admin kubeconfig of the PKI: one
 /// cluster, user and context, all named `context`.

@@ -12,15 +12,18 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::config::ClusterConfig;
-use super::event::{Event, Progress};
-use super::host::{ClusterApi, ContainerRuntime, Host, ImageImport, Machine, Processes};
+use super::host::{ClusterApi, ContainerRuntime, Host, ImageImport, Machine, Processes, Ready};
+use super::operation::Operation;
 use super::preflight::Findings;
-use super::state::ClusterState;
+use super::progress::Progress;
 use crate::bundle::Manifest;
 use crate::bundle::manifest::{CLUSTER_EXECUTABLES, cluster_executable};
 use crate::components::Probe;
 use crate::exec::FileIdentity;
+use crate::model::config::{ClusterConfig, Paths};
+use crate::model::error::OperationError;
+use crate::model::event::Event;
+use crate::model::state::ClusterState;
 use crate::supervisor::stale::StaleProcess;
 use crate::supervisor::{ChildStatus, ProcessSpec, RunState, TaskSpec, UnitKind};
 
@@ -90,6 +93,11 @@ pub struct Behaviour {
     pub remove_pods_fails: Option<String>,
     /// Unmounting fails with this.
     pub unmount_fails: Option<String>,
+    /// Processes whose start-only input files changed (renewed
+    /// certificates): a refresh restarts them, once.
+    pub inputs_changed: BTreeSet<&'static str>,
+    /// A handover fails with this (the old instance runs on).
+    pub handover_fails: Option<String>,
 }
 
 /// All the fakes, sharing one journal.
@@ -99,6 +107,10 @@ pub struct World {
     children: Mutex<Vec<(ProcessSpec, ChildStatus)>>,
     pub events: Mutex<Vec<Event>>,
     units: crate::controllers::Handles,
+    /// Processes moved over to their changed inputs.
+    moved: Mutex<BTreeSet<String>>,
+    /// What the record keeps of the cluster made.
+    pub made: Mutex<Option<ClusterConfig>>,
 }
 
 impl World {
@@ -109,6 +121,8 @@ impl World {
             children: Mutex::new(Vec::new()),
             events: Mutex::new(Vec::new()),
             units: Default::default(),
+            moved: Mutex::new(BTreeSet::new()),
+            made: Mutex::new(None),
         })
     }
 
@@ -122,14 +136,47 @@ impl World {
         }
     }
 
-    /// The enable pipeline, run in this world.
+    /// An enable of `config`, run in this world.
     pub async fn enable(
         &self,
         config: &ClusterConfig,
         cancel: super::cancel::CancelSignal,
-    ) -> Result<(), super::phases::PhaseError> {
-        let mut cx = super::phases::PhaseContext::new(self.host(), self, cancel, config)?;
-        super::pipeline::run(&super::pipeline::ENABLE, &mut cx).await
+    ) -> Result<(), OperationError> {
+        let paths = config.paths();
+        let enable = super::operations::Enable {
+            config: config.clone(),
+        };
+        self.run_with(&enable, &paths, None, cancel).await
+    }
+
+    /// `operation`'s work in this world, on the state folder `paths`, the
+    /// cluster last made being `last_made`.
+    pub async fn run(
+        &self,
+        operation: &dyn Operation,
+        paths: &Paths,
+        last_made: Option<ClusterConfig>,
+    ) -> Result<(), OperationError> {
+        let cancel = super::cancel::CancelSignal::new();
+        self.run_with(operation, paths, last_made, cancel).await
+    }
+
+    async fn run_with(
+        &self,
+        operation: &dyn Operation,
+        paths: &Paths,
+        last_made: Option<ClusterConfig>,
+        cancel: super::cancel::CancelSignal,
+    ) -> Result<(), OperationError> {
+        let world = super::operation::World {
+            host: self.host(),
+            api: self,
+            cancel: cancel.clone(),
+            paths,
+            last_made,
+            next_enables: cancel,
+        };
+        operation.run(&world).await
     }
 
     pub fn running(&self) -> Vec<String> {
@@ -169,6 +216,10 @@ impl Progress for World {
 
     fn set_state(&self, state: ClusterState) {
         self.events.lock().unwrap().push(Event::State { state });
+    }
+
+    fn made(&self, config: Option<&ClusterConfig>) {
+        *self.made.lock().unwrap() = config.cloned();
     }
 }
 
@@ -271,6 +322,51 @@ impl Processes for World {
         self.journal.note("end stale");
         futures::future::ready(self.behaviour.stale.clone()).boxed()
     }
+
+    fn inputs_changed<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Option<bool>> {
+        let running = self.running().iter().any(|n| n == name);
+        let changed = self.behaviour.inputs_changed.contains(name)
+            && !self.moved.lock().unwrap().contains(name);
+        futures::future::ready(running.then_some(changed)).boxed()
+    }
+
+    fn refresh<'a>(
+        &'a self,
+        name: &'a str,
+        _grace: Duration,
+    ) -> BoxFuture<'a, std::io::Result<Option<bool>>> {
+        async move {
+            let Some(changed) = self.inputs_changed(name).await else {
+                return Ok(None);
+            };
+            if changed {
+                self.journal.note(format!("restart {name}"));
+                self.moved.lock().unwrap().insert(name.to_string());
+            }
+            Ok(Some(changed))
+        }
+        .boxed()
+    }
+
+    fn hand_over<'a>(
+        &'a self,
+        name: &'a str,
+        _port: u16,
+        _grace: Duration,
+        ready: Ready<'a>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        async move {
+            if let Some(why) = &self.behaviour.handover_fails {
+                return Err(why.clone());
+            }
+            self.journal.note(format!("hand over {name}"));
+            ready(9000).await?;
+            self.journal.note(format!("handed over {name}"));
+            self.moved.lock().unwrap().insert(name.to_string());
+            Ok(())
+        }
+        .boxed()
+    }
 }
 
 impl ContainerRuntime for World {
@@ -353,11 +449,11 @@ impl ClusterApi for World {
         _probe: &'a Probe,
     ) -> BoxFuture<'a, Result<(), String>> {
         async move {
-            let started = self.running().iter().any(|n| n == component);
+            // A handover's newcomer answers as its component does.
+            let name = component.trim_end_matches(" (newcomer)");
+            let started = self.running().iter().any(|n| n == name);
             let behaviour = &self.behaviour;
-            if !started
-                || behaviour.never_ready.contains(component)
-                || behaviour.crashing.contains(component)
+            if !started || behaviour.never_ready.contains(name) || behaviour.crashing.contains(name)
             {
                 return Err("connection refused".into());
             }
@@ -392,6 +488,16 @@ impl ClusterApi for World {
         _expect: IpAddr,
     ) -> BoxFuture<'a, Result<(), String>> {
         self.journal.note("coredns answers");
+        futures::future::ready(Ok(())).boxed()
+    }
+
+    fn root_ca_published<'a>(
+        &'a self,
+        _new_ca: &'a str,
+        with_old: bool,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        let trusted = if with_old { "both CAs" } else { "the new CA" };
+        self.journal.note(format!("published {trusted}"));
         futures::future::ready(Ok(())).boxed()
     }
 }

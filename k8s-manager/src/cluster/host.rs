@@ -18,12 +18,12 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::config::{ClusterConfig, Paths};
 use super::preflight::{self, Findings};
 use crate::bundle::{self, Manifest};
 use crate::components::Probe;
 use crate::error::chain;
 use crate::exec::FileIdentity;
+use crate::model::config::{ClusterConfig, Paths};
 use crate::supervisor::stale::{self, StaleProcess};
 use crate::supervisor::{ChildStatus, ProcessSpec, Supervisor, TaskSpec};
 
@@ -49,7 +49,31 @@ pub trait Processes: Send + Sync {
         grace: Duration,
         graceful: &'static [&'static str],
     ) -> BoxFuture<'_, Vec<StaleProcess>>;
+    /// Whether the input files of the running process `name` changed since
+    /// it started; `None` when no process of that name runs.
+    fn inputs_changed<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Option<bool>>;
+    /// Starts the running process `name` again with its spec when its
+    /// input files changed: whether it was restarted; `None` when none runs.
+    fn refresh<'a>(
+        &'a self,
+        name: &'a str,
+        grace: Duration,
+    ) -> BoxFuture<'a, std::io::Result<Option<bool>>>;
+    /// Hands the running process `name`, listening on `port`, over to a new
+    /// instance of it started beside it: once `ready` resolves for the
+    /// newcomer's pid, every new connection goes to the newcomer and the old
+    /// instance stops. On an error the old one runs on with every client.
+    fn hand_over<'a>(
+        &'a self,
+        name: &'a str,
+        port: u16,
+        grace: Duration,
+        ready: Ready<'a>,
+    ) -> BoxFuture<'a, Result<(), String>>;
 }
+
+/// What a handover waits for once its newcomer (this pid) listens.
+pub type Ready<'a> = Box<dyn FnOnce(u32) -> BoxFuture<'a, Result<(), String>> + Send + 'a>;
 
 /// The status of one process, if it was started.
 pub async fn child_status(processes: &dyn Processes, name: &str) -> Option<ChildStatus> {
@@ -129,15 +153,17 @@ pub trait ClusterApi: Send + Sync {
         name: &'a str,
         expect: IpAddr,
     ) -> BoxFuture<'a, Result<(), String>>;
+    /// Whether every namespace's `kube-root-ca.crt` holds `new_ca` and,
+    /// unless `with_old`, nothing else.
+    fn root_ca_published<'a>(
+        &'a self,
+        new_ca: &'a str,
+        with_old: bool,
+    ) -> BoxFuture<'a, Result<(), String>>;
 }
 
-/// Runs blocking work on tokio's blocking pool and awaits it.
-pub async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(value) => value,
-        Err(err) => std::panic::resume_unwind(err.into_panic()),
-    }
-}
+/// How long a newcomer has to listen on its port in a handover.
+const LISTEN_WITHIN: Duration = Duration::from_secs(90);
 
 impl Processes for Supervisor {
     fn start(&self, spec: ProcessSpec, grace: Duration) -> BoxFuture<'_, std::io::Result<u32>> {
@@ -167,7 +193,64 @@ impl Processes for Supervisor {
         graceful: &'static [&'static str],
     ) -> BoxFuture<'_, Vec<StaleProcess>> {
         let instance = self.instance().to_string();
-        blocking(move || stale::end(&instance, &ours, grace, graceful)).boxed()
+        crate::offload::blocking(move || stale::end(&instance, &ours, grace, graceful)).boxed()
+    }
+
+    fn inputs_changed<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Option<bool>> {
+        Supervisor::inputs_changed(self, name).boxed()
+    }
+
+    fn refresh<'a>(
+        &'a self,
+        name: &'a str,
+        grace: Duration,
+    ) -> BoxFuture<'a, std::io::Result<Option<bool>>> {
+        Supervisor::refresh(self, name, grace).boxed()
+    }
+
+    fn hand_over<'a>(
+        &'a self,
+        name: &'a str,
+        port: u16,
+        grace: Duration,
+        ready: Ready<'a>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        async move {
+            use crate::supervisor::handover::{Route, Steering};
+            let pid = self
+                .child_status(name)
+                .await
+                .and_then(|s| s.pid)
+                .ok_or_else(|| format!("{name} does not run"))?;
+            let steering = crate::offload::blocking(move || Steering::of(pid, port)).await?;
+            steering
+                .route(Route::Ipv6ToNewcomer)
+                .map_err(|e| format!("steering port {port}: {e}"))?;
+            let take_over = |newcomer: u32| async move {
+                let deadline = tokio::time::Instant::now() + LISTEN_WITHIN;
+                // Until the newcomer listens, the group's second socket is
+                // not its: a probe would reach the old instance.
+                while crate::offload::blocking(move || {
+                    crate::procnet::listener_fd(Path::new("/proc"), newcomer, port)
+                })
+                .await
+                .is_none()
+                {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(format!("the new {name} did not listen on {port}"));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                ready(newcomer).await?;
+                steering
+                    .route(Route::AllToNewcomer)
+                    .map_err(|e| format!("steering port {port}: {e}"))?;
+                drop(steering);
+                Ok(())
+            };
+            self.replace(name, grace, take_over).await.map(|_| ())
+        }
+        .boxed()
     }
 }
 
@@ -271,7 +354,7 @@ impl Machine for ThisMachine {
         bundle: PathBuf,
         marker: PathBuf,
     ) -> BoxFuture<'static, Result<BTreeMap<String, FileIdentity>, Vec<String>>> {
-        blocking(move || check_bundle(&bundle, &marker)).boxed()
+        crate::offload::blocking(move || check_bundle(&bundle, &marker)).boxed()
     }
 
     fn unmount_below(&self, root: &Path) -> Result<(), String> {
@@ -447,13 +530,29 @@ impl ClusterApi for LiveApi {
         }
         .boxed()
     }
+
+    fn root_ca_published<'a>(
+        &'a self,
+        new_ca: &'a str,
+        with_old: bool,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        async move {
+            // A client of its own each time: a CA rotation replaces the
+            // admin kubeconfig's certificate between two calls.
+            let client = crate::bootstrap::client(&self.paths.admin_kubeconfig())
+                .await
+                .map_err(|e| chain(&e))?;
+            crate::bootstrap::wait::root_ca_published(&client, new_ca, with_old).await
+        }
+        .boxed()
+    }
 }
 
 /// What a procedure (enable, stop, reset) works with: where it reports, and
 /// the three parts of the world it changes.
 #[derive(Clone, Copy)]
 pub struct Host<'a> {
-    pub progress: &'a dyn super::event::Progress,
+    pub progress: &'a dyn super::progress::Progress,
     pub processes: &'a dyn Processes,
     pub runtime: &'a dyn ContainerRuntime,
     pub machine: &'a dyn Machine,

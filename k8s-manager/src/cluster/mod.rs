@@ -1,23 +1,19 @@
-//! The cluster: its settings, its state machine, the enable pipeline (a
-//! table of phases over a narrow context), the stop and reset procedures,
-//! and the engine that runs them for the daemon.
+//! The cluster: the engine that runs operations one at a time for the
+//! manager, the operations themselves (one file each under [`operations`],
+//! each a list of steps over a narrow context), the rollout they share, and
+//! the parts of the world they work with ([`host`]).
 
 pub mod cancel;
-pub mod config;
+pub mod context;
 pub mod engine;
-pub mod event;
 pub mod export;
 #[cfg(test)]
 mod fakes;
 pub mod host;
 mod mounts;
-pub mod phases;
-pub mod pipeline;
+pub mod operation;
+pub mod operations;
 pub mod preflight;
-pub mod proxy;
-pub mod renewal;
-pub mod rotation;
-pub mod settings;
-pub mod state;
+pub mod progress;
+pub mod rollout;
 pub mod status;
-pub mod teardown;

@@ -5,12 +5,12 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 
-use super::config::ClusterConfig;
 use crate::components::{
     CONTROLLER_MANAGER_PORT, ETCD_CLIENT_PORT, ETCD_METRICS_PORT, ETCD_PEER_PORT,
     KUBE_PROXY_HEALTHZ_PORT, KUBE_PROXY_METRICS_PORT, KUBELET_HEALTHZ_PORT, KUBELET_PORT,
     SCHEDULER_PORT,
 };
+use crate::model::config::ClusterConfig;
 
 /// CAP_SYS_RESOURCE, the capability needed to lower oom_score_adj.
 const CAP_SYS_RESOURCE: u32 = 24;

@@ -6,69 +6,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use super::config::{ClusterConfig, Paths};
-use super::state::{ClusterState, StateRecord};
 use crate::components::{ApiServer, Cgroups, Component, Context};
-use crate::pki::rotation::{self, Step};
+use crate::model::config::{ClusterConfig, Paths};
+use crate::model::state::StateRecord;
+use crate::model::status::{CaRotation, CertExpiry, StatusReport};
+use crate::pki::rotation;
 use crate::supervisor::ChildStatus;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StatusReport {
-    pub state: ClusterState,
-    /// One line for people: `running`, `starting (etcd)`, `error in phase …`.
-    pub summary: String,
-    pub enabled: bool,
-    pub since: String,
-    /// Whether a manager (daemon) is running for this state folder.
-    pub manager_running: bool,
-    pub components: Vec<ChildStatus>,
-    pub api_reachable: bool,
-    pub node_ready: Option<bool>,
-    pub server_url: Option<String>,
-    pub versions: BTreeMap<String, String>,
-    pub earliest_certificate: Option<CertExpiry>,
-    /// The CAs within a year of expiry, each with what to do.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ca_warnings: Vec<String>,
-    /// A CA rotation in progress (`pki/rotate-ca/step` exists): running, or
-    /// cut short and waiting for `certs rotate-ca` to resume it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_rotation: Option<CaRotation>,
-}
-
-/// Where a CA rotation in progress is (see [`crate::pki::rotation`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CaRotation {
-    /// The last step done: `new`, `trust-both`, `switched` or `trust-new`.
-    pub step: Step,
-    /// Whether the `rotate-ca` operation runs now; else it was cut short
-    /// (a crash, a disable) and waits for `certs rotate-ca` to resume it.
-    #[serde(default)]
-    pub running: bool,
-    /// One line for people: where it is and, cut short, what resumes it.
-    pub message: String,
-}
-
-impl CaRotation {
-    pub fn at(step: Step, running: bool) -> CaRotation {
-        let message = if running {
-            format!("a CA rotation is running, at step {step}")
-        } else {
-            format!(
-                "a CA rotation was cut short at step {step}: `k8s-manager certs rotate-ca` resumes it"
-            )
-        };
-        CaRotation {
-            step,
-            running,
-            message,
-        }
-    }
-}
 
 /// The CA rotation in progress in `pki_dir`, if any (`running`: the
 /// manager's `rotate-ca` operation runs now). A step file that does not read
@@ -83,29 +26,25 @@ fn ca_rotation(pki_dir: &std::path::Path, running: bool) -> Result<Option<CaRota
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CertExpiry {
-    pub name: String,
-    pub not_after: String,
-    pub days_left: i64,
-}
-
 /// Builds the report; `components` comes from the running manager (empty
 /// when none runs).
+/// Builds the report of the cluster the record says was made; `enabled`
+/// is the settings' toggle; `components` comes from the running manager
+/// (empty when none runs).
 pub async fn report(
     paths: &Paths,
     record: &StateRecord,
-    config: Option<&ClusterConfig>,
+    enabled: bool,
     components: Vec<ChildStatus>,
     manager_running: bool,
     rotating: bool,
 ) -> StatusReport {
+    let config = record.cluster.as_ref();
     let state = record.effective();
     let mut report = StatusReport {
         summary: state.label(),
         state,
-        enabled: record.enabled,
+        enabled,
         since: record.since.clone(),
         manager_running,
         components,
@@ -117,7 +56,11 @@ pub async fn report(
         ca_warnings: Vec::new(),
         ca_rotation: None,
     };
-    if let Ok(statuses) = super::renewal::Statuses::read(paths, crate::pki::DEFAULT_RENEW_WITHIN) {
+    if let Ok(statuses) = crate::pki::due::Statuses::read(
+        &paths.pki,
+        &paths.kubeconfigs,
+        crate::pki::DEFAULT_RENEW_WITHIN,
+    ) {
         report.earliest_certificate = earliest_certificate(&statuses);
         report.ca_warnings = statuses.ca_warnings();
     }
@@ -174,7 +117,7 @@ pub async fn report(
 }
 
 /// The certificate that expires first: a leaf, a CA, or a kubeconfig's.
-fn earliest_certificate(statuses: &super::renewal::Statuses) -> Option<CertExpiry> {
+fn earliest_certificate(statuses: &crate::pki::due::Statuses) -> Option<CertExpiry> {
     statuses
         .leaves
         .iter()
@@ -194,82 +137,16 @@ fn earliest_certificate(statuses: &super::renewal::Statuses) -> Option<CertExpir
         })
 }
 
-/// The report as lines for a terminal.
-pub fn render_text(report: &StatusReport) -> String {
-    let mut out = format!("Kubernetes: {}\n", report.summary);
-    if let Some(url) = &report.server_url {
-        out.push_str(&format!(
-            "API server: {url} ({})\n",
-            if report.api_reachable {
-                "reachable"
-            } else {
-                "not reachable"
-            }
-        ));
-    }
-    if let Some(ready) = report.node_ready {
-        out.push_str(&format!(
-            "Node: {}\n",
-            if ready { "Ready" } else { "NotReady" }
-        ));
-    }
-    if !report.versions.is_empty() {
-        let versions: Vec<String> = report
-            .versions
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
-        out.push_str(&format!("Versions: {}\n", versions.join(", ")));
-    }
-    if let Some(cert) = &report.earliest_certificate {
-        out.push_str(&format!(
-            "Certificates: earliest expiry {} on {} ({} days)\n",
-            cert.name, cert.not_after, cert.days_left
-        ));
-    }
-    if let Some(rotation) = &report.ca_rotation {
-        out.push_str(&format!("CA rotation: {}\n", rotation.message));
-    }
-    for warning in &report.ca_warnings {
-        out.push_str(&format!("Warning: {warning}\n"));
-    }
-    if !report.manager_running {
-        out.push_str("Manager: not running\n");
-    }
-    if !report.components.is_empty() {
-        out.push_str(&format!(
-            "{:<26} {:<9} {:>8} {:>9}  {}\n",
-            "COMPONENT", "STATE", "PID", "RESTARTS", "UP SINCE"
-        ));
-        for c in &report.components {
-            let state = serde_json::to_value(&c.state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            out.push_str(&format!(
-                "{:<26} {:<9} {:>8} {:>9}  {}\n",
-                c.name,
-                state,
-                c.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-                c.restarts,
-                c.up_since.clone().unwrap_or_else(|| "-".into())
-            ));
-            if let Some(detail) = &c.detail {
-                out.push_str(&format!("{:<26} {detail}\n", ""));
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::status::render_text;
+    use crate::pki::rotation::Step;
 
     async fn report_of(state_dir: &std::path::Path, rotating: bool) -> StatusReport {
         let paths = Paths::new(state_dir);
         let record = StateRecord::load(&paths.state_file).unwrap();
-        report(&paths, &record, None, Vec::new(), false, rotating).await
+        report(&paths, &record, false, Vec::new(), false, rotating).await
     }
 
     #[tokio::test]

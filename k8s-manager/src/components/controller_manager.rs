@@ -44,7 +44,7 @@ impl Component for ControllerManager {
                 ("cluster-cidr", ctx.config.pod_cidr.to_string()),
                 (
                     "node-cidr-mask-size",
-                    crate::cluster::config::NODE_POD_PREFIX.to_string(),
+                    crate::model::config::NODE_POD_PREFIX.to_string(),
                 ),
                 ("profiling", "false".into()),
                 // With per-controller credentials every controller's start

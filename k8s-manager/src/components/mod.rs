@@ -39,8 +39,8 @@ pub const ALL: [&dyn Component; 6] = [
     &Kubelet,
     &KubeProxy,
 ];
-use crate::cluster::config::{ClusterConfig, Paths};
 use crate::exec::FileIdentity;
+use crate::model::config::{ClusterConfig, Paths};
 use crate::supervisor::ProcessSpec;
 
 /// Ports of the components (kubeadm's defaults).
@@ -70,7 +70,7 @@ pub struct Context {
     /// The resolv.conf pods inherit (through kubelet).
     pub resolv_conf: PathBuf,
     /// The proxy variables every component gets (empty without a proxy);
-    /// see [`crate::cluster::proxy`]. A change restarts the components.
+    /// see [`crate::model::proxy`]. A change restarts the components.
     pub proxy_env: Vec<(String, String)>,
 }
 
@@ -315,14 +315,13 @@ mod tests {
 
     /// A context whose settings name a proxy.
     fn proxied_context(state: &Path) -> Context {
-        use crate::cluster::proxy::ClusterNetwork;
         let mut ctx = test_support::context(state);
         ctx.config.proxy.http = Some("http://proxy.test:3128".parse().unwrap());
         ctx.config.proxy.https = Some("http://proxy.test:3129".parse().unwrap());
         ctx.proxy_env = ctx
             .config
             .proxy
-            .environment(&ClusterNetwork::of(&ctx.config, ctx.advertise_address));
+            .environment(&ctx.config.network(ctx.advertise_address));
         ctx
     }
 
@@ -372,7 +371,7 @@ mod tests {
         let mut seen = Vec::new();
         for _ in 0..50 {
             let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-            seen = crate::cluster::proxy::proxy_variables(&environ);
+            seen = crate::model::proxy::proxy_variables(&environ);
             if seen == want {
                 break;
             }

@@ -8,9 +8,9 @@
 //!
 //! Going through the API, it takes its turn with enable, disable and reset,
 //! and never touches a process itself: the supervisor stays the one owner of
-//! the processes. Both settings are read again at each check, and the
-//! interval every few seconds while waiting, so a change (effect none)
-//! applies at once. The decision is pure
+//! the processes. It follows the settings the daemon holds (it reads no
+//! file of the daemon's): both are taken again at each check, and a new
+//! interval ends the wait at once, so a change (effect none) applies at once. The decision is pure
 //! ([`needs_operation`]), and the files are read off the runtime's threads.
 
 use std::time::Duration;
@@ -18,23 +18,27 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use tokio::sync::watch;
+
 use crate::api::client::Client;
-use crate::cluster::config::{ClusterConfig, Paths};
-use crate::cluster::event::Event;
-use crate::cluster::renewal::{RenewRequest, Statuses};
-use crate::cluster::settings::{self, Settings};
-use crate::pki::due;
+use crate::model::api::RenewRequest;
+use crate::model::config::{ClusterConfig, Paths};
+use crate::model::error::code;
+use crate::model::event::Event;
+use crate::model::settings::Settings;
+use crate::pki::due::{self, Statuses};
 use crate::supervisor::{TaskContext, TaskSpec};
 
 /// The unit's name, as `status` shows it.
 pub const NAME: &str = "certs-renewal";
 
-/// The supervised unit of a cluster with `config`.
-pub fn unit(config: &ClusterConfig) -> TaskSpec {
+/// The supervised unit of a cluster with `config`, following the
+/// daemon's settings as it saves them.
+pub fn unit(config: &ClusterConfig, settings: watch::Receiver<Settings>) -> TaskSpec {
     let paths = config.paths();
     TaskSpec::new(NAME, move |ctx| {
-        let paths = paths.clone();
-        async move { run(ctx, paths).await }
+        let (paths, settings) = (paths.clone(), settings.clone());
+        async move { run(ctx, paths, settings).await }
     })
 }
 
@@ -55,29 +59,23 @@ fn earliest(statuses: &Statuses) -> Option<(String, OffsetDateTime)> {
         .min_by_key(|(_, t)| *t)
 }
 
-/// How often the settings are read again while waiting: a shorter
-/// `certs.checkInterval` applies within this.
-const SETTINGS_POLL: Duration = Duration::from_secs(2);
-
-async fn load_settings(paths: &Paths) -> Result<Settings, String> {
-    let file = paths.settings_file.clone();
-    Ok(tokio::task::spawn_blocking(move || settings::load(&file))
-        .await
-        .map_err(|e| e.to_string())??
-        .unwrap_or_default())
-}
-
 async fn read_statuses(paths: &Paths, renew_within: time::Duration) -> Result<Statuses, String> {
     let paths = paths.clone();
-    tokio::task::spawn_blocking(move || Statuses::read(&paths, renew_within))
-        .await
-        .map_err(|e| e.to_string())?
+    tokio::task::spawn_blocking(move || {
+        Statuses::read(&paths.pki, &paths.kubeconfigs, renew_within)
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
-async fn run(mut ctx: TaskContext, paths: Paths) -> Result<(), String> {
+async fn run(
+    mut ctx: TaskContext,
+    paths: Paths,
+    mut settings: watch::Receiver<Settings>,
+) -> Result<(), String> {
     ctx.ready();
     loop {
-        let current = load_settings(&paths).await?;
+        let current = settings.borrow_and_update().clone();
         let renew_within = time::Duration::days(current.certs.renew_within_days.into());
         let statuses = read_statuses(&paths, renew_within).await?;
         if needs_operation(&statuses) {
@@ -103,15 +101,21 @@ async fn run(mut ctx: TaskContext, paths: Paths) -> Result<(), String> {
             ));
         }
         ctx.detail(Some(detail));
-        // The wait ends at the interval the settings say now.
+        // The wait ends at the interval the settings say now: a change is
+        // told by the daemon the moment it is saved.
         while checked.elapsed() < interval {
-            let slice = (interval - checked.elapsed()).min(SETTINGS_POLL);
+            let left = interval - checked.elapsed();
             tokio::select! {
-                _ = tokio::time::sleep(slice) => {}
+                _ = tokio::time::sleep(left) => {}
+                changed = settings.changed() => match changed {
+                    Ok(()) => {
+                        let check_interval = settings.borrow_and_update().certs.check_interval;
+                        interval = Duration::from_secs(check_interval);
+                    }
+                    // The daemon is going: nothing will change the interval.
+                    Err(_) => tokio::time::sleep(left).await,
+                },
                 _ = ctx.stopping() => return Ok(()),
-            }
-            if let Ok(settings) = load_settings(&paths).await {
-                interval = Duration::from_secs(settings.certs.check_interval);
             }
         }
     }
@@ -127,14 +131,14 @@ async fn ask_daemon(paths: &Paths) -> Result<(), String> {
     };
     let body = serde_json::to_vec(&request).expect("serialises");
     let done = Client::new(&paths.socket)
-        .operation(crate::api::CERTS_RENEW, body, |_| {})
+        .operation(crate::model::api::CERTS_RENEW, body, |_| {})
         .await
         .map_err(|e| format!("asking the manager for the renewal: {e}"))?;
     match done {
         Event::Done { ok: true, .. } => Ok(()),
         Event::Done {
             error: Some(error), ..
-        } if error.code == crate::cluster::renewal::NOT_RUNNING => Ok(()),
+        } if error.code == code::NOT_RUNNING => Ok(()),
         Event::Done { message, .. } => Err(format!("the renewal failed: {message}")),
         other => Err(format!("the renewal ended with {other:?}")),
     }

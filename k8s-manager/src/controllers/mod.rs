@@ -15,7 +15,10 @@ use crate::images::{self, ImageSync};
 
 use std::time::Duration;
 
-use crate::cluster::config::ClusterConfig;
+use tokio::sync::watch;
+
+use crate::model::config::ClusterConfig;
+use crate::model::settings::Settings;
 use crate::supervisor::TaskSpec;
 
 /// How long a controller has to return once asked to stop.
@@ -31,10 +34,28 @@ pub const NAMES: [&str; 5] = [
 ];
 
 /// What the units share with the daemon, made once by the engine and given
-/// to every start of them: how the API reaches a running unit.
-#[derive(Debug, Clone, Default)]
+/// to every start of them: how the API reaches a running unit, and the
+/// settings as the daemon saves them.
+#[derive(Debug, Clone)]
 pub struct Handles {
     pub images: ImageSync,
+    pub settings: watch::Receiver<Settings>,
+}
+
+impl Handles {
+    pub fn new(settings: watch::Receiver<Settings>) -> Handles {
+        Handles {
+            images: ImageSync::default(),
+            settings,
+        }
+    }
+}
+
+impl Default for Handles {
+    /// Handles whose settings stay the defaults (the unit tests').
+    fn default() -> Handles {
+        Handles::new(watch::channel(Settings::default()).1)
+    }
 }
 
 /// The in-process units of a cluster with `config`, in their start order.
@@ -48,7 +69,7 @@ pub fn units(config: &ClusterConfig, handles: &Handles) -> Vec<TaskSpec> {
             config.containerd_socket.clone(),
             handles.images.clone(),
         ),
-        certs::unit(config),
+        certs::unit(config, handles.settings.clone()),
     ]
 }
 

@@ -35,7 +35,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 
-use crate::cluster::config::ClusterConfig;
+use crate::model::config::ClusterConfig;
 use crate::supervisor::{TaskContext, TaskSpec};
 
 /// The unit's name, as `status` shows it.
@@ -363,7 +363,7 @@ async fn reconcile_volume(
         return Ok(Action::await_change());
     };
     let name = pv.metadata.name.clone().unwrap_or_default();
-    let removed = crate::cluster::host::blocking({
+    let removed = crate::offload::blocking({
         let dir = dir.clone();
         move || std::fs::remove_dir_all(&dir)
     })

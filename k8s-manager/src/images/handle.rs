@@ -7,38 +7,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use super::plan::ImageEntry;
+use crate::model::images::{ImageEntry, SyncReport};
 
 /// How long `images sync` may wait for a pass (a big image's import).
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(600);
 const LIST_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// What a pass did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SyncReport {
-    /// Names imported from Docker into `k8s.io`.
-    pub imported: Vec<String>,
-    /// Names made for an image already there.
-    pub tagged: Vec<String>,
-    /// Names already right.
-    pub present: Vec<String>,
-    /// Names of ours removed: Docker no longer has them.
-    pub removed: Vec<String>,
-    /// Names of ours Docker no longer has, kept, and why.
-    pub kept: Vec<Problem>,
-    /// What failed, and why.
-    pub failed: Vec<Problem>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Problem {
-    pub name: String,
-    pub reason: String,
-}
 
 /// A request to the unit.
 #[derive(Debug)]

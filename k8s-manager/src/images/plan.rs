@@ -9,9 +9,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
-
 use super::reference::k8s_name;
+use crate::model::images::ImageEntry;
 
 /// An image of the Docker engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,22 +70,6 @@ pub struct Plan {
     /// Names already right: nothing to do.
     pub present: Vec<String>,
     pub kept: Vec<Kept>,
-}
-
-/// The state of one Docker tag in the cluster, for `images list`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ImageEntry {
-    /// As Docker names it (`myapp:dev`).
-    pub docker_ref: String,
-    /// As Kubernetes resolves it; absent for a tag Kubernetes cannot name.
-    pub k8s_name: Option<String>,
-    pub image_id: String,
-    pub size: u64,
-    pub synced: bool,
-    /// Why it is not synced, when it is not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub why: Option<String>,
 }
 
 /// What a pass does. `only`, when given, limits the imports and tags to

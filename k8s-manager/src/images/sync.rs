@@ -18,8 +18,9 @@ use tokio::sync::mpsc;
 
 use super::containerd::Containerd;
 use super::docker::Engine;
-use super::handle::{ImageSync, Problem, Request, SyncReport};
+use super::handle::{ImageSync, Request};
 use super::plan::{self, Action};
+use crate::model::images::{ImageEntry, Problem, SyncReport};
 use crate::runtime::Cri;
 use crate::supervisor::{TaskContext, TaskSpec};
 
@@ -234,7 +235,7 @@ async fn both(sides: &mut Sides) -> Result<(Vec<plan::DockerImage>, Vec<plan::K8
     Ok((docker, k8s))
 }
 
-async fn list(sides: &mut Sides) -> Result<Vec<plan::ImageEntry>, String> {
+async fn list(sides: &mut Sides) -> Result<Vec<ImageEntry>, String> {
     let (docker, k8s) = both(sides).await?;
     Ok(plan::entries(&docker, &k8s))
 }

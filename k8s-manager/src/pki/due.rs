@@ -1,7 +1,60 @@
 //! What a renewal renews: pure decisions over the statuses of
 //! [`super::check`] and [`super::kubeconfigs::check`].
 
+use std::path::Path;
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
 use super::{CertState, CertStatus};
+use crate::error::chain;
+
+/// From this long before a CA expires, its rotation is asked for.
+pub const CA_WARNING: time::Duration = time::Duration::days(365);
+/// What to do about a CA that expires within [`CA_WARNING`]: rotate it in
+/// place (`k8s-manager certs rotate-ca`), workloads and data kept.
+pub const CA_ADVICE: &str = "run `k8s-manager certs rotate-ca` before that date (the cluster keeps running, its workloads and data are kept)";
+
+/// What the PKI and the kubeconfigs hold now.
+pub struct Statuses {
+    pub leaves: Vec<CertStatus>,
+    pub kubeconfigs: Vec<CertStatus>,
+}
+
+impl Statuses {
+    /// Reads the PKI folder `pki` and the kubeconfigs in `kubeconfigs`.
+    pub fn read(
+        pki: &Path,
+        kubeconfigs: &Path,
+        renew_within: time::Duration,
+    ) -> Result<Statuses, String> {
+        let now = OffsetDateTime::now_utc();
+        Ok(Statuses {
+            leaves: super::check(pki, now, renew_within).map_err(|e| chain(&e))?,
+            kubeconfigs: super::kubeconfigs::check(pki, kubeconfigs, now, renew_within)
+                .map_err(|e| chain(&e))?,
+        })
+    }
+
+    /// The CAs that expire within [`CA_WARNING`], with what to do.
+    pub fn ca_warnings(&self) -> Vec<String> {
+        self.leaves
+            .iter()
+            .filter(|s| s.ca.is_none())
+            .filter_map(|s| {
+                let days = s.days_left?;
+                (days < CA_WARNING.whole_days()).then(|| {
+                    let not_after = s.not_after.and_then(|t| t.format(&Rfc3339).ok());
+                    format!(
+                        "CA {} expires on {} ({days} days): {CA_ADVICE}",
+                        s.name,
+                        not_after.unwrap_or_default()
+                    )
+                })
+            })
+            .collect()
+    }
+}
 
 /// The certificates to re-issue: leaves of the PKI folder by declared name
 /// (`etcd/server`), kubeconfigs by declared name (`admin`).

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::daemon::Manager;
+use crate::manager::Manager;
 
 /// A taken port is tried again this often (it may be freed).
 const RETRY_BIND: Duration = Duration::from_secs(5);
@@ -51,7 +51,7 @@ impl Drop for Visit {
 /// Makes the page's token for this daemon's life and saves it (mode 0600)
 /// where `k8s-manager ui` reads it. A token of an earlier daemon stops
 /// working: the page opened with it asks for the new address.
-pub fn make_token(paths: &crate::cluster::config::Paths) -> std::io::Result<String> {
+pub fn make_token(paths: &crate::model::config::Paths) -> std::io::Result<String> {
     let token = security::new_token();
     crate::fsutil::write_atomic(&paths.ui_token, token.as_bytes(), 0o600)?;
     Ok(token)
@@ -101,7 +101,7 @@ pub async fn run(manager: Arc<Manager>, token: String, visitors: Visitors) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::config::Paths;
+    use crate::model::config::Paths;
 
     fn free_port() -> u16 {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -146,7 +146,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             applied.changes[0].effect,
-            crate::cluster::settings::Effect::None
+            crate::model::settings::Effect::None
         );
         assert_eq!(applied.operation, None, "nothing of the cluster runs");
         wait_for("the page moves", || answers(second) && !answers(first)).await;

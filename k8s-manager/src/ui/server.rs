@@ -19,8 +19,7 @@ use tokio::net::TcpListener;
 use super::security::{Gate, RequestHeaders, TOKEN_HEADER};
 use super::{assets, workloads};
 use crate::api::server::{Body, error, json, serve_connection};
-use crate::cluster::state::Phase;
-use crate::daemon::Manager;
+use crate::manager::Manager;
 
 /// The page polls the cluster's objects; a stuck API server must not hold it.
 const KUBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -150,11 +149,11 @@ fn hardened(mut response: Response<Body>) -> Response<Body> {
 /// What the page reads once: the enable phases with their descriptions (for
 /// `Starting — <description>` and its progress) and the versions it may pick.
 fn meta(manager: &Manager) -> serde_json::Value {
-    let phases: Vec<_> = Phase::ENABLE
+    let phases: Vec<_> = crate::cluster::operations::enable::schedule()
         .iter()
-        .map(|p| json!({"name": p.name(), "description": p.description()}))
+        .map(|s| json!({"name": s.phase.name(), "description": s.description}))
         .collect();
-    let versions: Vec<String> = crate::cluster::settings::cached_versions(manager.cache())
+    let versions: Vec<String> = crate::bundle::cache::cached_versions(manager.cache())
         .iter()
         .map(ToString::to_string)
         .collect();
@@ -164,8 +163,8 @@ fn meta(manager: &Manager) -> serde_json::Value {
 /// What the page polls: the kubeconfig files the cluster is merged into, and
 /// its LoadBalancer Services and pods when the API answers.
 async fn cluster(manager: &Manager) -> serde_json::Value {
-    let kubeconfigs: Vec<String> = match manager.engine().saved_config() {
-        Ok(Some(config)) => crate::cluster::export::targets(&config)
+    let kubeconfigs: Vec<String> = match manager.engine().last_made() {
+        Some(config) => crate::cluster::export::targets(&config)
             .unwrap_or_default()
             .iter()
             .flat_map(|t| t.files().iter())
@@ -240,7 +239,7 @@ async fn logs(manager: &Manager, component: &str) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::config::Paths;
+    use crate::model::config::Paths;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A page served on an ephemeral port for a manager of `dir`; its port,
@@ -372,7 +371,7 @@ mod tests {
             assert!(answer.contains("x-frame-options: DENY"), "{answer}");
         }
         // Nothing refused was saved.
-        let saved = crate::cluster::settings::load(&Paths::new(dir.path()).settings_file)
+        let saved = crate::model::settings::load(&Paths::new(dir.path()).settings_file)
             .unwrap()
             .unwrap();
         assert_eq!(saved.kubernetes.api_port, 6443);

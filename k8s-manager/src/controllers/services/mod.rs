@@ -45,7 +45,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 
-use crate::cluster::config::ClusterConfig;
+use crate::model::config::ClusterConfig;
 use crate::supervisor::{TaskContext, TaskSpec};
 use plan::{EpisodeId, PortKey, ServiceId, Waiting};
 

@@ -27,6 +27,7 @@ pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 /// which WSL 2 forwards to Windows' localhost.
 pub const DEFAULT_LOAD_BALANCER_ADDRESS: Ipv4Addr = Ipv4Addr::LOCALHOST;
 pub const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
+pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
 /// The user's choices for a cluster; persisted so that a daemon restart and a
 /// later `enable` without flags bring back the same cluster.
@@ -77,7 +78,7 @@ fn default_load_balancer_address() -> IpAddr {
 }
 
 fn default_docker_socket() -> PathBuf {
-    super::settings::DEFAULT_DOCKER_SOCKET.into()
+    DEFAULT_DOCKER_SOCKET.into()
 }
 
 fn default_renew_within_days() -> u32 {
@@ -88,6 +89,18 @@ fn default_renew_within_days() -> u32 {
 pub const MAX_SETTINGS_BYTES: u64 = 1 << 20;
 
 impl ClusterConfig {
+    /// The names and ranges of this cluster, whose node has `node_address`:
+    /// what its proxy settings never send through a proxy.
+    pub fn network(&self, node_address: IpAddr) -> super::proxy::ClusterNetwork {
+        super::proxy::ClusterNetwork {
+            node_name: self.node_name.clone(),
+            node_address,
+            service_cidr: self.service_cidr.into(),
+            pod_cidr: self.pod_cidr.into(),
+            cluster_domain: self.cluster_domain.clone(),
+        }
+    }
+
     /// The settings saved by the last enable (`<state>/cluster.json`): none
     /// before the first enable, an error naming the file when it holds
     /// something else than settings.
@@ -173,7 +186,7 @@ impl ClusterConfig {
 
     /// Checks what can be wrong before anything starts.
     pub fn validate(&self) -> Result<(), String> {
-        if !is_dns_label_chain(&self.node_name) {
+        if !super::names::is_dns_label_chain(&self.node_name) {
             return Err(format!(
                 "node name {:?} is not a lowercase DNS name",
                 self.node_name
@@ -248,27 +261,6 @@ impl Paths {
     pub fn log(&self, component: &str) -> PathBuf {
         self.logs.join(format!("{component}.log"))
     }
-}
-
-/// A lowercase DNS name: what Kubernetes takes for a node or a domain.
-pub(crate) fn is_dns_label_chain(name: &str) -> bool {
-    is_label_chain(name, |b| {
-        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'
-    })
-}
-
-/// Dot-separated labels of 1 to 63 bytes each allowed by `byte`, none
-/// starting or ending with `-`, 253 bytes at most in all.
-pub(crate) fn is_label_chain(name: &str, byte: impl Fn(u8) -> bool) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label.bytes().all(&byte)
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
 }
 
 /// The node's pod subnet: the first /24 of the cluster's pod CIDR, the one

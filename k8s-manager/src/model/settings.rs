@@ -6,7 +6,7 @@
 //!
 //! Pure logic: the document, its check, the patch, and what a change does to
 //! a cluster (`none`, `restart`, `reset`). Reading bundles and the state
-//! folder is left to [`resolve_bundle`] and the daemon.
+//! folder is left to [`crate::bundle::cache`] and the manager.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -18,10 +18,10 @@ use serde_json::{Map, Value};
 
 use super::config::{self, ClusterConfig};
 use super::proxy::ProxySettings;
+pub use crate::bundle::cache::Version;
 
 /// The layout of the document; a later one is migrated on load.
 pub const SCHEMA_VERSION: u32 = 1;
-pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
 pub const DEFAULT_RENEW_WITHIN_DAYS: u32 = 90;
 /// A certificate lives a year: renewing earlier than this renews at every start.
 pub const MAX_RENEW_WITHIN_DAYS: u32 = 180;
@@ -198,7 +198,7 @@ impl Default for Containerd {
 impl Default for Docker {
     fn default() -> Docker {
         Docker {
-            socket: DEFAULT_DOCKER_SOCKET.into(),
+            socket: config::DEFAULT_DOCKER_SOCKET.into(),
         }
     }
 }
@@ -359,7 +359,7 @@ impl Settings {
                 "is kubernetes.apiPort: the page and the API server need a port each",
             ));
         }
-        if !config::is_dns_label_chain(&k.node_name) {
+        if !super::names::is_dns_label_chain(&k.node_name) {
             return Err(SettingsError::new(
                 "kubernetes.nodeName",
                 "must be a lowercase DNS name (letters, digits, '-' and '.')",
@@ -381,7 +381,7 @@ impl Settings {
         }
         // The API server's certificate is made to cover this host.
         if let Some(url::Host::Domain(name)) = k.server_url.as_ref().and_then(url::Url::host)
-            && !config::is_dns_label_chain(name)
+            && !super::names::is_dns_label_chain(name)
         {
             return Err(SettingsError::new(
                 "kubernetes.serverUrl",
@@ -389,7 +389,7 @@ impl Settings {
             ));
         }
         for (i, san) in k.extra_sans.iter().enumerate() {
-            if san.parse::<IpAddr>().is_err() && !config::is_dns_label_chain(san) {
+            if san.parse::<IpAddr>().is_err() && !super::names::is_dns_label_chain(san) {
                 return Err(SettingsError::new(
                     format!("kubernetes.extraSans[{i}]"),
                     "must be a lowercase DNS name or an IP address",
@@ -459,7 +459,7 @@ impl Settings {
                 "must be an address inside network.serviceCidr",
             ));
         }
-        if !config::is_dns_label_chain(&n.cluster_domain) {
+        if !super::names::is_dns_label_chain(&n.cluster_domain) {
             return Err(SettingsError::new(
                 "network.clusterDomain",
                 "must be a lowercase DNS name",
@@ -712,142 +712,19 @@ pub fn changes(current: &Settings, desired: &Settings, facts: &Facts) -> Vec<Cha
     changes
 }
 
-/// A Kubernetes version, `v1.34.4` (the `v` optional).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Version {
-    pub major: u32,
-    pub minor: u32,
-    pub patch: u32,
-}
-
-impl Version {
-    pub fn parse(text: &str) -> Result<Version, String> {
-        let bad = || format!("{text:?} is not a Kubernetes version like v1.34.4");
-        let digits = text.strip_prefix('v').unwrap_or(text);
-        let parts: Vec<u32> = digits
-            .split('.')
-            .map(|p| {
-                (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-                    .then(|| p.parse().ok())
-                    .flatten()
-                    .ok_or_else(bad)
+impl Kubernetes {
+    /// The bundle these settings choose, and its version (see
+    /// [`crate::bundle::cache::resolve`]); the error names the setting at fault.
+    pub fn find_bundle(&self, cache: &Path) -> Result<(PathBuf, Version), SettingsError> {
+        crate::bundle::cache::resolve(self.version.as_deref(), self.bundle.as_deref(), cache)
+            .map_err(|e| {
+                let field = match e.about_folder {
+                    true => "kubernetes.bundle",
+                    false => "kubernetes.version",
+                };
+                SettingsError::new(field, e.message)
             })
-            .collect::<Result<_, _>>()?;
-        match parts[..] {
-            [major, minor, patch] => Ok(Version {
-                major,
-                minor,
-                patch,
-            }),
-            _ => Err(bad()),
-        }
     }
-}
-
-impl fmt::Display for Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "v{}.{}.{}", self.major, self.minor, self.patch)
-    }
-}
-
-/// The bundle folder the settings choose, and its Kubernetes version:
-/// `kubernetes.bundle` when set (its version must be `kubernetes.version`
-/// when that is set too), else the cache's bundle of `kubernetes.version`,
-/// else the newest in the cache. A missing bundle is an error that says
-/// how to get one.
-pub fn resolve_bundle(k: &Kubernetes, cache: &Path) -> Result<(PathBuf, Version), SettingsError> {
-    let wanted = k
-        .version
-        .as_deref()
-        .map(Version::parse)
-        .transpose()
-        .map_err(|e| SettingsError::new("kubernetes.version", e))?;
-    let bundles = cache.join("bundles");
-    let dir = match (&k.bundle, wanted) {
-        (Some(dir), _) => dir.clone(),
-        (None, Some(version)) => bundles.join(version.to_string()),
-        (None, None) => newest_bundle(&bundles).ok_or_else(|| {
-            SettingsError::new(
-                "kubernetes.version",
-                format!(
-                    "no Kubernetes bundle in {}: build one with vm/bundle/build.sh, or fetch one with `k8s-manager bundle fetch --version <version>`",
-                    bundles.display()
-                ),
-            )
-        })?,
-    };
-    let missing = !dir.join(crate::bundle::manifest::MANIFEST_FILE).exists();
-    if let (None, Some(v), true) = (&k.bundle, wanted, missing) {
-        return Err(SettingsError::new(
-            "kubernetes.version",
-            format!(
-                "no bundle of Kubernetes {v} in {}: build it with `K8S_VERSION={v} vm/bundle/build.sh`, or fetch it with `k8s-manager bundle fetch --version {v}`",
-                bundles.display()
-            ),
-        ));
-    }
-    let manifest = crate::bundle::Manifest::load(&dir).map_err(|err| {
-        let field = match k.bundle {
-            Some(_) => "kubernetes.bundle",
-            None => "kubernetes.version",
-        };
-        SettingsError::new(field, crate::error::chain(&err))
-    })?;
-    let found = Version::parse(&manifest.kubernetes).map_err(|e| {
-        SettingsError::new(
-            "kubernetes.bundle",
-            format!("{}: {e}", dir.join("bundle.json").display()),
-        )
-    })?;
-    if let Some(wanted) = wanted
-        && wanted != found
-    {
-        return Err(SettingsError::new(
-            "kubernetes.version",
-            format!(
-                "the bundle {} is Kubernetes {found}, not {wanted}",
-                dir.display()
-            ),
-        ));
-    }
-    Ok((dir, found))
-}
-
-/// The newest bundle folder (`v1.34.4`) of the cache holding a manifest.
-pub fn newest_bundle(bundles: &Path) -> Option<PathBuf> {
-    cached_bundles(bundles)
-        .into_iter()
-        .max_by_key(|(version, _)| *version)
-        .map(|(_, dir)| dir)
-}
-
-/// The versions of the bundles in `<cache>/bundles`, oldest first: what a
-/// user may pick for `kubernetes.version`.
-pub fn cached_versions(cache: &Path) -> Vec<Version> {
-    let mut versions: Vec<Version> = cached_bundles(&cache.join("bundles"))
-        .into_iter()
-        .map(|(version, _)| version)
-        .collect();
-    versions.sort();
-    versions
-}
-
-/// Every folder of `bundles` named for a version and holding a manifest.
-fn cached_bundles(bundles: &Path) -> Vec<(Version, PathBuf)> {
-    let Ok(entries) = std::fs::read_dir(bundles) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let version = Version::parse(&name).ok()?;
-            let dir = entry.path();
-            dir.join(crate::bundle::manifest::MANIFEST_FILE)
-                .exists()
-                .then_some((version, dir))
-        })
-        .collect()
 }
 
 use super::config::MAX_SETTINGS_BYTES;
@@ -1076,84 +953,6 @@ mod tests {
             ..live.clone()
         };
         assert_eq!(effect(version, &patch), Effect::Restart);
-    }
-
-    #[test]
-    fn versions_parse() {
-        assert_eq!(
-            Version::parse("v1.34.4").unwrap(),
-            Version {
-                major: 1,
-                minor: 34,
-                patch: 4
-            }
-        );
-        assert_eq!(Version::parse("1.34.4").unwrap().to_string(), "v1.34.4");
-        for bad in ["v1.34", "1.34.x", "", "v1..4", "1.34.4.1", "+1.2.3"] {
-            assert!(Version::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    fn bundle(cache: &Path, version: &str) -> PathBuf {
-        let dir = cache.join("bundles").join(version);
-        std::fs::create_dir_all(&dir).unwrap();
-        let names = crate::bundle::manifest::CLUSTER_EXECUTABLES;
-        let executables: Vec<Value> = names
-            .iter()
-            .map(|n| json!({"path": format!("bin/{n}"), "args": ["--version"], "expect": version}))
-            .collect();
-        let files: Vec<Value> = names
-            .iter()
-            .map(|n| json!({"path": format!("bin/{n}"), "sha256": "0".repeat(64), "size": 1, "executable": true}))
-            .collect();
-        let manifest = json!({
-            "schemaVersion": 1, "kubernetes": version, "components": {},
-            "executables": executables, "files": files
-        });
-        std::fs::write(dir.join("bundle.json"), manifest.to_string()).unwrap();
-        dir
-    }
-
-    #[test]
-    fn the_version_picks_the_bundle() {
-        let cache = tempfile::tempdir().unwrap();
-        let mut k = Kubernetes::default();
-        let err = resolve_bundle(&k, cache.path()).unwrap_err();
-        assert_eq!(err.field, "kubernetes.version");
-        assert!(err.message.contains("vm/bundle/build.sh"), "{err}");
-        let old = bundle(cache.path(), "v1.33.9");
-        let new = bundle(cache.path(), "v1.34.4");
-        std::fs::create_dir_all(cache.path().join("bundles/v1.99.0")).unwrap();
-        let listed: Vec<String> = cached_versions(cache.path())
-            .iter()
-            .map(Version::to_string)
-            .collect();
-        assert_eq!(
-            listed,
-            ["v1.33.9", "v1.34.4"],
-            "a folder without a manifest is none"
-        );
-        let (dir, version) = resolve_bundle(&k, cache.path()).unwrap();
-        assert_eq!((dir, version.to_string()), (new.clone(), "v1.34.4".into()));
-        k.version = Some("1.33.9".into());
-        assert_eq!(resolve_bundle(&k, cache.path()).unwrap().0, old);
-        k.version = Some("v1.35.1".into());
-        let err = resolve_bundle(&k, cache.path()).unwrap_err();
-        assert_eq!(err.field, "kubernetes.version");
-        assert!(
-            err.message.contains("no bundle of Kubernetes v1.35.1"),
-            "{err}"
-        );
-        assert!(
-            err.message
-                .contains("k8s-manager bundle fetch --version v1.35.1"),
-            "{err}"
-        );
-        k.bundle = Some(new.clone());
-        let err = resolve_bundle(&k, cache.path()).unwrap_err();
-        assert!(err.message.contains("is Kubernetes v1.34.4"), "{err}");
-        k.version = None;
-        assert_eq!(resolve_bundle(&k, cache.path()).unwrap().0, new);
     }
 
     #[test]

@@ -5,92 +5,49 @@
 //! `stopped → starting(phase) → running → stopping → stopped`, and
 //! `error(phase, message)` from any phase.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::config::ClusterConfig;
 use crate::fsutil;
 use crate::sys::{now_rfc3339, process_alive};
 
-/// The named phases of `enable`, in the order they run. Each is idempotent and
-/// has its own deadline (see `phases.rs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Phase {
-    Preflight,
-    Certs,
-    Kubeconfigs,
-    Etcd,
-    KubeApiserver,
-    ControlPlane,
-    Images,
-    Cni,
-    Kubelet,
-    KubeProxy,
-    Bootstrap,
-    WaitNode,
-    WaitDns,
-    Export,
-    /// Not a phase of `enable`: the stop of every component.
-    Stop,
-    /// Not a phase of `enable`: the removal of a cluster's data.
-    Reset,
-}
+/// Where an operation is, or where it failed: the name of one of its steps
+/// (`etcd`, `kube-apiserver`, `stop`, `move-components`). Each step declares
+/// its own name with its description, deadline and work (see
+/// `cluster::operation::Step`): the model knows no list of them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Phase(Cow<'static, str>);
 
 impl Phase {
-    pub const ENABLE: [Phase; 14] = [
-        Phase::Preflight,
-        Phase::Certs,
-        Phase::Kubeconfigs,
-        Phase::Cni,
-        Phase::Etcd,
-        Phase::KubeApiserver,
-        Phase::ControlPlane,
-        Phase::Images,
-        Phase::Kubelet,
-        Phase::KubeProxy,
-        Phase::Bootstrap,
-        Phase::WaitNode,
-        Phase::WaitDns,
-        Phase::Export,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::Preflight => "preflight",
-            Phase::Certs => "certs",
-            Phase::Kubeconfigs => "kubeconfigs",
-            Phase::Etcd => "etcd",
-            Phase::KubeApiserver => "kube-apiserver",
-            Phase::ControlPlane => "control-plane",
-            Phase::Images => "images",
-            Phase::Cni => "cni",
-            Phase::Kubelet => "kubelet",
-            Phase::KubeProxy => "kube-proxy",
-            Phase::Bootstrap => "bootstrap",
-            Phase::WaitNode => "wait-node",
-            Phase::WaitDns => "wait-dns",
-            Phase::Export => "export",
-            Phase::Stop => "stop",
-            Phase::Reset => "reset",
-        }
+    pub const fn named(name: &'static str) -> Phase {
+        Phase(Cow::Borrowed(name))
     }
 
-    /// What the phase does, in a few words: for an enable phase, its row of
-    /// the schedule says it.
-    pub fn description(self) -> &'static str {
-        match self {
-            Phase::Stop => "stopping",
-            Phase::Reset => "removing the cluster's data",
-            phase => super::pipeline::step(phase).map_or("", |s| s.description),
-        }
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for Phase {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Phase {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
     }
 }
 
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.write_str(&self.0)
     }
 }
 
@@ -124,9 +81,16 @@ pub const MAX_STATE_BYTES: u64 = 1 << 20;
 #[serde(rename_all = "camelCase")]
 pub struct StateRecord {
     pub state: ClusterState,
-    /// Whether the user wants the cluster on: a daemon started at boot brings
-    /// an enabled cluster back, and `reset` restarts only an enabled cluster.
-    pub enabled: bool,
+    /// The configuration the cluster was last made with, from the settings
+    /// of the enable that made it: what runs while it runs, and what a stop
+    /// and a reset take down (the old network, the old context) after the
+    /// settings moved on. What the user wants is the settings' alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
+    /// Written by managers before the settings document owned the toggle:
+    /// read once, to make the settings of such a state folder.
+    #[serde(rename = "enabled", default, skip_serializing)]
+    pub legacy_enabled: bool,
     /// The manager process that wrote this; a dead pid with a `starting` or
     /// `running` state means the manager was killed.
     pub manager_pid: u32,
@@ -135,10 +99,11 @@ pub struct StateRecord {
 }
 
 impl StateRecord {
-    pub fn new(state: ClusterState, enabled: bool) -> StateRecord {
+    pub fn new(state: ClusterState) -> StateRecord {
         StateRecord {
             state,
-            enabled,
+            cluster: None,
+            legacy_enabled: false,
             manager_pid: std::process::id(),
             since: now_rfc3339(),
         }
@@ -161,7 +126,8 @@ impl StateRecord {
             }),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(StateRecord {
                 state: ClusterState::Stopped,
-                enabled: false,
+                cluster: None,
+                legacy_enabled: false,
                 manager_pid: 0,
                 since: String::new(),
             }),
@@ -188,9 +154,9 @@ impl StateRecord {
             ClusterState::Stopped | ClusterState::Error { .. }
         );
         if busy && !process_alive(self.manager_pid) {
-            let phase = match self.state {
-                ClusterState::Starting { phase } => phase,
-                _ => Phase::Stop,
+            let phase = match &self.state {
+                ClusterState::Starting { phase } => phase.clone(),
+                _ => Phase::named("stop"),
             };
             return ClusterState::Error {
                 phase,
@@ -216,13 +182,10 @@ mod tests {
             StateRecord::load(&path).unwrap().state,
             ClusterState::Stopped
         );
-        let record = StateRecord::new(
-            ClusterState::Error {
-                phase: Phase::Etcd,
-                message: "boom".into(),
-            },
-            true,
-        );
+        let record = StateRecord::new(ClusterState::Error {
+            phase: Phase::named("etcd"),
+            message: "boom".into(),
+        });
         record.save(&path).unwrap();
         assert_eq!(StateRecord::load(&path).unwrap(), record);
         let json = std::fs::read_to_string(&path).unwrap();
@@ -256,30 +219,17 @@ mod tests {
 
     #[test]
     fn a_dead_managers_start_is_reported_as_error() {
-        let mut record = StateRecord::new(
-            ClusterState::Starting {
-                phase: Phase::Kubelet,
-            },
-            true,
-        );
+        let mut record = StateRecord::new(ClusterState::Starting {
+            phase: Phase::named("kubelet"),
+        });
         assert_eq!(record.effective(), record.state, "our own pid is alive");
         record.manager_pid = u32::MAX - 1;
         match record.effective() {
             ClusterState::Error { phase, message } => {
-                assert_eq!(phase, Phase::Kubelet);
+                assert_eq!(phase, "kubelet");
                 assert!(message.contains("no longer running"));
             }
             other => panic!("{other:?}"),
         }
-    }
-
-    #[test]
-    fn enable_phases_are_listed_once_in_order() {
-        let names: Vec<&str> = Phase::ENABLE.iter().map(|p| p.name()).collect();
-        assert_eq!(names.first(), Some(&"preflight"));
-        assert_eq!(names.last(), Some(&"export"));
-        let mut unique = names.clone();
-        unique.dedup();
-        assert_eq!(unique.len(), names.len());
     }
 }

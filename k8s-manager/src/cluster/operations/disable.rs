@@ -1,16 +1,27 @@
-//! The two procedures that take a cluster down, apart from the enable
-//! pipeline: stop (every component, then the pods and the mounts they left)
-//! and reset (stop, then the cluster's data). Both work on a broken or
-//! half-started cluster, and on one whose enable was just cancelled.
+//! `disable`: the cluster stopped, its data kept, so that the next enable is
+//! warm: every component (the API server's clients first, then the rest in
+//! reverse), whatever a dead manager left, then the pods' sandboxes,
+//! containers and network and the mounts the kubelet left. It works on a
+//! broken or half-started cluster, and on one whose enable was just
+//! cancelled (it cancels the enables running and queued first).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::config::{ClusterConfig, Paths};
-use super::event::Event;
-use super::host::Host;
-use super::phases::{GRACEFUL, PhaseError, STALE_GRACE};
-use super::state::Phase;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use super::enable::{GRACEFUL, STALE_GRACE};
+use crate::cluster::cancel::CancelSignal;
+use crate::cluster::host::Host;
+use crate::cluster::operation::{
+    Needs, Operation, Shown, Step, StepContext, Turn, World, run_steps,
+};
+use crate::cluster::progress::Progress;
 use crate::components::{Component, ControllerManager, KubeProxy, Kubelet, Scheduler};
+use crate::model::config::{ClusterConfig, Paths};
+use crate::model::error::OperationError;
+use crate::model::event::Event;
+use crate::model::state::{ClusterState, Phase};
 
 /// How long a component has to stop after SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -18,20 +29,93 @@ pub const STOP_GRACE: Duration = Duration::from_secs(10);
 /// The components that only talk to the API server: nothing else depends on them.
 const API_CLIENTS: [&dyn Component; 4] = [&KubeProxy, &Kubelet, &Scheduler, &ControllerManager];
 
+/// The operation.
+pub struct Disable;
+
+impl Operation for Disable {
+    fn name(&self) -> &'static str {
+        "disable"
+    }
+
+    fn needs(&self) -> Needs {
+        Needs::Nothing
+    }
+
+    fn turn(&self) -> Turn {
+        Turn::CancelsEnables("a disable")
+    }
+
+    fn done(&self, seconds: f64) -> String {
+        format!("cluster stopped in {seconds:.1}s")
+    }
+
+    fn run<'a>(&'a self, world: &'a World<'a>) -> BoxFuture<'a, Result<(), OperationError>> {
+        async move {
+            world.host.progress.set_state(ClusterState::Stopping);
+            let mut teardown = Teardown::of(world);
+            run_steps(&[stop_step()], &mut teardown, Shown::AsProgress).await?;
+            world.host.progress.set_state(ClusterState::Stopped);
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+/// What the steps that take a cluster down see: the world, the state
+/// folder, and the cluster last made (`None`: never made, or its record is
+/// gone; everything of ours is stopped all the same).
+pub(crate) struct Teardown<'a> {
+    pub host: Host<'a>,
+    pub paths: &'a Paths,
+    pub config: Option<ClusterConfig>,
+    /// Taking a cluster down is never cancelled.
+    cancel: CancelSignal,
+}
+
+impl<'a> Teardown<'a> {
+    pub fn of(world: &World<'a>) -> Teardown<'a> {
+        Teardown {
+            host: world.host,
+            paths: world.paths,
+            config: world.last_made.clone(),
+            cancel: CancelSignal::new(),
+        }
+    }
+}
+
+impl StepContext for Teardown<'_> {
+    fn progress(&self) -> &dyn Progress {
+        self.host.progress
+    }
+
+    fn cancel(&self) -> &CancelSignal {
+        &self.cancel
+    }
+
+    fn enter(&mut self, _phase: &Phase, _deadline: Duration) {}
+}
+
+/// The stop, as a step of its own (a reset's first).
+pub(crate) fn stop_step<'b>() -> Step<Teardown<'b>> {
+    Step::new("stop", "stopping", 120, |t| {
+        async move {
+            stop(t.host, t.paths, t.config.as_ref())
+                .await
+                .map_err(|e| OperationError::new(Phase::named("stop"), e))
+        }
+        .boxed()
+    })
+}
+
 /// Stops every component (reverse order) and whatever a dead manager left,
 /// then removes the pods' sandboxes, containers and network, and the mounts
 /// the kubelet left. `config`: the saved settings, when they could be read.
 /// Every step runs even when one before failed.
-pub async fn stop(
+pub(crate) async fn stop(
     host: Host<'_>,
     paths: &Paths,
     config: Option<&ClusterConfig>,
-) -> Result<(), PhaseError> {
-    host.progress.emit(Event::Phase {
-        phase: Phase::Stop,
-        description: Phase::Stop.description().into(),
-    });
-    let start = Instant::now();
+) -> Result<(), String> {
     // The API server's clients stop together: each only talks to the API
     // server, and one by one, each taking its time over a SIGTERM in the
     // middle of its start, they made a stop during an enable take seconds
@@ -57,14 +141,10 @@ pub async fn stop(
     if let Err(err) = host.machine.unmount_below(&paths.kubelet_root) {
         errors.push(err);
     }
-    if !errors.is_empty() {
-        return Err(PhaseError::new(Phase::Stop, errors.join("; ")));
+    match errors.is_empty() {
+        true => Ok(()),
+        false => Err(errors.join("; ")),
     }
-    host.progress.emit(Event::PhaseDone {
-        phase: Phase::Stop,
-        seconds: start.elapsed().as_secs_f64(),
-    });
-    Ok(())
 }
 
 /// Every pod sandbox (with its containers and network) through CRI, then
@@ -89,126 +169,17 @@ async fn remove_pods(host: Host<'_>, config: Option<&ClusterConfig>) -> Result<(
     Ok(())
 }
 
-/// Stops everything, then deletes the cluster's data: etcd, PKI,
-/// kubeconfigs, kubelet and CNI state, every volume with its data, our iptables chains and bridge, and
-/// our entries in the user's kubeconfigs. Every step runs even when one
-/// before failed; the errors are reported together at the end.
-pub async fn reset(
-    host: Host<'_>,
-    paths: &Paths,
-    config: Option<&ClusterConfig>,
-) -> Result<(), PhaseError> {
-    let mut errors = Vec::new();
-    if let Err(err) = stop(host, paths, config).await {
-        errors.push(err.message);
-    }
-    host.progress.emit(Event::Phase {
-        phase: Phase::Reset,
-        description: Phase::Reset.description().into(),
-    });
-    let start = Instant::now();
-    // The volumes go with the cluster whose claims they served: a claim
-    // made again under the same name never sees old data.
-    for dir in [
-        &paths.etcd_data,
-        &paths.pki,
-        &paths.kubeconfigs,
-        &paths.kubelet_root,
-        &paths.component_config,
-        &paths.volumes,
-    ] {
-        match std::fs::remove_dir_all(dir) {
-            Ok(()) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => errors.push(format!("{}: {err}", dir.display())),
-        }
-    }
-    let _ = std::fs::remove_file(&paths.bundle_verified);
-    let _ = std::fs::remove_file(&paths.etcd_first_start);
-    let subnet = config.map_or(
-        super::config::node_pod_subnet(super::config::DEFAULT_POD_CIDR),
-        ClusterConfig::node_pod_subnet,
-    );
-    let conf_dir = config.map_or_else(
-        || super::config::DEFAULT_CNI_CONF_DIR.into(),
-        |c| c.cni_conf_dir.clone(),
-    );
-    errors.extend(host.runtime.clean_network(subnet, conf_dir).await);
-    errors.extend(config.map(super::export::remove).unwrap_or_default());
-    host.progress.emit(Event::PhaseDone {
-        phase: Phase::Reset,
-        seconds: start.elapsed().as_secs_f64(),
-    });
-    match errors.is_empty() {
-        true => Ok(()),
-        false => Err(PhaseError::new(Phase::Reset, errors.join("; "))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cluster::fakes::{self, Behaviour, World};
 
     #[tokio::test]
-    async fn reset_runs_every_step_even_after_one_fails() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = fakes::config(dir.path());
-        let paths = config.paths();
-        for made in [
-            &paths.etcd_data,
-            &paths.pki,
-            &paths.kubeconfigs,
-            &paths.kubelet_root,
-            &paths.volumes,
-        ] {
-            std::fs::create_dir_all(made.join("inside")).unwrap();
-        }
-        let world = World::new(Behaviour {
-            remove_pods_fails: Some("containerd said no".into()),
-            unmount_fails: Some("cannot unmount a busy thing".into()),
-            ..Behaviour::default()
-        });
-        let err = reset(world.host(), &paths, Some(&config))
-            .await
-            .unwrap_err();
-        assert_eq!(err.phase, Phase::Reset);
-        assert!(err.message.contains("containerd said no"), "{err}");
-        assert!(err.message.contains("cannot unmount a busy thing"), "{err}");
-        for step in [
-            "stop all",
-            "end stale",
-            "remove pods",
-            "unmount",
-            "phase reset",
-        ] {
-            assert!(
-                world.journal.has(step),
-                "{step}: {:?}",
-                world.journal.entries()
-            );
-        }
-        world.journal.before("stop all", "remove pods");
-        world
-            .journal
-            .before("unmount", "clean network 10.244.0.0/24");
-        for gone in [
-            &paths.etcd_data,
-            &paths.pki,
-            &paths.kubeconfigs,
-            &paths.kubelet_root,
-            &paths.volumes,
-        ] {
-            assert!(!gone.exists(), "{} is still there", gone.display());
-        }
-    }
-
-    #[tokio::test]
     async fn a_stop_without_settings_still_stops_everything() {
         let dir = tempfile::tempdir().unwrap();
-        let paths = crate::cluster::config::Paths::new(dir.path());
+        let paths = crate::model::config::Paths::new(dir.path());
         let world = World::new(Behaviour::default());
-        stop(world.host(), &paths, None).await.unwrap();
+        world.run(&Disable, &paths, None).await.unwrap();
         assert_eq!(
             world.journal.entries(),
             [
@@ -230,7 +201,8 @@ mod tests {
             .enable(&config, crate::cluster::cancel::CancelSignal::new())
             .await
             .unwrap();
-        stop(world.host(), &config.paths(), Some(&config))
+        world
+            .run(&Disable, &config.paths(), Some(config.clone()))
             .await
             .unwrap();
         for client in API_CLIENTS {

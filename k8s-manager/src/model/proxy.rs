@@ -54,20 +54,6 @@ pub struct ClusterNetwork {
     pub cluster_domain: String,
 }
 
-impl ClusterNetwork {
-    /// The names and ranges of the cluster `config` describes, whose node
-    /// has `node_address`.
-    pub fn of(config: &super::config::ClusterConfig, node_address: IpAddr) -> ClusterNetwork {
-        ClusterNetwork {
-            node_name: config.node_name.clone(),
-            node_address,
-            service_cidr: config.service_cidr.into(),
-            pod_cidr: config.pod_cidr.into(),
-            cluster_domain: config.cluster_domain.clone(),
-        }
-    }
-}
-
 /// Environment variables, `(name, value)`, in a stable order.
 pub type Environment = Vec<(String, String)>;
 
@@ -220,7 +206,7 @@ fn no_proxy_entry(entry: &str) -> Result<String, String> {
 
 /// A host name as NO_PROXY takes it: any case, `_` allowed.
 fn is_host_name(name: &str) -> bool {
-    super::config::is_label_chain(name, |b| {
+    super::names::is_label_chain(name, |b| {
         b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
     })
 }

@@ -1,10 +1,9 @@
 //! What an operation tells while it runs: the events the control API streams,
-//! and the sink the enable pipeline and the stop and reset procedures report
-//! to (the engine's, in the daemon; a recorder, in the unit tests).
+//! written by the daemon and read by the CLI, the page and any client.
 
 use serde::{Deserialize, Serialize};
 
-use super::phases::PhaseError;
+use super::error::OperationError;
 use super::state::{ClusterState, Phase};
 
 /// Progress of an operation, as the control API streams it: written by the
@@ -36,18 +35,6 @@ pub enum Event {
         message: String,
         seconds: f64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        error: Option<PhaseError>,
+        error: Option<OperationError>,
     },
-}
-
-/// Where a procedure reports: its events, and the state it moves the
-/// cluster to (persisted by the engine, so that a GUI and the next manager
-/// read it).
-pub trait Progress: Send + Sync {
-    fn emit(&self, event: Event);
-    fn set_state(&self, state: ClusterState);
-
-    fn notice(&self, message: String) {
-        self.emit(Event::Notice { message });
-    }
 }

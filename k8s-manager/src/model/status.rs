@@ -1,0 +1,145 @@
+//! The status report: everything a user asks when something seems off —
+//! state, each component, whether the API answers and the node is Ready,
+//! versions, the earliest certificate expiry, and a CA rotation left
+//! half-done. Made by the daemon (or the CLI without one), read by the CLI,
+//! the page and any client.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::state::ClusterState;
+use crate::pki::rotation::Step;
+use crate::supervisor::ChildStatus;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReport {
+    pub state: ClusterState,
+    /// One line for people: `running`, `starting (etcd)`, `error in phase …`.
+    pub summary: String,
+    pub enabled: bool,
+    pub since: String,
+    /// Whether a manager (daemon) is running for this state folder.
+    pub manager_running: bool,
+    pub components: Vec<ChildStatus>,
+    pub api_reachable: bool,
+    pub node_ready: Option<bool>,
+    pub server_url: Option<String>,
+    pub versions: BTreeMap<String, String>,
+    pub earliest_certificate: Option<CertExpiry>,
+    /// The CAs within a year of expiry, each with what to do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ca_warnings: Vec<String>,
+    /// A CA rotation in progress (`pki/rotate-ca/step` exists): running, or
+    /// cut short and waiting for `certs rotate-ca` to resume it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_rotation: Option<CaRotation>,
+}
+
+/// Where a CA rotation in progress is (see [`crate::pki::rotation`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaRotation {
+    /// The last step done: `new`, `trust-both`, `switched` or `trust-new`.
+    pub step: Step,
+    /// Whether the `rotate-ca` operation runs now; else it was cut short
+    /// (a crash, a disable) and waits for `certs rotate-ca` to resume it.
+    #[serde(default)]
+    pub running: bool,
+    /// One line for people: where it is and, cut short, what resumes it.
+    pub message: String,
+}
+
+impl CaRotation {
+    pub fn at(step: Step, running: bool) -> CaRotation {
+        let message = if running {
+            format!("a CA rotation is running, at step {step}")
+        } else {
+            format!(
+                "a CA rotation was cut short at step {step}: `k8s-manager certs rotate-ca` resumes it"
+            )
+        };
+        CaRotation {
+            step,
+            running,
+            message,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertExpiry {
+    pub name: String,
+    pub not_after: String,
+    pub days_left: i64,
+}
+
+/// The report as lines for a terminal.
+pub fn render_text(report: &StatusReport) -> String {
+    let mut out = format!("Kubernetes: {}\n", report.summary);
+    if let Some(url) = &report.server_url {
+        out.push_str(&format!(
+            "API server: {url} ({})\n",
+            if report.api_reachable {
+                "reachable"
+            } else {
+                "not reachable"
+            }
+        ));
+    }
+    if let Some(ready) = report.node_ready {
+        out.push_str(&format!(
+            "Node: {}\n",
+            if ready { "Ready" } else { "NotReady" }
+        ));
+    }
+    if !report.versions.is_empty() {
+        let versions: Vec<String> = report
+            .versions
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        out.push_str(&format!("Versions: {}\n", versions.join(", ")));
+    }
+    if let Some(cert) = &report.earliest_certificate {
+        out.push_str(&format!(
+            "Certificates: earliest expiry {} on {} ({} days)\n",
+            cert.name, cert.not_after, cert.days_left
+        ));
+    }
+    if let Some(rotation) = &report.ca_rotation {
+        out.push_str(&format!("CA rotation: {}\n", rotation.message));
+    }
+    for warning in &report.ca_warnings {
+        out.push_str(&format!("Warning: {warning}\n"));
+    }
+    if !report.manager_running {
+        out.push_str("Manager: not running\n");
+    }
+    if !report.components.is_empty() {
+        out.push_str(&format!(
+            "{:<26} {:<9} {:>8} {:>9}  {}\n",
+            "COMPONENT", "STATE", "PID", "RESTARTS", "UP SINCE"
+        ));
+        for c in &report.components {
+            let state = serde_json::to_value(&c.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "{:<26} {:<9} {:>8} {:>9}  {}\n",
+                c.name,
+                state,
+                c.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                c.restarts,
+                c.up_since.clone().unwrap_or_else(|| "-".into())
+            ));
+            if let Some(detail) = &c.detail {
+                out.push_str(&format!("{:<26} {detail}\n", ""));
+            }
+        }
+    }
+    out
+}
