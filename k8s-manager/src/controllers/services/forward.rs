@@ -9,12 +9,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::plan::{PortKey, Protocol};
@@ -32,6 +32,10 @@ pub const UDP_IDLE: Duration = Duration::from_secs(60);
 const UDP_MAX_SESSIONS: usize = 1024;
 /// The largest datagram.
 const UDP_BUFFER: usize = 65_535;
+/// At most this many TCP connections at once per port; past it a new
+/// connection is closed at once, and the cap is told (each connection holds
+/// two sockets and two pipes of up to [`TCP_BUFFER`]).
+pub const TCP_MAX_CONNECTIONS: usize = 1024;
 
 /// A listener that serves until dropped.
 pub struct Listening {
@@ -50,11 +54,14 @@ impl Listening {
     }
 }
 
-/// Binds `key` on `address` and serves it, forwarding to `target`.
+/// Binds `key` on `address` and serves it, forwarding to `target`; a TCP
+/// port that reaches [`TCP_MAX_CONNECTIONS`] says so on `full` (once each
+/// time it fills up).
 pub async fn listen(
     address: std::net::IpAddr,
     key: PortKey,
     target: SocketAddr,
+    full: mpsc::UnboundedSender<PortKey>,
 ) -> std::io::Result<Listening> {
     let at = SocketAddr::new(address, key.port);
     let stop = CancellationToken::new();
@@ -64,7 +71,12 @@ pub async fn listen(
             // tokio sets SO_REUSEADDR: a port we just closed, with connections
             // in TIME_WAIT, binds again at once.
             let listener = TcpListener::bind(at).await?;
-            tokio::spawn(serve_tcp(listener, rx, stop.clone()));
+            let cap = Cap {
+                key,
+                max: TCP_MAX_CONNECTIONS,
+                full,
+            };
+            tokio::spawn(serve_tcp(listener, rx, stop.clone(), cap));
         }
         Protocol::Udp => {
             let socket = UdpSocket::bind(at).await?;
@@ -77,11 +89,31 @@ pub async fn listen(
     })
 }
 
+/// How many TCP connections a port serves at once, and where to say that
+/// it is full.
+struct Cap {
+    key: PortKey,
+    max: usize,
+    full: mpsc::UnboundedSender<PortKey>,
+}
+
+/// One open connection, counted while it lives.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn serve_tcp(
     listener: TcpListener,
     target: watch::Receiver<SocketAddr>,
     stop: CancellationToken,
+    cap: Cap,
 ) {
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut told = false;
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -96,9 +128,22 @@ async fn serve_tcp(
                 continue;
             }
         };
+        if open.load(Ordering::SeqCst) >= cap.max {
+            // Closed at once: the client sees the end of the connection
+            // rather than waiting in the backlog for a slot.
+            drop(inbound);
+            if !told {
+                told = cap.full.send(cap.key).is_ok();
+            }
+            continue;
+        }
+        told = false;
+        open.fetch_add(1, Ordering::SeqCst);
+        let counted = Counted(open.clone());
         let to = *target.borrow();
         let stop = stop.clone();
         tokio::spawn(async move {
+            let _counted = counted;
             tokio::select! {
                 _ = stop.cancelled() => {}
                 _ = pipe(inbound, to) => {}
@@ -332,6 +377,7 @@ mod tests {
                 ..key(Protocol::Tcp)
             },
             target,
+            mpsc::unbounded_channel().0,
         )
         .await
         .unwrap();
@@ -379,6 +425,7 @@ mod tests {
                 ..key(Protocol::Tcp)
             },
             target,
+            mpsc::unbounded_channel().0,
         )
         .await
         .unwrap();
@@ -420,6 +467,7 @@ mod tests {
                 ..key(Protocol::Udp)
             },
             target,
+            mpsc::unbounded_channel().0,
         )
         .await
         .unwrap();
@@ -434,5 +482,64 @@ mod tests {
                 .unwrap();
             assert_eq!(&buf[..n], format!("echo:{word}").as_bytes());
         }
+    }
+
+    #[tokio::test]
+    async fn a_port_at_its_cap_closes_new_connections_and_says_so_once() {
+        // A server that holds each connection open until its client leaves.
+        let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = server.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = server.accept().await {
+                tokio::spawn(async move {
+                    let mut rest = Vec::new();
+                    let _ = conn.read_to_end(&mut rest).await;
+                });
+            }
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = listener.local_addr().unwrap();
+        let (full, mut told) = mpsc::unbounded_channel();
+        let cap = Cap {
+            key: key(Protocol::Tcp),
+            max: 2,
+            full,
+        };
+        let stop = CancellationToken::new();
+        let (_target, rx) = watch::channel(target);
+        tokio::spawn(serve_tcp(listener, rx, stop.clone(), cap));
+        let mut open = Vec::new();
+        for _ in 0..2 {
+            let mut client = TcpStream::connect(at).await.unwrap();
+            client.write_all(b"hi").await.unwrap();
+            open.push(client);
+        }
+        // The third and fourth: closed at once, the cap told once.
+        for _ in 0..2 {
+            let mut client = TcpStream::connect(at).await.unwrap();
+            let mut rest = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest));
+            assert!(
+                matches!(read.await, Ok(Ok(0))),
+                "the connection over the cap was not closed"
+            );
+        }
+        assert_eq!(told.recv().await, Some(key(Protocol::Tcp)));
+        assert!(told.try_recv().is_err(), "told once");
+        // A slot freed serves again.
+        drop(open.pop());
+        let served = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let mut client = TcpStream::connect(at).await.unwrap();
+                let mut byte = [0u8; 1];
+                let read = tokio::time::timeout(Duration::from_millis(200), client.read(&mut byte));
+                // Still open after a while: it was forwarded, not closed.
+                if read.await.is_err() {
+                    return;
+                }
+            }
+        });
+        assert!(served.await.is_ok(), "a freed slot serves again");
+        stop.cancel();
     }
 }

@@ -44,6 +44,7 @@ use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
+use tokio::sync::mpsc;
 
 use crate::model::config::ClusterConfig;
 use crate::supervisor::{TaskContext, TaskSpec};
@@ -85,6 +86,8 @@ struct Balancer {
     written: BTreeMap<String, Vec<LoadBalancerIngress>>,
     /// A status write failed: the next tick tries again.
     unsettled: bool,
+    /// Where a TCP port says it reached its cap of connections.
+    full: mpsc::UnboundedSender<PortKey>,
 }
 
 async fn run(mut ctx: TaskContext, kubeconfig: &Path, address: IpAddr) -> Result<(), String> {
@@ -103,6 +106,7 @@ async fn run(mut ctx: TaskContext, kubeconfig: &Path, address: IpAddr) -> Result
         controller: format!("k8s-manager/{NAME}"),
         instance: None,
     };
+    let (full, mut filled) = mpsc::unbounded_channel();
     let mut balancer = Balancer {
         address,
         client: client.clone(),
@@ -112,6 +116,7 @@ async fn run(mut ctx: TaskContext, kubeconfig: &Path, address: IpAddr) -> Result
         said: HashSet::new(),
         written: BTreeMap::new(),
         unsettled: false,
+        full,
     };
     let mut tick = tokio::time::interval(RETRY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -133,6 +138,12 @@ async fn run(mut ctx: TaskContext, kubeconfig: &Path, address: IpAddr) -> Result
                 None => return Err("the Services' watch ended".into()),
             },
             _ = tick.tick() => !balancer.waiting.is_empty() || balancer.unsettled,
+            Some(key) = filled.recv() => {
+                let services = store.state();
+                let services: Vec<&Service> = services.iter().map(|s| s.as_ref()).collect();
+                balancer.full(&services, key).await;
+                false
+            }
         };
         if dirty && listed {
             let services = store.state();
@@ -158,7 +169,7 @@ impl Balancer {
                 active.listening.retarget(claim.target);
                 continue;
             }
-            match forward::listen(self.address, *key, claim.target).await {
+            match forward::listen(self.address, *key, claim.target, self.full.clone()).await {
                 Ok(listening) => {
                     tracing::info!("{NAME}: {} serves {key} → {}", claim.service, claim.target);
                     self.active.insert(
@@ -210,6 +221,26 @@ impl Balancer {
             }
         }
         self.write_statuses(&plan).await;
+    }
+
+    /// Tells the Service that `key` serves that it reached the cap of
+    /// connections at once: new ones are closed until one ends.
+    async fn full(&self, services: &[&Service], key: PortKey) {
+        let Some(active) = self.active.get(&key) else {
+            return;
+        };
+        let note = format!(
+            "{key} on {} serves {} connections at once, its most: new connections are closed until one ends",
+            self.address,
+            forward::TCP_MAX_CONNECTIONS
+        );
+        tracing::warn!("{NAME}: {note}");
+        let owner = services
+            .iter()
+            .find(|s| s.metadata.uid.as_deref() == Some(active.uid.as_str()));
+        if let Some(service) = owner {
+            self.warn(service, "TooManyConnections", note).await;
+        }
     }
 
     /// Why `key` could not be bound: which process holds it, when it is one.
