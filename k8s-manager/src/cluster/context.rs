@@ -206,12 +206,17 @@ impl<'a> PhaseContext<'a> {
         Ok(())
     }
 
+    /// Writes the files `component` reads (its configuration).
+    pub fn prepare(&self, component: &dyn Component) -> Result<(), OperationError> {
+        component
+            .prepare(&self.components)
+            .map_err(|e| self.fail(format!("writing {}'s configuration: {e}", component.name())))
+    }
+
     /// Starts the components (a no-op for those already running as asked).
     pub async fn start(&self, components: &[&dyn Component]) -> Result<(), OperationError> {
         for component in components {
-            component.prepare(&self.components).map_err(|e| {
-                self.fail(format!("writing {}'s configuration: {e}", component.name()))
-            })?;
+            self.prepare(*component)?;
             self.processes
                 .start(component.spec(&self.components), component.stop_grace())
                 .await
@@ -222,9 +227,14 @@ impl<'a> PhaseContext<'a> {
 
     /// Starts components ahead of their own steps, so that their start-up
     /// overlaps this step's wait; a failure is left for their own step to
-    /// report.
+    /// report, and so is one that runs already (with other settings, its
+    /// own step hands it over or restarts it).
     pub async fn start_early(&self, components: &[&dyn Component]) {
         for &component in components {
+            let spec = component.spec(&self.components);
+            if self.processes.runs_as(&spec).await.is_some() {
+                continue;
+            }
             if let Err(err) = self.start(&[component]).await {
                 tracing::debug!("early start of {}: {err}", component.name());
             }

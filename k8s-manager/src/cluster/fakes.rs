@@ -348,9 +348,16 @@ impl Processes for World {
         .boxed()
     }
 
+    fn runs_as<'a>(&'a self, spec: &'a ProcessSpec) -> BoxFuture<'a, Option<bool>> {
+        let children = self.children.lock().unwrap();
+        let running = children.iter().find(|(s, _)| s.name == spec.name);
+        futures::future::ready(running.map(|(s, _)| s == spec)).boxed()
+    }
+
     fn hand_over<'a>(
         &'a self,
         name: &'a str,
+        spec: Option<ProcessSpec>,
         _port: u16,
         _grace: Duration,
         ready: Ready<'a>,
@@ -363,6 +370,12 @@ impl Processes for World {
             ready(9000).await?;
             self.journal.note(format!("handed over {name}"));
             self.moved.lock().unwrap().insert(name.to_string());
+            if let Some(spec) = spec {
+                let mut children = self.children.lock().unwrap();
+                if let Some((running, _)) = children.iter_mut().find(|(s, _)| s.name == name) {
+                    *running = spec;
+                }
+            }
             Ok(())
         }
         .boxed()

@@ -59,13 +59,18 @@ pub trait Processes: Send + Sync {
         name: &'a str,
         grace: Duration,
     ) -> BoxFuture<'a, std::io::Result<Option<bool>>>;
+    /// Whether a process runs with this very spec: `Some(false)` when one of
+    /// its name runs otherwise, `None` when none does.
+    fn runs_as<'a>(&'a self, spec: &'a ProcessSpec) -> BoxFuture<'a, Option<bool>>;
     /// Hands the running process `name`, listening on `port`, over to a new
-    /// instance of it started beside it: once `ready` resolves for the
-    /// newcomer's pid, every new connection goes to the newcomer and the old
-    /// instance stops. On an error the old one runs on with every client.
+    /// instance started beside it, of `spec` when given (else of its own):
+    /// once `ready` resolves for the newcomer's pid, every new connection
+    /// goes to the newcomer and the old instance stops. On an error the old
+    /// one runs on with every client.
     fn hand_over<'a>(
         &'a self,
         name: &'a str,
+        spec: Option<ProcessSpec>,
         port: u16,
         grace: Duration,
         ready: Ready<'a>,
@@ -208,9 +213,14 @@ impl Processes for Supervisor {
         Supervisor::refresh(self, name, grace).boxed()
     }
 
+    fn runs_as<'a>(&'a self, spec: &'a ProcessSpec) -> BoxFuture<'a, Option<bool>> {
+        Supervisor::runs_as(self, spec).boxed()
+    }
+
     fn hand_over<'a>(
         &'a self,
         name: &'a str,
+        spec: Option<ProcessSpec>,
         port: u16,
         grace: Duration,
         ready: Ready<'a>,
@@ -248,7 +258,7 @@ impl Processes for Supervisor {
                 drop(steering);
                 Ok(())
             };
-            self.replace(name, grace, take_over).await.map(|_| ())
+            self.replace(name, spec, grace, take_over).await.map(|_| ())
         }
         .boxed()
     }

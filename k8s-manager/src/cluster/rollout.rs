@@ -31,7 +31,7 @@ pub async fn move_components(cx: &mut PhaseContext<'_>, what: &str) -> Result<()
         if let Some(handover) = component.handover(&cx.components)
             && cx.processes.inputs_changed(name).await == Some(true)
         {
-            match hand_over(cx, component, &handover).await {
+            match hand_over(cx, component, &handover, None).await {
                 Ok(()) => {
                     cx.notice(format!(
                         "{name} handed over to a new instance to load {what}"
@@ -60,13 +60,46 @@ pub async fn move_components(cx: &mut PhaseContext<'_>, what: &str) -> Result<()
     Ok(())
 }
 
-/// Replaces the running `component` by a new instance beside it: once the
-/// newcomer answers its probe, its clients are moved to it and the old one
-/// stops. On an error the old one runs on, untouched, with every client.
+/// Starts `component` as the settings say now. One that runs otherwise and
+/// can be handed over gets a new instance beside it, and its clients move
+/// once the newcomer answers ready: a settings change shows no client an
+/// error (a restarted API server refuses calls, then answers `Forbidden`
+/// until its authorization caches are filled). Otherwise the supervisor
+/// starts it, or restarts it when its spec changed.
+pub async fn start_handing_over(
+    cx: &PhaseContext<'_>,
+    component: &dyn Component,
+) -> Result<(), OperationError> {
+    let name = component.name();
+    if let Some(handover) = component.handover(&cx.components) {
+        let spec = component.spec(&cx.components);
+        if cx.processes.runs_as(&spec).await == Some(false) {
+            cx.prepare(component)?;
+            match hand_over(cx, component, &handover, Some(spec)).await {
+                Ok(()) => {
+                    cx.notice(format!(
+                        "{name} handed over to a new instance with the new settings"
+                    ));
+                    return Ok(());
+                }
+                Err(why) => cx.notice(format!(
+                    "{name} cannot be handed over ({why}): restarting it"
+                )),
+            }
+        }
+    }
+    cx.start(&[component]).await
+}
+
+/// Replaces the running `component` by a new instance beside it (of `spec`
+/// when given): once the newcomer answers its probe, its clients are moved
+/// to it and the old one stops. On an error the old one runs on, untouched,
+/// with every client.
 async fn hand_over(
     cx: &PhaseContext<'_>,
     component: &dyn Component,
     handover: &crate::components::Handover,
+    spec: Option<crate::supervisor::ProcessSpec>,
 ) -> Result<(), String> {
     let name = component.name();
     let probe_name = format!("{name} (newcomer)");
@@ -90,7 +123,7 @@ async fn hand_over(
         })
     });
     cx.processes
-        .hand_over(name, handover.port, component.stop_grace(), ready)
+        .hand_over(name, spec, handover.port, component.stop_grace(), ready)
         .await
 }
 

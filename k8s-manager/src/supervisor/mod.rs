@@ -215,8 +215,20 @@ impl Supervisor {
         Some(fingerprint(&spec.inputs) != child.inputs)
     }
 
-    /// Replaces the running process `name` by a new one of the same spec,
-    /// started beside it ([`handover`]): once `take_over(new_pid)` resolves
+    /// Whether a process runs with this very spec (and unchanged input
+    /// files): `Some(false)` when one of its name runs otherwise, `None`
+    /// when none does.
+    pub async fn runs_as(&self, spec: &ProcessSpec) -> Option<bool> {
+        let children = self.children.lock().await;
+        let (_, child) = children.iter().find(|(name, _)| *name == spec.name)?;
+        if child.task.is_finished() {
+            return None;
+        }
+        Some(child.spec.as_ref() == Some(spec) && child.inputs == fingerprint(&spec.inputs))
+    }
+
+    /// Replaces the running process `name` by a new one of the same spec
+    /// (or of `spec`, when given), started beside it ([`handover`]): once `take_over(new_pid)` resolves
     /// (the newcomer serves, and its clients were moved to it), the
     /// incumbent is stopped and the newcomer takes its place. When
     /// `take_over` fails, the newcomer is stopped and the incumbent keeps
@@ -226,6 +238,7 @@ impl Supervisor {
     pub async fn replace<F, Fut>(
         &self,
         name: &str,
+        spec: Option<ProcessSpec>,
         grace: Duration,
         take_over: F,
     ) -> Result<u32, String>
@@ -239,12 +252,12 @@ impl Supervisor {
                 .iter()
                 .find(|(n, _)| n == name)
                 .ok_or_else(|| format!("{name} does not run"))?;
-            let spec = child
+            let running = child
                 .spec
                 .clone()
                 .ok_or_else(|| format!("{name} is a task"))?;
             let pid = child.status.lock().expect("status lock").pid;
-            (spec, pid)
+            (spec.unwrap_or(running), pid)
         };
         let inputs = fingerprint(&spec.inputs);
         let newcomer = self
@@ -834,7 +847,7 @@ mod tests {
         with_input.inputs = vec![cert.clone()];
         let grace = Duration::from_secs(1);
         assert!(
-            sup.replace("svc", grace, |_| async { Ok(()) })
+            sup.replace("svc", None, grace, |_| async { Ok(()) })
                 .await
                 .is_err()
         );
@@ -847,7 +860,7 @@ mod tests {
         let seen = Arc::new(Mutex::new(None));
         let newcomer = {
             let seen = seen.clone();
-            sup.replace("svc", grace, |pid| async move {
+            sup.replace("svc", None, grace, |pid| async move {
                 *seen.lock().unwrap() = Some(pid);
                 assert!(crate::sys::process_alive(first) && crate::sys::process_alive(pid));
                 Err("not ready".to_string())
@@ -863,7 +876,7 @@ mod tests {
         let seen = Arc::new(Mutex::new(None));
         let cut = {
             let seen = seen.clone();
-            let never = sup.replace("svc", grace, |pid| async move {
+            let never = sup.replace("svc", None, grace, |pid| async move {
                 *seen.lock().unwrap() = Some(pid);
                 std::future::pending::<Result<(), String>>().await
             });
@@ -881,7 +894,7 @@ mod tests {
         // A take-over: both run while it lasts, then the newcomer alone,
         // filed under the name with inputs as they are now.
         let second = sup
-            .replace("svc", grace, |pid| async move {
+            .replace("svc", None, grace, |pid| async move {
                 assert!(crate::sys::process_alive(first) && crate::sys::process_alive(pid));
                 Ok(())
             })

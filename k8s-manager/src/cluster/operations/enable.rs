@@ -191,12 +191,14 @@ fn etcd_step<'a>(cx: &'a mut Cx<'_>) -> Done<'a> {
     .boxed()
 }
 
-/// The API server. What only waits for the API to answer starts now: each
-/// connects the moment it does. The `kubernetes` Service's endpoint is
-/// applied as soon as the API answers, before kube-proxy's first sync.
+/// The API server (one running with other settings is handed over to a new
+/// instance: no call fails). What only waits for the API to answer starts
+/// now: each connects the moment it does. The `kubernetes` Service's
+/// endpoint is applied as soon as the API answers, before kube-proxy's
+/// first sync.
 fn apiserver_step<'a>(cx: &'a mut Cx<'_>) -> Done<'a> {
     async move {
-        cx.start(&[&ApiServer]).await?;
+        crate::cluster::rollout::start_handing_over(cx, &ApiServer).await?;
         cx.start_early(&[&ControllerManager, &Scheduler, &Kubelet, &KubeProxy])
             .await;
         cx.wait(&[Wait::Ready(&ApiServer)]).await?;
@@ -777,6 +779,43 @@ mod tests {
             .expect("a notice of what was ended");
         assert!(notice.contains("etcd (4000)"), "{notice}");
         assert_eq!(next.running()[..COMPONENTS.len()], COMPONENTS);
+    }
+
+    #[tokio::test]
+    async fn an_api_server_with_new_settings_is_handed_over_not_restarted() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = fakes::config(dir.path());
+        let starts = |world: &World| {
+            world
+                .journal
+                .entries()
+                .iter()
+                .filter(|e| *e == "start kube-apiserver")
+                .count()
+        };
+        let mut moved = config.clone();
+        moved.advertise_address = Some("192.0.2.11".parse().unwrap());
+        let world = World::new(Behaviour::default());
+        world.enable(&config, CancelSignal::new()).await.unwrap();
+        world.enable(&moved, CancelSignal::new()).await.unwrap();
+        assert!(world.journal.has("handed over kube-apiserver"));
+        assert_eq!(starts(&world), 1, "{:#?}", world.journal.entries());
+        // Where it cannot be handed over, it is restarted, and said so.
+        let world = World::new(Behaviour {
+            handover_fails: Some("another port".into()),
+            ..Behaviour::default()
+        });
+        world.enable(&config, CancelSignal::new()).await.unwrap();
+        world.enable(&moved, CancelSignal::new()).await.unwrap();
+        assert_eq!(starts(&world), 2);
+        assert!(
+            world
+                .notices()
+                .iter()
+                .any(|n| n == "kube-apiserver cannot be handed over (another port): restarting it"),
+            "{:?}",
+            world.notices()
+        );
     }
 
     #[test]

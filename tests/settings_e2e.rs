@@ -1,0 +1,115 @@
+//! A settings change shows no client an error, on a real cluster: a change
+//! whose effect is a restart (`proxy.http`, which every component's
+//! environment carries) hands the API server over to a new instance beside
+//! the running one, so that a caller reading the nodes every ~100 ms through
+//! the user's kubeconfig sees every call answered — no refused connection,
+//! no `Forbidden` from an API server whose authorization caches are not yet
+//! filled — and `settings set --wait` ends with the cluster healthy.
+//!
+//! Needs root, containerd and the bundle (`K8S_MANAGER_BUNDLE`), as the
+//! other cluster tests.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use support::cluster::Cluster;
+
+fn apiserver_pid(cluster: &Cluster) -> u64 {
+    cluster
+        .component_pids()
+        .into_iter()
+        .find(|(name, _)| name == "kube-apiserver")
+        .map(|(_, pid)| pid)
+        .expect("kube-apiserver runs")
+}
+
+#[test]
+fn a_restart_effect_on_the_api_server_fails_no_call() {
+    let cluster = Cluster::new();
+    cluster.enable_ok();
+    let before = apiserver_pid(&cluster);
+    let others_before: Vec<(String, u64)> = cluster
+        .component_pids()
+        .into_iter()
+        .filter(|(name, _)| name == "etcd")
+        .collect();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let caller = {
+        let stop = stop.clone();
+        let get = cluster.kubectl(&["get", "nodes", "--request-timeout=10s", "-o", "name"]);
+        // The command's arguments, to run it afresh each time.
+        let program = get.get_program().to_owned();
+        let args: Vec<_> = get.get_args().map(|a| a.to_owned()).collect();
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(Ordering::SeqCst) {
+                let out = std::process::Command::new(&program)
+                    .args(&args)
+                    .output()
+                    .expect("kubectl runs");
+                match out.status.success() {
+                    true => ok += 1,
+                    false => failed.push(String::from_utf8_lossy(&out.stderr).into_owned()),
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (ok, failed)
+        })
+    };
+
+    let asked = Instant::now();
+    let set = support::run(&mut cluster.manager(&[
+        "settings",
+        "set",
+        "proxy.http=http://192.0.2.1:3128",
+        "--wait",
+    ]));
+    let took = asked.elapsed();
+    // A few more calls after the change, on the new instance.
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::SeqCst);
+    let (ok, failed) = caller.join().unwrap();
+    assert!(
+        set.status.success(),
+        "settings set failed:\n{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {} calls failed during the change:\n{}",
+        failed.len(),
+        ok + failed.len(),
+        failed.join("\n")
+    );
+    assert!(ok >= 10, "only {ok} calls were made");
+    let stderr = String::from_utf8_lossy(&set.stderr);
+    assert!(
+        stderr.contains("kube-apiserver handed over to a new instance with the new settings"),
+        "the API server was not handed over:\n{stderr}"
+    );
+    // A new instance, which carries the new setting; etcd kept running.
+    let after = apiserver_pid(&cluster);
+    assert_ne!(after, before);
+    let environ = std::fs::read(format!("/proc/{after}/environ")).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(
+        environ.contains("HTTP_PROXY=http://192.0.2.1:3128"),
+        "the new API server lacks the proxy"
+    );
+    let others_after: Vec<(String, u64)> = cluster
+        .component_pids()
+        .into_iter()
+        .filter(|(name, _)| name == "etcd")
+        .collect();
+    assert_eq!(others_after, others_before, "etcd was restarted");
+    // `--wait` ended with the cluster healthy: the node is Ready now.
+    assert!(
+        cluster.node_ready_condition().contains("True"),
+        "the node is not Ready after the change"
+    );
+    eprintln!("proxy.http set in {took:.1?}: {ok} calls, none failed");
+}
