@@ -27,6 +27,13 @@ fn daemon(state: &Path, extra: &[&str]) -> Child {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The socket is the daemon's first act; an answer means it is made.
+    run_ok(
+        Command::new(manager_bin())
+            .arg("--state-dir")
+            .arg(state)
+            .args(["status"]),
+    );
     child
 }
 
@@ -169,4 +176,116 @@ fn a_request_dropped_by_a_dying_daemon_goes_to_the_next_one() {
         stop.status.success(),
         "the next daemon was started and stopped"
     );
+}
+
+/// Each file of `dir` (recursively) with its size and modification time.
+fn listing(dir: &Path) -> Vec<(std::path::PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut next = vec![dir.to_path_buf()];
+    while let Some(at) = next.pop() {
+        for entry in std::fs::read_dir(&at).unwrap().flatten() {
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                next.push(entry.path());
+            } else {
+                out.push((entry.path(), meta.len(), meta.modified().unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_second_daemon_of_a_folder_touches_nothing_and_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut first = daemon(&state, &[]);
+    // Answered: the first daemon made its files.
+    let settings = || {
+        run_ok(
+            Command::new(manager_bin())
+                .arg("--state-dir")
+                .arg(&state)
+                .args(["settings", "get"]),
+        )
+    };
+    settings();
+    let before = listing(&state);
+    let second = Command::new(manager_bin())
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("daemon")
+        .output()
+        .expect("the second daemon runs");
+    assert!(!second.status.success(), "the second daemon did not stop");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("another manager already answers"),
+        "{stderr}"
+    );
+    assert_eq!(
+        listing(&state),
+        before,
+        "the second daemon changed the folder"
+    );
+    // The first still answers, on its own socket.
+    settings();
+    let _ = first.kill();
+    let _ = first.wait();
+}
+
+/// A user starts over by deleting the state folder while a daemon idles,
+/// then enables: the leaving daemon removes only what is still its own, and
+/// the enable works the first time.
+#[test]
+fn an_enable_after_the_state_folder_was_deleted_under_an_idle_daemon_works() {
+    let cluster = support::cluster::Cluster::new();
+    // A daemon that idles: started by a CLI call, the cluster off.
+    run_ok(&mut cluster.manager(&["settings", "get"]));
+    let old = daemons_of(&cluster.state());
+    assert_eq!(old.len(), 1, "one daemon idles: {old:?}");
+    std::fs::remove_dir_all(cluster.state()).unwrap();
+    let out = cluster.enable();
+    assert!(
+        out.status.success(),
+        "the enable after the folder was deleted failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The old daemon left; the new one runs the cluster and still answers
+    // on its socket well after the old one's exit.
+    std::thread::sleep(Duration::from_secs(3));
+    let status = run_ok(&mut cluster.manager(&["status", "--output", "json"]));
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["state"]["state"], "running", "{status}");
+    assert_eq!(status["managerRunning"], true, "{status}");
+    let now = daemons_of(&cluster.state());
+    assert!(
+        !now.contains(&old[0]),
+        "the old daemon {} is still there",
+        old[0]
+    );
+    assert_eq!(now.len(), 1, "one daemon runs the cluster: {now:?}");
+}
+
+/// The daemons of the state folder `state`, by their command lines.
+fn daemons_of(state: &Path) -> Vec<u32> {
+    let wanted = state.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let ours = args
+                .windows(2)
+                .any(|w| w[0] == "--state-dir" && w[1] == wanted)
+                && args.iter().any(|a| a == "daemon");
+            ours.then_some(pid)
+        })
+        .collect()
 }
