@@ -83,15 +83,26 @@ async fn outlived(
     visitors: crate::ui::Visitors,
 ) -> String {
     const EVERY: Duration = Duration::from_secs(1);
+    const SOCKET_MISSES: u32 = 3;
     let client = crate::api::client::Client::new(&paths.socket);
     let mut idle_since: Option<std::time::Instant> = None;
+    let mut missed = 0;
     loop {
         tokio::time::sleep(EVERY).await;
-        if client.daemon_pid().await != Some(std::process::id()) {
-            return match paths.state_dir.exists() {
-                false => format!("the state folder {} is gone", paths.state_dir.display()),
-                true => format!("{} no longer reaches this daemon", paths.socket.display()),
-            };
+        // A gone folder is final; a probe that failed once may be a busy
+        // moment (every descriptor in use): only a few in a row end it.
+        let gone = !paths.state_dir.exists();
+        if client.daemon_pid().await == Some(std::process::id()) && !gone {
+            missed = 0;
+        } else {
+            missed += 1;
+            if gone || missed >= SOCKET_MISSES {
+                return match gone {
+                    true => format!("the state folder {} is gone", paths.state_dir.display()),
+                    false => format!("{} no longer reaches this daemon", paths.socket.display()),
+                };
+            }
+            continue;
         }
         let Some(idle) = idle else { continue };
         match (manager.is_idle() && visitors.none(), idle_since) {
