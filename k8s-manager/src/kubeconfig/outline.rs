@@ -217,15 +217,18 @@ impl<'a> Reader<'a> {
         let collect = depth <= 1;
         let (span, kind) = match event {
             Event::Scalar(value, style, ..) => {
-                let mut start = at.start;
+                let (mut start, mut end) = (at.start, at.end);
                 if matches!(style, ScalarStyle::Literal | ScalarStyle::Folded) {
-                    // Its span is its content: the header (`|-`) is before.
+                    // Its span is its content: the header (`|-`) is before;
+                    // the blank lines after its last line are not its text.
                     let from = props.as_ref().map_or(before, |p| p.end.max(before));
                     start = self.block_header(from, at.start)?;
+                    let last = start + self.text[start..end].trim_end().len();
+                    end = next_line(self.text, last).min(end);
                 }
                 let span = match &props {
                     Some(p) if at.is_empty() => p.clone(),
-                    _ => cover(props.clone(), start..at.end),
+                    _ => cover(props.clone(), start..end),
                 };
                 let value = value.into_owned();
                 (span, Kind::Scalar { value, style })
