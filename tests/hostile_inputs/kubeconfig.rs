@@ -369,3 +369,88 @@ fn a_merge_over_a_hard_linked_backup_leaves_no_temp() {
     run_ok(&mut merge(file.to_str().unwrap(), &[]));
     assert_eq!(names_in(dir.path()), ["config", "config.bak"]);
 }
+
+/// The shapes a merge once wrote back whole, dropping every comment (issue
+/// 21): anchors and aliases, a `...` end marker, a flow-style top level, and
+/// a CRLF file with flow mappings (what Windows editors write). Each is
+/// edited in place now: every comment stays, in order, and kubectl sees the
+/// user's entries and ours.
+#[test]
+fn comments_survive_a_merge_whatever_the_files_shape() {
+    let shapes = [
+        "# shared CA\nx-ca: &ca QUJD\nclusters:\n- name: prod # the shop\n  cluster: {server: https://prod:6443, certificate-authority-data: *ca}\n# end\n",
+        "apiVersion: v1 # version\nclusters:\n- name: prod\n  cluster: {server: https://prod:6443}\n...\n# after the document\n",
+        "{apiVersion: v1, clusters: [{name: prod, cluster: {server: https://prod:6443}}]} # flow\n",
+        "# from Notepad\r\nclusters: [\r\n  {name: prod, cluster: {server: https://prod:6443}}, # prod\r\n]\r\ncurrent-context: prod\r\n",
+    ];
+    for content in shapes {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config");
+        fs::write(&file, content).unwrap();
+        run_ok(&mut merge(file.to_str().unwrap(), &[]));
+        let merged = fs::read_to_string(&file).unwrap();
+        let mut from = 0;
+        for comment in content.lines().filter_map(|l| l.find('#').map(|i| &l[i..])) {
+            let at = merged[from..]
+                .find(comment)
+                .unwrap_or_else(|| panic!("{comment:?} lost:\n{merged}"));
+            from += at + comment.len();
+        }
+        if content.contains("\r\n") {
+            assert_eq!(merged.matches('\n').count(), merged.matches("\r\n").count());
+        }
+        let names = run_ok(
+            Command::new(upstream_kubectl())
+                .env_remove("KUBECONFIG")
+                .args(["config", "get-contexts", "-o", "name", "--kubeconfig"])
+                .arg(&file),
+        );
+        assert_eq!(
+            names.lines().collect::<Vec<_>>(),
+            ["docker-desktop"],
+            "{merged}"
+        );
+        let clusters = run_ok(
+            Command::new(upstream_kubectl())
+                .env_remove("KUBECONFIG")
+                .args(["config", "get-clusters", "--kubeconfig"])
+                .arg(&file),
+        );
+        assert!(clusters.contains("prod"), "{clusters}");
+    }
+}
+
+/// What a merge cannot write without changing what is not ours is refused:
+/// the message says which construct and what to change, and the file stays
+/// byte for byte, with nothing beside it.
+#[test]
+fn a_shape_that_cannot_take_the_change_is_refused_untouched() {
+    for (content, want) in [
+        // Our stale cluster defines `&ca`, which prod's alias uses.
+        (
+            "clusters:\n- name: docker-desktop\n  cluster: &ca {server: https://old}\n- name: prod\n  cluster: *ca\n",
+            "the alias `*ca` at line 5 uses",
+        ),
+        (
+            "x-all: &all []\nclusters: *all\n",
+            "the value of `clusters` is an alias",
+        ),
+        ("x-base: &base {kind: Config}\n<<: *base\n", "merge key"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config");
+        fs::write(&file, content).unwrap();
+        let mtime = fs::metadata(&file).unwrap().modified().unwrap();
+        let out = run(&mut merge(file.to_str().unwrap(), &["--output", "json"]));
+        assert!(!out.status.success(), "{content}");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["error"]["code"], "UnsupportedKubeconfig", "{report}");
+        let message = report["error"]["message"].as_str().unwrap();
+        for words in [file.to_str().unwrap(), want, "write", "left untouched"] {
+            assert!(message.contains(words), "{words:?} not in {message}");
+        }
+        assert_eq!(fs::read_to_string(&file).unwrap(), content);
+        assert_eq!(fs::metadata(&file).unwrap().modified().unwrap(), mtime);
+        assert_eq!(names_in(dir.path()), ["config"]);
+    }
+}

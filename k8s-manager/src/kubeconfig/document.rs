@@ -20,13 +20,17 @@
 //! CRLF (Notepad), a UTF-8 byte order mark stays, UTF-16 (what Windows
 //! PowerShell 5 writes with `>`) stays UTF-16.
 //!
-//! Most kubeconfigs are plain block-style YAML: those are read by the fast
-//! reader of [`super::layout`], which also notes where each entry sits, and
-//! a change is written as an edit of the entries that changed: every other
-//! line of the file, comments included, stays byte for byte. Any other file
-//! is read by the general YAML reader and written back whole by the emitter
-//! (comments and YAML anchors are then not kept; kubectl does not keep them
-//! either when it rewrites a file).
+//! A file read is never written back whole: a change is written as an edit
+//! of the file's own text ([`super::edit`]), and every other byte, comments,
+//! anchors and layout included, stays as it was. Most kubeconfigs are plain
+//! block-style YAML: those are read by the fast reader of [`super::layout`],
+//! which also notes where each entry sits. Any other file (flow style, JSON,
+//! document markers, anchors, tabs, ...) is read by the general YAML reader,
+//! and when a change is to be written, [`super::outline`] places its parts;
+//! that edit is read back and compared before it is written. A change that
+//! cannot be written as an edit is refused, naming the construct in the way
+//! and what to change ([`KubeconfigError::Unsupported`]). Only a file we
+//! create is written whole by the emitter.
 
 use std::path::Path;
 
@@ -34,8 +38,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use serde_saphyr::{MessageFormatter, Spanned};
 
+use super::edit::{self, Edits, Layout, Origin, Unsupported};
 use super::error::{KubeconfigError, TextPosition};
-use super::layout::{self, Edits, Layout};
+use super::layout;
+use super::outline;
 use super::schema;
 use crate::fsutil;
 
@@ -134,15 +140,17 @@ impl FileFormat {
 pub struct Kubeconfig {
     root: Map<String, Value>,
     format: FileFormat,
-    /// The text it was read from, when the fast reader could lay it out:
-    /// changes are then written as edits of that text.
+    /// The text it was read from (`None` for a document not read from a
+    /// file): changes are written as edits of that text.
     source: Option<Box<Source>>,
 }
 
 #[derive(Debug, Clone)]
 struct Source {
     text: String,
-    layout: Layout,
+    /// Where its parts sit, when the fast reader read it; else placed by
+    /// the outline reader when a change is written.
+    layout: Option<Layout>,
     edits: Edits,
 }
 
@@ -218,14 +226,11 @@ impl Kubeconfig {
         if let Err(err) = schema::check(&root) {
             return Err(parse_error(locate(&text, &err.path), err.to_string()));
         }
-        let source = layout.map(|layout| {
-            let edits = Edits::new(&root);
-            Box::new(Source {
-                text,
-                layout,
-                edits,
-            })
-        });
+        let source = Some(Box::new(Source {
+            edits: Edits::new(&root),
+            text,
+            layout,
+        }));
         Ok(Kubeconfig {
             root,
             format: FileFormat {
@@ -238,21 +243,23 @@ impl Kubeconfig {
     }
 
     /// The bytes to write back, in the file's own format. `path` only names
-    /// the file in errors.
+    /// the file in errors. A document read from a file is written as an edit
+    /// of its text, or not at all ([`KubeconfigError::Unsupported`]).
     pub fn to_bytes(&self, path: &Path) -> Result<Vec<u8>, KubeconfigError> {
-        if let Some(text) = self.edited_text() {
+        if let Some(source) = self.source.as_deref() {
+            let text = self
+                .edited_text(source)
+                .map_err(|reason| KubeconfigError::Unsupported {
+                    path: path.to_path_buf(),
+                    reason: reason.to_string(),
+                })?;
             return Ok(encode(text, self.format.encoding));
         }
         let mut text = match self.format.syntax {
-            Syntax::Yaml => {
-                let options = serde_saphyr::ser_options! { prefer_block_scalars: false };
-                serde_saphyr::to_string_with_options(&self.root, options).map_err(|e| {
-                    KubeconfigError::Serialize {
-                        path: path.to_path_buf(),
-                        message: e.to_string(),
-                    }
-                })?
-            }
+            Syntax::Yaml => emit_yaml(&self.root).ok_or_else(|| KubeconfigError::Serialize {
+                path: path.to_path_buf(),
+                message: "the YAML emitter failed".to_string(),
+            })?,
             Syntax::Json => {
                 let mut json = serde_json::to_string_pretty(&self.root).map_err(|e| {
                     KubeconfigError::Serialize {
@@ -273,33 +280,52 @@ impl Kubeconfig {
         Ok(encode(text, self.format.encoding))
     }
 
-    /// The source text with the changes written in place, when the document
-    /// was laid out by the fast reader and the changes can be written so.
-    fn edited_text(&self) -> Option<String> {
-        let source = self.source.as_deref()?;
+    /// The source text with the changes written in place. A text the fast
+    /// reader did not lay out is placed now, and the edit is read back: it
+    /// must read as the document in memory, in the same syntax.
+    fn edited_text(&self, source: &Source) -> Result<String, Unsupported> {
         let newline = if self.format.crlf { "\r\n" } else { "\n" };
-        let emit = |value: &Value| {
-            let options = serde_saphyr::ser_options! { prefer_block_scalars: false };
-            serde_saphyr::to_string_with_options(value, options).ok()
+        let emit = |value: &Value| emit_yaml(value);
+        let render = |layout: &Layout| {
+            edit::render(
+                &source.text,
+                layout,
+                &source.edits,
+                &self.root,
+                newline,
+                &emit,
+            )
         };
-        layout::render(
-            &source.text,
-            &source.layout,
-            &source.edits,
-            &self.root,
-            newline,
-            &emit,
-        )
+        if let Some(layout) = &source.layout {
+            return render(layout);
+        }
+        let text = render(&outline::read(&source.text)?)?;
+        // JSON stays JSON (a YAML flow mapping may become JSON).
+        let (read, syntax) = parse_text(&text).map_err(|_| Unsupported::Unverified)?;
+        let read = match read {
+            Value::Null => Map::new(),
+            Value::Object(map) => map,
+            _ => return Err(Unsupported::Unverified),
+        };
+        match read == self.root && (syntax == Syntax::Json || self.format.syntax == Syntax::Yaml) {
+            true => Ok(text),
+            false => Err(Unsupported::Unverified),
+        }
     }
 
     pub fn format(&self) -> FileFormat {
         self.format
     }
 
-    /// Whether a change will be written as an edit of the file's own text
-    /// (see the module documentation).
+    /// Whether the document was read from a text, and so changes are
+    /// written as edits of it (see the module documentation).
     pub fn edited_in_place(&self) -> bool {
         self.source.is_some()
+    }
+
+    /// Whether the fast reader laid the text out (plain block-style YAML).
+    pub fn read_fast(&self) -> bool {
+        self.source.as_ref().is_some_and(|s| s.layout.is_some())
     }
 
     /// The whole document, for comparisons and inspection.
@@ -346,13 +372,17 @@ impl Kubeconfig {
     /// `apiVersion`/`kind` header kubectl writes.
     pub(crate) fn push_entry(&mut self, section: Section, entry: Value) {
         if self.root.is_empty() {
-            self.source = None;
-            self.root
-                .insert("apiVersion".into(), Value::String("v1".into()));
-            self.root
-                .insert("kind".into(), Value::String("Config".into()));
+            for (key, value) in [("apiVersion", "v1"), ("kind", "Config")] {
+                self.add_key(key, Value::String(value.into()));
+            }
         }
-        let slot = self.root.entry(section.list_key()).or_insert(Value::Null);
+        if !self.root.contains_key(section.list_key()) {
+            self.add_key(section.list_key(), Value::Null);
+        }
+        let slot = self
+            .root
+            .get_mut(section.list_key())
+            .expect("the list was just added");
         if !slot.is_array() {
             // Missing or `null`: parse() rejects any other non-list.
             *slot = Value::Array(Vec::new());
@@ -361,7 +391,15 @@ impl Kubeconfig {
             .expect("the slot was just made a list")
             .push(entry);
         if let Some(source) = &mut self.source {
-            source.edits.origins[section.index()].push(None);
+            source.edits.origins[section.index()].push(Origin::New);
+        }
+    }
+
+    /// A top-level key the text does not have.
+    fn add_key(&mut self, key: &str, value: Value) {
+        self.root.insert(key.to_string(), value);
+        if let Some(source) = &mut self.source {
+            source.edits.added.push(key.to_string());
         }
     }
 
@@ -370,7 +408,7 @@ impl Kubeconfig {
         if let Some(Value::Array(list)) = self.root.get_mut(section.list_key()) {
             list[index] = entry;
             if let Some(source) = &mut self.source {
-                source.edits.origins[section.index()][index] = None;
+                source.edits.replaced(section, index);
             }
         }
     }
@@ -397,8 +435,12 @@ impl Kubeconfig {
 
     /// Sets `current-context`, in place when the key exists.
     pub(crate) fn set_current_context(&mut self, name: &str) {
-        self.root
-            .insert(CURRENT_CONTEXT.to_string(), Value::String(name.to_string()));
+        let name = Value::String(name.to_string());
+        if !self.root.contains_key(CURRENT_CONTEXT) {
+            self.add_key(CURRENT_CONTEXT, name);
+            return;
+        }
+        self.root.insert(CURRENT_CONTEXT.to_string(), name);
         if let Some(source) = &mut self.source {
             source.edits.current_context = true;
         }
@@ -408,6 +450,13 @@ impl Kubeconfig {
 /// The `name` of a named entry (`{name: x, cluster: {...}}`).
 pub(crate) fn entry_name(entry: &Value) -> Option<&str> {
     entry.get("name").and_then(Value::as_str)
+}
+
+/// A value in block-style YAML (lines ending in `\n`), every string quoted
+/// where a YAML 1.1 or 1.2 reader could take it for something else.
+fn emit_yaml(value: &impl serde::Serialize) -> Option<String> {
+    let options = serde_saphyr::ser_options! { prefer_block_scalars: false };
+    serde_saphyr::to_string_with_options(value, options).ok()
 }
 
 /// Reads the text, stripping and remembering a byte order mark.

@@ -67,6 +67,14 @@ pub enum KubeconfigError {
     #[error("the kubeconfig path {path:?} cannot be used: {reason}")]
     InvalidHostPath { path: String, reason: &'static str },
 
+    /// A valid kubeconfig whose text cannot take the change as an edit
+    /// (see `edit::Unsupported`): it is never rewritten whole, so it stays
+    /// byte for byte as it was. `reason` says what is in the way and what to
+    /// change.
+    #[error("cannot change kubeconfig {} without rewriting more than our entries: {reason}; the file was left untouched",
+        path.display())]
+    Unsupported { path: PathBuf, reason: String },
+
     #[error("cannot write kubeconfig {}: {message}", path.display())]
     Serialize { path: PathBuf, message: String },
 
@@ -98,6 +106,7 @@ impl KubeconfigError {
             KubeconfigError::Parse { .. }
             | KubeconfigError::NotRegularFile { .. }
             | KubeconfigError::TooLarge { .. } => "InvalidKubeconfig",
+            KubeconfigError::Unsupported { .. } => "UnsupportedKubeconfig",
             KubeconfigError::LockTimeout { .. } => "LockTimeout",
             KubeconfigError::MissingFolder { .. } => "FolderMissing",
             KubeconfigError::Io { .. } => "IoError",

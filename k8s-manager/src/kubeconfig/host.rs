@@ -8,9 +8,11 @@
 //!    parse is left as it is and the error names it, with line and column;
 //! 3. applies the pure merge/remove rules; when nothing changed, writes
 //!    nothing at all (the file keeps its bytes, comments and mtime); when
-//!    something did, only the entries that changed are rewritten in the
-//!    file's text where the fast reader could lay it out (nearly always: see
-//!    [`super::layout`]), so every other line keeps its bytes and comments;
+//!    something did, only the entries that changed are rewritten, as an edit
+//!    of the file's own text (see [`super::edit`]), so every other line keeps
+//!    its bytes and comments; a file whose shape cannot take the change as an
+//!    edit (an alias of what would be rewritten, ...) is refused and left as
+//!    it is, never rewritten whole;
 //! 4. copies the previous content to `<file>.bak` (atomically, same mode),
 //!    so one bad write can always be undone by hand, and only then
 //! 5. replaces the file atomically (temp file in the same folder, fsync,

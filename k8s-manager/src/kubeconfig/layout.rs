@@ -41,42 +41,7 @@ use std::ops::Range;
 use serde_json::{Map, Value};
 
 use super::document::{Section, yaml_options};
-
-/// Where the top level of a document sits in its text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Layout {
-    keys: Vec<TopKey>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct TopKey {
-    name: String,
-    /// Just after the key's `:`.
-    colon_end: usize,
-    value: TopValue,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum TopValue {
-    /// A value on the key's own line (or none at all): it ends at `end`
-    /// (before any comment); the key's line ends (before its line break) at
-    /// `line_end`.
-    Inline { end: usize, line_end: usize },
-    /// A block sequence: each item from the start of its `-` line to the end
-    /// of its last line (line break included).
-    Sequence {
-        indent: usize,
-        items: Vec<Range<usize>>,
-    },
-    /// A block mapping on the following lines.
-    Mapping,
-}
-
-impl Layout {
-    fn key(&self, name: &str) -> Option<&TopKey> {
-        self.keys.iter().find(|k| k.name == name)
-    }
-}
+use super::edit::{Layout, Root, TopKey, TopValue};
 
 /// Deeper than this is left to the general reader (which has its own
 /// limits): block nesting is bounded by the indentation, flow nesting by a
@@ -105,7 +70,16 @@ pub(crate) fn parse(text: &str) -> Option<(Map<String, Value>, Layout)> {
     if reader.peek().is_some() {
         return None;
     }
-    Some((root, Layout { keys: reader.keys }))
+    let layout = Layout {
+        root: Root::Block {
+            indent: 0,
+            end: text.len(),
+        },
+        keys: reader.keys,
+        anchors: Vec::new(),
+        unsupported: None,
+    };
+    Some((root, layout))
 }
 
 /// No tab, no control character, no byte order mark or YAML 1.1 line
@@ -246,44 +220,48 @@ impl<'a> Reader<'a> {
                             let (items, spans) = self.sequence(next)?;
                             let layout = TopValue::Sequence {
                                 indent: next.indent,
+                                head_end: colon_end,
                                 items: spans,
                             };
                             (Value::Array(items), layout)
                         } else {
-                            (Value::Object(self.mapping(next, false)?), TopValue::Mapping)
+                            (Value::Object(self.mapping(next, false)?), TopValue::Other)
                         }
                     }
                     Some(next) if next.indent == indent && is_item(self.b, &next) => {
                         let (items, spans) = self.sequence(next)?;
                         let layout = TopValue::Sequence {
                             indent,
+                            head_end: colon_end,
                             items: spans,
                         };
                         (Value::Array(items), layout)
                     }
                     _ => (
                         Value::Null,
-                        TopValue::Inline {
-                            end: colon_end,
-                            line_end: line.end,
+                        TopValue::Scalar {
+                            span: colon_end..colon_end,
                         },
                     ),
                 }
             } else {
                 let (value, end) = self.inline(&line, rest, indent)?;
-                (
-                    value,
-                    TopValue::Inline {
-                        end,
-                        line_end: line.end,
-                    },
-                )
+                // A list written in flow style keeps it: the outline reader
+                // places its entries.
+                let listed = Section::ALL.iter().any(|s| s.list_key() == key);
+                if top && listed && value.as_array().is_some_and(|a| !a.is_empty()) {
+                    return None;
+                }
+                (value, TopValue::Scalar { span: rest..end })
             };
             if top {
                 self.keys.push(TopKey {
                     name: key.clone(),
-                    colon_end,
+                    key: line.content..colon_end - 1,
+                    colon_end: Some(colon_end),
                     value: top_value,
+                    anchor: None,
+                    explicit: false,
                 });
             }
             map.insert(key, value);
@@ -745,174 +723,11 @@ fn special_word(raw: &str) -> bool {
     raw.len() <= 8 && WORDS.iter().any(|w| w.eq_ignore_ascii_case(raw))
 }
 
-/// What changed in a document read with a layout, relative to its text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Edits {
-    /// For each entry of each named list (in [`Section::ALL`] order), the
-    /// index of the entry it was read as, or `None` when it is new or changed.
-    pub origins: [Vec<Option<usize>>; 3],
-    /// How many entries each list had when read.
-    original: [usize; 3],
-    pub current_context: bool,
-}
-
-impl Edits {
-    /// Nothing changed yet in `root`, as read.
-    pub(crate) fn new(root: &Map<String, Value>) -> Self {
-        let original = Section::ALL.map(|s| match root.get(s.list_key()) {
-            Some(Value::Array(entries)) => entries.len(),
-            _ => 0,
-        });
-        Edits {
-            origins: original.map(|n| (0..n).map(Some).collect()),
-            original,
-            current_context: false,
-        }
-    }
-}
-
-/// The document's new text: `text` with only what `edits` names rewritten,
-/// or `None` when the change cannot be written as an edit (the caller then
-/// writes the whole document). `emit` writes a YAML value (block style,
-/// ending with a line break); `newline` is the file's line ending.
-pub(crate) fn render(
-    text: &str,
-    layout: &Layout,
-    edits: &Edits,
-    root: &Map<String, Value>,
-    newline: &str,
-    emit: &dyn Fn(&Value) -> Option<String>,
-) -> Option<String> {
-    if layout.keys.iter().any(|k| !root.contains_key(&k.name)) {
-        return None;
-    }
-    let mut replacements: Vec<(Range<usize>, String)> = Vec::new();
-
-    for (i, section) in Section::ALL.into_iter().enumerate() {
-        let name = section.list_key();
-        let origins = &edits.origins[i];
-        let unchanged = origins.len() == edits.original[i]
-            && origins.iter().enumerate().all(|(i, o)| *o == Some(i));
-        let Some(key) = layout.key(name).filter(|_| !unchanged) else {
-            continue;
-        };
-        let entries = match root.get(name) {
-            Some(Value::Array(entries)) => entries.as_slice(),
-            _ => &[],
-        };
-        if origins.len() != entries.len() {
-            // The bookkeeping lost track: write the whole document instead.
-            return None;
-        }
-        match &key.value {
-            TopValue::Sequence { items, .. } if entries.is_empty() => {
-                let end = items.last()?.end;
-                replacements.push((key.colon_end..end, format!(" []{newline}")));
-            }
-            TopValue::Sequence { indent, items } => {
-                let mut out = String::new();
-                for (entry, origin) in entries.iter().zip(origins) {
-                    match origin {
-                        Some(i) => {
-                            // An entry with the comments and blank lines up to the next one.
-                            let item = items.get(*i)?;
-                            let end = items.get(i + 1).map_or(item.end, |r| r.start);
-                            out.push_str(&text[item.start..end]);
-                            if !out.ends_with('\n') {
-                                out.push_str(newline);
-                            }
-                        }
-                        None => {
-                            let yaml = emit(&Value::Array(vec![entry.clone()]))?;
-                            out.push_str(&indented(&yaml, *indent, newline));
-                        }
-                    }
-                }
-                let region = items.first()?.start..items.last()?.end;
-                if !text[..region.end].ends_with('\n') {
-                    // The list ended the file without a line break.
-                    out.truncate(out.trim_end_matches(['\r', '\n']).len());
-                }
-                replacements.push((region, out));
-            }
-            // `null`, `[]`, nothing, or a flow list: the whole list in block style.
-            TopValue::Inline { line_end, .. } => {
-                let out = if entries.is_empty() {
-                    " []".to_string()
-                } else {
-                    let yaml = indented(&emit(&Value::Array(entries.to_vec()))?, 0, newline);
-                    format!("{newline}{}", yaml.trim_end_matches(['\r', '\n']))
-                };
-                replacements.push((key.colon_end..*line_end, out));
-            }
-            TopValue::Mapping => return None,
-        }
-    }
-
-    let current = super::document::CURRENT_CONTEXT;
-    if edits.current_context
-        && let Some(key) = layout.key(current)
-    {
-        let TopValue::Inline { end, .. } = key.value else {
-            return None;
-        };
-        let scalar = emit(root.get(current)?)?;
-        replacements.push((key.colon_end..end, format!(" {}", scalar.trim_end())));
-    }
-
-    replacements.sort_by_key(|(range, _)| range.start);
-    let mut out = String::with_capacity(text.len() + 4096);
-    let mut at = 0;
-    for (range, with) in replacements {
-        if range.start < at {
-            return None;
-        }
-        out.push_str(&text[at..range.start]);
-        out.push_str(&with);
-        at = range.end;
-    }
-    out.push_str(&text[at..]);
-
-    // Keys the text does not have yet (a new list, a first current-context)
-    // go at the end, in the document's order.
-    // A set: a file may have tens of thousands of top-level keys.
-    let known: std::collections::HashSet<&str> =
-        layout.keys.iter().map(|k| k.name.as_str()).collect();
-    let appended: Map<String, Value> = root
-        .iter()
-        .filter(|(name, _)| !known.contains(name.as_str()))
-        .map(|(name, value)| (name.clone(), value.clone()))
-        .collect();
-    if !appended.is_empty() {
-        if !out.is_empty() && !out.ends_with('\n') {
-            out.push_str(newline);
-        }
-        out.push_str(&indented(&emit(&Value::Object(appended))?, 0, newline));
-    }
-    Some(out)
-}
-
-/// `yaml` (lines ending in `\n`) indented by `indent` spaces, with the
-/// file's line endings.
-fn indented(yaml: &str, indent: usize, newline: &str) -> String {
-    let pad = " ".repeat(indent);
-    let mut out = String::with_capacity(yaml.len() + 64);
-    for line in yaml.lines() {
-        if !line.is_empty() {
-            out.push_str(&pad);
-        }
-        out.push_str(line);
-        out.push_str(newline);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kubeconfig::document::{Kubeconfig, TRICKY_SCALARS};
-    use serde_json::json;
-    use std::path::Path;
+    use crate::kubeconfig::document::TRICKY_SCALARS;
+    use crate::kubeconfig::samples::{CORPUS, TYPICAL};
 
     /// What the general reader reads (`None`: it refuses the text).
     fn general(text: &str) -> Option<Value> {
@@ -935,59 +750,6 @@ mod tests {
             }
         }
     }
-
-    macro_rules! fixture {
-        ($name:literal) => {
-            include_str!(concat!("../../../tests/fixtures/kubeconfig/", $name))
-        };
-    }
-
-    const CORPUS: [&str; 7] = [
-        fixture!("eks.yaml"),
-        fixture!("gke.yaml"),
-        fixture!("oidc-preferences-unknown.yaml"),
-        fixture!("ours-docker-desktop.yaml"),
-        fixture!("stale-docker-desktop.yaml"),
-        fixture!("minikube-windows-crlf.yaml"),
-        fixture!("yaml11-scalars.yaml"),
-    ];
-
-    /// A kubeconfig as kubectl writes it, with what users add by hand.
-    const TYPICAL: &str = r#"apiVersion: v1
-kind: Config
-preferences: {}
-# prod first
-clusters:
-- cluster:
-    certificate-authority-data: QUJD
-    server: https://prod.example:443
-  name: prod
-- name: 'kind-dev'
-  cluster:
-    server: "https://127.0.0.1:40123"
-    insecure-skip-tls-verify: true
-
-contexts:
-  - name: prod
-    context: {cluster: prod, user: sso, namespace: shop}   # the shop
-  - context:
-      cluster: kind-dev
-      user: kind-dev
-    name: kind-dev
-users:
-- name: sso
-  user:
-    exec:
-      apiVersion: client.authentication.k8s.io/v1beta1
-      command: kubelogin
-      args: [get-token, --oidc-issuer-url=https://login.example, "--x=y z"]
-      env: null
-      provideClusterInfo: false
-- name: kind-dev
-  user:
-    token: 0a1b2c3d4e5f
-current-context: prod
-"#;
 
     #[test]
     fn reads_the_corpus_and_typical_files_as_the_general_reader() {
@@ -1246,199 +1008,5 @@ current-context: prod
             }
         }
         assert!(read > cases / 4, "only {read} of {cases} read");
-    }
-
-    fn doc(text: &str) -> Kubeconfig {
-        let doc = Kubeconfig::parse(text.as_bytes(), Path::new("t")).unwrap();
-        assert!(doc.edited_in_place(), "not laid out: {text}");
-        doc
-    }
-
-    /// The text written reads back, with either reader, as the document in memory.
-    fn assert_writes_itself(doc: &Kubeconfig) -> String {
-        let text = String::from_utf8(doc.to_bytes(Path::new("t")).unwrap()).unwrap();
-        let back = Kubeconfig::parse(text.as_bytes(), Path::new("t")).unwrap();
-        assert_eq!(back.root(), doc.root(), "written as:\n{text}");
-        assert_eq!(general(&text), Some(Value::Object(doc.root().clone())));
-        text
-    }
-
-    fn entry(name: &str, body: Value) -> Value {
-        let mut map = Map::new();
-        map.insert("name".into(), json!(name));
-        if let Value::Object(body) = body {
-            map.extend(body);
-        }
-        Value::Object(map)
-    }
-
-    #[test]
-    fn edits_keep_every_other_line_byte_for_byte() {
-        let mut d = doc(TYPICAL);
-        d.push_entry(
-            Section::Cluster,
-            entry("new", json!({"cluster": {"server": "https://n:6443"}})),
-        );
-        d.push_entry(
-            Section::Context,
-            entry("new", json!({"context": {"cluster": "new", "user": "new"}})),
-        );
-        d.replace_entry(
-            Section::User,
-            1,
-            entry("kind-dev", json!({"user": {"token": "yes"}})),
-        );
-        d.set_current_context("new");
-        let text = assert_writes_itself(&d);
-        // The comments, the quoting and the flow style of the others are kept.
-        for line in [
-            "# prod first",
-            "    context: {cluster: prod, user: sso, namespace: shop}   # the shop",
-            "- name: 'kind-dev'",
-            "      args: [get-token, --oidc-issuer-url=https://login.example, \"--x=y z\"]",
-        ] {
-            assert!(text.contains(line), "{line:?} lost:\n{text}");
-        }
-        // New entries take the list's own indentation.
-        assert!(
-            text.contains("  - name: new\n    context:\n      cluster: new\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("- name: kind-dev\n  user:\n    token: \"yes\"\n"),
-            "{text}"
-        );
-        assert!(text.ends_with("current-context: new\n"), "{text}");
-        assert!(
-            !text.contains("0a1b2c3d4e5f"),
-            "the old entry stayed:\n{text}"
-        );
-    }
-
-    #[test]
-    fn removing_what_was_added_gives_back_the_same_bytes() {
-        for original in CORPUS.iter().chain([&TYPICAL]) {
-            let original = original.trim_start_matches('\u{feff}');
-            let mut d = doc(original);
-            for section in Section::ALL {
-                d.push_entry(section, entry("ours", json!({"x": {"y": [1, "two"]}})));
-            }
-            let grown = assert_writes_itself(&d);
-            let mut d = doc(&grown);
-            for section in Section::ALL {
-                assert_eq!(d.remove_named(section, "ours"), 1);
-            }
-            assert_eq!(assert_writes_itself(&d), original);
-        }
-    }
-
-    #[test]
-    fn lists_that_are_null_empty_flow_or_missing() {
-        let cases = [
-            "clusters: null\nusers: []\ncontexts:\ncurrent-context: \"\"\n",
-            "clusters: ~ # none yet\nusers: [] \n",
-            "clusters: [{name: a, cluster: {server: s}}]\nkind: Config\n",
-            "kind: Config\n",
-            "kind: Config",
-            "kind: Config\r\nclusters:\r\n- name: a\r\n",
-            "clusters:\n- name: a\n  cluster: {}",
-        ];
-        for text in cases {
-            let mut d = doc(text);
-            d.push_entry(
-                Section::Cluster,
-                entry("b", json!({"cluster": {"server": "x"}})),
-            );
-            d.push_entry(Section::User, entry("b", json!({"user": {}})));
-            d.set_current_context("b");
-            let out = assert_writes_itself(&d);
-            if text.contains("\r\n") {
-                assert!(!out.replace("\r\n", "").contains('\n'), "{out:?}");
-            }
-            assert_eq!(
-                d.entries(Section::Cluster).last().unwrap()["name"],
-                json!("b")
-            );
-        }
-    }
-
-    /// Random series of the edits a merge or remove makes, on every file
-    /// of the corpus: what is written always reads back as the document.
-    #[test]
-    fn random_edit_series_write_what_is_in_memory() {
-        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = move |n: usize| {
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            (state.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33) as usize % n.max(1)
-        };
-        let texts = CORPUS
-            .iter()
-            .chain([&TYPICAL, &"kind: Config\n", &"users: []\n"]);
-        for original in texts {
-            let original = original.trim_start_matches('\u{feff}');
-            for _ in 0..40 {
-                let mut d = doc(original);
-                for _ in 0..1 + next(6) {
-                    let section = Section::ALL[next(3)];
-                    let len = d.entries(section).len();
-                    let name = format!("n{}", next(3));
-                    match next(5) {
-                        // Names stay unique, as in any file kubectl loads.
-                        0 | 1 if !d.contains(section, &name) => {
-                            d.push_entry(section, entry(&name, json!({"v": [next(9)]})))
-                        }
-                        0..=2 if len > 0 => {
-                            let at = next(len);
-                            let kept = d.entries(section)[at]["name"].clone();
-                            let kept = kept.as_str().unwrap_or_default();
-                            d.replace_entry(section, at, entry(kept, json!({"v": next(9)})))
-                        }
-                        3 if len > 0 => {
-                            let victim = d.entries(section)[next(len)]["name"].clone();
-                            d.remove_named(section, victim.as_str().unwrap_or_default());
-                        }
-                        3 => {
-                            d.remove_named(section, &name);
-                        }
-                        _ => d.set_current_context(&name),
-                    }
-                }
-                assert_writes_itself(&d);
-            }
-        }
-    }
-
-    #[test]
-    fn emptying_a_list_and_removing_its_last_entry() {
-        let text = "clusters:\n- name: a\n- name: b\n- name: c\nusers:\n- name: u\n";
-        let mut d = doc(text);
-        d.remove_named(Section::Cluster, "c");
-        d.remove_named(Section::User, "u");
-        let out = assert_writes_itself(&d);
-        assert_eq!(out, "clusters:\n- name: a\n- name: b\nusers: []\n");
-    }
-
-    #[test]
-    fn current_context_is_replaced_where_it_stands() {
-        for (text, want) in [
-            (
-                "current-context: old # mine\nkind: Config\n",
-                "current-context: new # mine\nkind: Config\n",
-            ),
-            (
-                "current-context:\nkind: Config\n",
-                "current-context: new\nkind: Config\n",
-            ),
-            ("current-context: ''\n", "current-context: new\n"),
-        ] {
-            let mut d = doc(text);
-            d.set_current_context("new");
-            assert_eq!(assert_writes_itself(&d), want);
-        }
-        let mut d = doc("current-context: old\n");
-        d.set_current_context("");
-        assert_eq!(assert_writes_itself(&d), "current-context: \"\"\n");
     }
 }

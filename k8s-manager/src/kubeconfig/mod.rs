@@ -5,6 +5,10 @@
 //! - [`document`]: a kubeconfig read into an order-preserving value that
 //!   writes back everything kubectl sees (unknown fields, extensions, exec
 //!   and auth-provider users), in the file's own form (YAML/JSON, CRLF, BOM).
+//! - `edit`: a change written as an edit of the file's own text, never as a
+//!   new rendering of it; what cannot be is refused, the file untouched.
+//! - `layout`: the fast reader of plain block-style YAML, and where its
+//!   entries sit; `outline`: where they sit in any other shape.
 //! - [`merge`]: the upsert/remove rules, pure functions on documents.
 //! - `schema`: what kubectl would load; anything else is refused, untouched.
 //! - [`lock`]: kubectl's `<file>.lock`, waited for with backoff.
@@ -14,11 +18,15 @@
 
 pub mod discovery;
 pub mod document;
+mod edit;
 mod error;
 pub mod host;
 mod layout;
 pub mod lock;
 pub mod merge;
+mod outline;
+#[cfg(test)]
+mod samples;
 mod schema;
 
 pub use discovery::{Discovery, DiscoverySource, HostEnvironment, discover};
