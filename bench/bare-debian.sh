@@ -21,7 +21,9 @@
 #   KEEP=1               keep it (e.g. to look at it, or to chroot into it)
 #
 # apt in the chroot starts no service (a policy-rc.d that refuses every start);
-# /proc, /sys and /dev are bind-mounted and unmounted on any exit.
+# /proc, /sys and /dev are bind-mounted and unmounted on any exit. The chroot
+# gets this machine's resolv.conf and the certificate authorities it adds to
+# Debian's (/usr/local/share/ca-certificates): the network's, not the project's.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -115,6 +117,14 @@ while read -r uri s; do
 	echo "deb $uri $s main"
 done <<<"$entries" >"$target/etc/apt/sources.list"
 cp /etc/resolv.conf "$target/etc/resolv.conf"
+# The certificate authorities this machine trusts beyond Debian's list (a
+# network that inspects TLS presents its own): the chroot reaches the same
+# registries through the same network, so it trusts them too.
+if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+	mkdir -p "$target/usr/local/share/ca-certificates"
+	cp /usr/local/share/ca-certificates/*.crt "$target/usr/local/share/ca-certificates/"
+	chroot "$target" update-ca-certificates >/dev/null
+fi
 printf '#!/bin/sh\n# bench/bare-debian.sh: no service starts in this chroot\nexit 101\n' >"$target/usr/sbin/policy-rc.d"
 chmod 0755 "$target/usr/sbin/policy-rc.d"
 for m in proc sys dev; do

@@ -98,7 +98,12 @@ tc_go() {
 		json=$(cd "$tmp" && env GOPATH="$tmp/gopath" GOMODCACHE="$tmp/mod" GOFLAGS=-modcacherw \
 			GO111MODULE=on GOTOOLCHAIN=local "$boot" mod download -json \
 			"golang.org/toolchain@v0.0.1-go$tc_go_version.linux-$arch") ||
-			{ rm -rf "$tmp"; tc_log "downloading Go $tc_go_version failed"; return 1; }
+			{
+				# With -json, the go command says what went wrong in "Error".
+				rm -rf "$tmp"
+				tc_log "downloading Go $tc_go_version failed: $(sed -n 's/^\s*"Error": //p' <<<"$json")"
+				return 1
+			}
 		zip=$(sed -n 's/^\s*"Zip": "\(.*\)",$/\1/p' <<<"$json")
 		src=$(sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p' <<<"$json")
 		if [[ $(sha256sum "$zip" | cut -d' ' -f1) != "$sum" ]]; then
