@@ -46,7 +46,7 @@ while read -r size path; do
 	printf '  %-24s %s\n' "${path#"$bundle"/}" "$(mb "$size")"
 	total=$((total + size))
 done < <(find "$bundle" -type f -printf '%s %p\n' | sort -k2)
-echo "  all files: $(mb "$total")"
+echo "  all files: $(mb "$total") ($(awk -v b="$total" 'BEGIN {printf "%.0f", b / 1048576}') MiB)"
 
 # The same six components as separate binaries: the upstream main packages,
 # built in a copy of the bundle's wrapper module (go.sum may gain lines).
