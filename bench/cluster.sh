@@ -25,6 +25,7 @@ seconds() { # command... → elapsed seconds
 	awk -v a="$start" -v b="$end" 'BEGIN {printf "%.2f\n", b - a}' 
 }
 forget_images() {
+	# shellcheck disable=SC2046 # one reference a word
 	ctr -n k8s.io images rm $(ctr -n k8s.io images ls -q | grep -E 'registry.k8s.io/(pause|coredns)') >/dev/null 2>&1 || true
 }
 
@@ -52,6 +53,7 @@ sleep 30
 daemon=$(pgrep -f -- "--state-dir $state daemon" | head -1)
 printf 'manager idle RSS: %s MB\n' "$(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$daemon/status")"
 total=0
+# shellcheck disable=SC2013 # one pid a word
 for pid in $(grep -l "K8S_MANAGER_INSTANCE=$state" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3); do
 	name=$(tr '\0' '\n' <"/proc/$pid/environ" | sed -n 's/^K8S_MANAGER_COMPONENT=//p')
 	pss=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup")

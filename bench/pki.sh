@@ -9,6 +9,10 @@
 #   RUNS=51 bench/pki.sh
 #   K8S_MANAGER_BIN=path/to/k8s-manager bench/pki.sh   (skip the build)
 #   BENCH_DIR=/dev/shm bench/pki.sh                     (leave the disk out)
+#
+# Then, for comparison, `kubeadm init phase certs all` (RSA-2048, the same
+# address and extra name) of the cached bundle's kubeadm (or $KUBEADM), the
+# median of KUBEADM_RUNS runs (default 5); skipped when there is no kubeadm.
 set -euo pipefail
 
 runs="${RUNS:-21}"
@@ -51,3 +55,26 @@ for algorithm in ecdsa-p256 rsa-2048; do
   printf "%-10s  full PKI  %s\n" "$algorithm" "$(printf '%s\n' "${cold[@]}" | summary)"
   printf "%-10s  all kept  %s\n" "$algorithm" "$(printf '%s\n' "${warm[@]}" | summary)"
 done
+
+kubeadm="${KUBEADM:-}"
+if [[ -z "$kubeadm" ]]; then
+  cache="${K8S_MANAGER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/k8s-manager}"
+  bundle="$(find "$cache/bundles" -maxdepth 1 -name 'v1.*' 2>/dev/null | sort -V | tail -1)"
+  [[ -n "$bundle" ]] && kubeadm="$bundle/bin/kubeadm"
+fi
+if [[ -x "$kubeadm" ]]; then
+  version="$("$kubeadm" version -o short)"
+  times=()
+  for i in $(seq "${KUBEADM_RUNS:-5}"); do
+    dir="$work/kubeadm-$i"
+    start=$(date +%s%N)
+    "$kubeadm" init phase certs all --cert-dir "$dir" --kubernetes-version "$version" \
+      --apiserver-advertise-address 192.168.65.3 --apiserver-cert-extra-sans kubernetes.docker.internal >/dev/null
+    end=$(date +%s%N)
+    times+=("$(((end - start) / 1000))")
+    rm -rf "$dir"
+  done
+  printf "%-10s  kubeadm init phase certs all (%s)  %s\n" rsa-2048 "$version" "$(printf '%s\n' "${times[@]}" | summary)"
+else
+  echo "kubeadm init phase certs all: SKIPPED (no bundle in the cache, KUBEADM not set)"
+fi

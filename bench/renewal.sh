@@ -37,7 +37,7 @@ for run in $(seq "$runs"); do
 	(
 		i=0
 		while [[ ! -e $work/stop-$run ]]; do
-			url=${targets[$((i % 2))]}/api/v1/namespaces/kube-system/pods?limit=1
+			url="${targets[$((i % 2))]}/api/v1/namespaces/kube-system/pods?limit=1"
 			printf '%s %s %s\n' "$(date +%T.%N | cut -c1-12)" "$(call "$url")" "$url" >>"$log"
 			i=$((i + 1))
 			sleep 0.05

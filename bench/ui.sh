@@ -12,6 +12,10 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 runs=${RUNS:-10}
+# Selenium from the tests' venv (tests/run.sh makes it).
+# shellcheck source=vm/toolchains.sh
+source "$root/vm/toolchains.sh"
+tc_python_venv "${tc_test_wheels[@]}"
 bin=${K8S_MANAGER_BIN:-}
 if [[ -z $bin ]]; then
 	(cd "$root" && cargo build --release --locked -q)

@@ -4,6 +4,12 @@
 # configures containerd's CRI for Kubernetes, sets the kernel parameters a
 # cluster needs, and starts containerd. Idempotent: run it at every boot.
 #
+#   --install-only   only install the packages, and start nothing: no
+#                    configuration written, no kernel setting, no daemon
+#                    started (apt's own starts of containerd and dockerd are
+#                    refused for the install by a policy-rc.d). vm/up.sh and
+#                    tests/run.sh use it for --setup-only.
+#
 # containerd's proxy is the manager's (settings proxy.http, proxy.https,
 # proxy.noProxy): at each enable the manager writes HTTP_PROXY, HTTPS_PROXY,
 # NO_PROXY and their lowercase twins to <state folder>/proxy.env, or removes
@@ -32,6 +38,15 @@
 # the images it builds into containerd's k8s.io namespace.
 set -euo pipefail
 
+install_only=0
+case ${1:-} in
+--install-only) install_only=1 ;;
+"") ;;
+*)
+	echo "usage: $0 [--install-only]" >&2
+	exit 2
+	;;
+esac
 sandbox_image=${K8S_MANAGER_SANDBOX_IMAGE:-registry.k8s.io/pause:3.10.1}
 proxy_env=${K8S_MANAGER_STATE_DIR:-/var/lib/k8s-manager}/proxy.env
 proxy_names='HTTP_PROXY|http_proxy|HTTPS_PROXY|https_proxy|NO_PROXY|no_proxy'
@@ -46,7 +61,7 @@ daemon() {
 	local log_file=$1 fd
 	shift
 	(
-		for fd in /proc/$BASHPID/fd/*; do
+		for fd in /proc/"$BASHPID"/fd/*; do
 			fd=${fd##*/}
 			((fd > 2)) && eval "exec $fd>&-"
 		done
@@ -56,7 +71,8 @@ daemon() {
 
 [[ $(id -u) == 0 ]] || { log "run as root"; exit 1; }
 
-packages=(containerd runc containernetworking-plugins iptables conntrack iproute2 ethtool socat ca-certificates)
+# procps: pgrep and pkill, below.
+packages=(containerd runc containernetworking-plugins iptables conntrack iproute2 ethtool socat ca-certificates procps)
 [[ $skip_docker == 1 ]] || packages+=(docker.io)
 if [[ ${PREPARE_SKIP_APT:-0} != 1 ]]; then
 	missing=()
@@ -66,8 +82,21 @@ if [[ ${PREPARE_SKIP_APT:-0} != 1 ]]; then
 	if ((${#missing[@]})); then
 		log "installing ${missing[*]}"
 		apt-get update -qq
+		# Installing starts containerd and dockerd (Debian's maintainer
+		# scripts) unless a policy-rc.d refuses: with --install-only, one
+		# does for the install (an existing one is left as it is).
+		policy=/usr/sbin/policy-rc.d
+		if ((install_only)) && [[ ! -e $policy ]]; then
+			trap 'rm -f "$policy"' EXIT
+			printf '#!/bin/sh\n# k8s-manager prepare-vm.sh --install-only: start nothing while installing\nexit 101\n' >"$policy"
+			chmod 0755 "$policy"
+		fi
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 	fi
+fi
+if ((install_only)); then
+	log "packages installed; nothing configured or started (--install-only)"
+	exit 0
 fi
 
 # --- containerd's configuration ---------------------------------------------
@@ -149,7 +178,7 @@ swapoff -a 2>/dev/null || true
 
 # --- containerd's proxy --------------------------------------------------------
 # The proxy variables of the manager's file, one KEY=VALUE a line, sorted.
-file_proxy() { [[ -f $proxy_env ]] && grep -E "^($proxy_names)=" "$proxy_env" | sort || true; }
+file_proxy() { if [[ -f $proxy_env ]]; then grep -E "^($proxy_names)=" "$proxy_env" | sort || true; fi; }
 # The proxy variables a running process has, the same way.
 running_proxy() { tr '\0' '\n' <"/proc/$1/environ" | grep -E "^($proxy_names)=" | sort || true; }
 # Later lines override earlier ones with the same name.

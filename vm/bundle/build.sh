@@ -5,8 +5,12 @@
 #
 #   $K8S_MANAGER_CACHE/bundles/<kubernetes version>/{bin,images,bundle.json}
 #
-# A second run with the folder present and intact does nothing. The last line
-# printed is the bundle folder.
+# A second run with the folder present and intact does nothing; two runs at
+# once take turns (a lock in the cache). A build ends by printing how long
+# each part took. The last line printed is the bundle folder.
+#
+# Go comes from vm/toolchains.sh: the machine's when it is 1.24 or newer, else
+# a pinned Go installed under the cache.
 #
 # Settings (environment):
 #   K8S_VERSION      Kubernetes version; default: the newest v1.34.x the Go module proxy has
@@ -21,10 +25,21 @@ etcd_version=${ETCD_VERSION:-v3.6.16}
 coredns_version=${COREDNS_VERSION:-v1.12.4}
 pause_version=3.10.1
 k8s_minor=v1.34
-# go.mod files ask for Go 1.24; an older local Go fetches it through the module proxy.
+# go.mod files ask for Go 1.24: tc_go puts one on PATH.
+# shellcheck source=vm/toolchains.sh
+source "$here/../toolchains.sh"
+tc_go
 export GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
 
 log() { printf '[bundle %s] %s\n' "$(date +%T)" "$*" >&2; }
+# part NAME: the part that starts now; the times are printed at the end.
+parts=() part_name="" part_start=0
+part() {
+	local now
+	now=$(date +%s)
+	((part_start == 0)) || parts+=("$part_name $((now - part_start)) s")
+	part_name=$1 part_start=$now
+}
 
 newest_k8s() {
 	local versions
@@ -43,6 +58,8 @@ bundle=$cache/bundles/$k8s_version
 work=$cache/build
 
 mkdir -p "$cache/bundles" "$work"
+exec 9>"$cache/build.lock"
+flock 9 || { log "cannot lock $cache/build.lock"; exit 1; }
 (cd "$here/bundletool" && go build -trimpath -o "$work/bundletool" .)
 bundletool=$work/bundletool
 
@@ -81,6 +98,7 @@ wrapper() {
 # k8s.io/kubernetes points its staging modules at ./staging/...; a module that
 # requires it must replace each with the published v0.X.Y module. The list is
 # taken from that version's own go.mod so that it is right for any version.
+part "modules"
 log "kubernetes $k8s_version: resolving modules"
 wrapper kubernetes k8s.io/kubernetes "$k8s_version"
 if ! grep -q '^replace' "$work/kubernetes/go.mod"; then
@@ -105,17 +123,18 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 	ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
 	ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
 done
-log "kubernetes: building kube (multi-call) and kubeadm"
-(
-	cd "$work/kubernetes"
-	CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$stage/bin/kube" .
-	CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$stage/bin/kubeadm" k8s.io/kubernetes/cmd/kubeadm
-)
+part "kube (multi-call)"
+log "kubernetes: building kube (multi-call)"
+(cd "$work/kubernetes" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$stage/bin/kube" .)
+part "kubeadm"
+log "kubernetes: building kubeadm"
+(cd "$work/kubernetes" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$stage/bin/kubeadm" k8s.io/kubernetes/cmd/kubeadm)
 for name in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
 	ln -s kube "$stage/bin/$name"
 done
 
 # --- etcd -------------------------------------------------------------------
+part "etcd"
 log "etcd $etcd_version: building etcd, etcdctl, etcdutl"
 wrapper etcd go.etcd.io/etcd/server/v3 "$etcd_version"
 (
@@ -130,6 +149,7 @@ wrapper etcd go.etcd.io/etcd/server/v3 "$etcd_version"
 )
 
 # --- CoreDNS ----------------------------------------------------------------
+part "coredns"
 log "coredns $coredns_version: building"
 wrapper coredns github.com/coredns/coredns "$coredns_version"
 (
@@ -141,6 +161,7 @@ wrapper coredns github.com/coredns/coredns "$coredns_version"
 )
 
 # --- pause ------------------------------------------------------------------
+part "pause, images, manifest"
 log "pause $pause_version: building"
 cc -static -Os -Wall -Wextra -Werror -DPAUSE_VERSION="\"$pause_version\"" -o "$work/rootfs/pause" "$here/pause/pause.c"
 strip "$work/rootfs/pause"
@@ -184,5 +205,7 @@ JSON
 rm -rf "$bundle"
 mv "$stage" "$bundle"
 trap - EXIT
-log "bundle $k8s_version built in $(($(date +%s) - start)) s"
+part "end"
+times=$(printf '%s, ' "${parts[@]}")
+log "bundle $k8s_version built in $(($(date +%s) - start)) s: ${times%, }"
 echo "$bundle"
