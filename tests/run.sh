@@ -138,5 +138,5 @@ if ((setup_only)); then
 fi
 
 step "tests: cargo test"
-cargo test --workspace --locked -- --test-threads=2 2>&1 | tee "$work/test.log"
+cargo test --workspace --locked --no-fail-fast -- --test-threads=2 2>&1 | tee "$work/test.log"
 done_step
