@@ -17,7 +17,7 @@ use crate::model::api::{Applied, ChangeOptions, RenewRequest};
 use crate::model::config::{ClusterConfig, Paths};
 use crate::model::error::{OperationError, code};
 use crate::model::settings::{self, Change, Effect, Facts, Settings, SettingsError};
-use crate::model::state::{ClusterState, Phase};
+use crate::model::state::ClusterState;
 
 /// Why a settings change was not made. Nothing was saved, nothing changed.
 #[derive(Debug, Clone, PartialEq)]
@@ -317,17 +317,13 @@ impl Manager {
     /// The configuration of the running cluster: the settings (one truth: a
     /// change whose effect is `none`, `certs.renewWithinDays`, is in force
     /// at once), with the bundle it was made from (no lookup: an operation
-    /// on the running cluster works while its bundle folder is gone).
-    async fn running_config(&self) -> Result<ClusterConfig, OperationError> {
+    /// on the running cluster works while its bundle folder is gone). With
+    /// no cluster made there is no bundle: the engine refuses the operation
+    /// (`NotRunning`) before anything reads it.
+    async fn running_config(&self) -> ClusterConfig {
         let settings = self.settings().await;
-        match self.engine.last_made() {
-            Some(made) => Ok(settings.to_config(&self.paths.state_dir, made.bundle)),
-            None => Err(OperationError::with_code(
-                Phase::named("preflight"),
-                code::NOT_RUNNING,
-                "no cluster was made yet: enable it first",
-            )),
-        }
+        let bundle = self.engine.last_made().map(|made| made.bundle);
+        settings.to_config(&self.paths.state_dir, bundle.unwrap_or_default())
     }
 
     /// Changes the settings and converges in the background; the answer
@@ -404,7 +400,7 @@ impl Manager {
     /// `certs renew` on the running cluster, as operation `id`.
     pub async fn renew_certs(&self, request: RenewRequest, id: u64) -> Result<(), OperationError> {
         let ticket = self.engine.enable_ticket();
-        let config = self.running_config().await?;
+        let config = self.running_config().await;
         let renew = RenewCerts { request, config };
         self.engine.run(&renew, id, Some(ticket)).await
     }
@@ -412,7 +408,7 @@ impl Manager {
     /// `certs rotate-ca` on the running cluster, as operation `id`.
     pub async fn rotate_ca(&self, id: u64) -> Result<(), OperationError> {
         let ticket = self.engine.enable_ticket();
-        let config = self.running_config().await?;
+        let config = self.running_config().await;
         self.engine
             .run(&RotateCa { config }, id, Some(ticket))
             .await
@@ -497,6 +493,28 @@ mod tests {
         std::fs::create_dir_all(dir).unwrap();
         settings::save(&paths.settings_file, &settings).unwrap();
         Manager::new(paths, dir.join("cache")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_renewal_of_a_cluster_never_made_ends_told_as_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = manager_without_its_bundle(dir.path());
+        let mut events = manager.engine().subscribe();
+        let err = manager
+            .renew_certs(RenewRequest::default(), 7)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, code::NOT_RUNNING, "{err}");
+        // A client following operation 7 sees it start and end.
+        let mut seen = Vec::new();
+        while let Ok(event) = events.try_recv() {
+            match event {
+                crate::model::event::Event::Started { id, .. } => seen.push(("started", id)),
+                crate::model::event::Event::Done { id, .. } => seen.push(("done", id)),
+                _ => {}
+            }
+        }
+        assert_eq!(seen, [("started", 7), ("done", 7)]);
     }
 
     #[tokio::test]
