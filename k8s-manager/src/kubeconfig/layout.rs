@@ -1,8 +1,7 @@
 //! The fast path for large kubeconfigs: a reader for the plain block-style
 //! YAML that kubectl and the cloud CLIs write, which also records where each
 //! top-level key and each entry of the named lists sits in the text, so that
-//! a change is written as an edit of those lines (see [`render`]) instead of
-//! re-emitting the whole file.
+//! a change is written as an edit of those lines (see [`super::edit`]).
 //!
 //! Why: a user with 1,500 contexts has a 2–3 MB kubeconfig. Reading it with
 //! the general YAML reader and writing it back with the emitter took 60–100 ms
@@ -11,7 +10,8 @@
 //!
 //! The reader accepts a deliberately small subset of YAML and gives up
 //! (returns `None`) on everything else, and then the general reader (and its
-//! error messages) takes over. Inside the subset it must read exactly what
+//! error messages) takes over, with [`super::outline`] placing the parts a
+//! change edits. Inside the subset it must read exactly what
 //! the general reader reads: that is what the tests check, entry by entry, on
 //! the kubectl corpus and on many variants. The subset:
 //! - one document whose top level is a block mapping starting at column 0;
@@ -19,7 +19,8 @@
 //!   anywhere), including the compact forms `key:\n- item` and `- key: v`;
 //! - on a line: plain scalars, single- and double-quoted scalars, and flow
 //!   collections (`[a, b]`, `{k: v}`) that end on that line, then an
-//!   optional comment;
+//!   optional comment (but not the entries of `clusters`, `users` or
+//!   `contexts` in flow style: the outline reader places those);
 //! - plain scalars folded over more indented lines (go-yaml writes long
 //!   strings so), and literal or folded block scalars (`|`, `>-`);
 //! - keys that read as strings; no duplicate keys in one mapping.
