@@ -208,8 +208,10 @@ fn generate(dice: &mut Dice) -> Shape {
         lists: [(); 3].map(|_| {
             dice.pick(&[
                 List::Block,
+                List::Block,
                 List::BlockIndented,
                 List::Flow,
+                List::FlowLines,
                 List::FlowLines,
                 List::Empty,
                 List::Null,
@@ -1042,6 +1044,6 @@ fn every_shape_is_edited_in_place_or_refused_untouched() {
     assert_eq!(tally.generated, SHAPES, "{tally:?}");
     assert!(tally.merged >= SHAPES / 2, "{tally:?}");
     assert!(tally.refused >= 20, "{tally:?}");
-    assert!(tally.same_bytes_after_remove >= 10, "{tally:?}");
+    assert!(tally.same_bytes_after_remove >= 8, "{tally:?}");
     assert!(tally.kubectl_refuses < SHAPES / 10, "{tally:?}");
 }

@@ -1,8 +1,7 @@
 //! The fast path for large kubeconfigs: a reader for the plain block-style
 //! YAML that kubectl and the cloud CLIs write, which also records where each
 //! top-level key and each entry of the named lists sits in the text, so that
-//! a change is written as an edit of those lines (see [`render`]) instead of
-//! re-emitting the whole file.
+//! a change is written as an edit of those lines (see [`super::edit`]).
 //!
 //! Why: a user with 1,500 contexts has a 2–3 MB kubeconfig. Reading it with
 //! the general YAML reader and writing it back with the emitter took 60–100 ms
@@ -11,23 +10,27 @@
 //!
 //! The reader accepts a deliberately small subset of YAML and gives up
 //! (returns `None`) on everything else, and then the general reader (and its
-//! error messages) takes over. Inside the subset it must read exactly what
+//! error messages) takes over, with [`super::outline`] placing the parts a
+//! change edits. Inside the subset it must read exactly what
 //! the general reader reads: that is what the tests check, entry by entry, on
 //! the kubectl corpus and on many variants. The subset:
-//! - one document whose top level is a block mapping starting at column 0;
+//! - one document whose top level is a block mapping starting at column 0,
+//!   maybe after a `---` line and before a `...` line (comments may follow
+//!   those);
 //! - block mappings and block sequences indented with spaces (no tabs
 //!   anywhere), including the compact forms `key:\n- item` and `- key: v`;
 //! - on a line: plain scalars, single- and double-quoted scalars, and flow
 //!   collections (`[a, b]`, `{k: v}`) that end on that line, then an
-//!   optional comment;
+//!   optional comment (but not the entries of `clusters`, `users` or
+//!   `contexts` in flow style: the outline reader places those);
 //! - plain scalars folded over more indented lines (go-yaml writes long
 //!   strings so), and literal or folded block scalars (`|`, `>-`);
 //! - keys that read as strings; no duplicate keys in one mapping.
 //!
 //! Outside it: block scalars with keep chomping (`|+`) or an indentation
 //! digit, quoted scalars and flow collections over several lines, anchors,
-//! aliases, tags, merge keys (`<<`), complex keys (`?`), directives and
-//! document markers, tabs, control characters, and anything ambiguous.
+//! aliases, tags, merge keys (`<<`), complex keys (`?`), directives, content
+//! on a marker's line, tabs, control characters, and anything ambiguous.
 //!
 //! Scalars are resolved as the general reader resolves them: the plain
 //! scalars whose meaning is obvious (words starting with a letter that are
@@ -62,19 +65,34 @@ pub(crate) fn parse(text: &str) -> Option<(Map<String, Value>, Layout)> {
         peeked: Cell::new(None),
         keys: Vec::new(),
     };
-    let first = reader.peek()?;
-    if first.indent != 0 {
+    let mut first = reader.peek()?;
+    if reader.marker(&first) == Some(b'-') {
+        // `---` before the document, alone on its line or with a comment.
+        if !reader.only_comment(first.content + 3, first.end) {
+            return None;
+        }
+        reader.consume(&first);
+        first = reader.peek()?;
+    }
+    if first.indent != 0 || reader.marker(&first).is_some() {
         return None;
     }
     let root = reader.mapping(first, true)?;
-    if reader.peek().is_some() {
-        return None;
+    let mut end = text.len();
+    if let Some(next) = reader.peek() {
+        // `...` may end the document, followed by comments only; another
+        // document (`---`) is the general reader's to refuse.
+        if reader.marker(&next) != Some(b'.') || !reader.only_comment(next.content + 3, next.end) {
+            return None;
+        }
+        end = next.start;
+        reader.consume(&next);
+        if reader.peek().is_some() {
+            return None;
+        }
     }
     let layout = Layout {
-        root: Root::Block {
-            indent: 0,
-            end: text.len(),
-        },
+        root: Root::Block { indent: 0, end },
         keys: reader.keys,
         anchors: Vec::new(),
         unsupported: None,
@@ -189,6 +207,20 @@ impl<'a> Reader<'a> {
         self.pos = line.next;
     }
 
+    /// Whether the line is a document marker (`---` or `...` at column 0,
+    /// then a space or the line's end): which one.
+    fn marker(&self, line: &Line) -> Option<u8> {
+        let b = &self.b[line.content..line.end];
+        let marker = matches!(b.get(..3), Some(b"---" | b"...")) && line.indent == 0;
+        (marker && matches!(b.get(3), None | Some(b' '))).then_some(b[0])
+    }
+
+    /// Whether only spaces and maybe a comment are between `at` and `end`.
+    fn only_comment(&self, at: usize, end: usize) -> bool {
+        let at = skip_spaces(self.b, at, end);
+        at == end || self.b[at] == b'#'
+    }
+
     /// A block node starting on `line`: a sequence or a mapping.
     fn block(&mut self, line: Line) -> Option<Value> {
         if is_item(self.b, &line) {
@@ -266,6 +298,7 @@ impl<'a> Reader<'a> {
             }
             map.insert(key, value);
             match self.peek() {
+                Some(next) if self.marker(&next).is_some() => return Some(map),
                 Some(next) if next.indent == indent && !is_item(self.b, &next) => line = next,
                 Some(next) if next.indent >= indent => return None,
                 _ => return Some(map),
@@ -839,6 +872,10 @@ mod tests {
             "k:\n- |-\n  x\n- >\n  y\n",
             "a: | # comment\n  text\n",
             "a: 12\n  34\n",
+            "---\napiVersion: v1\n",
+            "--- # mine\napiVersion: v1\n...\n# after\n",
+            "a: |\n  text\n...\n",
+            "a: b\n  c\n...\n",
         ];
         for text in inside {
             assert!(agrees(text), "stepped aside on {text:?}");
@@ -850,8 +887,10 @@ mod tests {
         let outside = [
             "",
             "# only a comment\n",
-            "---\napiVersion: v1\n",
-            "apiVersion: v1\n...\n",
+            "--- !!map\napiVersion: v1\n",
+            "---\n",
+            "apiVersion: v1\n...\nkind: Config\n",
+            "apiVersion: v1\n---\nkind: Config\n",
             "%YAML 1.1\n---\na: b\n",
             "a: &x 1\nb: *x\n",
             "a: !!str 1\n",
