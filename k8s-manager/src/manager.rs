@@ -197,7 +197,7 @@ impl Manager {
         let current = self.settings.lock().await.clone();
         let desired = self.desired(&current, patch)?;
         let facts = self.facts(&current, &desired.settings, &desired.bundle);
-        Ok(settings::changes(&current, &desired.settings, &facts))
+        settings::changes(&current, &desired.settings, &facts).map_err(Refusal::Invalid)
     }
 
     /// The document `patch` asks for, checked, with the bundle it names found.
@@ -261,7 +261,7 @@ impl Manager {
             bundle,
         } = self.desired(&current, patch)?;
         let facts = self.facts(&current, &desired, &bundle);
-        let changes = settings::changes(&current, &desired, &facts);
+        let changes = settings::changes(&current, &desired, &facts).map_err(Refusal::Invalid)?;
         let resets = changes.iter().any(|c| c.effect == Effect::Reset);
         if resets && !options.confirm_reset {
             return Err(Refusal::ResetRequired(changes));

@@ -5,8 +5,10 @@
 //! replaces the saved one only when every field is right.
 //!
 //! Pure logic: the document, its check, the patch, and what a change does to
-//! a cluster (`none`, `restart`, `reset`). Reading bundles and the state
-//! folder is left to [`crate::bundle::cache`] and the manager.
+//! a cluster (`none`, `restart`, `reset`): each
+//! setting's effect is declared in [`EFFECTS`], beside the fields. Reading
+//! bundles and the state folder is left to [`crate::bundle::cache`] and the
+//! manager.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -118,6 +120,82 @@ pub struct Ui {
     /// The settings page is served on `127.0.0.1:<port>` (never another
     /// address); a change moves it there at once, the cluster untouched.
     pub port: u16,
+}
+
+/// What changing a setting asks of the cluster; the facts of the cluster
+/// then decide the change's [`Effect`] (nothing runs: nothing restarts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redo {
+    /// Nothing of the cluster: the daemon reads it as it goes.
+    Nothing,
+    /// The cluster's components restart with it (those whose command line
+    /// or files change); data is kept.
+    Restart,
+    /// The cluster is made again: its data is lost.
+    Rebuild,
+    /// Another bundle: a restart within the same minor version, a rebuild
+    /// across minor versions.
+    Bundle,
+}
+
+/// Each setting's effect, by its dotted key (a `*` part stands for any one
+/// part). Every setting has its row: a key with none is a test failure, and
+/// a change of it is refused rather than guessed (nothing restarts by
+/// default).
+pub const EFFECTS: &[(&str, Redo)] = &[
+    // The manager's own counters.
+    ("schemaVersion", Redo::Nothing),
+    ("revision", Redo::Nothing),
+    // The toggle is acted on by the plan (start, stop), not by an effect.
+    ("kubernetes.enabled", Redo::Nothing),
+    ("kubernetes.version", Redo::Bundle),
+    ("kubernetes.bundle", Redo::Bundle),
+    ("kubernetes.apiPort", Redo::Restart),
+    // The node's identity, and (below) the address plan its objects are made of.
+    ("kubernetes.nodeName", Redo::Rebuild),
+    ("kubernetes.contextName", Redo::Restart),
+    ("kubernetes.serverUrl", Redo::Restart),
+    ("kubernetes.extraSans", Redo::Restart),
+    ("kubernetes.hostKubeconfig", Redo::Restart),
+    ("kubernetes.mergeVmKubeconfig", Redo::Restart),
+    ("kubernetes.advertiseAddress", Redo::Restart),
+    ("network.loadBalancerAddress", Redo::Restart),
+    ("network.podCidr", Redo::Rebuild),
+    ("network.serviceCidr", Redo::Rebuild),
+    ("network.clusterDns", Redo::Rebuild),
+    ("network.clusterDomain", Redo::Rebuild),
+    ("containerd.socket", Redo::Restart),
+    ("containerd.cniConfDir", Redo::Restart),
+    ("proxy.http", Redo::Restart),
+    ("proxy.https", Redo::Restart),
+    ("proxy.noProxy", Redo::Restart),
+    ("docker.socket", Redo::Restart),
+    // Read by the certificates unit at each check.
+    ("certs.renewWithinDays", Redo::Nothing),
+    ("certs.checkInterval", Redo::Nothing),
+    // The page is the daemon's, not the cluster's: it moves by itself.
+    ("ui.port", Redo::Nothing),
+];
+
+/// The row of [`EFFECTS`] that `key` falls under, if any.
+pub fn declared_redo(key: &str) -> Option<Redo> {
+    EFFECTS
+        .iter()
+        .find(|(pattern, _)| key_matches(pattern, key))
+        .map(|&(_, redo)| redo)
+}
+
+/// Whether the dotted `key` is one of `pattern`'s, whose `*` parts stand
+/// for any one part.
+fn key_matches(pattern: &str, key: &str) -> bool {
+    let (mut want, mut have) = (pattern.split('.'), key.split('.'));
+    loop {
+        match (want.next(), have.next()) {
+            (None, None) => return true,
+            (Some(w), Some(h)) if w == "*" || w == h => {}
+            _ => return false,
+        }
+    }
 }
 
 /// A path, or a list of paths (`hostKubeconfig`): KUBECONFIG's two shapes.
@@ -649,46 +727,42 @@ pub fn leaves(value: &Value) -> Vec<(String, Value)> {
     out
 }
 
-/// The effect of changing `key` on a cluster as `facts` describe it.
-fn effect_of(key: &str, facts: &Facts) -> Effect {
-    let rebuild = Effect::Reset;
-    let redo = Effect::Restart;
-    let wanted = match key {
-        // Read by the daemon as it goes; the page is the daemon's, not the
-        // cluster's: it moves by itself.
-        "schemaVersion"
-        | "revision"
-        | "kubernetes.enabled"
-        | "certs.renewWithinDays"
-        | "certs.checkInterval"
-        | "ui.port" => Effect::None,
-        // The node's identity, and the address plan its objects are made of.
-        "kubernetes.nodeName"
-        | "network.podCidr"
-        | "network.serviceCidr"
-        | "network.clusterDns"
-        | "network.clusterDomain" => rebuild,
-        "kubernetes.version" | "kubernetes.bundle" => {
-            match (&facts.current_version, &facts.desired_version) {
-                (Some(a), Some(b)) if a == b => redo,
-                (Some(a), Some(b)) => match (Version::parse(a), Version::parse(b)) {
-                    (Ok(a), Ok(b)) if a.major == b.major && a.minor == b.minor => redo,
-                    _ => rebuild,
-                },
-                _ => redo,
-            }
-        }
-        _ => redo,
+/// The effect of changing `key` on a cluster as `facts` describe it, as
+/// [`EFFECTS`] declares it.
+fn effect_of(key: &str, facts: &Facts) -> Result<Effect, SettingsError> {
+    let redo = declared_redo(key).ok_or_else(|| {
+        SettingsError::new(
+            key,
+            "this manager declares no effect for the setting (a bug of the manager's: report it)",
+        )
+    })?;
+    let redo = match redo {
+        // A version unset in one of the documents and pinned in the other is
+        // the same cluster when both resolve to the same bundle.
+        Redo::Bundle => match (&facts.current_version, &facts.desired_version) {
+            (Some(a), Some(b)) if a == b => Redo::Restart,
+            (Some(a), Some(b)) => match (Version::parse(a), Version::parse(b)) {
+                (Ok(a), Ok(b)) if a.major == b.major && a.minor == b.minor => Redo::Restart,
+                _ => Redo::Rebuild,
+            },
+            _ => Redo::Restart,
+        },
+        other => other,
     };
-    match wanted {
-        Effect::Reset if facts.cluster_exists => Effect::Reset,
-        Effect::Reset | Effect::Restart if facts.running => Effect::Restart,
+    Ok(match redo {
+        Redo::Rebuild if facts.cluster_exists => Effect::Reset,
+        Redo::Rebuild | Redo::Restart if facts.running => Effect::Restart,
         _ => Effect::None,
-    }
+    })
 }
 
-/// Each setting that differs between the two documents, with its effect.
-pub fn changes(current: &Settings, desired: &Settings, facts: &Facts) -> Vec<Change> {
+/// Each setting that differs between the two documents, with its effect;
+/// an error names a setting whose effect is not declared.
+pub fn changes(
+    current: &Settings,
+    desired: &Settings,
+    facts: &Facts,
+) -> Result<Vec<Change>, SettingsError> {
     let before: std::collections::BTreeMap<String, Value> =
         leaves(&current.to_value()).into_iter().collect();
     let after = leaves(&desired.to_value());
@@ -700,16 +774,14 @@ pub fn changes(current: &Settings, desired: &Settings, facts: &Facts) -> Vec<Cha
         let current_value = before.get(&key).cloned().unwrap_or(Value::Null);
         if current_value != desired_value {
             changes.push(Change {
-                effect: effect_of(&key, facts),
+                effect: effect_of(&key, facts)?,
                 key,
                 current: current_value,
                 desired: desired_value,
             });
         }
     }
-    // A version unset in one of the documents and pinned in the other is
-    // the same cluster when both resolve to the same bundle.
-    changes
+    Ok(changes)
 }
 
 impl Kubernetes {
@@ -917,7 +989,7 @@ mod tests {
         let current = Settings::default();
         let effect = |patch: Value, facts: &Facts| {
             let desired = current.patched(&patch).unwrap();
-            let changes = changes(&current, &desired, facts);
+            let changes = changes(&current, &desired, facts).unwrap();
             assert_eq!(changes.len(), 1, "{changes:?}");
             changes[0].effect
         };
@@ -953,6 +1025,66 @@ mod tests {
             ..live.clone()
         };
         assert_eq!(effect(version, &patch), Effect::Restart);
+    }
+
+    /// A document with every optional field set: each of its leaves is a
+    /// value (none is null).
+    fn every_field_set() -> Settings {
+        let s = Settings::default()
+            .patched(&json!({
+                "kubernetes": {
+                    "version": "v1.34.4",
+                    "bundle": "/bundles/v1.34.4",
+                    "serverUrl": "https://kubernetes.docker.internal:6443",
+                    "extraSans": ["k8s.test"],
+                    "hostKubeconfig": ["/mnt/c/Users/dev/.kube/config"],
+                    "advertiseAddress": "192.0.2.10",
+                },
+                "proxy": {
+                    "http": "http://proxy.test:3128",
+                    "https": "http://proxy.test:3128",
+                    "noProxy": ["corp.test"],
+                },
+            }))
+            .unwrap();
+        let nulls: Vec<String> = leaves(&s.to_value())
+            .into_iter()
+            .filter(|(_, v)| v.is_null())
+            .map(|(k, _)| k)
+            .collect();
+        assert!(nulls.is_empty(), "set these too: {nulls:?}");
+        s
+    }
+
+    #[test]
+    fn every_setting_has_its_declared_effect() {
+        let full = every_field_set();
+        let mut keys: Vec<String> = Vec::new();
+        for document in [Settings::default(), full] {
+            keys.extend(leaves(&document.to_value()).into_iter().map(|(k, _)| k));
+        }
+        for key in &keys {
+            assert!(
+                declared_redo(key).is_some(),
+                "{key}: declare its effect in EFFECTS"
+            );
+            let rows = EFFECTS
+                .iter()
+                .filter(|(pattern, _)| key_matches(pattern, key))
+                .count();
+            assert_eq!(rows, 1, "{key}: one row of EFFECTS, not {rows}");
+        }
+        // And every row is a setting's.
+        for (pattern, _) in EFFECTS {
+            assert!(
+                keys.iter().any(|key| key_matches(pattern, key)),
+                "{pattern}: a row of no setting"
+            );
+        }
+        // A key with no row is refused, not restarted.
+        assert_eq!(declared_redo("kubernetes.colour"), None);
+        let err = effect_of("kubernetes.colour", &facts(true, true)).unwrap_err();
+        assert_eq!(err.field, "kubernetes.colour");
     }
 
     #[test]
