@@ -287,7 +287,11 @@ impl Manager {
             (true, None) => unreachable!("a cluster to run has its bundle found"),
             (true, Some((dir, _))) => {
                 let config = desired.to_config(&self.paths.state_dir, dir);
-                let restarts = changes.iter().any(|c| c.effect == Effect::Restart);
+                // A component's restart is an enable too: it restarts only
+                // the processes whose command line or files changed.
+                let restarts = changes
+                    .iter()
+                    .any(|c| matches!(c.effect, Effect::Restart | Effect::RestartComponent));
                 match (resets, restarts || !facts.running || recheck) {
                     (true, _) => Plan::Rebuild(config),
                     (false, true) => Plan::Enable(config, self.engine.enable_ticket()),
