@@ -203,6 +203,10 @@ impl Manager {
     /// The document `patch` asks for, checked, with the bundle it names found.
     fn desired(&self, current: &Settings, patch: &Value) -> Result<Desired, Refusal> {
         let mut desired = current.patched(patch).map_err(Refusal::Invalid)?;
+        // A component's flag or variable that the manager sets is refused
+        // (judged for the components whose overrides change).
+        crate::components::overrides::check(&desired.components, Some(&current.components))
+            .map_err(Refusal::Invalid)?;
         // A version asked for is the cache's bundle of it: a bundle folder
         // chosen before (of another version) no longer holds.
         let k = patch.get("kubernetes");
@@ -561,6 +565,75 @@ mod tests {
             std::fs::read(&manager.paths().settings_file).unwrap(),
             before
         );
+    }
+
+    #[tokio::test]
+    async fn a_flag_the_manager_owns_is_refused_and_saves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = manager_without_its_bundle(dir.path());
+        let before = std::fs::read(&manager.paths().settings_file).unwrap();
+        for (patch, field, why) in [
+            (
+                json!({"components": {"kube-apiserver": {"extraArgs": ["--v=3", "--anonymous-auth=true"]}}}),
+                "components.kube-apiserver.extraArgs[1]",
+                "--anonymous-auth is the manager's",
+            ),
+            (
+                json!({"components": {"etcd": {"extraArgs": ["--data-dir=/tmp/etcd"]}}}),
+                "components.etcd.extraArgs[0]",
+                "--data-dir is the manager's",
+            ),
+            (
+                json!({"components": {"kubelet": {"env": {"HTTP_PROXY": "http://p.test"}}}}),
+                "components.kubelet.env.HTTP_PROXY",
+                "proxy.http",
+            ),
+            (
+                json!({"components": {"kube-dns": {"extraArgs": ["--v=3"]}}}),
+                "components.kube-dns",
+                "unknown field",
+            ),
+        ] {
+            for proposal in [true, false] {
+                let refusal = match proposal {
+                    true => manager.propose(&patch).await.unwrap_err(),
+                    false => manager
+                        .change(&patch, ChangeOptions::default())
+                        .await
+                        .unwrap_err(),
+                };
+                assert_eq!(refusal.code(), "InvalidSettings");
+                assert_eq!(refusal.field(), Some(field), "{refusal}");
+                assert!(refusal.to_string().contains(why), "{refusal}");
+            }
+        }
+        assert_eq!(
+            std::fs::read(&manager.paths().settings_file).unwrap(),
+            before
+        );
+    }
+
+    #[tokio::test]
+    async fn an_override_of_a_cluster_that_is_off_is_saved_and_restarts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = Manager::new(Paths::new(dir.path()), dir.path().join("cache")).unwrap();
+        let patch = json!({"components": {"kube-apiserver": {"extraArgs": ["--v=3"]}}});
+        let proposed = manager.propose(&patch).await.unwrap();
+        assert_eq!(proposed.len(), 1, "{proposed:?}");
+        assert_eq!(proposed[0].effect, Effect::None, "nothing runs");
+        let (applied, plan) = manager
+            .change(&patch, ChangeOptions::default())
+            .await
+            .unwrap();
+        assert!(matches!(plan, Plan::Keep), "{plan:?}");
+        assert_eq!(
+            applied.settings.components.kube_apiserver.extra_args,
+            ["--v=3"]
+        );
+        let saved = settings::load(&manager.paths().settings_file)
+            .unwrap()
+            .unwrap();
+        assert_eq!(saved.components, applied.settings.components);
     }
 
     #[tokio::test]

@@ -213,7 +213,10 @@ impl<'a> PhaseContext<'a> {
                 self.fail(format!("writing {}'s configuration: {e}", component.name()))
             })?;
             self.processes
-                .start(component.spec(&self.components), component.stop_grace())
+                .start(
+                    components::overrides::with_overrides(*component, &self.components),
+                    component.stop_grace(),
+                )
                 .await
                 .map_err(|e| self.fail(chain(&e)).with_logs(&self.components, *component))?;
         }
