@@ -4,7 +4,9 @@
 //! chromium headless through Selenium: the status reads Running, the switch
 //! turns the cluster off and on (and `k8s-manager status` agrees), Reset and
 //! its dialog give a fresh cluster, a refused setting shows next to its
-//! field, a failed enable shows its error; and plain HTTP requests from
+//! field, a failed enable shows its error, a component's flag the manager
+//! owns is refused and one of the user's restarts that component only; and
+//! plain HTTP requests from
 //! another site are refused. Screenshots go to `<target>/ui-artifacts/`.
 //!
 //! Needs root, containerd prepared by vm/prepare-vm.sh, the bundle

@@ -197,12 +197,16 @@ impl Manager {
         let current = self.settings.lock().await.clone();
         let desired = self.desired(&current, patch)?;
         let facts = self.facts(&current, &desired.settings, &desired.bundle);
-        Ok(settings::changes(&current, &desired.settings, &facts))
+        settings::changes(&current, &desired.settings, &facts).map_err(Refusal::Invalid)
     }
 
     /// The document `patch` asks for, checked, with the bundle it names found.
     fn desired(&self, current: &Settings, patch: &Value) -> Result<Desired, Refusal> {
         let mut desired = current.patched(patch).map_err(Refusal::Invalid)?;
+        // A component's flag or variable that the manager sets is refused
+        // (judged for the components whose overrides change).
+        crate::components::overrides::check(&desired.components, Some(&current.components))
+            .map_err(Refusal::Invalid)?;
         // A version asked for is the cache's bundle of it: a bundle folder
         // chosen before (of another version) no longer holds.
         let k = patch.get("kubernetes");
@@ -261,7 +265,7 @@ impl Manager {
             bundle,
         } = self.desired(&current, patch)?;
         let facts = self.facts(&current, &desired, &bundle);
-        let changes = settings::changes(&current, &desired, &facts);
+        let changes = settings::changes(&current, &desired, &facts).map_err(Refusal::Invalid)?;
         let resets = changes.iter().any(|c| c.effect == Effect::Reset);
         if resets && !options.confirm_reset {
             return Err(Refusal::ResetRequired(changes));
@@ -287,7 +291,11 @@ impl Manager {
             (true, None) => unreachable!("a cluster to run has its bundle found"),
             (true, Some((dir, _))) => {
                 let config = desired.to_config(&self.paths.state_dir, dir);
-                let restarts = changes.iter().any(|c| c.effect == Effect::Restart);
+                // A component's restart is an enable too: it restarts only
+                // the processes whose command line or files changed.
+                let restarts = changes
+                    .iter()
+                    .any(|c| matches!(c.effect, Effect::Restart | Effect::RestartComponent));
                 match (resets, restarts || !facts.running || recheck) {
                     (true, _) => Plan::Rebuild(config),
                     (false, true) => Plan::Enable(config, self.engine.enable_ticket()),
@@ -575,6 +583,75 @@ mod tests {
             std::fs::read(&manager.paths().settings_file).unwrap(),
             before
         );
+    }
+
+    #[tokio::test]
+    async fn a_flag_the_manager_owns_is_refused_and_saves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = manager_without_its_bundle(dir.path());
+        let before = std::fs::read(&manager.paths().settings_file).unwrap();
+        for (patch, field, why) in [
+            (
+                json!({"components": {"kube-apiserver": {"extraArgs": ["--v=3", "--anonymous-auth=true"]}}}),
+                "components.kube-apiserver.extraArgs[1]",
+                "--anonymous-auth is the manager's",
+            ),
+            (
+                json!({"components": {"etcd": {"extraArgs": ["--data-dir=/tmp/etcd"]}}}),
+                "components.etcd.extraArgs[0]",
+                "--data-dir is the manager's",
+            ),
+            (
+                json!({"components": {"kubelet": {"env": {"HTTP_PROXY": "http://p.test"}}}}),
+                "components.kubelet.env.HTTP_PROXY",
+                "proxy.http",
+            ),
+            (
+                json!({"components": {"kube-dns": {"extraArgs": ["--v=3"]}}}),
+                "components.kube-dns",
+                "unknown field",
+            ),
+        ] {
+            for proposal in [true, false] {
+                let refusal = match proposal {
+                    true => manager.propose(&patch).await.unwrap_err(),
+                    false => manager
+                        .change(&patch, ChangeOptions::default())
+                        .await
+                        .unwrap_err(),
+                };
+                assert_eq!(refusal.code(), "InvalidSettings");
+                assert_eq!(refusal.field(), Some(field), "{refusal}");
+                assert!(refusal.to_string().contains(why), "{refusal}");
+            }
+        }
+        assert_eq!(
+            std::fs::read(&manager.paths().settings_file).unwrap(),
+            before
+        );
+    }
+
+    #[tokio::test]
+    async fn an_override_of_a_cluster_that_is_off_is_saved_and_restarts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = Manager::new(Paths::new(dir.path()), dir.path().join("cache")).unwrap();
+        let patch = json!({"components": {"kube-apiserver": {"extraArgs": ["--v=3"]}}});
+        let proposed = manager.propose(&patch).await.unwrap();
+        assert_eq!(proposed.len(), 1, "{proposed:?}");
+        assert_eq!(proposed[0].effect, Effect::None, "nothing runs");
+        let (applied, plan) = manager
+            .change(&patch, ChangeOptions::default())
+            .await
+            .unwrap();
+        assert!(matches!(plan, Plan::Keep), "{plan:?}");
+        assert_eq!(
+            applied.settings.components.kube_apiserver.extra_args,
+            ["--v=3"]
+        );
+        let saved = settings::load(&manager.paths().settings_file)
+            .unwrap()
+            .unwrap();
+        assert_eq!(saved.components, applied.settings.components);
     }
 
     #[tokio::test]

@@ -312,6 +312,60 @@ const FIELDS = {
   },
 };
 
+// The components, by their processes' names: each has its flags and its
+// environment (`components.<name>.extraArgs`, `.env`), one a line.
+const COMPONENTS = ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubelet', 'kube-proxy'];
+
+function overridesOf(s, name) {
+  return (s.components && s.components[name]) || {};
+}
+
+function lines(text) {
+  return text.split('\n').map((line) => line.trim()).filter(Boolean);
+}
+
+for (const name of COMPONENTS) {
+  FIELDS[`components.${name}.extraArgs`] = {
+    label: `${name} flags`,
+    placeholder: '--v=2',
+    read: (s) => (overridesOf(s, name).extraArgs || []).join('\n'),
+    write: (v) => ({ components: { [name]: { extraArgs: lines(v) } } }),
+  };
+  FIELDS[`components.${name}.env`] = {
+    label: `${name} environment`,
+    placeholder: 'NAME=value',
+    read: (s) => Object.entries(overridesOf(s, name).env || {}).map(([k, v]) => `${k}=${v}`).join('\n'),
+    // The whole environment as written: a variable no longer there is
+    // taken out (null, in a merge patch).
+    write: (v) => {
+      const env = {};
+      for (const variable of Object.keys(overridesOf(view.settings, name).env || {})) env[variable] = null;
+      for (const line of lines(v)) {
+        const at = line.indexOf('=');
+        if (at < 0) env[line] = '';
+        else env[line.slice(0, at).trim()] = line.slice(at + 1);
+      }
+      return { components: { [name]: { env } } };
+    },
+  };
+}
+
+// The fields of the overrides, made from FIELDS (labelled for a screen
+// reader, each with its place for a refusal).
+function makeOverrideFields() {
+  const fields = Object.entries(FIELDS).filter(([key]) => key.startsWith('components.'));
+  $('override-fields').replaceChildren(...fields.map(([key, field]) => {
+    const id = `f-${key.replace(/\./g, '-')}`;
+    return el('div', { class: 'field' },
+      el('label', { for: id }, field.label),
+      el('textarea', {
+        id, 'data-key': key, rows: 2, placeholder: field.placeholder, autocomplete: 'off',
+        spellcheck: 'false', 'aria-describedby': `e-${key} overrides-hint`,
+      }),
+      el('p', { class: 'field-error', id: `e-${key}`, hidden: '' }));
+  }));
+}
+
 // A number when the field holds one; else the text, for the daemon to refuse
 // with its own words.
 function asNumber(text) {
@@ -385,11 +439,19 @@ function clearFieldErrors() {
 // field's); one without a field, under the Apply button.
 function showRefusal(answer) {
   const error = (answer.data && answer.data.error) || {};
-  const key = (error.field || '').replace(/\[\d+\]$/, '');
+  let key = (error.field || '').replace(/\[\d+\]$/, '');
+  // A variable's refusal (`components.kubelet.env.NAME`) is its environment
+  // field's, and names the variable.
+  let variable = '';
+  const env = /^(components\.[^.]+\.env)\.(.+)$/.exec(key);
+  if (!FIELDS[key] && env) [, key, variable] = env;
   if (FIELDS[key]) {
+    const details = inputOf(key).closest('details');
+    if (details) details.open = true;
     const node = $(`e-${key}`);
     const message = error.message || '';
-    node.textContent = message.startsWith(`${error.field}: `) ? message.slice(error.field.length + 2) : message;
+    const why = message.startsWith(`${error.field}: `) ? message.slice(error.field.length + 2) : message;
+    node.textContent = variable ? `${variable}: ${why}` : why;
     node.hidden = false;
     inputOf(key).setAttribute('aria-invalid', 'true');
     inputOf(key).focus();
@@ -406,8 +468,16 @@ const EFFECT_WORDS = {
 };
 
 function worstEffect(changes) {
-  const order = ['none', 'restart', 'reset'];
+  const order = ['none', 'restart-component', 'restart', 'reset'];
   return changes.reduce((worst, c) => (order.indexOf(c.effect) > order.indexOf(worst) ? c.effect : worst), 'none');
+}
+
+// What the changes cost, in words: a component's restart names the component.
+function effectText(changes) {
+  const effect = worstEffect(changes);
+  if (effect !== 'restart-component') return EFFECT_WORDS[effect];
+  const names = [...new Set(changes.filter((c) => c.effect === effect).map((c) => c.component))];
+  return `${names.join(', ')} ${names.length > 1 ? 'restart' : 'restarts'}; the other components, workloads and data are kept`;
 }
 
 let pendingPatch = null;
@@ -429,7 +499,7 @@ async function apply(event) {
   }
   const changes = proposed.data.changes || [];
   const effect = worstEffect(changes);
-  $('apply-status').textContent = `Applying: ${EFFECT_WORDS[effect]}.`;
+  $('apply-status').textContent = `Applying: ${effectText(changes)}.`;
   if (effect === 'reset') {
     pendingPatch = patch;
     const keys = changes.filter((c) => c.effect === 'reset').map((c) => c.key).join(', ');
@@ -450,8 +520,7 @@ async function save(patch, confirmReset) {
   }
   const before = view.settings;
   view.settings = answer.data.settings;
-  const effect = worstEffect(answer.data.changes || []);
-  $('apply-status').textContent = `Applied: ${EFFECT_WORDS[effect]}.`;
+  $('apply-status').textContent = `Applied: ${effectText(answer.data.changes || [])}.`;
   fillForm();
   renderSwitch();
   if (before.ui.port !== view.settings.ui.port) {
@@ -551,6 +620,7 @@ async function refreshImages() {
 // ---- start ------------------------------------------------------------------
 
 async function start() {
+  makeOverrideFields();
   $('enable').addEventListener('click', toggle);
   $('reset').addEventListener('click', () => $('reset-dialog').showModal());
   $('reset-cancel').addEventListener('click', () => $('reset-dialog').close());

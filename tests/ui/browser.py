@@ -291,6 +291,45 @@ def run(driver):
     assert cli_state() == "running"
     step("API port back to 6443: Running")
 
+    # Component overrides, folded: a flag the manager owns is refused next to
+    # its field; one of the user's restarts its component, and only it.
+    summary = driver.find_element(By.CSS_SELECTOR, "#overrides > summary")
+    assert summary.accessible_name == "Component flags and environment", summary.accessible_name
+    summary.click()
+    api_flags = wait_until("the overrides unfold", 5, lambda: [
+        e for e in driver.find_elements(By.CSS_SELECTOR, "textarea")
+        if e.accessible_name == "kube-apiserver flags" and e.is_displayed()])[0]
+    api_flags.send_keys("--anonymous-auth=true")
+    by_name(driver, "button", "Apply", "button").click()
+    error = driver.find_element(By.ID, "e-components.kube-apiserver.extraArgs")
+    wait_until("the refusal shows next to the API server's flags", 10, lambda: error.is_displayed() and error.text)
+    assert "--anonymous-auth is the manager's" in error.text, error.text
+    assert api_flags.get_attribute("aria-invalid") == "true"
+    settings = json.loads(manager("settings", "get", "--output", "json").stdout)
+    assert settings["components"]["kube-apiserver"]["extraArgs"] == [], "a refused flag changes nothing"
+    shot(driver, "refused-flag")
+    step(f"a flag the manager owns: refused next to its field ({error.text[:60]!r}...)")
+
+    def pids():
+        status = json.loads(manager("status", "--output", "json").stdout)
+        return {c["name"]: c.get("pid") for c in status["components"] if c.get("kind") != "task"}
+    before = pids()
+    api_flags.clear()
+    scheduler_flags = [e for e in driver.find_elements(By.CSS_SELECTOR, "textarea")
+                       if e.accessible_name == "kube-scheduler flags"][0]
+    scheduler_flags.send_keys("--v=2")
+    by_name(driver, "button", "Apply", "button").click()
+    wait_until("the change is applied", 10,
+               lambda: "kube-scheduler restarts" in driver.find_element(By.ID, "apply-status").text)
+    after = wait_until("kube-scheduler restarted", 120, lambda: (lambda p: p if p.get("kube-scheduler") not in
+                       (None, before["kube-scheduler"]) and cli_state() == "running" else None)(pids()))
+    assert {k: v for k, v in after.items() if k != "kube-scheduler"} == \
+        {k: v for k, v in before.items() if k != "kube-scheduler"}, (before, after)
+    cmdline = open(f"/proc/{after['kube-scheduler']}/cmdline", "rb").read().split(b"\0")
+    assert b"--v=2" in cmdline, cmdline
+    wait_until("the status reads Running", 60, lambda: status_text(driver) == "Running")
+    step("kube-scheduler --v=2 from the page: kube-scheduler restarted with it, the others kept running")
+
     # Script errors only: the refusals above are answers the page expects
     # (and /api/v1/images is a 404 until the image sync serves it).
     problems = [e for e in driver.get_log("browser")

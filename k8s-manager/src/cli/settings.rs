@@ -33,8 +33,8 @@ pub enum SettingsCommand {
         #[command(flatten)]
         output: OutputArg,
     },
-    /// Say what a change would do to the cluster (none, restart, reset),
-    /// changing nothing.
+    /// Say what a change would do to the cluster (none, restart-component,
+    /// restart, reset), changing nothing.
     Propose {
         /// The settings a change would set, as `settings set` takes them.
         #[arg(value_name = "KEY=VALUE", required = true)]
@@ -127,9 +127,13 @@ fn patch(assignments: &[String]) -> anyhow::Result<serde_json::Value> {
 fn print_changes(changes: &[Change]) {
     for change in changes {
         let effect = match change.effect {
-            Effect::None => "",
-            Effect::Restart => "  (restarts the cluster's components)",
-            Effect::Reset => "  (RESETS the cluster: its workloads and data are lost)",
+            Effect::None => String::new(),
+            Effect::RestartComponent => format!(
+                "  (restarts {})",
+                change.component.as_deref().unwrap_or("its component")
+            ),
+            Effect::Restart => "  (restarts the cluster's components)".into(),
+            Effect::Reset => "  (RESETS the cluster: its workloads and data are lost)".into(),
         };
         println!(
             "{}: {} → {}{effect}",

@@ -218,7 +218,10 @@ impl<'a> PhaseContext<'a> {
         for component in components {
             self.prepare(*component)?;
             self.processes
-                .start(component.spec(&self.components), component.stop_grace())
+                .start(
+                    components::overrides::with_overrides(*component, &self.components),
+                    component.stop_grace(),
+                )
                 .await
                 .map_err(|e| self.fail(chain(&e)).with_logs(&self.components, *component))?;
         }

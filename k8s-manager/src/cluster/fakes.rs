@@ -188,6 +188,16 @@ impl World {
             .collect()
     }
 
+    /// The spec the process `name` runs with.
+    pub fn spec(&self, name: &str) -> Option<ProcessSpec> {
+        self.children
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(s, _)| s.name == name)
+            .map(|(s, _)| s.clone())
+    }
+
     /// What the daemon's shutdown does: the supervisor's `stop_all`.
     pub async fn processes_stop_all(&self) {
         Processes::stop_all(self, Duration::ZERO).await

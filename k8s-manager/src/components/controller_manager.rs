@@ -57,6 +57,11 @@ impl Component for ControllerManager {
         )
     }
 
+    /// Its API rates: a user's come after ours.
+    fn defaults(&self) -> &'static [&'static str] {
+        &["kube-api-qps", "kube-api-burst"]
+    }
+
     fn probe(&self, _ctx: &Context) -> Probe {
         // /healthz is always allowed without credentials; the serving
         // certificate is self-signed by the component.

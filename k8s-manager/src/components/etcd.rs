@@ -49,6 +49,11 @@ impl Component for Etcd {
         )
     }
 
+    /// How often it snapshots: a user's value comes after ours.
+    fn defaults(&self) -> &'static [&'static str] {
+        &["snapshot-count"]
+    }
+
     /// Two lines for each /health it refuses, ten a second.
     fn log_noise(&self) -> &'static [&'static str] {
         &["\"/health error\"", "\"serving /health false"]

@@ -13,6 +13,38 @@ pub struct KubeProxy;
 
 const CONFIG_FILE: &str = "kube-proxy.json";
 
+/// Each field of [`KubeProxy::config`] (a dotted path) with the flag that
+/// would set it, when the manager owns that; `None`: a default the user may
+/// change. Every field has its row (a test checks it).
+const CONFIG_FLAGS: &[(&str, Option<&str>)] = &[
+    ("apiVersion", None),
+    ("kind", None),
+    ("mode", Some("proxy-mode")),
+    ("clientConnection.kubeconfig", Some("kubeconfig")),
+    ("clusterCIDR", Some("cluster-cidr")),
+    ("hostnameOverride", Some("hostname-override")),
+    ("bindAddress", Some("bind-address")),
+    ("healthzBindAddress", Some("healthz-bind-address")),
+    ("metricsBindAddress", Some("metrics-bind-address")),
+    // Zero: the machine's conntrack sysctls are left alone (see above).
+    ("conntrack.maxPerCore", Some("conntrack-max-per-core")),
+    (
+        "conntrack.tcpEstablishedTimeout",
+        Some("conntrack-tcp-timeout-established"),
+    ),
+    (
+        "conntrack.tcpCloseWaitTimeout",
+        Some("conntrack-tcp-timeout-close-wait"),
+    ),
+    ("iptables.syncPeriod", None),
+    ("iptables.minSyncPeriod", None),
+    // 127.0.0.1:<nodePort> is the load-balancer unit's.
+    (
+        "iptables.localhostNodePorts",
+        Some("iptables-localhost-nodeports"),
+    ),
+];
+
 impl KubeProxy {
     pub fn config(ctx: &Context) -> serde_json::Value {
         json!({
@@ -58,6 +90,10 @@ impl Component for KubeProxy {
         spec
     }
 
+    fn config_flags(&self) -> Vec<&'static str> {
+        CONFIG_FLAGS.iter().filter_map(|(_, flag)| *flag).collect()
+    }
+
     fn probe(&self, _ctx: &Context) -> Probe {
         // /livez answers once the proxy runs; /healthz waits for a full sync
         // that depends on the node object, which the wait phase checks anyway.
@@ -69,6 +105,12 @@ impl Component for KubeProxy {
 mod tests {
     use super::*;
     use crate::components::test_support::context;
+
+    #[test]
+    fn every_configuration_field_says_whether_its_flag_is_owned() {
+        let config = KubeProxy::config(&context(std::path::Path::new("/s")));
+        crate::components::test_support::assert_every_field_has_its_row(&config, CONFIG_FLAGS);
+    }
 
     #[test]
     fn iptables_mode_without_conntrack_tuning() {

@@ -13,6 +13,51 @@ pub struct Kubelet;
 
 const CONFIG_FILE: &str = "kubelet.json";
 
+/// Each field of [`Kubelet::config`] (a dotted path) with the flag that
+/// would override it, when the manager owns that: a flag wins over the
+/// file. `None`: a default the user may change (or no flag sets it). Every
+/// field has its row (a test checks it).
+const CONFIG_FLAGS: &[(&str, Option<&str>)] = &[
+    ("apiVersion", None),
+    ("kind", None),
+    ("address", Some("address")),
+    ("port", Some("port")),
+    ("readOnlyPort", Some("read-only-port")),
+    ("healthzBindAddress", Some("healthz-bind-address")),
+    ("healthzPort", Some("healthz-port")),
+    ("authentication.anonymous.enabled", Some("anonymous-auth")),
+    (
+        "authentication.webhook.enabled",
+        Some("authentication-token-webhook"),
+    ),
+    ("authentication.webhook.cacheTTL", None),
+    ("authentication.x509.clientCAFile", Some("client-ca-file")),
+    ("authorization.mode", Some("authorization-mode")),
+    ("authorization.webhook.cacheAuthorizedTTL", None),
+    ("authorization.webhook.cacheUnauthorizedTTL", None),
+    ("tlsCertFile", Some("tls-cert-file")),
+    ("tlsPrivateKeyFile", Some("tls-private-key-file")),
+    ("rotateCertificates", Some("rotate-certificates")),
+    ("serverTLSBootstrap", Some("rotate-server-certificates")),
+    ("cgroupDriver", Some("cgroup-driver")),
+    (
+        "containerRuntimeEndpoint",
+        Some("container-runtime-endpoint"),
+    ),
+    ("clusterDNS", Some("cluster-dns")),
+    ("clusterDomain", Some("cluster-domain")),
+    ("resolvConf", Some("resolv-conf")),
+    ("staticPodPath", Some("pod-manifest-path")),
+    ("failSwapOn", None),
+    ("memorySwap", None),
+    ("evictionHard", None),
+    ("imageGCHighThresholdPercent", None),
+    ("imageGCLowThresholdPercent", None),
+    ("nodeStatusReportFrequency", None),
+    ("syncFrequency", None),
+    ("failCgroupV1", None),
+];
+
 impl Kubelet {
     /// The KubeletConfiguration (JSON is YAML, and kubelet reads either).
     pub fn config(ctx: &Context) -> serde_json::Value {
@@ -108,6 +153,15 @@ impl Component for Kubelet {
         )
     }
 
+    /// Its log level: ours is `--v=1`, a user's comes after.
+    fn defaults(&self) -> &'static [&'static str] {
+        &["v"]
+    }
+
+    fn config_flags(&self) -> Vec<&'static str> {
+        CONFIG_FLAGS.iter().filter_map(|(_, flag)| *flag).collect()
+    }
+
     fn probe(&self, _ctx: &Context) -> Probe {
         Probe::http(format!("http://127.0.0.1:{KUBELET_HEALTHZ_PORT}/healthz"))
     }
@@ -161,6 +215,13 @@ mod tests {
                 "/s/pki/trust/ca.crt"
             ]
         );
+    }
+
+    #[test]
+    fn every_configuration_field_says_whether_its_flag_is_owned() {
+        // cgroup v1 on v1.34: every field there is.
+        let config = Kubelet::config(&context(std::path::Path::new("/s")));
+        crate::components::test_support::assert_every_field_has_its_row(&config, CONFIG_FLAGS);
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod controller_manager;
 mod etcd;
 mod kube_proxy;
 mod kubelet;
+pub mod overrides;
 pub mod probe;
 mod scheduler;
 
@@ -195,7 +196,20 @@ pub trait Component: Send + Sync {
     fn prepare(&self, _ctx: &Context) -> std::io::Result<()> {
         Ok(())
     }
+    /// How the manager runs it: its own flags and variables, without the
+    /// user's (see [`overrides::with_overrides`]). Every flag here is the
+    /// manager's, refused as a user's override, but for its [`Component::defaults`].
     fn spec(&self, ctx: &Context) -> ProcessSpec;
+    /// The flags of its spec that are defaults, not wiring (a log level, a
+    /// rate): a user's own value comes after ours, and wins.
+    fn defaults(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// The flags that would override what its configuration file sets (a
+    /// flag wins over the file): the manager's, as its spec's are.
+    fn config_flags(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
     fn probe(&self, ctx: &Context) -> Probe;
     /// Markers of the lines it logs about our own probes while it is not
     /// ready yet: left out of the log lines an error shows, where they would
@@ -266,6 +280,43 @@ pub(crate) mod test_support {
 
     pub fn has_flag(spec: &ProcessSpec, flag: &str) -> bool {
         spec.args.iter().any(|a| a == flag)
+    }
+
+    /// Every field of a configuration file (a dotted path; an object is
+    /// followed unless it has a row of its own) has its row in `rows`, and
+    /// every row is a field.
+    pub fn assert_every_field_has_its_row(
+        config: &serde_json::Value,
+        rows: &[(&str, Option<&str>)],
+    ) {
+        fn walk(
+            path: &str,
+            value: &serde_json::Value,
+            rows: &[(&str, Option<&str>)],
+            seen: &mut Vec<String>,
+        ) {
+            if rows.iter().any(|(p, _)| *p == path) {
+                seen.push(path.to_string());
+                return;
+            }
+            match value.as_object() {
+                Some(fields) if !fields.is_empty() => {
+                    for (key, value) in fields {
+                        let path = match path.is_empty() {
+                            true => key.clone(),
+                            false => format!("{path}.{key}"),
+                        };
+                        walk(&path, value, rows, seen);
+                    }
+                }
+                _ => panic!("{path}: no row says whether a flag of it is the manager's"),
+            }
+        }
+        let mut seen = Vec::new();
+        walk("", config, rows, &mut seen);
+        for (path, _) in rows {
+            assert!(seen.iter().any(|s| s == path), "{path}: a row of no field");
+        }
     }
 }
 

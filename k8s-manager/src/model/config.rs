@@ -71,6 +71,10 @@ pub struct ClusterConfig {
     /// (`network.loadBalancerAddress`).
     #[serde(default = "default_load_balancer_address")]
     pub load_balancer_address: IpAddr,
+    /// What the user adds to each component's command line and environment
+    /// (`components.*`).
+    #[serde(default)]
+    pub components: super::overrides::ComponentOverrides,
 }
 
 fn default_load_balancer_address() -> IpAddr {
@@ -150,6 +154,7 @@ impl ClusterConfig {
             proxy: Default::default(),
             renew_within_days: default_renew_within_days(),
             load_balancer_address: default_load_balancer_address(),
+            components: Default::default(),
         }
     }
 
@@ -395,6 +400,7 @@ mod tests {
             "renewWithinDays",
             "dockerSocket",
             "loadBalancerAddress",
+            "components",
         ] {
             written_fields.remove(added);
         }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod event;
 pub mod images;
 pub mod names;
+pub mod overrides;
 pub mod proxy;
 pub mod settings;
 pub mod state;

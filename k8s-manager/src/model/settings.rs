@@ -5,8 +5,10 @@
 //! replaces the saved one only when every field is right.
 //!
 //! Pure logic: the document, its check, the patch, and what a change does to
-//! a cluster (`none`, `restart`, `reset`). Reading bundles and the state
-//! folder is left to [`crate::bundle::cache`] and the manager.
+//! a cluster (`none`, `restart-component`, `restart`, `reset`): each
+//! setting's effect is declared in [`EFFECTS`], beside the fields. Reading
+//! bundles and the state folder is left to [`crate::bundle::cache`] and the
+//! manager.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -17,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::config::{self, ClusterConfig};
+use super::overrides::ComponentOverrides;
 use super::proxy::ProxySettings;
 pub use crate::bundle::cache::Version;
 
@@ -49,6 +52,8 @@ pub struct Settings {
     pub docker: Docker,
     pub certs: Certs,
     pub ui: Ui,
+    /// Flags and variables added to each component's (see [`super::overrides`]).
+    pub components: ComponentOverrides,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +125,89 @@ pub struct Ui {
     pub port: u16,
 }
 
+/// What changing a setting asks of the cluster; the facts of the cluster
+/// then decide the change's [`Effect`] (nothing runs: nothing restarts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redo {
+    /// Nothing of the cluster: the daemon reads it as it goes.
+    Nothing,
+    /// The cluster's components restart with it (those whose command line
+    /// or files change); data is kept.
+    Restart,
+    /// The one component the key names (`components.<name>.…`) restarts.
+    RestartComponent,
+    /// The cluster is made again: its data is lost.
+    Rebuild,
+    /// Another bundle: a restart within the same minor version, a rebuild
+    /// across minor versions.
+    Bundle,
+}
+
+/// Each setting's effect, by its dotted key; `*` is any one part of a key (a
+/// component's name, a variable's). Every setting has its row: a key with
+/// none is a test failure, and a change of it is refused rather than
+/// guessed (nothing restarts by default).
+pub const EFFECTS: &[(&str, Redo)] = &[
+    // The manager's own counters.
+    ("schemaVersion", Redo::Nothing),
+    ("revision", Redo::Nothing),
+    // The toggle is acted on by the plan (start, stop), not by an effect.
+    ("kubernetes.enabled", Redo::Nothing),
+    ("kubernetes.version", Redo::Bundle),
+    ("kubernetes.bundle", Redo::Bundle),
+    ("kubernetes.apiPort", Redo::Restart),
+    // The node's identity, and (below) the address plan its objects are made of.
+    ("kubernetes.nodeName", Redo::Rebuild),
+    ("kubernetes.contextName", Redo::Restart),
+    ("kubernetes.serverUrl", Redo::Restart),
+    ("kubernetes.extraSans", Redo::Restart),
+    ("kubernetes.hostKubeconfig", Redo::Restart),
+    ("kubernetes.mergeVmKubeconfig", Redo::Restart),
+    ("kubernetes.advertiseAddress", Redo::Restart),
+    ("network.loadBalancerAddress", Redo::Restart),
+    ("network.podCidr", Redo::Rebuild),
+    ("network.serviceCidr", Redo::Rebuild),
+    ("network.clusterDns", Redo::Rebuild),
+    ("network.clusterDomain", Redo::Rebuild),
+    ("containerd.socket", Redo::Restart),
+    ("containerd.cniConfDir", Redo::Restart),
+    ("proxy.http", Redo::Restart),
+    ("proxy.https", Redo::Restart),
+    ("proxy.noProxy", Redo::Restart),
+    ("docker.socket", Redo::Restart),
+    // Read by the certificates unit at each check.
+    ("certs.renewWithinDays", Redo::Nothing),
+    ("certs.checkInterval", Redo::Nothing),
+    // The page is the daemon's, not the cluster's: it moves by itself.
+    ("ui.port", Redo::Nothing),
+    // On the one command line and environment they are added to.
+    ("components.*.extraArgs", Redo::RestartComponent),
+    // `{}` while it holds no variable; then one key per variable.
+    ("components.*.env", Redo::RestartComponent),
+    ("components.*.env.*", Redo::RestartComponent),
+];
+
+/// The row of [`EFFECTS`] that `key` falls under, if any.
+pub fn declared_redo(key: &str) -> Option<Redo> {
+    EFFECTS
+        .iter()
+        .find(|(pattern, _)| key_matches(pattern, key))
+        .map(|&(_, redo)| redo)
+}
+
+/// Whether the dotted `key` is one of `pattern`'s, whose `*` parts stand
+/// for any one part.
+fn key_matches(pattern: &str, key: &str) -> bool {
+    let (mut want, mut have) = (pattern.split('.'), key.split('.'));
+    loop {
+        match (want.next(), have.next()) {
+            (None, None) => return true,
+            (Some(w), Some(h)) if w == "*" || w == h => {}
+            _ => return false,
+        }
+    }
+}
+
 /// A path, or a list of paths (`hostKubeconfig`): KUBECONFIG's two shapes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -152,6 +240,7 @@ impl Default for Settings {
             docker: Docker::default(),
             certs: Certs::default(),
             ui: Ui::default(),
+            components: ComponentOverrides::default(),
         }
     }
 }
@@ -253,6 +342,9 @@ impl std::error::Error for SettingsError {}
 pub enum Effect {
     /// Nothing to redo (or nothing runs to redo it on).
     None,
+    /// One component of the running cluster is restarted with it (the
+    /// change's `component`); the others, and data, are kept.
+    RestartComponent,
     /// The running cluster's components are restarted with it; data is kept.
     Restart,
     /// The existing cluster is thrown away and made again: its data is lost.
@@ -266,6 +358,9 @@ pub struct Change {
     pub current: Value,
     pub desired: Value,
     pub effect: Effect,
+    /// The component an effect `restart-component` restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
 }
 
 /// What the effect of a change depends on, besides the two documents.
@@ -498,6 +593,7 @@ impl Settings {
                 ),
             ));
         }
+        self.components.validate()?;
         // Its messages lead with the field (`proxy.noProxy[2]: ...`).
         self.proxy
             .validate()
@@ -531,6 +627,7 @@ impl Settings {
         config.proxy = self.proxy.clone();
         config.renew_within_days = self.certs.renew_within_days;
         config.load_balancer_address = n.load_balancer_address;
+        config.components = self.components.clone();
         config
     }
 
@@ -560,6 +657,7 @@ impl Settings {
         s.containerd.cni_conf_dir = config.cni_conf_dir.clone();
         s.proxy = config.proxy.clone();
         s.certs.renew_within_days = config.renew_within_days;
+        s.components = config.components.clone();
         s
     }
 }
@@ -628,11 +726,12 @@ pub fn patch_from_assignments<S: AsRef<str>>(assignments: &[S]) -> Result<Value,
     Ok(patch)
 }
 
-/// Every leaf of a document by its dotted path (lists are leaves).
+/// Every leaf of a document by its dotted path (lists and empty objects
+/// are leaves).
 pub fn leaves(value: &Value) -> Vec<(String, Value)> {
     fn walk(prefix: &str, value: &Value, out: &mut Vec<(String, Value)>) {
         match value {
-            Value::Object(map) => {
+            Value::Object(map) if !map.is_empty() => {
                 for (key, value) in map {
                     let path = match prefix.is_empty() {
                         true => key.clone(),
@@ -649,67 +748,85 @@ pub fn leaves(value: &Value) -> Vec<(String, Value)> {
     out
 }
 
-/// The effect of changing `key` on a cluster as `facts` describe it.
-fn effect_of(key: &str, facts: &Facts) -> Effect {
-    let rebuild = Effect::Reset;
-    let redo = Effect::Restart;
-    let wanted = match key {
-        // Read by the daemon as it goes; the page is the daemon's, not the
-        // cluster's: it moves by itself.
-        "schemaVersion"
-        | "revision"
-        | "kubernetes.enabled"
-        | "certs.renewWithinDays"
-        | "certs.checkInterval"
-        | "ui.port" => Effect::None,
-        // The node's identity, and the address plan its objects are made of.
-        "kubernetes.nodeName"
-        | "network.podCidr"
-        | "network.serviceCidr"
-        | "network.clusterDns"
-        | "network.clusterDomain" => rebuild,
-        "kubernetes.version" | "kubernetes.bundle" => {
-            match (&facts.current_version, &facts.desired_version) {
-                (Some(a), Some(b)) if a == b => redo,
-                (Some(a), Some(b)) => match (Version::parse(a), Version::parse(b)) {
-                    (Ok(a), Ok(b)) if a.major == b.major && a.minor == b.minor => redo,
-                    _ => rebuild,
-                },
-                _ => redo,
-            }
-        }
-        _ => redo,
+/// The effect of changing `key` on a cluster as `facts` describe it, and
+/// the component it restarts, as [`EFFECTS`] declares it.
+fn effect_of(key: &str, facts: &Facts) -> Result<(Effect, Option<String>), SettingsError> {
+    let redo = declared_redo(key).ok_or_else(|| {
+        SettingsError::new(
+            key,
+            "this manager declares no effect for the setting (a bug of the manager's: report it)",
+        )
+    })?;
+    let redo = match redo {
+        // A version unset in one of the documents and pinned in the other is
+        // the same cluster when both resolve to the same bundle.
+        Redo::Bundle => match (&facts.current_version, &facts.desired_version) {
+            (Some(a), Some(b)) if a == b => Redo::Restart,
+            (Some(a), Some(b)) => match (Version::parse(a), Version::parse(b)) {
+                (Ok(a), Ok(b)) if a.major == b.major && a.minor == b.minor => Redo::Restart,
+                _ => Redo::Rebuild,
+            },
+            _ => Redo::Restart,
+        },
+        other => other,
     };
-    match wanted {
-        Effect::Reset if facts.cluster_exists => Effect::Reset,
-        Effect::Reset | Effect::Restart if facts.running => Effect::Restart,
+    let effect = match redo {
+        Redo::Rebuild if facts.cluster_exists => Effect::Reset,
+        Redo::Rebuild | Redo::Restart if facts.running => Effect::Restart,
+        Redo::RestartComponent if facts.running => Effect::RestartComponent,
         _ => Effect::None,
-    }
+    };
+    let component = match effect {
+        // `components.<name>.…`
+        Effect::RestartComponent => key.split('.').nth(1).map(str::to_string),
+        _ => None,
+    };
+    Ok((effect, component))
 }
 
-/// Each setting that differs between the two documents, with its effect.
-pub fn changes(current: &Settings, desired: &Settings, facts: &Facts) -> Vec<Change> {
-    let before: std::collections::BTreeMap<String, Value> =
-        leaves(&current.to_value()).into_iter().collect();
+/// Each setting that differs between the two documents, with its effect;
+/// an error names a setting whose effect is not declared.
+pub fn changes(
+    current: &Settings,
+    desired: &Settings,
+    facts: &Facts,
+) -> Result<Vec<Change>, SettingsError> {
+    let before = leaves(&current.to_value());
     let after = leaves(&desired.to_value());
+    let find = |leaves: &[(String, Value)], key: &str| {
+        leaves
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(Value::Null, |(_, v)| v.clone())
+    };
+    // The keys of the desired document, then those it no longer has (a
+    // variable taken out of a component's environment).
+    let gone = before
+        .iter()
+        .filter(|(key, _)| !after.iter().any(|(k, _)| k == key))
+        .map(|(key, _)| (key.clone(), Value::Null));
+    let after: Vec<(String, Value)> = after.iter().cloned().chain(gone).collect();
+    // An empty object is a leaf only to show that it can hold keys (`env={}`).
+    let blank = |v: &Value| v.is_null() || v.as_object().is_some_and(Map::is_empty);
     let mut changes = Vec::new();
     for (key, desired_value) in after {
         if key == "revision" {
             continue;
         }
-        let current_value = before.get(&key).cloned().unwrap_or(Value::Null);
-        if current_value != desired_value {
-            changes.push(Change {
-                effect: effect_of(&key, facts),
-                key,
-                current: current_value,
-                desired: desired_value,
-            });
+        let current_value = find(&before, &key);
+        if current_value == desired_value || (blank(&current_value) && blank(&desired_value)) {
+            continue;
         }
+        let (effect, component) = effect_of(&key, facts)?;
+        changes.push(Change {
+            effect,
+            component,
+            key,
+            current: current_value,
+            desired: desired_value,
+        });
     }
-    // A version unset in one of the documents and pinned in the other is
-    // the same cluster when both resolve to the same bundle.
-    changes
+    Ok(changes)
 }
 
 impl Kubernetes {
@@ -917,7 +1034,7 @@ mod tests {
         let current = Settings::default();
         let effect = |patch: Value, facts: &Facts| {
             let desired = current.patched(&patch).unwrap();
-            let changes = changes(&current, &desired, facts);
+            let changes = changes(&current, &desired, facts).unwrap();
             assert_eq!(changes.len(), 1, "{changes:?}");
             changes[0].effect
         };
@@ -953,6 +1070,177 @@ mod tests {
             ..live.clone()
         };
         assert_eq!(effect(version, &patch), Effect::Restart);
+    }
+
+    /// A document with every optional field set, and an override of every
+    /// component: each of its leaves is a value (none is null).
+    fn every_field_set() -> Settings {
+        let mut s = Settings::default()
+            .patched(&json!({
+                "kubernetes": {
+                    "version": "v1.34.4",
+                    "bundle": "/bundles/v1.34.4",
+                    "serverUrl": "https://kubernetes.docker.internal:6443",
+                    "extraSans": ["k8s.test"],
+                    "hostKubeconfig": ["/mnt/c/Users/dev/.kube/config"],
+                    "advertiseAddress": "192.0.2.10",
+                },
+                "proxy": {
+                    "http": "http://proxy.test:3128",
+                    "https": "http://proxy.test:3128",
+                    "noProxy": ["corp.test"],
+                },
+            }))
+            .unwrap();
+        let names: Vec<&str> = s.components.iter().map(|(name, _)| name).collect();
+        let mut components = Map::new();
+        for name in names {
+            components.insert(
+                name.into(),
+                json!({"extraArgs": ["--v=2"], "env": {"GOGC": "50"}}),
+            );
+        }
+        s = s.patched(&json!({ "components": components })).unwrap();
+        let nulls: Vec<String> = leaves(&s.to_value())
+            .into_iter()
+            .filter(|(_, v)| v.is_null())
+            .map(|(k, _)| k)
+            .collect();
+        assert!(nulls.is_empty(), "set these too: {nulls:?}");
+        s
+    }
+
+    #[test]
+    fn every_setting_has_its_declared_effect() {
+        let full = every_field_set();
+        let mut keys: Vec<String> = Vec::new();
+        for document in [Settings::default(), full] {
+            keys.extend(leaves(&document.to_value()).into_iter().map(|(k, _)| k));
+        }
+        for key in &keys {
+            assert!(
+                declared_redo(key).is_some(),
+                "{key}: declare its effect in EFFECTS"
+            );
+            let rows = EFFECTS
+                .iter()
+                .filter(|(pattern, _)| key_matches(pattern, key))
+                .count();
+            assert_eq!(rows, 1, "{key}: one row of EFFECTS, not {rows}");
+        }
+        // And every row is a setting's.
+        for (pattern, _) in EFFECTS {
+            assert!(
+                keys.iter().any(|key| key_matches(pattern, key)),
+                "{pattern}: a row of no setting"
+            );
+        }
+        // A key with no row is refused, not restarted.
+        assert_eq!(declared_redo("kubernetes.colour"), None);
+        let err = effect_of("kubernetes.colour", &facts(true, true)).unwrap_err();
+        assert_eq!(err.field, "kubernetes.colour");
+    }
+
+    #[test]
+    fn a_components_override_restarts_that_component_only() {
+        let current = Settings::default();
+        let live = facts(true, true);
+        let change = |patch: Value, facts: &Facts| {
+            let desired = current.patched(&patch).unwrap();
+            changes(&current, &desired, facts).unwrap()
+        };
+        let args = json!({"components": {"kube-apiserver": {"extraArgs": ["--v=3"]}}});
+        let found = change(args.clone(), &live);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].key, "components.kube-apiserver.extraArgs");
+        assert_eq!(found[0].effect, Effect::RestartComponent);
+        assert_eq!(found[0].component.as_deref(), Some("kube-apiserver"));
+        assert_eq!(found[0].desired, json!(["--v=3"]));
+        let shown = serde_json::to_value(&found[0]).unwrap();
+        assert_eq!(shown["effect"], "restart-component");
+        assert_eq!(shown["component"], "kube-apiserver");
+        // Nothing runs: nothing restarts.
+        assert_eq!(change(args, &facts(true, false))[0].effect, Effect::None);
+        // A variable added, and taken out again: each is a change.
+        let env = json!({"components": {"kubelet": {"env": {"GOGC": "50"}}}});
+        let found = change(env, &live);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].key, "components.kubelet.env.GOGC");
+        assert_eq!(found[0].component.as_deref(), Some("kubelet"));
+        let with = current
+            .patched(&json!({"components": {"kubelet": {"env": {"GOGC": "50"}}}}))
+            .unwrap();
+        let without = with
+            .patched(&json!({"components": {"kubelet": {"env": {"GOGC": null}}}}))
+            .unwrap();
+        assert_eq!(without, current);
+        let found = changes(&with, &without, &live).unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].key, "components.kubelet.env.GOGC");
+        assert_eq!(
+            (&found[0].current, &found[0].desired),
+            (&json!("50"), &Value::Null)
+        );
+        assert_eq!(found[0].effect, Effect::RestartComponent);
+        // Another restart with it: the whole cluster's is the plan.
+        let desired = current
+            .patched(&json!({"kubernetes": {"apiPort": 6444}, "components": {"etcd": {"extraArgs": ["--log-level=debug"]}}}))
+            .unwrap();
+        let effects: Vec<Effect> = changes(&current, &desired, &live)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.effect)
+            .collect();
+        assert_eq!(effects, [Effect::Restart, Effect::RestartComponent]);
+        assert!(Effect::RestartComponent < Effect::Restart);
+    }
+
+    #[test]
+    fn component_overrides_are_checked_and_shown() {
+        let settings = Settings::default();
+        let refuse = |patch: Value| settings.patched(&patch).unwrap_err();
+        let err = refuse(json!({"components": {"kube-dns": {"extraArgs": ["--v=2"]}}}));
+        assert_eq!(err.field, "components.kube-dns", "{err}");
+        assert!(
+            err.message.contains("kube-apiserver"),
+            "the known names: {err}"
+        );
+        let err = refuse(json!({"components": {"kubelet": {"extraArgs": ["v=2"]}}}));
+        assert_eq!(err.field, "components.kubelet.extraArgs[0]");
+        let err = refuse(json!({"components": {"kubelet": {"extraArgs": "--v=2"}}}));
+        assert_eq!(err.field, "components.kubelet.extraArgs");
+        let err = refuse(json!({"components": {"kubelet": {"env": {"1X": "a"}}}}));
+        assert_eq!(err.field, "components.kubelet.env.1X");
+        let err = refuse(json!({"components": {"kubelet": {"env": {"X": ["a"]}}}}));
+        assert_eq!(err.field, "components.kubelet.env.X");
+        let err = refuse(json!({"components": {"kubelet": {"flags": []}}}));
+        assert_eq!(err.field, "components.kubelet.flags");
+        // As `settings set` writes them.
+        let patch = patch_from_assignments(&[
+            r#"components.kube-apiserver.extraArgs=["--v=4"]"#,
+            "components.kubelet.env.GOGC=50",
+        ])
+        .unwrap();
+        let set = settings.patched(&patch).unwrap();
+        assert_eq!(set.components.kube_apiserver.extra_args, ["--v=4"]);
+        assert_eq!(set.components.kubelet.env["GOGC"], "50");
+        // Shown as every other setting, and carried into the configuration.
+        let shown: Vec<(String, Value)> = leaves(&set.to_value())
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("components.kube"))
+            .collect();
+        assert!(shown.contains(&(
+            "components.kube-apiserver.extraArgs".into(),
+            json!(["--v=4"])
+        )));
+        assert!(shown.contains(&("components.kubelet.env.GOGC".into(), json!("50"))));
+        assert!(shown.contains(&("components.kube-proxy.env".into(), json!({}))));
+        let config = set.to_config(Path::new("/s"), "/b".into());
+        assert_eq!(config.components, set.components);
+        assert_eq!(
+            Settings::from_config(&config, false).components,
+            set.components
+        );
     }
 
     #[test]

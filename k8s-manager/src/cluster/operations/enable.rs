@@ -316,6 +316,12 @@ async fn preflight(cx: &mut PhaseContext<'_>) -> Result<(), OperationError> {
     }
     findings.problems.extend(cx.runtime.check().await);
     findings.problems.extend(write_proxy_file(cx));
+    // Saved by a manager that owned fewer flags: left out, and said.
+    for refused in crate::components::overrides::refused(&cx.config.components) {
+        findings
+            .warnings
+            .push(format!("{refused}; it is left out of the command line"));
+    }
     for warning in &findings.warnings {
         cx.notice(format!("warning: {warning}"));
     }
@@ -631,6 +637,44 @@ mod tests {
         assert!(!config.paths().etcd_first_start.exists());
         let exported = std::fs::read_to_string(dir.path().join("user.kubeconfig")).unwrap();
         assert!(exported.contains("docker-desktop"), "{exported}");
+    }
+
+    /// `components.<name>.*` on a running cluster: the enable that follows
+    /// restarts that component, with the user's flag after ours, and leaves
+    /// every other process running as it was.
+    #[tokio::test]
+    async fn an_override_restarts_its_component_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = fakes::config(dir.path());
+        let world = World::new(Behaviour::default());
+        world.enable(&config, CancelSignal::new()).await.unwrap();
+        let starts = |name: &str| {
+            let entry = format!("start {name}");
+            world
+                .journal
+                .entries()
+                .iter()
+                .filter(|e| **e == entry)
+                .count()
+        };
+        config.components.kube_apiserver.extra_args = vec!["--v=3".into()];
+        config
+            .components
+            .kube_apiserver
+            .env
+            .insert("GOGC".into(), "50".into());
+        world.enable(&config, CancelSignal::new()).await.unwrap();
+        for name in COMPONENTS {
+            let want = if name == "kube-apiserver" { 2 } else { 1 };
+            assert_eq!(starts(name), want, "{name}: {:#?}", world.journal.entries());
+        }
+        let spec = world.spec("kube-apiserver").unwrap();
+        assert_eq!(spec.args.last().unwrap(), "--v=3");
+        assert!(spec.args.contains(&"--anonymous-auth=false".to_string()));
+        assert_eq!(spec.env.last().unwrap(), &("GOGC".into(), "50".into()));
+        // The same again: nothing restarts.
+        world.enable(&config, CancelSignal::new()).await.unwrap();
+        assert_eq!(starts("kube-apiserver"), 2);
     }
 
     #[tokio::test]
