@@ -213,15 +213,19 @@ impl<'a> PhaseContext<'a> {
             .map_err(|e| self.fail(format!("writing {}'s configuration: {e}", component.name())))
     }
 
+    /// The process `component` runs as now: its spec, with the user's
+    /// overrides after the manager's flags and variables. The one way to
+    /// build it, so that every start, early start and handover runs the same.
+    pub fn spec_of(&self, component: &dyn Component) -> crate::supervisor::ProcessSpec {
+        components::overrides::with_overrides(component, &self.components)
+    }
+
     /// Starts the components (a no-op for those already running as asked).
     pub async fn start(&self, components: &[&dyn Component]) -> Result<(), OperationError> {
         for component in components {
             self.prepare(*component)?;
             self.processes
-                .start(
-                    components::overrides::with_overrides(*component, &self.components),
-                    component.stop_grace(),
-                )
+                .start(self.spec_of(*component), component.stop_grace())
                 .await
                 .map_err(|e| self.fail(chain(&e)).with_logs(&self.components, *component))?;
         }
@@ -234,7 +238,7 @@ impl<'a> PhaseContext<'a> {
     /// own step hands it over or restarts it).
     pub async fn start_early(&self, components: &[&dyn Component]) {
         for &component in components {
-            let spec = component.spec(&self.components);
+            let spec = self.spec_of(component);
             if self.processes.runs_as(&spec).await.is_some() {
                 continue;
             }

@@ -72,7 +72,7 @@ pub async fn start_handing_over(
 ) -> Result<(), OperationError> {
     let name = component.name();
     if let Some(handover) = component.handover(&cx.components) {
-        let spec = component.spec(&cx.components);
+        let spec = cx.spec_of(component);
         if cx.processes.runs_as(&spec).await == Some(false) {
             cx.prepare(component)?;
             match hand_over(cx, component, &handover, Some(spec)).await {
