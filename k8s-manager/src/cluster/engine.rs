@@ -222,7 +222,7 @@ impl Engine {
             Err(OperationError::with_code(
                 Phase::named(name),
                 code::NOT_RUNNING,
-                "no cluster runs: this needs a running cluster (certificates are renewed by the next enable)",
+                format!("no cluster runs: {name} works on a running cluster; enable it first"),
             ))
         } else {
             let reporter = Reporter {
