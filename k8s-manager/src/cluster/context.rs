@@ -371,3 +371,46 @@ impl StepContext for PhaseContext<'_> {
         self.deadline = deadline;
     }
 }
+
+/// The steps' context of an operation on the running cluster: its narrow
+/// context, and what the operation carries from one step to the next (a
+/// renewal's selection, a rotation's step found on disk).
+pub struct Carrying<'b, S> {
+    pub cx: PhaseContext<'b>,
+    pub state: S,
+}
+
+impl<S: Send> StepContext for Carrying<'_, S> {
+    fn progress(&self) -> &dyn Progress {
+        self.cx.progress
+    }
+
+    fn cancel(&self) -> &CancelSignal {
+        &self.cx.cancel
+    }
+
+    fn enter(&mut self, phase: &Phase, deadline: Duration) {
+        self.cx.enter(phase, deadline);
+    }
+}
+
+/// Walks `steps` on the running cluster of `config`, carrying `state` from
+/// one step to the next; a failure before the first step is the operation
+/// `name`'s. What `certs renew` and `certs rotate-ca` run.
+pub async fn run_on_running<'b, S: Send>(
+    world: &super::operation::World<'b>,
+    config: &'b ClusterConfig,
+    name: &'static str,
+    state: S,
+    steps: &[super::operation::Step<Carrying<'b, S>>],
+) -> Result<(), OperationError> {
+    let cx = PhaseContext::on_running(
+        world.host,
+        world.api,
+        world.cancel.clone(),
+        config,
+        Phase::named(name),
+    )?;
+    let mut run = Carrying { cx, state };
+    super::operation::run_steps(steps, &mut run, super::operation::Shown::AsProgress).await
+}

@@ -14,25 +14,19 @@
 //!    own units restarted and the user's and the VM's kubeconfigs merged
 //!    again.
 
-use std::time::Duration;
-
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::cluster::context::PhaseContext;
-use crate::cluster::operation::{
-    Needs, Operation, Shown, Step, StepContext, Turn, World, run_steps,
-};
-use crate::cluster::progress::Progress;
+use crate::cluster::context::{Carrying, run_on_running};
+use crate::cluster::operation::{Needs, Operation, Step, Turn, World};
 use crate::cluster::rollout;
 use crate::error::chain;
 use crate::model::api::RenewRequest;
 use crate::model::config::ClusterConfig;
 use crate::model::error::OperationError;
 use crate::model::event::Event;
-use crate::model::state::Phase;
 use crate::pki::{self, due, kubeconfigs, usage};
 
 /// The operation's name in its events.
@@ -66,52 +60,32 @@ impl Operation for RenewCerts {
     }
 
     fn run<'a>(&'a self, world: &'a World<'a>) -> BoxFuture<'a, Result<(), OperationError>> {
+        let renewal = Renewal {
+            request: &self.request,
+            selection: due::Selection::default(),
+            renewed: Vec::new(),
+        };
         async move {
-            let cx = PhaseContext::on_running(
-                world.host,
-                world.api,
-                world.cancel.clone(),
-                &self.config,
-                Phase::named(NAME),
-            )?;
-            let mut run = Renewal {
-                cx,
-                request: &self.request,
-                selection: due::Selection::default(),
-                renewed: Vec::new(),
-            };
-            run_steps(&steps(), &mut run, Shown::AsProgress).await
+            let steps = steps();
+            run_on_running(world, &self.config, NAME, renewal, &steps).await
         }
         .boxed()
     }
 }
 
-/// A renewal as it goes: what was selected, then what was renewed.
-struct Renewal<'a, 'b> {
-    cx: PhaseContext<'b>,
+/// A renewal as it goes: what was asked, what was selected, then what was
+/// renewed.
+struct Renewal<'a> {
     request: &'a RenewRequest,
     selection: due::Selection,
     /// Each renewed certificate (by name, kubeconfigs by file) and its new expiry.
     renewed: Vec<(String, String)>,
 }
 
-impl StepContext for Renewal<'_, '_> {
-    fn progress(&self) -> &dyn Progress {
-        self.cx.progress
-    }
-
-    fn cancel(&self) -> &crate::cluster::cancel::CancelSignal {
-        &self.cx.cancel
-    }
-
-    fn enter(&mut self, phase: &Phase, deadline: Duration) {
-        self.cx.enter(phase, deadline);
-    }
-}
-
+type Run<'a, 'b> = Carrying<'b, Renewal<'a>>;
 type Done<'a> = BoxFuture<'a, Result<(), OperationError>>;
 
-fn steps<'a, 'b>() -> [Step<Renewal<'a, 'b>>; 4] {
+fn steps<'a, 'b>() -> [Step<Run<'a, 'b>>; 4] {
     [
         Step::new("select", "choosing the certificates to renew", 30, select),
         Step::new("reissue", "re-issuing them under the same CA", 60, reissue),
@@ -130,7 +104,7 @@ fn steps<'a, 'b>() -> [Step<Renewal<'a, 'b>>; 4] {
     ]
 }
 
-fn select<'a>(run: &'a mut Renewal<'_, '_>) -> Done<'a> {
+fn select<'a>(run: &'a mut Run<'_, '_>) -> Done<'a> {
     async move {
         let cx = &run.cx;
         let paths = cx.components.paths.clone();
@@ -143,7 +117,7 @@ fn select<'a>(run: &'a mut Renewal<'_, '_>) -> Done<'a> {
         for warning in statuses.ca_warnings() {
             cx.notice(format!("warning: {warning}"));
         }
-        run.selection = if run.request.due_only {
+        run.state.selection = if run.state.request.due_only {
             due::due(&statuses.leaves, &statuses.kubeconfigs)
         } else {
             let leaves: Vec<String> = statuses
@@ -153,10 +127,10 @@ fn select<'a>(run: &'a mut Renewal<'_, '_>) -> Done<'a> {
                 .map(|s| s.name.clone())
                 .collect();
             let names = kubeconfigs::names().map_err(|e| cx.fail(chain(&e)))?;
-            due::named(&run.request.names, &leaves, &names)
+            due::named(&run.state.request.names, &leaves, &names)
                 .map_err(|e| OperationError::with_code(cx.phase.clone(), "InvalidArgument", e))?
         };
-        if run.selection.is_empty() {
+        if run.state.selection.is_empty() {
             cx.notice("no certificate is due for renewal".into());
         }
         Ok(())
@@ -164,26 +138,27 @@ fn select<'a>(run: &'a mut Renewal<'_, '_>) -> Done<'a> {
     .boxed()
 }
 
-fn reissue<'a>(run: &'a mut Renewal<'_, '_>) -> Done<'a> {
+fn reissue<'a>(run: &'a mut Run<'_, '_>) -> Done<'a> {
     async move {
-        if run.selection.is_empty() {
+        if run.state.selection.is_empty() {
             return Ok(());
         }
         let cx = &run.cx;
         let validity = run
+            .state
             .request
             .validity_days
             .map(|days| time::Duration::days(days.into()));
         let (paths, config, selection) = (
             cx.components.paths.clone(),
             cx.config.clone(),
-            run.selection.clone(),
+            run.state.selection.clone(),
         );
-        run.renewed =
+        run.state.renewed =
             crate::offload::blocking(move || renew_files(&paths, &config, &selection, validity))
                 .await
                 .map_err(|e| cx.fail(e))?;
-        for (name, not_after) in &run.renewed {
+        for (name, not_after) in &run.state.renewed {
             cx.progress.emit(Event::CertRenewed {
                 name: name.clone(),
                 not_after: not_after.clone(),
@@ -194,9 +169,9 @@ fn reissue<'a>(run: &'a mut Renewal<'_, '_>) -> Done<'a> {
     .boxed()
 }
 
-fn move_components<'a>(run: &'a mut Renewal<'_, '_>) -> Done<'a> {
+fn move_components<'a>(run: &'a mut Run<'_, '_>) -> Done<'a> {
     async move {
-        if run.renewed.is_empty() {
+        if run.state.renewed.is_empty() {
             return Ok(());
         }
         rollout::move_components(&mut run.cx, "its renewed certificate").await
@@ -204,9 +179,14 @@ fn move_components<'a>(run: &'a mut Renewal<'_, '_>) -> Done<'a> {
     .boxed()
 }
 
-fn move_manager<'a>(run: &'a mut Renewal<'_, '_>) -> Done<'a> {
+fn move_manager<'a>(run: &'a mut Run<'_, '_>) -> Done<'a> {
     async move {
-        let files: Vec<String> = run.renewed.iter().map(|(name, _)| name.clone()).collect();
+        let files: Vec<String> = run
+            .state
+            .renewed
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect();
         if !usage::moves(&files).manager {
             return Ok(());
         }

@@ -30,16 +30,12 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use crate::cluster::context::PhaseContext;
-use crate::cluster::operation::{
-    Needs, Operation, Shown, Step, StepContext, Turn, World, run_steps,
-};
-use crate::cluster::progress::Progress;
+use crate::cluster::context::{Carrying, PhaseContext, run_on_running};
+use crate::cluster::operation::{Needs, Operation, Step, Turn, World};
 use crate::cluster::rollout;
 use crate::error::chain;
 use crate::model::config::ClusterConfig;
 use crate::model::error::OperationError;
-use crate::model::state::Phase;
 use crate::pki::rotation;
 use crate::pki::{KeyAlgorithm, kubeconfigs};
 
@@ -82,43 +78,16 @@ impl Operation for RotateCa {
 
     fn run<'a>(&'a self, world: &'a World<'a>) -> BoxFuture<'a, Result<(), OperationError>> {
         async move {
-            let cx = PhaseContext::on_running(
-                world.host,
-                world.api,
-                world.cancel.clone(),
-                &self.config,
-                Phase::named(NAME),
-            )?;
-            let mut run = Rotation {
-                cx,
-                resumed_at: rotation::Step::New,
-            };
-            run_steps(&steps(), &mut run, Shown::AsProgress).await
+            let steps = steps();
+            run_on_running(world, &self.config, NAME, rotation::Step::New, &steps).await
         }
         .boxed()
     }
 }
 
-/// A rotation as it goes: the step it found on disk when it began (a
-/// rotation cut short resumes there).
-struct Rotation<'b> {
-    cx: PhaseContext<'b>,
-    resumed_at: rotation::Step,
-}
-
-impl StepContext for Rotation<'_> {
-    fn progress(&self) -> &dyn Progress {
-        self.cx.progress
-    }
-
-    fn cancel(&self) -> &crate::cluster::cancel::CancelSignal {
-        &self.cx.cancel
-    }
-
-    fn enter(&mut self, phase: &Phase, deadline: Duration) {
-        self.cx.enter(phase, deadline);
-    }
-}
+/// A rotation as it goes; its state is the step it found on disk when it
+/// began (a rotation cut short resumes there).
+type Rotation<'b> = Carrying<'b, rotation::Step>;
 
 type Done<'a> = BoxFuture<'a, Result<(), OperationError>>;
 
@@ -159,12 +128,12 @@ async fn on_pki(
 fn new_cas<'a>(run: &'a mut Rotation<'_>) -> Done<'a> {
     async move {
         let pki = run.cx.components.paths.pki.clone();
-        run.resumed_at = crate::offload::blocking(move || {
+        run.state = crate::offload::blocking(move || {
             rotation::begin(&pki, KeyAlgorithm::default()).map_err(|e| chain(&e))
         })
         .await
         .map_err(|e| run.cx.fail(e))?;
-        run.cx.notice(match run.resumed_at {
+        run.cx.notice(match run.state {
             rotation::Step::New => "new cluster CAs made (ca, front-proxy-ca, etcd/ca)".to_string(),
             step => format!("resuming the CA rotation at its step {step}"),
         });
@@ -175,7 +144,7 @@ fn new_cas<'a>(run: &'a mut Rotation<'_>) -> Done<'a> {
 
 fn trust_both<'a>(run: &'a mut Rotation<'_>) -> Done<'a> {
     async move {
-        if run.resumed_at > rotation::Step::TrustBoth {
+        if run.state > rotation::Step::TrustBoth {
             return Ok(());
         }
         let cx = &mut run.cx;
@@ -187,10 +156,7 @@ fn trust_both<'a>(run: &'a mut Rotation<'_>) -> Done<'a> {
             "the trust of both CAs",
         )
         .await?;
-        let new_ca = new_ca_pem(&cx.components.paths.pki)
-            .await
-            .map_err(|e| cx.fail(e))?;
-        wait_published(cx, &new_ca, true).await?;
+        wait_published(cx, true).await?;
         cx.notice(format!(
             "every kube-root-ca.crt holds both CAs; waiting {}s for the kubelet to refresh the copies in running pods",
             PROJECTION.as_secs()
@@ -203,7 +169,7 @@ fn trust_both<'a>(run: &'a mut Rotation<'_>) -> Done<'a> {
 
 fn switch<'a>(run: &'a mut Rotation<'_>) -> Done<'a> {
     async move {
-        if run.resumed_at > rotation::Step::Switched {
+        if run.state > rotation::Step::Switched {
             return Ok(());
         }
         let cx = &mut run.cx;
@@ -235,10 +201,7 @@ fn trust_new<'a>(run: &'a mut Rotation<'_>) -> Done<'a> {
             "the new CA",
         )
         .await?;
-        let new_ca = new_ca_pem(&cx.components.paths.pki)
-            .await
-            .map_err(|e| cx.fail(e))?;
-        wait_published(cx, &new_ca, false).await
+        wait_published(cx, false).await
     }
     .boxed()
 }
@@ -299,16 +262,15 @@ async fn write_kubeconfigs(
     .await
 }
 
-/// Waits until every namespace's `kube-root-ca.crt` holds `new_ca` and,
-/// unless `with_old`, nothing else.
-async fn wait_published(
-    cx: &PhaseContext<'_>,
-    new_ca: &str,
-    with_old: bool,
-) -> Result<(), OperationError> {
+/// Waits until every namespace's `kube-root-ca.crt` holds the new cluster
+/// CA and, unless `with_old`, nothing else.
+async fn wait_published(cx: &PhaseContext<'_>, with_old: bool) -> Result<(), OperationError> {
+    let new_ca = new_ca_pem(&cx.components.paths.pki)
+        .await
+        .map_err(|e| cx.fail(e))?;
     let deadline = tokio::time::Instant::now() + PUBLISH_WITHIN;
     loop {
-        let last = match cx.api.root_ca_published(new_ca, with_old).await {
+        let last = match cx.api.root_ca_published(&new_ca, with_old).await {
             Ok(()) => return Ok(()),
             Err(why) => why,
         };
