@@ -95,6 +95,7 @@ fn imports(file: &Path) -> BTreeSet<Vec<String>> {
     let mut open: Vec<(String, i32, bool)> = Vec::new();
     let mut depth = 0;
     let mut test_attribute = false;
+    let mut carried = String::new();
     for line in text.lines() {
         let code = code_of(line);
         let trimmed = code.trim();
@@ -108,13 +109,22 @@ fn imports(file: &Path) -> BTreeSet<Vec<String>> {
         if !in_test {
             let mut here = module_of(file);
             here.extend(open.iter().map(|(name, _, _)| name.clone()));
-            note_paths(&code, &here, &mut found);
+            // A group open on an earlier line is read again with this one.
+            let text = std::mem::take(&mut carried) + &code;
+            if !note_paths(&text, &here, &mut found) {
+                carried = text;
+            }
         }
         depth += code.matches('{').count() as i32 - code.matches('}').count() as i32;
         while open.last().is_some_and(|(_, at, _)| depth <= *at) {
             open.pop();
         }
     }
+    assert!(
+        carried.is_empty(),
+        "{}: an import group never closes: {carried}",
+        file.display()
+    );
     found
 }
 
@@ -165,14 +175,17 @@ fn inline_module(line: &str) -> Option<String> {
 }
 
 /// Notes each `crate::…` and `super::…` path of `code`, `here` being the
-/// module it is written in.
-fn note_paths(code: &str, here: &[String], found: &mut BTreeSet<Vec<String>>) {
+/// module it is written in. A group (`crate::{a::X, b}`) notes each of its
+/// paths; false when a group is still open at the end of `code` (rustfmt
+/// writes long groups over several lines: the caller reads on).
+fn note_paths(code: &str, here: &[String], found: &mut BTreeSet<Vec<String>>) -> bool {
+    let mut closed = true;
     for (at, _) in code.match_indices("crate::") {
         let preceded = code[..at].chars().last();
         if preceded.is_some_and(|c| c.is_alphanumeric() || c == '_') {
             continue; // k8s_manager::crate_x, not ours
         }
-        found.insert(path_after(&code[at + "crate::".len()..], Vec::new()));
+        closed &= note_rest(&code[at + "crate::".len()..], Vec::new(), found);
     }
     for (at, _) in code.match_indices("super::") {
         let preceded = code[..at].chars().last();
@@ -185,8 +198,37 @@ fn note_paths(code: &str, here: &[String], found: &mut BTreeSet<Vec<String>>) {
             base.pop();
             rest = after;
         }
-        found.insert(path_after(rest, base));
+        closed &= note_rest(rest, base, found);
     }
+    closed
+}
+
+/// Notes the path at the start of `rest` under `base`, or each path of the
+/// group it opens; false when the group does not close within `rest`.
+fn note_rest(rest: &str, base: Vec<String>, found: &mut BTreeSet<Vec<String>>) -> bool {
+    let Some(group) = rest.strip_prefix('{') else {
+        found.insert(path_after(rest, base));
+        return true;
+    };
+    let (mut depth, mut start) = (0, 0);
+    for (i, c) in group.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth > 0 => depth -= 1,
+            ',' | '}' if depth == 0 => {
+                let item = group[start..i].trim();
+                if !item.is_empty() && item != "self" {
+                    found.insert(path_after(item, base.clone()));
+                }
+                if c == '}' {
+                    return true;
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// `base` extended by the path segments at the start of `rest`
@@ -309,6 +351,15 @@ fn the_check_reads_imports_as_written() {
         r#"let s = ; "#
     );
     assert_eq!(code_of("let c = '{'; f::<'a>()"), "let c = ; f::<'a>()");
+    let mut found = BTreeSet::new();
+    assert!(note_paths(
+        "use crate::{model::{config, state::Phase}, cluster::engine};",
+        &[],
+        &mut found,
+    ));
+    let read: Vec<Vec<String>> = found.iter().cloned().collect();
+    assert_eq!(read, [vec!["cluster", "engine"], vec!["model"]]);
+    assert!(!note_paths("use crate::{model::config,", &[], &mut found));
     assert_eq!(inline_module("pub mod tests {").as_deref(), Some("tests"));
     assert_eq!(inline_module("mod fakes;"), None);
 }
