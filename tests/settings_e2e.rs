@@ -1,6 +1,6 @@
 //! A settings change shows no client an error, on a real cluster: a change
-//! whose effect is a restart (`proxy.http`, which every component's
-//! environment carries) hands the API server over to a new instance beside
+//! whose effect is a restart (`proxy.http`, which the environment of every
+//! component but etcd carries) hands the API server over to a new instance beside
 //! the running one, so that a caller reading the nodes every ~100 ms through
 //! the user's kubeconfig sees every call answered — no refused connection,
 //! no `Forbidden` from an API server whose authorization caches are not yet
@@ -17,13 +17,17 @@ use std::time::{Duration, Instant};
 
 use support::cluster::Cluster;
 
-fn apiserver_pid(cluster: &Cluster) -> u64 {
+fn component_pid(cluster: &Cluster, component: &str) -> u64 {
     cluster
         .component_pids()
         .into_iter()
-        .find(|(name, _)| name == "kube-apiserver")
+        .find(|(name, _)| name == component)
         .map(|(_, pid)| pid)
-        .expect("kube-apiserver runs")
+        .unwrap_or_else(|| panic!("{component} runs"))
+}
+
+fn apiserver_pid(cluster: &Cluster) -> u64 {
+    component_pid(cluster, "kube-apiserver")
 }
 
 #[test]
@@ -31,6 +35,7 @@ fn a_restart_effect_on_the_api_server_fails_no_call() {
     let cluster = Cluster::new();
     cluster.enable_ok();
     let before = apiserver_pid(&cluster);
+    let etcd_before = component_pid(&cluster, "etcd");
 
     let stop = Arc::new(AtomicBool::new(false));
     let caller = {
@@ -94,6 +99,13 @@ fn a_restart_effect_on_the_api_server_fails_no_call() {
     assert!(
         environ.contains("HTTP_PROXY=http://192.0.2.1:3128"),
         "the new API server lacks the proxy"
+    );
+    // etcd, which reaches nothing through a proxy, kept running: restarting
+    // it would stall every call while it drains the API server's watches.
+    assert_eq!(
+        component_pid(&cluster, "etcd"),
+        etcd_before,
+        "etcd was restarted for a proxy change"
     );
     // `--wait` ended with the cluster healthy: the node is Ready now.
     assert!(

@@ -22,7 +22,7 @@ impl Component for Etcd {
         let node = &ctx.config.node_name;
         let client = format!("https://127.0.0.1:{ETCD_CLIENT_PORT}");
         let peer = format!("https://127.0.0.1:{ETCD_PEER_PORT}");
-        ctx.spec(
+        ctx.local_spec(
             "etcd",
             flags([
                 ("name", node.clone()),

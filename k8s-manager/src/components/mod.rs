@@ -70,8 +70,8 @@ pub struct Context {
     pub cgroup: Cgroups,
     /// The resolv.conf pods inherit (through kubelet).
     pub resolv_conf: PathBuf,
-    /// The proxy variables every component gets (empty without a proxy);
-    /// see [`crate::model::proxy`]. A change restarts the components.
+    /// The proxy variables every component but etcd gets (empty without a
+    /// proxy); see [`crate::model::proxy`]. A change restarts them.
     pub proxy_env: Vec<(String, String)>,
 }
 
@@ -100,7 +100,22 @@ impl Context {
         self.bin.join(name)
     }
 
+    /// The spec of a component that may reach beyond this machine (a
+    /// webhook, an OIDC issuer, a registry's credential helper): it carries
+    /// the proxy variables.
     fn spec(&self, name: &str, args: Vec<String>) -> ProcessSpec {
+        ProcessSpec {
+            env: self.proxy_env.clone(),
+            ..self.local_spec(name, args)
+        }
+    }
+
+    /// The spec of a component that talks only to its peers on loopback
+    /// (etcd): no proxy variables, so that a proxy change, whose effect is a
+    /// restart, leaves it running. Restarting etcd stalls every API call
+    /// while it drains its clients' watch streams (up to its 7 s request
+    /// timeout), for a setting it never reads.
+    fn local_spec(&self, name: &str, args: Vec<String>) -> ProcessSpec {
         // The files of ours a flag names (kubeconfigs, configuration, trust
         // bundles): read at start only (or, for some trust flags, reloaded;
         // a restart is then merely redundant), so new contents mean a restart.
@@ -134,7 +149,7 @@ impl Context {
             program: self.binary(name),
             checked: self.checked.get(&cluster_executable(name)).copied(),
             args,
-            env: self.proxy_env.clone(),
+            env: Vec::new(),
             log_file: self.paths.log(name),
         }
     }
@@ -377,7 +392,7 @@ mod tests {
     }
 
     #[test]
-    fn every_component_gets_the_proxy_environment() {
+    fn every_component_but_etcd_gets_the_proxy_environment() {
         let dir = tempfile::tempdir().unwrap();
         // Beside the proxy, only the API server's GODEBUG (see its spec).
         let proxy_only = |spec: ProcessSpec| -> Vec<(String, String)> {
@@ -393,9 +408,13 @@ mod tests {
         let ctx = proxied_context(dir.path());
         assert_eq!(ctx.proxy_env.len(), 6);
         for component in ALL {
+            let want = match component.name() {
+                "etcd" => Vec::new(),
+                _ => ctx.proxy_env.clone(),
+            };
             assert_eq!(
                 proxy_only(component.spec(&ctx)),
-                ctx.proxy_env,
+                want,
                 "{}",
                 component.name()
             );
