@@ -46,6 +46,27 @@ pub fn upstream_kubectl() -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
+/// Says that `test` could not run here, and why, so that it is never taken
+/// for a pass: the line `<test>: <why>` goes to standard error and, when the
+/// environment names one in `TEST_SKIPS_FILE`, is appended to that file
+/// (tests/run.sh lists its lines in the run's summary). The test returns
+/// right after.
+pub fn skip(test: &str, why: &str) {
+    use std::io::Write;
+    let line = format!("{test}: {why}");
+    eprintln!("SKIPPED {line}");
+    if let Some(path) = std::env::var_os("TEST_SKIPS_FILE") {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|err| panic!("TEST_SKIPS_FILE {}: {err}", path.to_string_lossy()));
+        // One write per line: tests running at once append whole lines.
+        file.write_all(format!("{line}\n").as_bytes())
+            .unwrap_or_else(|err| panic!("TEST_SKIPS_FILE {}: {err}", path.to_string_lossy()));
+    }
+}
+
 /// Runs a command and returns its output; panics with both streams when it
 /// could not start.
 pub fn run(cmd: &mut Command) -> Output {
