@@ -18,7 +18,7 @@ use support::cluster::{
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -554,89 +554,184 @@ fn an_etcd_first_start_cut_short_is_started_again_from_empty() {
     cluster.kubectl_ok(&["get", "namespace", "kept"]);
 }
 
+/// The phases of an enable, in order.
+const PHASES: [&str; 14] = [
+    "preflight",
+    "certs",
+    "kubeconfigs",
+    "cni",
+    "etcd",
+    "kube-apiserver",
+    "control-plane",
+    "images",
+    "kubelet",
+    "kube-proxy",
+    "bootstrap",
+    "wait-node",
+    "wait-dns",
+    "export",
+];
+
+/// The state record's phase and writer (`state.json`), if there is one.
+fn recorded(cluster: &Cluster) -> (String, Option<u32>) {
+    let record: serde_json::Value = std::fs::read(cluster.state().join("state.json"))
+        .ok()
+        .and_then(|raw| serde_json::from_slice(&raw).ok())
+        .unwrap_or_default();
+    let phase = match record["state"]["state"].as_str() {
+        Some("starting") => record["state"]["phase"].as_str().unwrap_or_default(),
+        other => other.unwrap_or_default(),
+    };
+    (
+        phase.to_string(),
+        record["managerPid"].as_u64().map(|p| p as u32),
+    )
+}
+
+/// The executable a process finds as `name` on PATH.
+fn on_path(name: &str) -> PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("no {name} on PATH"))
+}
+
+/// One enable, its daemon killed (SIGKILL) in `target`, with its CLI when
+/// `with_cli`; returns the phase the state record says the daemon died in.
+///
+/// The enable is held in `target` from outside, so that the kill lands in
+/// it every time, however short the phase is:
+/// - the phases that open files: every open(2) the daemon makes of a file
+///   of the cluster's folder (a tmpfs of its own) or of the CNI folder waits
+///   until this test has read the state record; the first made while the
+///   record says `target` gets the kill, the daemon standing still in it;
+/// - images: the phase waits for the image import, whose first step runs
+///   `ctr`: that exec is held from the start;
+/// - bootstrap, wait-node, wait-dns, whose work is API requests: when the
+///   daemon opens the record to write that it enters `target`, the API
+///   server is frozen (cgroup freezer); the daemon then waits on it in
+///   `target`. (A SIGSTOP would do, but a stopped process whose parent dies
+///   gets SIGHUP from the kernel: the kill would end the API server too.)
+fn kill_in(cluster: &Cluster, target: &'static str, with_cli: bool) -> String {
+    use support::holds::{Frozen, OpenHold, Watch, component_pid, is_daemon_of};
+    let state = cluster.state();
+    let index = PHASES.iter().position(|p| *p == target).unwrap();
+    let through_api = ["bootstrap", "wait-node", "wait-dns"].contains(&target);
+    let ctr = on_path("ctr");
+    let cni = Path::new("/etc/cni/net.d");
+    let watches = match target {
+        "images" => vec![Watch::Exec(&ctr)],
+        "cni" => vec![Watch::Mount(cluster.dir.path()), Watch::Children(cni)],
+        _ => vec![Watch::Mount(cluster.dir.path())],
+    };
+    let daemon_state = state.clone();
+    let hold = OpenHold::new(&watches, move |pid, _| is_daemon_of(pid, &daemon_state));
+
+    let bundle = cluster.bundle.to_str().unwrap().to_string();
+    let host = cluster.host_kubeconfig().to_str().unwrap().to_string();
+    // Each round's output is kept: a failed run shows what every round did.
+    let out = cluster.round_log(&format!(
+        "{index:02}-{target}{}",
+        if with_cli { "-with-cli" } else { "" }
+    ));
+    let mut cli = cluster
+        .manager(&["enable", "--bundle", &bundle, "--host-kubeconfig", &host])
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let mut api_frozen: Option<Frozen> = None;
+    let mut import_held = Vec::new();
+    let daemon = loop {
+        assert!(
+            cli.try_wait().unwrap().is_none(),
+            "{target}: the enable ended before the daemon was killed in it (last record: {:?})",
+            recorded(cluster)
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "{target}: never held there (last record: {:?})",
+            recorded(cluster)
+        );
+        let held = hold.next_held(Duration::from_millis(5));
+        let (phase, writer) = recorded(cluster);
+        let Some(held) = held else {
+            // Waiting on the API server or the import: killed once there.
+            let waiting = api_frozen.is_some() || !import_held.is_empty();
+            if waiting && phase == target && writer.is_some_and(|w| is_daemon_of(w, &state)) {
+                break writer.unwrap();
+            }
+            continue;
+        };
+        if target == "images" {
+            // The import's `ctr`, held until the kill.
+            import_held.push(held);
+            continue;
+        }
+        // The daemon is about to record that it enters the next phase.
+        let entering = held.path.to_string_lossy().contains("/.state.json.tmp");
+        let ours = writer == Some(held.pid);
+        if through_api {
+            if entering && ours && phase == PHASES[index - 1] && api_frozen.is_none() {
+                let pid = component_pid(&state, "kube-apiserver")
+                    .unwrap_or_else(|| panic!("{target}: no API server to stop"));
+                api_frozen = Some(Frozen::new(pid));
+            }
+            hold.let_go(held);
+            continue;
+        }
+        if ours && phase == target {
+            assert!(
+                !entering,
+                "{target}: the daemon opened nothing in {target} before it recorded the next phase"
+            );
+            break held.pid;
+        }
+        assert!(
+            !(ours && PHASES.iter().position(|p| *p == phase) > Some(index)),
+            "{target}: the enable went past it ({phase}) without being held there"
+        );
+        hold.let_go(held);
+    };
+    if with_cli {
+        let _ = cli.kill();
+    }
+    support::holds::signal(daemon, libc::SIGKILL);
+    // Held, the daemon could not have moved on: the record is the one it
+    // left. (The next enable, with the CLI's round, may already be writing.)
+    let (phase, writer) = recorded(cluster);
+    drop(hold);
+    drop(import_held);
+    drop(api_frozen);
+    let _ = cli.wait();
+    assert_eq!(
+        writer,
+        Some(daemon),
+        "{target}: the record is not the killed daemon's"
+    );
+    phase
+}
+
+/// `kill -9` of the daemon in every phase of the enable, each kill landing
+/// in its phase (see [`kill_in`]): first the daemon alone, the CLI left to
+/// notice; then the CLI and its daemon together, and the next enable starts
+/// at once, while the killed daemon may still be going away. Then an enable
+/// converges: the next daemon ends what each killed one left.
 #[test]
 fn kill_minus_nine_in_every_phase_then_enable_converges() {
-    let cluster = Cluster::new();
-    let phases = [
-        "preflight",
-        "certs",
-        "kubeconfigs",
-        "cni",
-        "etcd",
-        "kube-apiserver",
-        "control-plane",
-        "images",
-        "kubelet",
-        "kube-proxy",
-        "bootstrap",
-        "wait-node",
-        "wait-dns",
-        "export",
-    ];
-    let mut killed_in = Vec::new();
-    // Twice over the phases: first the daemon alone is killed, the CLI left
-    // to notice; then the CLI and its daemon together, and the next enable
-    // starts at once, while the killed daemon may still be going away.
-    let rounds = phases
+    let cluster = Cluster::on_own_tmpfs();
+    let rounds = PHASES
         .iter()
         .map(|p| (*p, false))
-        .chain(phases.iter().map(|p| (*p, true)));
-    // The state file names the daemon that wrote it: until the new one has
-    // written, it still shows the killed one, in the phase it died in.
-    let mut last_killed = None;
+        .chain(PHASES.iter().map(|p| (*p, true)));
+    let mut killed_in = Vec::new();
     for (target, with_cli) in rounds {
-        let bundle = cluster.bundle.to_str().unwrap().to_string();
-        let host = cluster.host_kubeconfig().to_str().unwrap().to_string();
-        // Each round's output is kept: a failed run shows what every round did.
-        let out = cluster.round_log(&format!(
-            "{target}{}",
-            if with_cli { "-with-cli" } else { "" }
-        ));
-        let mut cli = cluster
-            .manager(&["enable", "--bundle", &bundle, "--host-kubeconfig", &host])
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        // Wait until the enable reaches the target phase (or a later one), then kill -9 the daemon.
-        let start = Instant::now();
-        let killed = loop {
-            let state: serde_json::Value = std::fs::read(cluster.state().join("state.json"))
-                .ok()
-                .and_then(|raw| serde_json::from_slice(&raw).ok())
-                .unwrap_or_default();
-            let phase = state["state"]["phase"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let writer = state["managerPid"].as_u64();
-            let starting = state["state"]["state"] == "starting" && writer != last_killed;
-            let reached =
-                phases.iter().position(|p| *p == phase) >= phases.iter().position(|p| *p == target);
-            if starting && reached {
-                if with_cli {
-                    let _ = cli.kill();
-                }
-                let pid = writer.unwrap() as i32;
-                // SAFETY: kill(2) on the daemon this test started.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
-                last_killed = writer;
-                break Some(phase);
-            }
-            if let Ok(Some(_)) = cli.try_wait() {
-                break None; // the enable finished before the phase was seen
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(120),
-                "enable never reached {target}"
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        };
-        let _ = cli.wait();
-        killed_in.push(killed.unwrap_or_else(|| format!("{target}: finished first")));
+        let phase = kill_in(&cluster, target, with_cli);
+        assert_eq!(phase, target, "the kill landed elsewhere: {killed_in:?}");
+        killed_in.push(phase);
     }
+    eprintln!("killed in phases: {killed_in:?}");
     // The manager died mid-phase many times; the next enable, at once, must
     // converge.
     cluster.enable_ok();
@@ -650,15 +745,6 @@ fn kill_minus_nine_in_every_phase_then_enable_converges() {
         "deployment/coredns",
         "--timeout=60s",
     ]);
-    eprintln!("killed in phases: {killed_in:?}");
-    let distinct: std::collections::BTreeSet<_> = killed_in
-        .iter()
-        .filter(|p| !p.contains("finished first"))
-        .collect();
-    assert!(
-        distinct.len() >= 8 && killed_in.len() == 2 * phases.len(),
-        "kills landed in too few phases: {killed_in:?}"
-    );
     let status = support::run_ok(&mut cluster.manager(&["status", "--output", "json"]));
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["state"]["state"], "running", "{status}");
@@ -670,6 +756,9 @@ fn kill_minus_nine_in_every_phase_then_enable_converges() {
             .all(|c| c["state"] == "running"),
         "{status}"
     );
+    // One process per component: every killed daemon's were ended.
+    let marked = support::marked_processes(&cluster.state());
+    assert_eq!(marked.len(), 6, "{marked:#?}");
 }
 
 /// A claim of the default class, a pod that writes through it, and one

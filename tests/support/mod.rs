@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod holds;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
