@@ -924,3 +924,255 @@ fn volumes_of_the_default_class_persist_until_their_claim_or_the_cluster_goes() 
     let pvs = cluster.kubectl_ok(&["get", "pv", "-o", "name"]);
     assert_eq!(pvs, "");
 }
+
+/// An HTTPS GET of `url` that trusts only `ca`, as `identity` (a
+/// certificate and its key) when given: the status, or why there was none
+/// (a handshake refused).
+fn https_get(url: &str, ca: &Path, identity: Option<(&Path, &Path)>) -> Result<u16, String> {
+    k8s_manager::install_crypto_provider();
+    let read = |p: &Path| std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .tls_certs_only([reqwest::Certificate::from_pem(&read(ca)).unwrap()]);
+    if let Some((cert, key)) = identity {
+        let mut pem = read(cert);
+        pem.extend_from_slice(&read(key));
+        builder = builder.identity(reqwest::Identity::from_pem(&pem).unwrap());
+    }
+    let client = builder.build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut text = String::new();
+        match client.get(url).send().await {
+            Ok(response) => Ok(response.status().as_u16()),
+            Err(err) => {
+                let mut source: Option<&dyn std::error::Error> = Some(&err);
+                while let Some(e) = source {
+                    text.push_str(&format!("{e}: "));
+                    source = e.source();
+                }
+                Err(text)
+            }
+        }
+    })
+}
+
+/// What kubectl's `auth can-i` answers for the node's own identity.
+fn node_can(cluster: &Cluster, verb_and_resource: &[&str]) -> String {
+    let mut args = vec!["auth", "can-i"];
+    args.extend_from_slice(verb_and_resource);
+    args.extend(["--as=system:node:docker-desktop", "--as-group=system:nodes"]);
+    let out = support::run(&mut cluster.kubectl(&args));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The secure defaults, end to end on a running cluster rather than as the
+/// flags that ask for them: the API server and the kubelet refuse anonymous
+/// requests (401, where anonymous access would get the public /version or
+/// a 403 from the authorizer); the kubelet's read-only port is closed; etcd
+/// refuses a client without a certificate of its CA; the kubelet serves a
+/// certificate of the cluster CA; the node's identity is held to its own
+/// (Node authorization); every key and kubeconfig is mode 0600. Every
+/// finding is collected, then all are reported at once.
+#[test]
+fn a_running_cluster_keeps_its_secure_defaults() {
+    let cluster = Cluster::new();
+    cluster.enable_ok();
+    let pki = cluster.state().join("pki");
+    let (ca, etcd_ca) = (pki.join("ca.crt"), pki.join("etcd/ca.crt"));
+    let kubelet_client = (
+        pki.join("apiserver-kubelet-client.crt"),
+        pki.join("apiserver-kubelet-client.key"),
+    );
+    let etcd_client = (
+        pki.join("etcd/healthcheck-client.crt"),
+        pki.join("etcd/healthcheck-client.key"),
+    );
+    let mut wrong = Vec::new();
+    let mut expect = |what: &str,
+                      url: &str,
+                      ca: &Path,
+                      identity: Option<&(PathBuf, PathBuf)>,
+                      want: fn(&Result<u16, String>) -> bool| {
+        let identity = identity.map(|(cert, key)| (cert.as_path(), key.as_path()));
+        let got = https_get(url, ca, identity);
+        if !want(&got) {
+            wrong.push(format!("{what}: got {got:?}"));
+        }
+    };
+    // The API server: anonymous gets 401 even where the authorizer would
+    // let anyone in (/version is public to every authenticated user and,
+    // with anonymous requests on, to system:anonymous).
+    let version = "https://127.0.0.1:6443/version";
+    expect("API server, anonymous", version, &ca, None, |r| {
+        *r == Ok(401)
+    });
+    expect(
+        "API server, with a client certificate",
+        version,
+        &ca,
+        Some(&kubelet_client),
+        |r| *r == Ok(200),
+    );
+    // The kubelet: its serving certificate is the cluster CA's (the
+    // handshake trusts only it), anonymous gets 401 (not the authorizer's
+    // 403), the API server's client certificate gets in.
+    let pods = "https://127.0.0.1:10250/pods";
+    expect("kubelet 10250, anonymous", pods, &ca, None, |r| {
+        *r == Ok(401)
+    });
+    expect(
+        "kubelet 10250, with the API server's client certificate",
+        pods,
+        &ca,
+        Some(&kubelet_client),
+        |r| *r == Ok(200),
+    );
+    // etcd: no certificate, no connection, nor with one of another CA (the
+    // cluster's); the healthcheck client's gets in.
+    let health = "https://127.0.0.1:2379/health";
+    expect(
+        "etcd 2379, without a client certificate",
+        health,
+        &etcd_ca,
+        None,
+        |r| r.is_err(),
+    );
+    expect(
+        "etcd 2379, with a client certificate of the cluster CA",
+        health,
+        &etcd_ca,
+        Some(&kubelet_client),
+        |r| r.is_err(),
+    );
+    expect(
+        "etcd 2379, with a client certificate of the etcd CA",
+        health,
+        &etcd_ca,
+        Some(&etcd_client),
+        |r| *r == Ok(200),
+    );
+    // No read-only port, on any address.
+    for address in ["127.0.0.1:10255", "0.0.0.0:10255"] {
+        if let Ok(open) =
+            TcpStream::connect_timeout(&address.parse().unwrap(), Duration::from_secs(2))
+        {
+            wrong.push(format!(
+                "the kubelet's read-only port answers at {address} ({:?})",
+                open.peer_addr()
+            ));
+        }
+    }
+    let listening = std::fs::read_to_string("/proc/net/tcp").unwrap()
+        + &std::fs::read_to_string("/proc/net/tcp6").unwrap_or_default();
+    // Local address column: hex port 281F is 10255; state 0A is LISTEN.
+    if listening.lines().any(|l| {
+        let fields: Vec<&str> = l.split_whitespace().collect();
+        fields.len() > 3 && fields[1].ends_with(":281F") && fields[3] == "0A"
+    }) {
+        wrong.push("something listens on port 10255".into());
+    }
+
+    // Node authorization: the node's identity reads its own Node, not the
+    // others nor every Secret (RBAC alone would let system:nodes do more).
+    let own = node_can(&cluster, &["get", "node/docker-desktop"]);
+    let nodes = node_can(&cluster, &["list", "nodes"]);
+    let secrets = node_can(&cluster, &["list", "secrets", "--all-namespaces"]);
+    let first = |answer: &str| {
+        answer
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    if [first(&own), first(&nodes), first(&secrets)] != ["yes", "no", "no"] {
+        wrong.push(format!(
+            "the node may get its Node: {own}; list nodes: {nodes}; list every Secret: {secrets} (want yes, no, no)"
+        ));
+    }
+
+    // Keys and kubeconfigs: 0600, every one.
+    let mut files = Vec::new();
+    let mut folders = vec![pki.clone(), cluster.state().join("kubeconfig")];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|e| e == "key" || e == "conf") {
+                files.push(path);
+            }
+        }
+    }
+    assert!(
+        files.iter().any(|f| f.ends_with("ca.key"))
+            && files.iter().any(|f| f.ends_with("admin.conf")),
+        "keys and kubeconfigs not where this test looks: {files:?}"
+    );
+    for file in &files {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+        if mode != 0o600 {
+            wrong.push(format!("{} is mode {mode:o}", file.display()));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "secure defaults not kept:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// `ps -e`, top and `pgrep` show each component by its name (the kernel's
+/// name of the process, /proc/PID/comm, at most 15 bytes: what a
+/// kube-controller-manager binary shows too), though it runs through the
+/// descriptor of the file the manager verified (`/proc/self/fd/N`).
+#[test]
+fn the_components_are_named_in_ps_and_pgrep_finds_them() {
+    let cluster = Cluster::new();
+    cluster.enable_ok();
+    let components = cluster.component_pids();
+    assert_eq!(components.len(), 6, "{components:?}");
+    let mut wrong = Vec::new();
+    for (name, pid) in &components {
+        let comm: String = name.chars().take(15).collect();
+        let shown = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let found = support::run(Command::new("pgrep").args(["-x", &comm]));
+        let pids = String::from_utf8_lossy(&found.stdout).into_owned();
+        if shown.trim_end() != comm || !pids.lines().any(|p| p == pid.to_string()) {
+            wrong.push(format!(
+                "{name} (pid {pid}) is named {:?}; pgrep -x {comm} found {:?}",
+                shown.trim_end(),
+                pids.lines().collect::<Vec<_>>()
+            ));
+        }
+        // Every thread carries the name (top -H, htop).
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+        {
+            let thread = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if thread.trim_end() != comm {
+                wrong.push(format!(
+                    "{name}: thread {:?} is named {thread:?}",
+                    task.file_name()
+                ));
+                break;
+            }
+        }
+    }
+    let ps = support::run_ok(Command::new("ps").args(["-e", "-o", "pid=,comm="]));
+    for (name, pid) in &components {
+        let comm: String = name.chars().take(15).collect();
+        if !ps.lines().any(|l| {
+            l.split_whitespace().collect::<Vec<_>>() == [pid.to_string().as_str(), comm.as_str()]
+        }) {
+            wrong.push(format!("ps -e does not show {pid} as {comm}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
