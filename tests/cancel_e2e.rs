@@ -1,7 +1,11 @@
 //! Cancel at any moment, end to end: the toggle off (`kubernetes.enabled=false`
-//! through the settings, or `disable`) sent 1 s, 3 s and 6 s into a cold
-//! enable ends that enable (it reports `Cancelled`) and everything is stopped
-//! within 5 s, nothing of ours left; SIGTERM of the daemon mid-start ends it
+//! through the settings, or `disable`) sent while a cold enable is in etcd,
+//! kube-apiserver, kube-proxy and export (held there from outside: the
+//! component the phase waits for stopped, or the user's kubeconfig locked as
+//! kubectl locks it) ends that enable in that phase (it reports `Cancelled`,
+//! exit code 3) and everything is stopped within 5 s, nothing of ours left;
+//! sent once the enable has finished, it cancels nothing (the enable
+//! succeeded) and stops the cluster; SIGTERM of the daemon mid-start ends it
 //! within 10 s, and the next daemon converges to the settings on its own.
 //!
 //! Needs root, containerd prepared by vm/prepare-vm.sh, and the bundle
@@ -9,6 +13,8 @@
 //! the machine's ports and its containerd, so they take turns.
 
 mod support;
+
+use support::holds::{KubectlLock, Stopped};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -139,63 +145,166 @@ fn json_error(stdout: &[u8]) -> serde_json::Value {
         .unwrap_or_default()
 }
 
-/// The phases a cancel may come too late for: the enable may end between
-/// the state read and the disable's arrival.
-const LAST_PHASES: [&str; 2] = ["wait-dns", "export"];
+/// What holds the enable in the phase the cancel is sent in.
+enum Hold {
+    /// The component, stopped (SIGSTOP) as soon as it runs: the phase
+    /// that waits for it waits.
+    Component(&'static str),
+    /// The user's kubeconfig locked as kubectl locks it: the export waits.
+    KubeconfigLock,
+}
+
+/// A cold enable, held in `phase` by `hold`, and `off` sent while it is
+/// there: the enable ends with `Cancelled` in that very phase (exit code
+/// 3), everything is stopped within 5 s of `off`, nothing of ours is left,
+/// and the settings say disabled.
+fn cancel_in(phase: &str, off: &[&str], hold: Hold) {
+    let cluster = Cluster::new();
+    let state = cluster.state();
+    let lock = match hold {
+        Hold::KubeconfigLock => Some(KubectlLock::take(
+            &cluster.dir.path().join("windows/config"),
+        )),
+        Hold::Component(_) => None,
+    };
+    let mut enable = cluster.spawn_enable();
+    let stopped = match hold {
+        Hold::Component(component) => Some(
+            Stopped::when_started(&state, component, || enable.try_wait().unwrap().is_some())
+                .unwrap_or_else(|| panic!("{phase}: the enable ended before {component} ran")),
+        ),
+        Hold::KubeconfigLock => None,
+    };
+    let start = Instant::now();
+    while cluster.record()["state"]["phase"] != phase {
+        assert!(
+            enable.try_wait().unwrap().is_none(),
+            "{phase}: the enable ended before it: {}",
+            cluster.record()
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the enable never reached {phase}: {}",
+            cluster.record()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Held there: a moment more, to be sure it stays.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        cluster.record()["state"]["phase"],
+        phase,
+        "not held in {phase}"
+    );
+    let asked = Instant::now();
+    let disable = cluster
+        .manager(off)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = enable.wait_with_output().unwrap();
+    // The enable is over: what held it goes, so that the stop finds the
+    // component running (a stopped process waits for SIGCONT to handle the
+    // stop's SIGTERM).
+    drop(stopped);
+    drop(lock);
+    let disable = disable.wait_with_output().unwrap();
+    let took = asked.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        disable.status.success(),
+        "{phase}: {} failed: {}",
+        off.join(" "),
+        String::from_utf8_lossy(&disable.stderr)
+    );
+    let error = json_error(&out.stdout);
+    assert_eq!(
+        (&error["code"], &error["phase"]),
+        (&serde_json::json!("Cancelled"), &serde_json::json!(phase)),
+        "{phase}: the enable did not report Cancelled there: {error}\n{stderr}"
+    );
+    assert_eq!(error["message"], "cancelled by a disable", "{error}");
+    // Cancelled is neither a failure (1) nor a refusal (2).
+    assert_eq!(out.status.code(), Some(3), "{phase}: {stderr}");
+    assert!(
+        took < Duration::from_secs(5),
+        "{phase}: {} took {took:?}",
+        off.join(" ")
+    );
+    assert_eq!(
+        cluster.leftovers(),
+        Vec::<String>::new(),
+        "{phase}: left after {}",
+        off.join(" ")
+    );
+    assert_disabled(&cluster);
+    eprintln!(
+        "{} in {phase} of a cold enable: Cancelled, all stopped in {took:.1?}",
+        off.join(" ")
+    );
+}
+
+fn assert_disabled(cluster: &Cluster) {
+    let settings: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cluster.state().join("settings.json")).unwrap())
+            .unwrap();
+    assert_eq!(settings["kubernetes"]["enabled"], false, "{settings}");
+}
+
+/// The toggle as the GUI turns it (a settings change, followed to its end).
+const SETTINGS_OFF: &[&str] = &["settings", "set", "kubernetes.enabled=false", "--wait"];
 
 #[test]
 fn a_disable_during_a_cold_enable_cancels_it_and_leaves_nothing() {
     let _turn = ONE_CLUSTER_AT_A_TIME
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    // The toggle as the GUI turns it (a settings change, followed to its
-    // end), and as the CLI's `disable` does.
-    let settings_off: &[&str] = &["settings", "set", "kubernetes.enabled=false", "--wait"];
-    for (delay, off) in [(1, settings_off), (3, &["disable"][..]), (6, settings_off)] {
-        let cluster = Cluster::new();
-        let enable = cluster.spawn_enable();
-        std::thread::sleep(Duration::from_secs(delay));
-        let seen = cluster.record();
-        let asked = Instant::now();
-        let disable = support::run(&mut cluster.manager(off));
-        let took = asked.elapsed();
-        let out = enable.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            disable.status.success(),
-            "{delay} s: disable failed: {}",
-            String::from_utf8_lossy(&disable.stderr)
-        );
-        let phase = seen["state"]["phase"].as_str().unwrap_or_default();
-        let running = seen["state"]["state"] == "running" || LAST_PHASES.contains(&phase);
-        if !running {
-            let error = json_error(&out.stdout);
-            assert_eq!(
-                error["code"], "Cancelled",
-                "{delay} s ({phase}): the enable did not report Cancelled: {error}\n{stderr}"
-            );
-            assert_eq!(error["message"], "cancelled by a disable", "{error}");
-            // Cancelled is neither a failure (1) nor a refusal (2).
-            assert_eq!(out.status.code(), Some(3), "{delay} s: {stderr}");
-        }
-        assert!(
-            took < Duration::from_secs(5),
-            "{delay} s ({phase}): the disable took {took:?}"
-        );
-        assert_eq!(
-            cluster.leftovers(),
-            Vec::<String>::new(),
-            "{delay} s ({phase}): left after the disable"
-        );
-        let settings: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(cluster.state().join("settings.json")).unwrap())
-                .unwrap();
-        assert_eq!(settings["kubernetes"]["enabled"], false, "{settings}");
-        eprintln!(
-            "{} {delay} s into a cold enable ({phase}): all stopped in {took:.1?}",
-            off.join(" ")
-        );
-    }
+    // Early, in the middle, and in the last phase; the toggle and `disable`.
+    cancel_in("etcd", SETTINGS_OFF, Hold::Component("etcd"));
+    cancel_in(
+        "kube-apiserver",
+        &["disable"],
+        Hold::Component("kube-apiserver"),
+    );
+    cancel_in("kube-proxy", SETTINGS_OFF, Hold::Component("kube-proxy"));
+    cancel_in("export", &["disable"], Hold::KubeconfigLock);
+}
+
+/// A disable that comes once the enable has finished cancels nothing: the
+/// enable succeeded (exit code 0, its last event says so), and the disable
+/// then stops the cluster it made.
+#[test]
+fn a_disable_after_the_enable_finished_stops_the_cluster_it_made() {
+    let _turn = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::new();
+    let out = cluster.spawn_enable().wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let last: serde_json::Value = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_default();
+    assert_eq!(
+        (&last["event"], &last["ok"]),
+        (&serde_json::json!("done"), &serde_json::json!(true)),
+        "{last}\n{stderr}"
+    );
+    assert_eq!(cluster.record()["state"]["state"], "running");
+    let asked = Instant::now();
+    let disable = support::run(&mut cluster.manager(SETTINGS_OFF));
+    let took = asked.elapsed();
+    assert!(
+        disable.status.success(),
+        "{}",
+        String::from_utf8_lossy(&disable.stderr)
+    );
+    assert!(took < Duration::from_secs(5), "the disable took {took:?}");
+    assert_eq!(cluster.leftovers(), Vec::<String>::new());
+    assert_disabled(&cluster);
 }
 
 #[test]

@@ -18,7 +18,7 @@ use support::cluster::{
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -554,89 +554,184 @@ fn an_etcd_first_start_cut_short_is_started_again_from_empty() {
     cluster.kubectl_ok(&["get", "namespace", "kept"]);
 }
 
+/// The phases of an enable, in order.
+const PHASES: [&str; 14] = [
+    "preflight",
+    "certs",
+    "kubeconfigs",
+    "cni",
+    "etcd",
+    "kube-apiserver",
+    "control-plane",
+    "images",
+    "kubelet",
+    "kube-proxy",
+    "bootstrap",
+    "wait-node",
+    "wait-dns",
+    "export",
+];
+
+/// The state record's phase and writer (`state.json`), if there is one.
+fn recorded(cluster: &Cluster) -> (String, Option<u32>) {
+    let record: serde_json::Value = std::fs::read(cluster.state().join("state.json"))
+        .ok()
+        .and_then(|raw| serde_json::from_slice(&raw).ok())
+        .unwrap_or_default();
+    let phase = match record["state"]["state"].as_str() {
+        Some("starting") => record["state"]["phase"].as_str().unwrap_or_default(),
+        other => other.unwrap_or_default(),
+    };
+    (
+        phase.to_string(),
+        record["managerPid"].as_u64().map(|p| p as u32),
+    )
+}
+
+/// The executable a process finds as `name` on PATH.
+fn on_path(name: &str) -> PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("no {name} on PATH"))
+}
+
+/// One enable, its daemon killed (SIGKILL) in `target`, with its CLI when
+/// `with_cli`; returns the phase the state record says the daemon died in.
+///
+/// The enable is held in `target` from outside, so that the kill lands in
+/// it every time, however short the phase is:
+/// - the phases that open files: every open(2) the daemon makes of a file
+///   of the cluster's folder (a tmpfs of its own) or of the CNI folder waits
+///   until this test has read the state record; the first made while the
+///   record says `target` gets the kill, the daemon standing still in it;
+/// - images: the phase waits for the image import, whose first step runs
+///   `ctr`: that exec is held from the start;
+/// - bootstrap, wait-node, wait-dns, whose work is API requests: when the
+///   daemon opens the record to write that it enters `target`, the API
+///   server is frozen (cgroup freezer); the daemon then waits on it in
+///   `target`. (A SIGSTOP would do, but a stopped process whose parent dies
+///   gets SIGHUP from the kernel: the kill would end the API server too.)
+fn kill_in(cluster: &Cluster, target: &'static str, with_cli: bool) -> String {
+    use support::holds::{Frozen, OpenHold, Watch, component_pid, is_daemon_of};
+    let state = cluster.state();
+    let index = PHASES.iter().position(|p| *p == target).unwrap();
+    let through_api = ["bootstrap", "wait-node", "wait-dns"].contains(&target);
+    let ctr = on_path("ctr");
+    let cni = Path::new("/etc/cni/net.d");
+    let watches = match target {
+        "images" => vec![Watch::Exec(&ctr)],
+        "cni" => vec![Watch::Mount(cluster.dir.path()), Watch::Children(cni)],
+        _ => vec![Watch::Mount(cluster.dir.path())],
+    };
+    let daemon_state = state.clone();
+    let hold = OpenHold::new(&watches, move |pid, _| is_daemon_of(pid, &daemon_state));
+
+    let bundle = cluster.bundle.to_str().unwrap().to_string();
+    let host = cluster.host_kubeconfig().to_str().unwrap().to_string();
+    // Each round's output is kept: a failed run shows what every round did.
+    let out = cluster.round_log(&format!(
+        "{index:02}-{target}{}",
+        if with_cli { "-with-cli" } else { "" }
+    ));
+    let mut cli = cluster
+        .manager(&["enable", "--bundle", &bundle, "--host-kubeconfig", &host])
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let mut api_frozen: Option<Frozen> = None;
+    let mut import_held = Vec::new();
+    let daemon = loop {
+        assert!(
+            cli.try_wait().unwrap().is_none(),
+            "{target}: the enable ended before the daemon was killed in it (last record: {:?})",
+            recorded(cluster)
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "{target}: never held there (last record: {:?})",
+            recorded(cluster)
+        );
+        let held = hold.next_held(Duration::from_millis(5));
+        let (phase, writer) = recorded(cluster);
+        let Some(held) = held else {
+            // Waiting on the API server or the import: killed once there.
+            let waiting = api_frozen.is_some() || !import_held.is_empty();
+            if waiting && phase == target && writer.is_some_and(|w| is_daemon_of(w, &state)) {
+                break writer.unwrap();
+            }
+            continue;
+        };
+        if target == "images" {
+            // The import's `ctr`, held until the kill.
+            import_held.push(held);
+            continue;
+        }
+        // The daemon is about to record that it enters the next phase.
+        let entering = held.path.to_string_lossy().contains("/.state.json.tmp");
+        let ours = writer == Some(held.pid);
+        if through_api {
+            if entering && ours && phase == PHASES[index - 1] && api_frozen.is_none() {
+                let pid = component_pid(&state, "kube-apiserver")
+                    .unwrap_or_else(|| panic!("{target}: no API server to stop"));
+                api_frozen = Some(Frozen::new(pid));
+            }
+            hold.let_go(held);
+            continue;
+        }
+        if ours && phase == target {
+            assert!(
+                !entering,
+                "{target}: the daemon opened nothing in {target} before it recorded the next phase"
+            );
+            break held.pid;
+        }
+        assert!(
+            !(ours && PHASES.iter().position(|p| *p == phase) > Some(index)),
+            "{target}: the enable went past it ({phase}) without being held there"
+        );
+        hold.let_go(held);
+    };
+    if with_cli {
+        let _ = cli.kill();
+    }
+    support::holds::signal(daemon, libc::SIGKILL);
+    // Held, the daemon could not have moved on: the record is the one it
+    // left. (The next enable, with the CLI's round, may already be writing.)
+    let (phase, writer) = recorded(cluster);
+    drop(hold);
+    drop(import_held);
+    drop(api_frozen);
+    let _ = cli.wait();
+    assert_eq!(
+        writer,
+        Some(daemon),
+        "{target}: the record is not the killed daemon's"
+    );
+    phase
+}
+
+/// `kill -9` of the daemon in every phase of the enable, each kill landing
+/// in its phase (see [`kill_in`]): first the daemon alone, the CLI left to
+/// notice; then the CLI and its daemon together, and the next enable starts
+/// at once, while the killed daemon may still be going away. Then an enable
+/// converges: the next daemon ends what each killed one left.
 #[test]
 fn kill_minus_nine_in_every_phase_then_enable_converges() {
-    let cluster = Cluster::new();
-    let phases = [
-        "preflight",
-        "certs",
-        "kubeconfigs",
-        "cni",
-        "etcd",
-        "kube-apiserver",
-        "control-plane",
-        "images",
-        "kubelet",
-        "kube-proxy",
-        "bootstrap",
-        "wait-node",
-        "wait-dns",
-        "export",
-    ];
-    let mut killed_in = Vec::new();
-    // Twice over the phases: first the daemon alone is killed, the CLI left
-    // to notice; then the CLI and its daemon together, and the next enable
-    // starts at once, while the killed daemon may still be going away.
-    let rounds = phases
+    let cluster = Cluster::on_own_tmpfs();
+    let rounds = PHASES
         .iter()
         .map(|p| (*p, false))
-        .chain(phases.iter().map(|p| (*p, true)));
-    // The state file names the daemon that wrote it: until the new one has
-    // written, it still shows the killed one, in the phase it died in.
-    let mut last_killed = None;
+        .chain(PHASES.iter().map(|p| (*p, true)));
+    let mut killed_in = Vec::new();
     for (target, with_cli) in rounds {
-        let bundle = cluster.bundle.to_str().unwrap().to_string();
-        let host = cluster.host_kubeconfig().to_str().unwrap().to_string();
-        // Each round's output is kept: a failed run shows what every round did.
-        let out = cluster.round_log(&format!(
-            "{target}{}",
-            if with_cli { "-with-cli" } else { "" }
-        ));
-        let mut cli = cluster
-            .manager(&["enable", "--bundle", &bundle, "--host-kubeconfig", &host])
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        // Wait until the enable reaches the target phase (or a later one), then kill -9 the daemon.
-        let start = Instant::now();
-        let killed = loop {
-            let state: serde_json::Value = std::fs::read(cluster.state().join("state.json"))
-                .ok()
-                .and_then(|raw| serde_json::from_slice(&raw).ok())
-                .unwrap_or_default();
-            let phase = state["state"]["phase"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let writer = state["managerPid"].as_u64();
-            let starting = state["state"]["state"] == "starting" && writer != last_killed;
-            let reached =
-                phases.iter().position(|p| *p == phase) >= phases.iter().position(|p| *p == target);
-            if starting && reached {
-                if with_cli {
-                    let _ = cli.kill();
-                }
-                let pid = writer.unwrap() as i32;
-                // SAFETY: kill(2) on the daemon this test started.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
-                last_killed = writer;
-                break Some(phase);
-            }
-            if let Ok(Some(_)) = cli.try_wait() {
-                break None; // the enable finished before the phase was seen
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(120),
-                "enable never reached {target}"
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        };
-        let _ = cli.wait();
-        killed_in.push(killed.unwrap_or_else(|| format!("{target}: finished first")));
+        let phase = kill_in(&cluster, target, with_cli);
+        assert_eq!(phase, target, "the kill landed elsewhere: {killed_in:?}");
+        killed_in.push(phase);
     }
+    eprintln!("killed in phases: {killed_in:?}");
     // The manager died mid-phase many times; the next enable, at once, must
     // converge.
     cluster.enable_ok();
@@ -650,15 +745,6 @@ fn kill_minus_nine_in_every_phase_then_enable_converges() {
         "deployment/coredns",
         "--timeout=60s",
     ]);
-    eprintln!("killed in phases: {killed_in:?}");
-    let distinct: std::collections::BTreeSet<_> = killed_in
-        .iter()
-        .filter(|p| !p.contains("finished first"))
-        .collect();
-    assert!(
-        distinct.len() >= 8 && killed_in.len() == 2 * phases.len(),
-        "kills landed in too few phases: {killed_in:?}"
-    );
     let status = support::run_ok(&mut cluster.manager(&["status", "--output", "json"]));
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["state"]["state"], "running", "{status}");
@@ -670,6 +756,9 @@ fn kill_minus_nine_in_every_phase_then_enable_converges() {
             .all(|c| c["state"] == "running"),
         "{status}"
     );
+    // One process per component: every killed daemon's were ended.
+    let marked = support::marked_processes(&cluster.state());
+    assert_eq!(marked.len(), 6, "{marked:#?}");
 }
 
 /// A claim of the default class, a pod that writes through it, and one
@@ -834,4 +923,256 @@ fn volumes_of_the_default_class_persist_until_their_claim_or_the_cluster_goes() 
     assert!(!volumes.exists(), "reset leaves {}", volumes.display());
     let pvs = cluster.kubectl_ok(&["get", "pv", "-o", "name"]);
     assert_eq!(pvs, "");
+}
+
+/// An HTTPS GET of `url` that trusts only `ca`, as `identity` (a
+/// certificate and its key) when given: the status, or why there was none
+/// (a handshake refused).
+fn https_get(url: &str, ca: &Path, identity: Option<(&Path, &Path)>) -> Result<u16, String> {
+    k8s_manager::install_crypto_provider();
+    let read = |p: &Path| std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .tls_certs_only([reqwest::Certificate::from_pem(&read(ca)).unwrap()]);
+    if let Some((cert, key)) = identity {
+        let mut pem = read(cert);
+        pem.extend_from_slice(&read(key));
+        builder = builder.identity(reqwest::Identity::from_pem(&pem).unwrap());
+    }
+    let client = builder.build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut text = String::new();
+        match client.get(url).send().await {
+            Ok(response) => Ok(response.status().as_u16()),
+            Err(err) => {
+                let mut source: Option<&dyn std::error::Error> = Some(&err);
+                while let Some(e) = source {
+                    text.push_str(&format!("{e}: "));
+                    source = e.source();
+                }
+                Err(text)
+            }
+        }
+    })
+}
+
+/// What kubectl's `auth can-i` answers for the node's own identity.
+fn node_can(cluster: &Cluster, verb_and_resource: &[&str]) -> String {
+    let mut args = vec!["auth", "can-i"];
+    args.extend_from_slice(verb_and_resource);
+    args.extend(["--as=system:node:docker-desktop", "--as-group=system:nodes"]);
+    let out = support::run(&mut cluster.kubectl(&args));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The secure defaults, end to end on a running cluster rather than as the
+/// flags that ask for them: the API server and the kubelet refuse anonymous
+/// requests (401, where anonymous access would get the public /version or
+/// a 403 from the authorizer); the kubelet's read-only port is closed; etcd
+/// refuses a client without a certificate of its CA; the kubelet serves a
+/// certificate of the cluster CA; the node's identity is held to its own
+/// (Node authorization); every key and kubeconfig is mode 0600. Every
+/// finding is collected, then all are reported at once.
+#[test]
+fn a_running_cluster_keeps_its_secure_defaults() {
+    let cluster = Cluster::new();
+    cluster.enable_ok();
+    let pki = cluster.state().join("pki");
+    let (ca, etcd_ca) = (pki.join("ca.crt"), pki.join("etcd/ca.crt"));
+    let kubelet_client = (
+        pki.join("apiserver-kubelet-client.crt"),
+        pki.join("apiserver-kubelet-client.key"),
+    );
+    let etcd_client = (
+        pki.join("etcd/healthcheck-client.crt"),
+        pki.join("etcd/healthcheck-client.key"),
+    );
+    let mut wrong = Vec::new();
+    let mut expect = |what: &str,
+                      url: &str,
+                      ca: &Path,
+                      identity: Option<&(PathBuf, PathBuf)>,
+                      want: fn(&Result<u16, String>) -> bool| {
+        let identity = identity.map(|(cert, key)| (cert.as_path(), key.as_path()));
+        let got = https_get(url, ca, identity);
+        if !want(&got) {
+            wrong.push(format!("{what}: got {got:?}"));
+        }
+    };
+    // The API server: anonymous gets 401 even where the authorizer would
+    // let anyone in (/version is public to every authenticated user and,
+    // with anonymous requests on, to system:anonymous).
+    let version = "https://127.0.0.1:6443/version";
+    expect("API server, anonymous", version, &ca, None, |r| {
+        *r == Ok(401)
+    });
+    expect(
+        "API server, with a client certificate",
+        version,
+        &ca,
+        Some(&kubelet_client),
+        |r| *r == Ok(200),
+    );
+    // The kubelet: its serving certificate is the cluster CA's (the
+    // handshake trusts only it), anonymous gets 401 (not the authorizer's
+    // 403), the API server's client certificate gets in.
+    let pods = "https://127.0.0.1:10250/pods";
+    expect("kubelet 10250, anonymous", pods, &ca, None, |r| {
+        *r == Ok(401)
+    });
+    expect(
+        "kubelet 10250, with the API server's client certificate",
+        pods,
+        &ca,
+        Some(&kubelet_client),
+        |r| *r == Ok(200),
+    );
+    // etcd: no certificate, no connection, nor with one of another CA (the
+    // cluster's); the healthcheck client's gets in.
+    let health = "https://127.0.0.1:2379/health";
+    expect(
+        "etcd 2379, without a client certificate",
+        health,
+        &etcd_ca,
+        None,
+        |r| r.is_err(),
+    );
+    expect(
+        "etcd 2379, with a client certificate of the cluster CA",
+        health,
+        &etcd_ca,
+        Some(&kubelet_client),
+        |r| r.is_err(),
+    );
+    expect(
+        "etcd 2379, with a client certificate of the etcd CA",
+        health,
+        &etcd_ca,
+        Some(&etcd_client),
+        |r| *r == Ok(200),
+    );
+    // No read-only port, on any address.
+    for address in ["127.0.0.1:10255", "0.0.0.0:10255"] {
+        if let Ok(open) =
+            TcpStream::connect_timeout(&address.parse().unwrap(), Duration::from_secs(2))
+        {
+            wrong.push(format!(
+                "the kubelet's read-only port answers at {address} ({:?})",
+                open.peer_addr()
+            ));
+        }
+    }
+    let listening = std::fs::read_to_string("/proc/net/tcp").unwrap()
+        + &std::fs::read_to_string("/proc/net/tcp6").unwrap_or_default();
+    // Local address column: hex port 281F is 10255; state 0A is LISTEN.
+    if listening.lines().any(|l| {
+        let fields: Vec<&str> = l.split_whitespace().collect();
+        fields.len() > 3 && fields[1].ends_with(":281F") && fields[3] == "0A"
+    }) {
+        wrong.push("something listens on port 10255".into());
+    }
+
+    // Node authorization: the node's identity reads its own Node, not the
+    // others nor every Secret (RBAC alone would let system:nodes do more).
+    let own = node_can(&cluster, &["get", "node/docker-desktop"]);
+    let nodes = node_can(&cluster, &["list", "nodes"]);
+    let secrets = node_can(&cluster, &["list", "secrets", "--all-namespaces"]);
+    let first = |answer: &str| {
+        answer
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    if [first(&own), first(&nodes), first(&secrets)] != ["yes", "no", "no"] {
+        wrong.push(format!(
+            "the node may get its Node: {own}; list nodes: {nodes}; list every Secret: {secrets} (want yes, no, no)"
+        ));
+    }
+
+    // Keys and kubeconfigs: 0600, every one.
+    let mut files = Vec::new();
+    let mut folders = vec![pki.clone(), cluster.state().join("kubeconfig")];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|e| e == "key" || e == "conf") {
+                files.push(path);
+            }
+        }
+    }
+    assert!(
+        files.iter().any(|f| f.ends_with("ca.key"))
+            && files.iter().any(|f| f.ends_with("admin.conf")),
+        "keys and kubeconfigs not where this test looks: {files:?}"
+    );
+    for file in &files {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+        if mode != 0o600 {
+            wrong.push(format!("{} is mode {mode:o}", file.display()));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "secure defaults not kept:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// `ps -e`, top and `pgrep` show each component by its name (the kernel's
+/// name of the process, /proc/PID/comm, at most 15 bytes: what a
+/// kube-controller-manager binary shows too), though it runs through the
+/// descriptor of the file the manager verified (`/proc/self/fd/N`).
+#[test]
+fn the_components_are_named_in_ps_and_pgrep_finds_them() {
+    let cluster = Cluster::new();
+    cluster.enable_ok();
+    let components = cluster.component_pids();
+    assert_eq!(components.len(), 6, "{components:?}");
+    let mut wrong = Vec::new();
+    for (name, pid) in &components {
+        let comm: String = name.chars().take(15).collect();
+        let shown = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let found = support::run(Command::new("pgrep").args(["-x", &comm]));
+        let pids = String::from_utf8_lossy(&found.stdout).into_owned();
+        if shown.trim_end() != comm || !pids.lines().any(|p| p == pid.to_string()) {
+            wrong.push(format!(
+                "{name} (pid {pid}) is named {:?}; pgrep -x {comm} found {:?}",
+                shown.trim_end(),
+                pids.lines().collect::<Vec<_>>()
+            ));
+        }
+        // Every thread carries the name (top -H, htop).
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+        {
+            let thread = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if thread.trim_end() != comm {
+                wrong.push(format!(
+                    "{name}: thread {:?} is named {thread:?}",
+                    task.file_name()
+                ));
+                break;
+            }
+        }
+    }
+    let ps = support::run_ok(Command::new("ps").args(["-e", "-o", "pid=,comm="]));
+    for (name, pid) in &components {
+        let comm: String = name.chars().take(15).collect();
+        if !ps.lines().any(|l| {
+            l.split_whitespace().collect::<Vec<_>>() == [pid.to_string().as_str(), comm.as_str()]
+        }) {
+            wrong.push(format!("ps -e does not show {pid} as {comm}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

@@ -8,7 +8,10 @@
 //! namespace), never the machine's.
 //!
 //! Needs root, containerd, util-linux's `unshare` and procps' `pgrep`; the
-//! test is about the start without systemd, and is skipped where systemd runs.
+//! test is about the start without systemd: where systemd runs, it says so
+//! and is listed as skipped (`support::skip`), never as passed.
+
+mod support;
 
 use std::path::Path;
 use std::process::Command;
@@ -42,8 +45,10 @@ show
 #[test]
 fn containerd_gets_the_proxy_file_and_is_restarted_when_it_changes() {
     if Path::new("/run/systemd/system").is_dir() {
-        eprintln!("skipped: systemd runs containerd here (the drop-in path)");
-        return;
+        return support::skip(
+            "prepare_vm::containerd_gets_the_proxy_file_and_is_restarted_when_it_changes",
+            "systemd runs containerd here (the drop-in path), and this test is of the start without it",
+        );
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../vm/prepare-vm.sh");
     let state = tempfile::tempdir().unwrap();

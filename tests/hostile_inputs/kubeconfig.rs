@@ -286,39 +286,83 @@ fn fifos_and_endless_files_are_refused_at_once() {
 }
 
 /// Runs a merge under strace, killed by SIGKILL at the `nth` call of one of
-/// `syscalls`: a `kill -9` at a precise step.
-fn merge_killed_at(file: &Path, syscalls: &str, nth: u32) {
+/// `syscalls`: a `kill -9` at a precise step. The merge must have died of
+/// that SIGKILL, at that call, and the call must be the step named by
+/// `step` (a part of the call as strace shows it, descriptors as paths): a
+/// merge that no longer makes that call, or makes it elsewhere, or a strace
+/// that cannot trace, fails here instead of passing unkilled.
+fn merge_killed_at(file: &Path, syscalls: &str, nth: u32, step: &str) {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("strace.log");
     let out = run(Command::new("strace")
-        .args(["-f", "-qq", "-o", "/dev/null", "-e"])
+        .args(["-f", "-y", "-o"])
+        .arg(&log)
+        .arg("-e")
+        .arg(format!("trace={syscalls}"))
+        .arg("-e")
         .arg(format!("inject={syscalls}:signal=KILL:when={nth}"))
         .arg(manager_bin())
         .args(["kubeconfig", "merge", "--from"])
         .arg(ours())
         .arg("--into")
         .arg(file));
-    assert!(
-        !out.status.success(),
-        "the merge was killed: {}",
+    let traced = fs::read_to_string(&log).unwrap_or_default();
+    let at = format!("{syscalls}:{nth}");
+    // strace ends itself with the signal that ended the command.
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(libc::SIGKILL),
+        "{at}: the merge was not killed ({}): {}\n{traced}",
+        out.status,
         text(&out)
+    );
+    let lines: Vec<&str> = traced.lines().collect();
+    let killed = lines
+        .iter()
+        .position(|l| l.ends_with("+++ killed by SIGKILL +++"))
+        .unwrap_or_else(|| panic!("{at}: no process killed in:\n{traced}"));
+    let pid = lines[killed].split_whitespace().next().unwrap();
+    let last_call = lines[..killed]
+        .iter()
+        .rev()
+        .find(|l| l.split_whitespace().next() == Some(pid))
+        .unwrap_or_else(|| panic!("{at}: killed before any call:\n{traced}"));
+    let calls = lines[..killed]
+        .iter()
+        .filter(|l| l.split_whitespace().next() == Some(pid) && !l.contains("+++"))
+        .count();
+    assert!(
+        last_call.ends_with("= ?") && last_call.contains(step) && calls == nth as usize,
+        "{at}: killed elsewhere than at the {nth}th call, {step:?}:\n{traced}"
     );
 }
 
 #[test]
 fn a_merge_killed_at_any_step_leaves_nothing_the_next_does_not_clean() {
-    // Killed after the stamped lock is linked, before its temp name is
-    // removed; after writing the new content, before the rename: the next
-    // merge succeeds at once and leaves only the file and its backup.
-    for (syscalls, nth) in [
-        ("link,linkat", 1),
-        ("unlink,unlinkat", 1),
-        ("rename,renameat,renameat2", 1),
-        ("rename,renameat,renameat2", 2),
-        ("fsync", 1),
+    // Each step of a merge, in order, and the call it is killed at (before
+    // the call takes effect): the next merge succeeds at once and leaves
+    // only the file and its backup.
+    for (syscalls, nth, step) in [
+        // The stamped lock written under a temp name, not yet linked.
+        ("link,linkat", 1, "{dir}/config.lock\", 0)"),
+        // Linked (the lock is held), its temp name still there.
+        ("unlink,unlinkat", 1, "(\"{dir}/.config.lock.tmp-"),
+        // The backup's temp link made, not yet renamed into place.
+        ("rename,renameat,renameat2", 1, "\"{dir}/config.bak\")"),
+        // The new content written, not yet flushed.
+        ("fsync", 1, "<{dir}/.config.tmp-"),
+        // Flushed, not yet renamed over the file.
+        ("rename,renameat,renameat2", 2, "\"{dir}/config\")"),
+        // In place, the folder not yet flushed.
+        ("fsync", 2, "<{dir}>)"),
+        // Done, the lock not yet released.
+        ("unlink,unlinkat", 3, "(\"{dir}/config.lock\")"),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("config");
         fs::write(&file, THEIRS).unwrap();
-        merge_killed_at(&file, syscalls, nth);
+        let step = step.replace("{dir}", dir.path().to_str().unwrap());
+        merge_killed_at(&file, syscalls, nth, &step);
         let content = fs::read_to_string(&file).unwrap();
         assert!(
             content == THEIRS || content.contains("docker-desktop"),

@@ -18,10 +18,30 @@ pub const CONTEXT: &str = "docker-desktop";
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub bundle: PathBuf,
+    /// The folder is a tmpfs of its own (see [`Cluster::on_own_tmpfs`]).
+    own_tmpfs: bool,
     _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Cluster {
+    /// A cluster whose folder (state, HOME, "Windows" kubeconfig) is a
+    /// tmpfs mounted for it: a mount of its own, which a test can watch
+    /// (fanotify) without watching the machine's file system. Unmounted
+    /// when dropped, after the teardown.
+    pub fn on_own_tmpfs() -> Cluster {
+        let mut cluster = Cluster::new();
+        let dir = cluster.dir.path();
+        super::run_ok(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "mode=0755", "k8sm-e2e"])
+                .arg(dir),
+        );
+        cluster.own_tmpfs = true;
+        std::fs::create_dir_all(dir.join("home")).unwrap();
+        std::fs::create_dir_all(dir.join("windows/.kube")).unwrap();
+        cluster
+    }
+
     pub fn new() -> Cluster {
         // A test that panicked while holding the turn has torn its cluster down.
         let turn = ONE_CLUSTER_AT_A_TIME
@@ -39,6 +59,7 @@ impl Cluster {
         Cluster {
             dir,
             bundle,
+            own_tmpfs: false,
             _turn: turn,
         }
     }
@@ -213,6 +234,12 @@ impl Drop for Cluster {
             }
         }
         std::thread::sleep(Duration::from_millis(500));
+        if self.own_tmpfs {
+            let _ = Command::new("umount")
+                .arg("--lazy")
+                .arg(self.dir.path())
+                .status();
+        }
     }
 }
 

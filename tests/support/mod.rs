@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod holds;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -44,6 +45,31 @@ pub fn upstream_kubectl() -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// Says that `test` could not run here, and why, so that it is never taken
+/// for a pass: the line `<test>: <why>` goes to standard error and, when the
+/// environment names one in `K8S_MANAGER_TEST_SKIPS`, is appended to that file
+/// (tests/run.sh lists its lines in the run's summary). The test returns
+/// right after.
+pub fn skip(test: &str, why: &str) {
+    use std::io::Write;
+    let line = format!("{test}: {why}");
+    eprintln!("SKIPPED {line}");
+    if let Some(path) = std::env::var_os("K8S_MANAGER_TEST_SKIPS") {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|err| {
+                panic!("K8S_MANAGER_TEST_SKIPS {}: {err}", path.to_string_lossy())
+            });
+        // One write per line: tests running at once append whole lines.
+        file.write_all(format!("{line}\n").as_bytes())
+            .unwrap_or_else(|err| {
+                panic!("K8S_MANAGER_TEST_SKIPS {}: {err}", path.to_string_lossy())
+            });
+    }
 }
 
 /// Runs a command and returns its output; panics with both streams when it

@@ -5,9 +5,13 @@
 #
 #   $K8S_MANAGER_CACHE/bundles/<kubernetes version>/{bin,images,bundle.json}
 #
-# A second run with the folder present and intact does nothing; two runs at
-# once take turns (a lock in the cache). A build ends by printing how long
-# each part took. The last line printed is the bundle folder.
+# The bundle records what it was built from (build-inputs: a fingerprint per
+# part of its sources, the versions pinned for it and this script). A second
+# run with the folder present, intact and built from the same inputs does
+# nothing; when some inputs changed (a wrapper's source, a version), the parts
+# they make are built again and the others are taken from the present bundle.
+# Two runs at once take turns (a lock in the cache). A build ends by printing
+# how long each part took. The last line printed is the bundle folder.
 #
 # Go comes from vm/toolchains.sh: the machine's when it is 1.24 or newer, else
 # a pinned Go installed under the cache.
@@ -32,13 +36,13 @@ tc_go
 export GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
 
 log() { printf '[bundle %s] %s\n' "$(date +%T)" "$*" >&2; }
-# part NAME: the part that starts now; the times are printed at the end.
-parts=() part_name="" part_start=0
-part() {
+# timed NAME: the part that starts now; the times are printed at the end.
+timings=() timed_name="" timed_start=0
+timed() {
 	local now
 	now=$(date +%s)
-	((part_start == 0)) || parts+=("$part_name $((now - part_start)) s")
-	part_name=$1 part_start=$now
+	((timed_start == 0)) || timings+=("$timed_name $((now - timed_start)) s")
+	timed_name=$1 timed_start=$now
 }
 
 newest_k8s() {
@@ -63,11 +67,44 @@ flock 9 || { log "cannot lock $cache/build.lock"; exit 1; }
 (cd "$here/bundletool" && go build -trimpath -o "$work/bundletool" .)
 bundletool=$work/bundletool
 
+# fingerprint PART: the sha256 of what PART is made from: its sources, the
+# versions pinned for it, and this script (how it is built).
+fingerprint() {
+	local sources=() pins
+	case $1 in
+	kube) sources=("$here"/kubernetes/*.go "$here/procname.go") pins="kubernetes $k8s_version" ;;
+	kubeadm) pins="kubernetes $k8s_version" ;;
+	etcd) sources=("$here"/etcd/*.go "$here/procname.go") pins="etcd $etcd_version" ;;
+	coredns) sources=("$here"/coredns/*.go "$here"/bundletool/*.go) pins="coredns $coredns_version" ;;
+	pause) sources=("$here/pause/pause.c" "$here"/bundletool/*.go) pins="pause $pause_version" ;;
+	esac
+	{
+		echo "$1 $pins"
+		sha256sum "${BASH_SOURCE[0]}" "${sources[@]}" | sed 's|  .*/bundle/|  |'
+	} | sha256sum | cut -d' ' -f1
+}
+parts=(kube kubeadm etcd coredns pause)
+inputs=$(for part in "${parts[@]}"; do echo "$part $(fingerprint "$part")"; done)
+
+# What the present bundle was built from, if it is intact (else nothing).
+built_from=""
 if [[ -f $bundle/bundle.json ]] && "$bundletool" check "$bundle"; then
-	log "bundle $k8s_version present and intact"
-	echo "$bundle"
-	exit 0
+	built_from=$(cat "$bundle/build-inputs" 2>/dev/null || true)
+	if [[ $built_from == "$inputs" ]]; then
+		log "bundle $k8s_version present and intact"
+		echo "$bundle"
+		exit 0
+	fi
 fi
+# reuse PART FILE...: when the present bundle made PART from the same inputs,
+# copies its FILEs into the new one (and says so).
+reuse() {
+	local part=$1 file
+	shift
+	grep -qxF "$part $(fingerprint "$part")" <<<"$built_from" || return 1
+	for file in "$@"; do cp -a "$bundle/$file" "$stage/$file" || return 1; done
+	log "$part: unchanged, taken from the present bundle"
+}
 
 start=$(date +%s)
 stage=$(mktemp -d "$cache/bundles/.${k8s_version}.XXXXXX")
@@ -75,12 +112,12 @@ chmod 755 "$stage"
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/bin" "$stage/images" "$work/rootfs"
 
-# wrapper DIR MODULE VERSION: a module in $work/DIR that requires
-# MODULE@VERSION, with the .go files of this folder's DIR.
+# wrapper DIR MODULE VERSION [FILE...]: a module in $work/DIR that requires
+# MODULE@VERSION, with the .go files of this folder's DIR and the FILEs.
 wrapper() {
 	local dir=$work/$1 module=$2 version=$3
 	mkdir -p "$dir"
-	cp "$here/$1/"*.go "$dir/"
+	cp "$here/$1/"*.go "${@:4}" "$dir/"
 	if [[ -f $dir/go.mod ]] && grep -q "^require $module $version\$" "$dir/go.mod" && [[ -f $dir/go.sum ]]; then
 		return
 	fi
@@ -98,82 +135,92 @@ wrapper() {
 # k8s.io/kubernetes points its staging modules at ./staging/...; a module that
 # requires it must replace each with the published v0.X.Y module. The list is
 # taken from that version's own go.mod so that it is right for any version.
-part "modules"
-log "kubernetes $k8s_version: resolving modules"
-wrapper kubernetes k8s.io/kubernetes "$k8s_version"
-if ! grep -q '^replace' "$work/kubernetes/go.mod"; then
-	upstream_mod=$(go mod download -json "k8s.io/kubernetes@$k8s_version" | sed -n 's/^\s*"GoMod": "\(.*\)",$/\1/p')
-	staging=$(sed -n 's|^\s*\(k8s\.io/[a-z0-9-]*\) => \./staging/.*$|\1|p' "$upstream_mod" | sort -u)
-	[[ -n $staging ]] || { log "no staging modules found in $upstream_mod"; exit 1; }
-	{
-		echo
-		echo "replace ("
-		for m in $staging; do echo "	$m => $m $k8s_staging_version"; done
-		echo ")"
-	} >>"$work/kubernetes/go.mod"
-	log "kubernetes: $(wc -w <<<"$staging") staging modules replaced"
-fi
-(cd "$work/kubernetes" && go mod tidy)
+timed "kube, kubeadm"
+reuse kube bin/kube && kube_reused=1 || kube_reused=0
+reuse kubeadm bin/kubeadm && kubeadm_reused=1 || kubeadm_reused=0
+if ((!kube_reused || !kubeadm_reused)); then
+	log "kubernetes $k8s_version: resolving modules"
+	wrapper kubernetes k8s.io/kubernetes "$k8s_version" "$here/procname.go"
+	if ! grep -q '^replace' "$work/kubernetes/go.mod"; then
+		upstream_mod=$(go mod download -json "k8s.io/kubernetes@$k8s_version" | sed -n 's/^\s*"GoMod": "\(.*\)",$/\1/p')
+		staging=$(sed -n 's|^\s*\(k8s\.io/[a-z0-9-]*\) => \./staging/.*$|\1|p' "$upstream_mod" | sort -u)
+		[[ -n $staging ]] || { log "no staging modules found in $upstream_mod"; exit 1; }
+		{
+			echo
+			echo "replace ("
+			for m in $staging; do echo "	$m => $m $k8s_staging_version"; done
+			echo ")"
+		} >>"$work/kubernetes/go.mod"
+		log "kubernetes: $(wc -w <<<"$staging") staging modules replaced"
+	fi
+	(cd "$work/kubernetes" && go mod tidy)
 
-minor=${k8s_version#v1.}
-minor=${minor%%.*}
-build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-ldflags="-s -w"
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-	ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-	ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
-done
-part "kube (multi-call)"
-log "kubernetes: building kube (multi-call)"
-(cd "$work/kubernetes" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$stage/bin/kube" .)
-part "kubeadm"
-log "kubernetes: building kubeadm"
-(cd "$work/kubernetes" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$stage/bin/kubeadm" k8s.io/kubernetes/cmd/kubeadm)
+	minor=${k8s_version#v1.}
+	minor=${minor%%.*}
+	build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+	ldflags="-s -w"
+	for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+		ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+		ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
+	done
+	if ((!kube_reused)); then
+		log "kubernetes: building kube (multi-call)"
+		(cd "$work/kubernetes" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$stage/bin/kube" .)
+	fi
+	if ((!kubeadm_reused)); then
+		log "kubernetes: building kubeadm"
+		(cd "$work/kubernetes" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$stage/bin/kubeadm" k8s.io/kubernetes/cmd/kubeadm)
+	fi
+fi
 for name in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
 	ln -s kube "$stage/bin/$name"
 done
 
 # --- etcd -------------------------------------------------------------------
-part "etcd"
-log "etcd $etcd_version: building etcd, etcdctl, etcdutl"
-wrapper etcd go.etcd.io/etcd/server/v3 "$etcd_version"
-(
-	cd "$work/etcd"
-	grep -q "go.etcd.io/etcd/etcdctl/v3 $etcd_version" go.mod ||
-		go get "go.etcd.io/etcd/etcdctl/v3@$etcd_version" "go.etcd.io/etcd/etcdutl/v3@$etcd_version"
-	go mod tidy
-	ldflags="-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=${etcd_version}"
-	CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$stage/bin/etcd" .
-	CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$stage/bin/etcdctl" go.etcd.io/etcd/etcdctl/v3
-	CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$stage/bin/etcdutl" go.etcd.io/etcd/etcdutl/v3
-)
+timed "etcd"
+reuse etcd bin/etcd bin/etcdctl bin/etcdutl || {
+	log "etcd $etcd_version: building etcd, etcdctl, etcdutl"
+	wrapper etcd go.etcd.io/etcd/server/v3 "$etcd_version" "$here/procname.go"
+	(
+		cd "$work/etcd"
+		grep -q "go.etcd.io/etcd/etcdctl/v3 $etcd_version" go.mod ||
+			go get "go.etcd.io/etcd/etcdctl/v3@$etcd_version" "go.etcd.io/etcd/etcdutl/v3@$etcd_version"
+		go mod tidy
+		ldflags="-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=${etcd_version}"
+		CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$stage/bin/etcd" .
+		CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$stage/bin/etcdctl" go.etcd.io/etcd/etcdctl/v3
+		CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$stage/bin/etcdutl" go.etcd.io/etcd/etcdutl/v3
+	)
+}
 
 # --- CoreDNS ----------------------------------------------------------------
-part "coredns"
-log "coredns $coredns_version: building"
-wrapper coredns github.com/coredns/coredns "$coredns_version"
-(
-	cd "$work/coredns"
-	go mod tidy
-	CGO_ENABLED=0 go build -trimpath \
-		-ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$coredns_version" \
-		-o "$work/rootfs/coredns" .
-)
+timed "coredns"
+reuse coredns images/coredns.tar || {
+	log "coredns $coredns_version: building"
+	wrapper coredns github.com/coredns/coredns "$coredns_version"
+	(
+		cd "$work/coredns"
+		go mod tidy
+		CGO_ENABLED=0 go build -trimpath \
+			-ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$coredns_version" \
+			-o "$work/rootfs/coredns" .
+	)
+	"$bundletool" image --ref "registry.k8s.io/coredns/coredns:$coredns_version" --out "$stage/images/coredns.tar" \
+		--entrypoint /coredns --add "/coredns=$work/rootfs/coredns"
+}
 
 # --- pause ------------------------------------------------------------------
-part "pause, images, manifest"
-log "pause $pause_version: building"
-cc -static -Os -Wall -Wextra -Werror -DPAUSE_VERSION="\"$pause_version\"" -o "$work/rootfs/pause" "$here/pause/pause.c"
-strip "$work/rootfs/pause"
-
-# --- images -----------------------------------------------------------------
-log "images: pause, coredns"
-"$bundletool" image --ref "registry.k8s.io/pause:$pause_version" --out "$stage/images/pause.tar" \
-	--entrypoint /pause --add "/pause=$work/rootfs/pause"
-"$bundletool" image --ref "registry.k8s.io/coredns/coredns:$coredns_version" --out "$stage/images/coredns.tar" \
-	--entrypoint /coredns --add "/coredns=$work/rootfs/coredns"
+timed "pause, manifest"
+reuse pause images/pause.tar || {
+	log "pause $pause_version: building"
+	cc -static -Os -Wall -Wextra -Werror -DPAUSE_VERSION="\"$pause_version\"" -o "$work/rootfs/pause" "$here/pause/pause.c"
+	strip "$work/rootfs/pause"
+	"$bundletool" image --ref "registry.k8s.io/pause:$pause_version" --out "$stage/images/pause.tar" \
+		--entrypoint /pause --add "/pause=$work/rootfs/pause"
+}
 
 # --- manifest ---------------------------------------------------------------
+echo "$inputs" >"$stage/build-inputs"
 "$bundletool" manifest "$stage" <<JSON
 {
   "kubernetes": "$k8s_version",
@@ -205,7 +252,7 @@ JSON
 rm -rf "$bundle"
 mv "$stage" "$bundle"
 trap - EXIT
-part "end"
-times=$(printf '%s, ' "${parts[@]}")
+timed "end"
+times=$(printf '%s, ' "${timings[@]}")
 log "bundle $k8s_version built in $(($(date +%s) - start)) s: ${times%, }"
 echo "$bundle"

@@ -242,18 +242,111 @@ mod tests {
         ])
     }
 
-    /// A proxy named by the kubeconfig (as one in HTTPS_PROXY would be) is
-    /// not used: the client builds, and talks to the API server directly.
-    #[tokio::test]
-    async fn the_client_ignores_any_proxy() {
+    /// Where the child of [`the_client_ignores_any_proxy`] sends its request:
+    /// the ports of the "API server" and of the proxy.
+    const DIRECT_CHILD: &str = "K8S_MANAGER_TEST_DIRECT_CHILD";
+
+    /// A proxy named by the kubeconfig and by every proxy variable of the
+    /// environment (as the daemon's may hold them) is not used: a request
+    /// of the client reaches the API server's port directly (its first
+    /// bytes are a TLS handshake, not a proxy's CONNECT) and the proxy
+    /// never sees a connection. The request is made in a child process
+    /// (this test run again, alone), whose environment names the proxy.
+    #[test]
+    fn the_client_ignores_any_proxy() {
+        if let Ok(ports) = std::env::var(DIRECT_CHILD) {
+            return request_through_proxied_environment(&ports);
+        }
+        let api = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        proxy.set_nonblocking(true).unwrap();
+        let (api_port, proxy_port) = (
+            api.local_addr().unwrap().port(),
+            proxy.local_addr().unwrap().port(),
+        );
+        // The "API server": the first bytes of the first connection, which
+        // it then closes (it speaks no TLS).
+        api.set_nonblocking(true).unwrap();
+        let seen = std::thread::spawn(move || {
+            use std::io::Read;
+            let start = std::time::Instant::now();
+            let mut conn = loop {
+                match api.accept() {
+                    Ok((conn, _)) => break conn,
+                    Err(_) if start.elapsed() < Duration::from_secs(30) => {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(err) => return Err(err),
+                }
+            };
+            conn.set_nonblocking(false)?;
+            conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let mut first = [0u8; 3];
+            conn.read_exact(&mut first).map(|_| first)
+        });
+        let proxy_url = format!("http://127.0.0.1:{proxy_port}");
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+        child
+            .args([
+                "--exact",
+                "bootstrap::tests::the_client_ignores_any_proxy",
+                "--nocapture",
+            ])
+            .env(DIRECT_CHILD, format!("{api_port} {proxy_port}"))
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy");
+        for var in [
+            "HTTPS_PROXY",
+            "https_proxy",
+            "HTTP_PROXY",
+            "http_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ] {
+            child.env(var, &proxy_url);
+        }
+        let out = child.output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && said.contains("request made: "),
+            "the child made no request ({}):\n{said}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let first = seen.join().unwrap().expect("the API server got a request");
+        // A TLS record of type handshake (0x16), version 3.x: the client's
+        // hello, sent to the API server itself.
+        assert_eq!(first[..2], [0x16, 0x03], "{first:?}: not a TLS hello");
+        assert!(
+            matches!(proxy.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "the proxy was connected to"
+        );
+    }
+
+    /// The child's part: a client of a kubeconfig naming the proxy, with the
+    /// proxy in the environment, makes one request.
+    fn request_through_proxied_environment(ports: &str) {
+        let (api_port, proxy_port) = ports.split_once(' ').unwrap();
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("admin.conf");
         std::fs::write(
             &kubeconfig,
-            "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:6443\n    insecure-skip-tls-verify: true\n    proxy-url: http://192.0.2.1:3128\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\nusers:\n- name: u\n  user:\n    token: t\n",
+            format!(
+                "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{api_port}\n    insecure-skip-tls-verify: true\n    proxy-url: http://127.0.0.1:{proxy_port}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\nusers:\n- name: u\n  user:\n    token: t\n"
+            ),
         )
         .unwrap();
-        client(&kubeconfig).await.unwrap();
+        crate::install_crypto_provider();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // The "API server" speaks no TLS: the request fails once it is made.
+        let outcome = runtime.block_on(async {
+            let client = client(&kubeconfig).await.unwrap();
+            client.apiserver_version().await
+        });
+        println!("request made: {outcome:?}");
     }
 
     #[test]

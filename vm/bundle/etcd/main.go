@@ -8,6 +8,12 @@ import (
 	"go.etcd.io/etcd/server/v3/etcdmain"
 )
 
+// Named etcd where ps and pgrep look (see procname.go), not after the
+// descriptor it was started through.
+func init() {
+	setProcessName("etcd")
+}
+
 func main() {
 	etcdmain.Main(os.Args)
 }

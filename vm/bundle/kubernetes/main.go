@@ -34,6 +34,16 @@ var components = []string{
 	"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl",
 }
 
+// The component this process runs, named as ps and pgrep show it (see
+// procname.go): kube-apiserver, not the descriptor it was started through.
+func init() {
+	name := filepath.Base(os.Args[0])
+	if name == "kube" && len(os.Args) > 1 {
+		name = os.Args[1]
+	}
+	setProcessName(name)
+}
+
 func main() {
 	name := filepath.Base(os.Args[0])
 	if name == "kube" {

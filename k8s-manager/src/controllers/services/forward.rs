@@ -63,6 +63,18 @@ pub async fn listen(
     target: SocketAddr,
     full: mpsc::UnboundedSender<PortKey>,
 ) -> std::io::Result<Listening> {
+    listen_with_udp_idle(address, key, target, full, UDP_IDLE).await
+}
+
+/// [`listen`], with UDP sessions that end after `udp_idle` without a
+/// datagram (the tests' seconds instead of [`UDP_IDLE`]).
+pub async fn listen_with_udp_idle(
+    address: std::net::IpAddr,
+    key: PortKey,
+    target: SocketAddr,
+    full: mpsc::UnboundedSender<PortKey>,
+    udp_idle: Duration,
+) -> std::io::Result<Listening> {
     let at = SocketAddr::new(address, key.port);
     let stop = CancellationToken::new();
     let (tx, rx) = watch::channel(target);
@@ -80,7 +92,7 @@ pub async fn listen(
         }
         Protocol::Udp => {
             let socket = UdpSocket::bind(at).await?;
-            tokio::spawn(serve_udp(Arc::new(socket), rx, stop.clone()));
+            tokio::spawn(serve_udp(Arc::new(socket), rx, stop.clone(), udp_idle));
         }
     }
     Ok(Listening {
@@ -237,6 +249,7 @@ async fn serve_udp(
     socket: Arc<UdpSocket>,
     target: watch::Receiver<SocketAddr>,
     stop: CancellationToken,
+    idle: Duration,
 ) {
     let sessions: Sessions = Arc::default();
     let epoch = Instant::now();
@@ -273,6 +286,7 @@ async fn serve_udp(
                     sessions.clone(),
                     epoch,
                     stop.clone(),
+                    idle,
                 ));
                 session
             }
@@ -298,7 +312,8 @@ async fn open_session(to: SocketAddr) -> std::io::Result<Session> {
     })
 }
 
-/// Sends the Service's replies back to `client` until the session is idle.
+/// Sends the Service's replies back to `client` until the session has been
+/// `idle` (no datagram either way for that long).
 async fn replies(
     socket: Arc<UdpSocket>,
     client: SocketAddr,
@@ -306,12 +321,13 @@ async fn replies(
     sessions: Sessions,
     epoch: Instant,
     stop: CancellationToken,
+    idle: Duration,
 ) {
     let mut buf = vec![0u8; UDP_BUFFER];
     loop {
         let received = tokio::select! {
             _ = stop.cancelled() => return,
-            received = tokio::time::timeout(UDP_IDLE, session.upstream.recv(&mut buf)) => received,
+            received = tokio::time::timeout(idle, session.upstream.recv(&mut buf)) => received,
         };
         match received {
             Ok(Ok(n)) => {
@@ -325,7 +341,7 @@ async fn replies(
             Err(_) => {
                 let idle_ms =
                     epoch.elapsed().as_millis() as u64 - session.last.load(Ordering::Relaxed);
-                if idle_ms >= UDP_IDLE.as_millis() as u64 {
+                if idle_ms >= idle.as_millis() as u64 {
                     sessions.lock().expect("sessions").remove(&client);
                     return;
                 }
@@ -440,6 +456,74 @@ mod tests {
             .unwrap();
         assert_eq!(back.len(), sent);
         assert!(back.iter().all(|b| *b == 7));
+    }
+
+    /// A UDP server that answers each datagram with the address it came
+    /// from: the session's own socket, as the Service sees it.
+    async fn who_server() -> SocketAddr {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let target = server.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            while let Ok((_, from)) = server.recv_from(&mut buf).await {
+                let _ = server.send_to(from.to_string().as_bytes(), from).await;
+            }
+        });
+        target
+    }
+
+    /// A UDP session lives while datagrams pass, and ends once it has been
+    /// idle: the client's next datagram opens a new one (another socket,
+    /// seen by the Service from another port), and the old socket is closed.
+    #[tokio::test]
+    async fn a_udp_session_ends_after_its_idle_time() {
+        let idle = Duration::from_millis(400);
+        let target = who_server().await;
+        let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let port = std::net::UdpSocket::bind((lo, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let _listening = listen_with_udp_idle(
+            lo,
+            PortKey {
+                port,
+                ..key(Protocol::Udp)
+            },
+            target,
+            mpsc::unbounded_channel().0,
+            idle,
+        )
+        .await
+        .unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.connect((lo, port)).await.unwrap();
+        let session = || async {
+            client.send(b"who").await.unwrap();
+            let mut buf = [0u8; 64];
+            let n = tokio::time::timeout(Duration::from_secs(2), client.recv(&mut buf))
+                .await
+                .expect("a reply")
+                .unwrap();
+            String::from_utf8_lossy(&buf[..n])
+                .parse::<SocketAddr>()
+                .unwrap()
+        };
+        let first = session().await;
+        // Traffic more often than `idle`, for longer than `idle`: one session.
+        for _ in 0..6 {
+            tokio::time::sleep(idle / 4).await;
+            assert_eq!(session().await, first, "a session in use ended");
+        }
+        // Idle for longer: the session ended, its socket closed.
+        tokio::time::sleep(idle * 2).await;
+        let second = session().await;
+        assert_ne!(second, first, "the idle session was kept");
+        assert!(
+            std::net::UdpSocket::bind(first).is_ok(),
+            "the idle session's socket {first} is still open"
+        );
     }
 
     #[tokio::test]
