@@ -35,8 +35,8 @@ pub async fn run(paths: Paths, cache: PathBuf, options: DaemonOptions) -> anyhow
         Ok(limit) => tracing::debug!("open files limit: {limit}"),
         Err(err) => tracing::warn!("cannot raise the open files limit: {err}"),
     }
-    crate::fsutil::create_dir_all_mode(&paths.state_dir, 0o755)
-        .with_context(|| format!("cannot make {}", paths.state_dir.display()))?;
+    prepare_state_dir(&paths, options.socket_gid)
+        .with_context(|| format!("cannot make {} private", paths.state_dir.display()))?;
     let socket = crate::api::server::bind(&paths.socket, options.socket_gid).await?;
     let manager = Arc::new(Manager::new(paths.clone(), cache).map_err(anyhow::Error::msg)?);
     if !options.no_restore {
@@ -113,5 +113,90 @@ async fn outlived(
             }
             (true, Some(_)) => {}
         }
+    }
+}
+
+/// The state folder, made or narrowed before anything is written in it: it
+/// holds keys, the settings (a proxy password) and the components' logs.
+/// 0700, or 0710 with the socket's group as its group when one is given
+/// (`--socket-gid`: its members reach the socket and can list nothing);
+/// what an older manager left open in it is narrowed too
+/// ([`Paths::restrict_modes`]).
+fn prepare_state_dir(paths: &Paths, socket_gid: Option<u32>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = match socket_gid {
+        Some(_) => 0o710,
+        None => 0o700,
+    };
+    crate::fsutil::create_dir_all_mode(&paths.state_dir, 0o700)?;
+    if let Some(gid) = socket_gid {
+        std::os::unix::fs::chown(&paths.state_dir, None, Some(gid))?;
+    }
+    std::fs::set_permissions(&paths.state_dir, std::fs::Permissions::from_mode(mode))?;
+    for path in paths.restrict_modes(mode)? {
+        tracing::info!(
+            "made private what an earlier manager left open: {}",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn mode(path: &std::path::Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn set(path: &std::path::Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn an_older_install_s_open_state_folder_is_made_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(&dir.path().join("state"));
+        // As an earlier manager left it: 0755 folders, 0644 files.
+        for folder in [&paths.state_dir, &paths.logs, &paths.pki, &paths.volumes] {
+            std::fs::create_dir_all(folder).unwrap();
+            set(folder, 0o755);
+        }
+        let volume = paths.volumes.join("pvc-1");
+        std::fs::create_dir(&volume).unwrap();
+        set(&volume, 0o777);
+        for file in [
+            paths.log("etcd"),
+            paths.state_file.clone(),
+            paths.proxy_env.clone(),
+        ] {
+            std::fs::write(&file, b"x").unwrap();
+            set(&file, 0o644);
+        }
+        prepare_state_dir(&paths, None).unwrap();
+        assert_eq!(mode(&paths.state_dir), 0o700);
+        for folder in [&paths.logs, &paths.pki, &paths.volumes] {
+            assert_eq!(mode(folder), 0o700, "{}", folder.display());
+        }
+        for file in [
+            paths.log("etcd"),
+            paths.state_file.clone(),
+            paths.proxy_env.clone(),
+        ] {
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+        assert_eq!(mode(&volume), 0o777, "a volume stays the pods'");
+
+        // A group that reaches the socket may search the folder, no more.
+        let gid = std::fs::metadata(dir.path()).unwrap().gid();
+        prepare_state_dir(&paths, Some(gid)).unwrap();
+        assert_eq!(mode(&paths.state_dir), 0o710);
+        assert_eq!(std::fs::metadata(&paths.state_dir).unwrap().gid(), gid);
+        // A new one is made private.
+        let fresh = Paths::new(&dir.path().join("fresh"));
+        prepare_state_dir(&fresh, None).unwrap();
+        assert_eq!(mode(&fresh.state_dir), 0o700);
     }
 }

@@ -103,6 +103,36 @@ pub fn create_dir_all_mode(path: &Path, mode: u32) -> io::Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
 }
 
+/// Creates the folder `path` and its missing parents, each made with `mode`
+/// (as the umask narrows it); folders that exist are left as they are (a
+/// parent that is not the manager's keeps its mode).
+pub fn create_dir_all_new_mode(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+}
+
+/// Narrows the permission bits of an existing file or folder to those of
+/// `allowed` (an older install's 0755 folder becomes 0700 for `0o700`);
+/// never widens them. A symlink, or a path that is not there, is left
+/// alone. True when the mode changed.
+pub fn restrict_mode(path: &Path, allowed: u32) -> io::Result<bool> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_symlink() => meta,
+        Ok(_) => return Ok(false),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(err) => return Err(err),
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & !allowed == 0 {
+        return Ok(false);
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode & allowed))?;
+    Ok(true)
+}
+
 /// The permission bits of an existing file, if it exists.
 pub fn existing_mode(path: &Path) -> io::Result<Option<u32>> {
     match fs::metadata(path) {
@@ -300,6 +330,51 @@ pub(crate) fn mkfifo(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mode_of(path: &Path) -> u32 {
+        fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn modes_are_narrowed_never_widened() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("logs");
+        fs::create_dir(&folder).unwrap();
+        fs::set_permissions(&folder, fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(restrict_mode(&folder, 0o700).unwrap());
+        assert_eq!(mode_of(&folder), 0o700);
+        assert!(!restrict_mode(&folder, 0o700).unwrap());
+        // A group that may reach the socket keeps its search bit.
+        fs::set_permissions(&folder, fs::Permissions::from_mode(0o751)).unwrap();
+        assert!(restrict_mode(&folder, 0o710).unwrap());
+        assert_eq!(mode_of(&folder), 0o710);
+        let file = folder.join("etcd.log");
+        fs::write(&file, b"x").unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(!restrict_mode(&file, 0o600).unwrap(), "never widened");
+        assert_eq!(mode_of(&file), 0o400);
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(restrict_mode(&file, 0o600).unwrap());
+        assert_eq!(mode_of(&file), 0o600);
+        // A symlink and a missing path are left alone.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert!(!restrict_mode(&link, 0o000).unwrap());
+        assert_eq!(mode_of(&file), 0o600);
+        assert!(!restrict_mode(&dir.path().join("none"), 0o700).unwrap());
+    }
+
+    #[test]
+    fn new_folders_get_the_mode_and_existing_ones_keep_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let logs = dir.path().join("state/logs");
+        create_dir_all_new_mode(&logs, 0o700).unwrap();
+        assert_eq!(mode_of(&logs), 0o700);
+        assert_eq!(mode_of(&dir.path().join("state")), 0o700);
+        assert_eq!(mode_of(dir.path()), 0o755);
+        create_dir_all_new_mode(&logs, 0o700).unwrap();
+    }
 
     #[test]
     fn writes_whole_file_with_mode_and_leaves_no_temp() {

@@ -156,8 +156,15 @@ impl Manager {
         &self.paths
     }
 
+    /// The settings as saved, secrets included: the daemon's own.
     pub async fn settings(&self) -> Settings {
         self.settings.lock().await.clone()
+    }
+
+    /// The settings as the control API shows them: the proxy passwords and
+    /// the components' variables are write-only ([`Settings::redacted`]).
+    pub async fn shown_settings(&self) -> Settings {
+        self.settings.lock().await.redacted()
     }
 
     /// The saved settings, told again at each change.
@@ -305,7 +312,8 @@ impl Manager {
         };
         Ok((
             Applied {
-                settings: desired,
+                // What leaves the daemon: its secrets are write-only.
+                settings: desired.redacted(),
                 changes,
                 operation: None,
             },

@@ -390,10 +390,18 @@ function fillVersions() {
 
 let formDirty = false;
 
+// A URL whose password the daemon hides: `http://me:********@proxy:3128`.
+const HAS_PASSWORD = /^[a-z0-9+.-]+:\/\/[^/@]*:\*{8}@/i;
+
 function fillForm() {
   if (!view.settings) return;
   fillVersions();
   for (const [key, field] of Object.entries(FIELDS)) inputOf(key).value = field.read(view.settings);
+  // A proxy password is write-only: the daemon shows it as its marker, and
+  // the field, left as it is, is not sent (nor is the marker, sent back).
+  for (const key of ['proxy.http', 'proxy.https']) {
+    $(`h-${key}`).hidden = !HAS_PASSWORD.test(FIELDS[key].read(view.settings));
+  }
   formDirty = false;
 }
 

@@ -180,7 +180,7 @@ pub(crate) async fn handle(
                 ),
             }
         }
-        (Method::GET, super::SETTINGS) => json(StatusCode::OK, &manager.settings().await),
+        (Method::GET, super::SETTINGS) => json(StatusCode::OK, &manager.shown_settings().await),
         (Method::PUT, super::SETTINGS) => {
             let patch = match read_patch(req).await {
                 Ok(patch) => patch,
@@ -706,5 +706,44 @@ mod tests {
         )
         .await;
         assert!(answer.starts_with("HTTP/1.1 409"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn secrets_are_write_only_through_the_api() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = daemon(dir.path()).await;
+        let secrets = r#"{"proxy": {"http": "http://me:s3cret@proxy.test:3128"},
+            "components": {"kubelet": {"env": {"TOKEN": "t0ken"}}}}"#;
+        let answers = [
+            exchange(&socket, &request("PUT", "/v1/settings/propose", secrets)).await,
+            exchange(&socket, &request("PUT", "/v1/settings", secrets)).await,
+            exchange(&socket, &request("GET", "/v1/settings", "")).await,
+        ];
+        for answer in &answers {
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            assert!(
+                !answer.contains("s3cret") && !answer.contains("t0ken"),
+                "{answer}"
+            );
+        }
+        let body = |answer: &str| -> serde_json::Value {
+            serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+        };
+        let shown = body(&answers[2]);
+        assert_eq!(
+            shown["proxy"]["http"],
+            "http://me:********@proxy.test:3128/"
+        );
+        assert_eq!(shown["components"]["kubelet"]["env"]["TOKEN"], "********");
+        // What was read, sent back: kept, nothing changed.
+        let back = serde_json::json!({"proxy": shown["proxy"], "components": shown["components"]});
+        let answer = exchange(&socket, &request("PUT", "/v1/settings", &back.to_string())).await;
+        assert_eq!(body(&answer)["changes"], serde_json::json!([]), "{answer}");
+        let saved = std::fs::read_to_string(Paths::new(dir.path()).settings_file).unwrap();
+        assert!(
+            saved.contains("http://me:s3cret@proxy.test:3128"),
+            "{saved}"
+        );
+        assert!(saved.contains(r#""TOKEN": "t0ken""#), "{saved}");
     }
 }

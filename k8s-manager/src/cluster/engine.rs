@@ -87,7 +87,13 @@ impl Engine {
         paths: Paths,
         settings: tokio::sync::watch::Receiver<crate::model::settings::Settings>,
     ) -> std::io::Result<Engine> {
-        crate::fsutil::create_dir_all_mode(&paths.state_dir, 0o755)?;
+        // The daemon made it private first (0700, 0710 for a socket's group):
+        // kept as it is, or made 0700 when missing.
+        if paths.state_dir.is_dir() {
+            crate::fsutil::restrict_mode(&paths.state_dir, 0o710)?;
+        } else {
+            crate::fsutil::create_dir_all_mode(&paths.state_dir, 0o700)?;
+        }
         let mut record = StateRecord::load(&paths.state_file)?;
         // A new manager owns the record from now on: whatever the last one
         // was doing did not finish.

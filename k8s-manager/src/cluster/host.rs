@@ -392,7 +392,7 @@ fn check_bundle(
             if earlier.as_ref() != Some(&report.checked)
                 && let Ok(json) = serde_json::to_vec(&report.checked)
             {
-                let _ = crate::fsutil::write_atomic(marker, &json, 0o644);
+                let _ = crate::fsutil::write_atomic(marker, &json, 0o600);
             }
             Ok(report.executables)
         }

@@ -266,6 +266,60 @@ impl Paths {
     pub fn log(&self, component: &str) -> PathBuf {
         self.logs.join(format!("{component}.log"))
     }
+
+    /// Narrows what an older manager left open in the state folder (it made
+    /// it 0755, its logs and its state 0644), as kubeadm keeps its keys: the
+    /// folder to `folder_mode` (0700, or 0710 when a group reaches the
+    /// control socket), the folders the manager makes in it to 0700, its
+    /// files and the components' logs to 0600. Certificates and keys keep
+    /// the modes their store gives them (in a 0700 folder); the volumes'
+    /// own folders stay open to the pods' users. Returns the paths changed.
+    pub fn restrict_modes(&self, folder_mode: u32) -> std::io::Result<Vec<PathBuf>> {
+        use crate::fsutil::restrict_mode;
+        let mut changed = Vec::new();
+        let mut narrow = |path: &Path, mode: u32| -> std::io::Result<()> {
+            if restrict_mode(path, mode)? {
+                changed.push(path.to_path_buf());
+            }
+            Ok(())
+        };
+        narrow(&self.state_dir, folder_mode)?;
+        for dir in [
+            &self.pki,
+            &self.kubeconfigs,
+            &self.etcd_data,
+            &self.logs,
+            &self.kubelet_root,
+            &self.component_config,
+            &self.volumes,
+        ] {
+            narrow(dir, 0o700)?;
+        }
+        for file in [
+            &self.state_file,
+            &self.config_file,
+            &self.settings_file,
+            &self.proxy_env,
+            &self.ui_token,
+            &self.bundle_verified,
+            &self.etcd_first_start,
+        ] {
+            narrow(file, 0o600)?;
+        }
+        match std::fs::read_dir(&self.logs) {
+            Ok(entries) => {
+                for entry in entries {
+                    let entry = entry?;
+                    if entry.file_type()?.is_file() {
+                        narrow(&entry.path(), 0o600)?;
+                    }
+                }
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err),
+        }
+        Ok(changed)
+    }
 }
 
 /// The node's pod subnet: the first /24 of the cluster's pod CIDR, the one

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::settings::SettingsError;
+use super::settings::{HIDDEN, SettingsError};
 
 /// The components, by the names their processes run under, in the order
 /// they start.
@@ -125,6 +125,58 @@ impl ComponentOverrides {
             &self.kubelet,
             &self.kube_proxy,
         ])
+    }
+
+    /// Each component's name with its overrides, to change.
+    fn iter_mut(&mut self) -> impl Iterator<Item = (&'static str, &mut Overrides)> {
+        NAMES.into_iter().zip([
+            &mut self.etcd,
+            &mut self.kube_apiserver,
+            &mut self.kube_controller_manager,
+            &mut self.kube_scheduler,
+            &mut self.kubelet,
+            &mut self.kube_proxy,
+        ])
+    }
+
+    /// As shown outside the daemon: every variable's value is write-only
+    /// (one may be a token, and nothing tells which), [`HIDDEN`]; the names
+    /// and the flags are shown.
+    pub fn redacted(&self) -> ComponentOverrides {
+        let mut shown = self.clone();
+        for (_, overrides) in shown.iter_mut() {
+            for value in overrides.env.values_mut() {
+                *value = HIDDEN.to_string();
+            }
+        }
+        shown
+    }
+
+    /// In `self` (the overrides asked for), a variable whose value is
+    /// [`HIDDEN`] keeps the value `current` (the saved overrides) has for
+    /// it; [`HIDDEN`] for a variable with no value saved is refused (it is
+    /// never saved as a value).
+    pub fn keep_values(&mut self, current: &ComponentOverrides) -> Result<(), SettingsError> {
+        for (name, overrides) in self.iter_mut() {
+            let saved = current.get(name).map(|o| &o.env);
+            for (variable, value) in overrides.env.iter_mut() {
+                if value != HIDDEN {
+                    continue;
+                }
+                match saved.and_then(|env| env.get(variable)) {
+                    Some(saved) => value.clone_from(saved),
+                    None => {
+                        return Err(SettingsError::new(
+                            format!("components.{name}.env.{variable}"),
+                            format!(
+                                "{HIDDEN} stands for the value already set, and the variable has none: type its value"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Checks the form of every override, each problem with its field

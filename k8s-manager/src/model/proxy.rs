@@ -18,6 +18,8 @@ use std::path::Path;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use super::settings::HIDDEN;
+
 /// `proxy.http`, `proxy.https`, `proxy.noProxy` of the settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
@@ -61,6 +63,69 @@ impl ProxySettings {
     /// No proxy at all: nothing is added to any environment.
     pub fn is_unset(&self) -> bool {
         self.http.is_none() && self.https.is_none()
+    }
+
+    /// The proxy as it is shown outside the daemon (the control API, the
+    /// page, the CLI): a URL's password is write-only, replaced by
+    /// [`HIDDEN`] (`http://me:********@proxy.corp:3128`), which says that one
+    /// is set.
+    pub fn redacted(&self) -> ProxySettings {
+        let mut shown = self.clone();
+        for url in [&mut shown.http, &mut shown.https].into_iter().flatten() {
+            if url.password().is_some() {
+                url.set_password(Some(HIDDEN))
+                    .expect("a URL with a password takes another one");
+            }
+        }
+        shown
+    }
+
+    /// Makes the passwords of `self` (the settings asked for) write-only
+    /// against `current` (the saved ones): a URL whose password is
+    /// [`HIDDEN`], or that has none, gets the password saved for the same
+    /// user at the same host (the same field's first, then the other's), so
+    /// that a document read and sent back keeps it. A password typed
+    /// replaces it. [`HIDDEN`] with no such password saved is refused: it is
+    /// never saved as a password, and a password never follows a URL to
+    /// another host or user.
+    pub fn keep_passwords(&mut self, current: &ProxySettings) -> Result<(), String> {
+        for (field, url, saved) in [
+            (
+                "proxy.http",
+                &mut self.http,
+                [&current.http, &current.https],
+            ),
+            (
+                "proxy.https",
+                &mut self.https,
+                [&current.https, &current.http],
+            ),
+        ] {
+            let Some(url) = url else { continue };
+            let hidden = url.password() == Some(HIDDEN);
+            if url.password().is_some() && !hidden {
+                continue;
+            }
+            let same = saved.into_iter().flatten().find(|saved| {
+                saved.password().is_some()
+                    && saved.host_str() == url.host_str()
+                    && saved.username() == url.username()
+            });
+            match same {
+                Some(saved) => url
+                    .set_password(saved.password())
+                    .expect("a URL with a user takes a password"),
+                None if hidden => {
+                    return Err(format!(
+                        "{field}: {HIDDEN} stands for the password already set, and none is set for \
+                         this user at this host: type the password (a password is not carried to \
+                         another host or user)"
+                    ));
+                }
+                None => {}
+            }
+        }
+        Ok(())
     }
 
     /// What a user can get wrong, with the field named. Never repeats a

@@ -23,6 +23,12 @@ use super::overrides::ComponentOverrides;
 use super::proxy::ProxySettings;
 pub use crate::bundle::cache::Version;
 
+/// What a write-only value is shown as: a proxy URL's password
+/// (`http://me:********@proxy.corp:3128`) and a component's variable
+/// (`"GOGC": "********"`). Sent back, it keeps the value saved; it is never
+/// saved itself.
+pub const HIDDEN: &str = "********";
+
 /// The layout of the document; a later one is migrated on load.
 pub const SCHEMA_VERSION: u32 = 1;
 pub const DEFAULT_RENEW_WITHIN_DAYS: u32 = 90;
@@ -419,6 +425,7 @@ impl Settings {
         let mut value = self.to_value();
         merge_patch(&mut value, patch);
         let mut settings = Settings::from_value(value)?;
+        settings.keep_secrets(self)?;
         settings.validate()?;
         // One spelling of a version (`v1.34.4`), so that equal ones compare equal.
         if let Some(version) = &mut settings.kubernetes.version {
@@ -427,6 +434,32 @@ impl Settings {
                 .to_string();
         }
         Ok(settings)
+    }
+
+    /// The document as it is shown outside the daemon (the control API, so
+    /// the page and the CLI): its write-only values, the proxy URLs'
+    /// passwords and the components' variables, are [`HIDDEN`]. The saved
+    /// file (mode 0600) keeps them.
+    pub fn redacted(&self) -> Settings {
+        Settings {
+            proxy: self.proxy.redacted(),
+            components: self.components.redacted(),
+            ..self.clone()
+        }
+    }
+
+    /// The write-only values of `self` (a document asked for) that are
+    /// [`HIDDEN`], or a proxy password left out, taken from `current` (see
+    /// [`ProxySettings::keep_passwords`] and
+    /// [`ComponentOverrides::keep_values`]).
+    fn keep_secrets(&mut self, current: &Settings) -> Result<(), SettingsError> {
+        self.components.keep_values(&current.components)?;
+        self.proxy
+            .keep_passwords(&current.proxy)
+            .map_err(|err| match err.split_once(": ") {
+                Some((field, why)) => SettingsError::new(field, why),
+                None => SettingsError::new("proxy", err),
+            })
     }
 
     /// Checks what can be wrong in a document, each problem with its field.
@@ -785,7 +818,9 @@ fn effect_of(key: &str, facts: &Facts) -> Result<(Effect, Option<String>), Setti
 }
 
 /// Each setting that differs between the two documents, with its effect;
-/// an error names a setting whose effect is not declared.
+/// an error names a setting whose effect is not declared. The documents are
+/// compared as saved (a new password is a change), and the values are told
+/// as shown ([`Settings::redacted`]): a change never carries a secret.
 pub fn changes(
     current: &Settings,
     desired: &Settings,
@@ -793,6 +828,8 @@ pub fn changes(
 ) -> Result<Vec<Change>, SettingsError> {
     let before = leaves(&current.to_value());
     let after = leaves(&desired.to_value());
+    let shown_before = leaves(&current.redacted().to_value());
+    let shown_after = leaves(&desired.redacted().to_value());
     let find = |leaves: &[(String, Value)], key: &str| {
         leaves
             .iter()
@@ -821,9 +858,9 @@ pub fn changes(
         changes.push(Change {
             effect,
             component,
+            current: find(&shown_before, &key),
+            desired: find(&shown_after, &key),
             key,
-            current: current_value,
-            desired: desired_value,
         });
     }
     Ok(changes)
@@ -1179,7 +1216,8 @@ mod tests {
         assert_eq!(found[0].key, "components.kubelet.env.GOGC");
         assert_eq!(
             (&found[0].current, &found[0].desired),
-            (&json!("50"), &Value::Null)
+            (&json!(HIDDEN), &Value::Null),
+            "told as shown: a variable's value is write-only"
         );
         assert_eq!(found[0].effect, Effect::RestartComponent);
         // Another restart with it: the whole cluster's is the plan.
@@ -1241,6 +1279,172 @@ mod tests {
             Settings::from_config(&config, false).components,
             set.components
         );
+    }
+
+    /// Saved with a proxy password and a variable, as the daemon holds them.
+    fn with_secrets() -> Settings {
+        Settings::default()
+            .patched(&json!({
+                "proxy": {"http": "http://me:s3cret@proxy.test:3128", "https": null},
+                "components": {"kubelet": {"env": {"TOKEN": "t0ken", "GOGC": "50"}}},
+            }))
+            .unwrap()
+    }
+
+    fn password(url: &Option<url::Url>) -> Option<&str> {
+        url.as_ref().and_then(url::Url::password)
+    }
+
+    #[test]
+    fn secrets_are_shown_hidden_and_saved_whole() {
+        let saved = with_secrets();
+        assert_eq!(password(&saved.proxy.http), Some("s3cret"));
+        let shown = saved.redacted().to_value();
+        assert_eq!(
+            shown["proxy"]["http"],
+            json!("http://me:********@proxy.test:3128/")
+        );
+        assert_eq!(
+            shown["components"]["kubelet"]["env"],
+            json!({"GOGC": HIDDEN, "TOKEN": HIDDEN})
+        );
+        let text = shown.to_string();
+        assert!(
+            !text.contains("s3cret") && !text.contains("t0ken"),
+            "{text}"
+        );
+        // A URL without a password shows as it is; the flags are shown.
+        let plain = Settings::default()
+            .patched(&json!({"proxy": {"https": "http://me@proxy.test:3129"},
+                "components": {"etcd": {"extraArgs": ["--v=2"]}}}))
+            .unwrap();
+        assert_eq!(plain.redacted(), plain);
+        // The file keeps them, mode 0600.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.json");
+        save(&path, &saved).unwrap();
+        assert_eq!(load(&path), Ok(Some(saved)));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_document_read_and_sent_back_keeps_its_secrets() {
+        let saved = with_secrets();
+        let shown = saved.redacted().to_value();
+        let back = saved
+            .patched(&json!({"proxy": shown["proxy"], "components": shown["components"]}))
+            .unwrap();
+        assert_eq!(back, saved);
+        let found = changes(&saved, &back, &facts(true, true)).unwrap();
+        assert!(found.is_empty(), "{found:?}");
+        // As `settings set` sends it, and the page (only what was edited).
+        let patch = patch_from_assignments(&[
+            "proxy.http=http://me:********@proxy.test:3128",
+            "components.kubelet.env.TOKEN=********",
+        ])
+        .unwrap();
+        assert_eq!(saved.patched(&patch).unwrap(), saved);
+        // The same user at the same host with no password keeps it, on
+        // another port or scheme too (the machine and account are the same).
+        for url in [
+            "http://me@proxy.test:3128",
+            "http://me@proxy.test:8080",
+            "socks5://me:********@proxy.test:1080",
+        ] {
+            let kept = saved.patched(&json!({"proxy": {"http": url}})).unwrap();
+            assert_eq!(password(&kept.proxy.http), Some("s3cret"), "{url}");
+        }
+        // One proxy for both: the HTTPS field takes the HTTP one's password.
+        let both = saved
+            .patched(&json!({"proxy": {"https": shown["proxy"]["http"]}}))
+            .unwrap();
+        assert_eq!(password(&both.proxy.https), Some("s3cret"));
+    }
+
+    #[test]
+    fn a_typed_secret_replaces_and_null_removes() {
+        let saved = with_secrets();
+        let new = saved
+            .patched(&json!({"proxy": {"http": "http://me:n3w@proxy.test:3128"},
+                "components": {"kubelet": {"env": {"TOKEN": "n3wt0ken"}}}}))
+            .unwrap();
+        assert_eq!(password(&new.proxy.http), Some("n3w"));
+        assert_eq!(new.components.kubelet.env["TOKEN"], "n3wt0ken");
+        // A change of password is a change, told without either password.
+        let found = changes(&saved, &new, &facts(true, true)).unwrap();
+        let keys: Vec<&str> = found.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(keys, ["proxy.http", "components.kubelet.env.TOKEN"]);
+        assert_eq!(found[0].effect, Effect::Restart);
+        assert_eq!(
+            found[0].desired,
+            json!("http://me:********@proxy.test:3128/")
+        );
+        assert_eq!(found[1].desired, json!(HIDDEN));
+        let told = serde_json::to_string(&found).unwrap();
+        for secret in ["s3cret", "n3w", "t0ken"] {
+            assert!(!told.contains(secret), "{told}");
+        }
+        // Another user, or none: the credentials are the URL's.
+        let other = saved
+            .patched(&json!({"proxy": {"http": "http://you@proxy.test:3128"}}))
+            .unwrap();
+        assert_eq!(password(&other.proxy.http), None);
+        let anonymous = saved
+            .patched(&json!({"proxy": {"http": "http://proxy.test:3128"}}))
+            .unwrap();
+        assert_eq!(
+            anonymous.proxy.http.unwrap().as_str(),
+            "http://proxy.test:3128/"
+        );
+        // null removes the URL and its password, the variable and its value.
+        let removed = saved
+            .patched(&json!({"proxy": {"http": null},
+                "components": {"kubelet": {"env": {"TOKEN": null}}}}))
+            .unwrap();
+        assert_eq!(removed.proxy.http, None);
+        assert!(!removed.components.kubelet.env.contains_key("TOKEN"));
+        // ... and nothing of them is left to keep.
+        let err = removed
+            .patched(&json!({"proxy": {"http": "http://me:********@proxy.test:3128"}}))
+            .unwrap_err();
+        assert_eq!(err.field, "proxy.http");
+    }
+
+    #[test]
+    fn the_marker_is_never_saved_nor_a_password_carried_elsewhere() {
+        let saved = with_secrets();
+        for (url, field) in [
+            // Another host, another user: refused, not carried there.
+            ("http://me:********@evil.test:3128", "proxy.http"),
+            ("http://you:********@proxy.test:3128", "proxy.http"),
+            ("http://:********@proxy.test:3128", "proxy.http"),
+        ] {
+            let err = saved.patched(&json!({"proxy": {"http": url}})).unwrap_err();
+            assert_eq!(err.field, field, "{url}: {err}");
+            assert!(err.message.contains("type the password"), "{err}");
+            assert!(!err.to_string().contains("s3cret"), "{err}");
+        }
+        let err = saved
+            .patched(&json!({"proxy": {"https": "http://me:********@evil.test:3128"}}))
+            .unwrap_err();
+        assert_eq!(err.field, "proxy.https");
+        // Nothing saved at all.
+        let err = Settings::default()
+            .patched(&json!({"proxy": {"https": "https://me:********@proxy.test"}}))
+            .unwrap_err();
+        assert_eq!(err.field, "proxy.https");
+        // A variable: only the one that has a value, in the same component.
+        let err = saved
+            .patched(&json!({"components": {"kubelet": {"env": {"OTHER": HIDDEN}}}}))
+            .unwrap_err();
+        assert_eq!(err.field, "components.kubelet.env.OTHER");
+        assert!(err.message.contains("type its value"), "{err}");
+        let err = saved
+            .patched(&json!({"components": {"etcd": {"env": {"TOKEN": HIDDEN}}}}))
+            .unwrap_err();
+        assert_eq!(err.field, "components.etcd.env.TOKEN");
     }
 
     #[test]

@@ -143,7 +143,8 @@ impl StateRecord {
 
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(self).expect("state serialises");
-        fsutil::write_atomic(path, &json, 0o644)
+        // 0600: the cluster's configuration holds the proxy settings (a password).
+        fsutil::write_atomic(path, &json, 0o600)
     }
 
     /// The state as the user should see it: a `starting`, `running` or

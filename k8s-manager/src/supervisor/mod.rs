@@ -18,6 +18,7 @@ pub use task::{TaskContext, TaskSpec};
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -398,13 +399,18 @@ async fn stop_child(child: Supervised, grace: Duration) {
 }
 
 fn spawn(spec: &ProcessSpec, instance: &str) -> std::io::Result<tokio::process::Child> {
+    // A log may hold what a component says of its secrets: the folder the
+    // supervisor makes is 0700, the file 0600 (one an older manager made
+    // readable by all is narrowed here too).
     if let Some(dir) = spec.log_file.parent() {
-        std::fs::create_dir_all(dir)?;
+        crate::fsutil::create_dir_all_new_mode(dir, 0o700)?;
     }
     let mut log = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&spec.log_file)?;
+    log.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     writeln!(log, "{START_MARK}{} at {} ====", spec.name, now_rfc3339())?;
     let cannot_start = |err: std::io::Error| {
         std::io::Error::new(
@@ -735,6 +741,37 @@ mod tests {
         assert!(log.iter().any(|l| l == "hello greeter"), "{log:?}");
         // Stopping again, or stopping what never ran, is fine.
         sup.stop("greeter", Duration::from_secs(1)).await;
+        sup.stop_all(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test]
+    async fn a_log_and_the_folder_made_for_it_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        let sup = Supervisor::new("test-instance-log-modes");
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+        sup.start(
+            spec(&logs, "quiet", "exec sleep 60"),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+        assert_eq!(mode(&logs), 0o700);
+        assert_eq!(mode(&logs.join("quiet.log")), 0o600);
+        sup.stop_all(Duration::from_secs(1)).await;
+        // An older manager's log, readable by all: narrowed at the next start.
+        std::fs::set_permissions(
+            logs.join("quiet.log"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        sup.start(
+            spec(&logs, "quiet", "exec sleep 60"),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+        assert_eq!(mode(&logs.join("quiet.log")), 0o600);
         sup.stop_all(Duration::from_secs(1)).await;
     }
 

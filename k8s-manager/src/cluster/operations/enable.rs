@@ -316,6 +316,21 @@ async fn preflight(cx: &mut PhaseContext<'_>) -> Result<(), OperationError> {
     }
     findings.problems.extend(cx.runtime.check().await);
     findings.problems.extend(write_proxy_file(cx));
+    // What an earlier manager left open in the state folder (0755 folders,
+    // logs and state readable by all) is narrowed at each enable too.
+    match cx.components.paths.restrict_modes(0o710) {
+        Ok(changed) => {
+            for path in changed {
+                tracing::info!(
+                    "made private what an earlier manager left open: {}",
+                    path.display()
+                );
+            }
+        }
+        Err(err) => findings
+            .warnings
+            .push(format!("cannot make the state folder private: {err}")),
+    }
     // Saved by a manager that owned fewer flags: left out, and said.
     for refused in crate::components::overrides::refused(&cx.config.components) {
         findings
