@@ -214,6 +214,33 @@ def run(driver):
     shot(driver, "stopped")
     step("switch off: Stopped, and `k8s-manager status` says stopped")
 
+    # A proxy password is write-only: the page shows the marker and a note,
+    # never the password, and an Apply of another field keeps it.
+    out = manager("settings", "set", "proxy.http=http://me:s3cret@192.0.2.1:3128")
+    assert out.returncode == 0, out.stderr
+    http_field = [e for e in driver.find_elements(By.CSS_SELECTOR, "input") if e.accessible_name == "HTTP proxy"][0]
+    wait_until("the proxy shows with its password hidden", 10,
+               lambda: "me:********@192.0.2.1:3128" in http_field.get_attribute("value"))
+    hint = driver.find_element(By.ID, "h-proxy.http")
+    assert hint.is_displayed() and "password is set" in hint.text, hint.text
+    assert "s3cret" not in driver.page_source, "the password reached the page"
+    bypass = [e for e in driver.find_elements(By.CSS_SELECTOR, "input") if e.accessible_name == "Bypass the proxy for"][0]
+    bypass.clear()
+    bypass.send_keys("example.test")
+    by_name(driver, "button", "Apply", "button").click()
+    saved_file = os.path.join(STATE_DIR, "settings.json")
+    saved = wait_until("the bypass list is saved", 10, lambda: (lambda d: d if d["proxy"]["noProxy"] == ["example.test"]
+                       else None)(json.load(open(saved_file))))
+    assert saved["proxy"]["http"] == "http://me:s3cret@192.0.2.1:3128/", saved["proxy"]
+    shown = json.loads(manager("settings", "get", "--output", "json").stdout)["proxy"]["http"]
+    assert "s3cret" not in shown, shown
+    shot(driver, "proxy-password")
+    out = manager("settings", "set", "proxy.http=null", "proxy.noProxy=[]")
+    assert out.returncode == 0, out.stderr
+    wait_until("the proxy is cleared on the page", 10,
+               lambda: http_field.get_attribute("value") == "" and not hint.is_displayed())
+    step("a proxy password: shown as ******** with a note, kept by an Apply of another field, never on the page")
+
     # On: Starting — <phase> with its progress, then Running.
     switch(driver).click()
     starting = wait_until("the status reads Starting", 30,
