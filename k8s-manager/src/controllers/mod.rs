@@ -8,10 +8,12 @@
 //! One file per controller; [`units`] is the list the pipeline starts.
 
 pub mod certs;
+pub mod image_mirror;
+pub mod image_sync;
 pub mod services;
 pub mod volumes;
 
-use crate::images::{self, ImageSync};
+use crate::images::ImageSync;
 
 use std::time::Duration;
 
@@ -28,8 +30,8 @@ pub const STOP_GRACE: Duration = Duration::from_secs(3);
 pub const NAMES: [&str; 5] = [
     volumes::NAME,
     services::NAME,
-    images::mirror::NAME,
-    images::sync::NAME,
+    image_mirror::NAME,
+    image_sync::NAME,
     certs::NAME,
 ];
 
@@ -63,8 +65,8 @@ pub fn units(config: &ClusterConfig, handles: &Handles) -> Vec<TaskSpec> {
     vec![
         volumes::unit(config),
         services::unit(config),
-        images::mirror::unit(config.containerd_socket.clone()),
-        images::sync::unit(
+        image_mirror::unit(config.containerd_socket.clone()),
+        image_sync::unit(
             config.docker_socket.clone(),
             config.containerd_socket.clone(),
             handles.images.clone(),
