@@ -4,11 +4,21 @@
 
 use std::path::PathBuf;
 
+use super::Unit;
+use crate::components::ApiServer;
 use crate::images::mirror;
 use crate::supervisor::TaskSpec;
 
 /// The unit's name, as `status` shows it.
 pub const NAME: &str = "image-mirror";
+
+/// The unit as declared: started once the API answers, with the API
+/// server's clients, and stopped with them.
+pub const UNIT: Unit = Unit {
+    name: NAME,
+    needs: &[&ApiServer],
+    make: |config, _| unit(config.containerd_socket.clone()),
+};
 
 /// The supervised unit: the endpoint, served from containerd at `socket`.
 pub fn unit(containerd_socket: PathBuf) -> TaskSpec {

@@ -4,11 +4,27 @@
 
 use std::path::PathBuf;
 
+use super::Unit;
+use crate::components::ApiServer;
 use crate::images::{ImageSync, sync};
 use crate::supervisor::TaskSpec;
 
 /// The unit's name, as `status` shows it.
 pub const NAME: &str = "image-sync";
+
+/// The unit as declared: started once the API answers, with the API
+/// server's clients, and stopped with them.
+pub const UNIT: Unit = Unit {
+    name: NAME,
+    needs: &[&ApiServer],
+    make: |config, handles| {
+        unit(
+            config.docker_socket.clone(),
+            config.containerd_socket.clone(),
+            handles.images.clone(),
+        )
+    },
+};
 
 /// The supervised unit for the engine at `docker_socket` and containerd at
 /// `containerd_socket`, reachable through `handle`.
