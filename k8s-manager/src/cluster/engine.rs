@@ -295,11 +295,13 @@ impl Engine {
     }
 
     /// Stops the components for a daemon shutdown, the settings kept so
-    /// that the next daemon brings the cluster back. Cancels the enables
-    /// running or queued first.
+    /// that the next daemon brings the cluster back: in the stop's waves, as
+    /// a disable does, then whatever else runs. Cancels the enables running
+    /// or queued first.
     pub async fn shutdown(&self) {
         self.cancel_enables("the manager's shutdown");
         let _busy = self.busy.lock().await;
+        super::order::stop(&self.supervisor).await;
         self.supervisor.stop_all(STOP_GRACE).await;
         self.set_state(ClusterState::Stopped);
     }

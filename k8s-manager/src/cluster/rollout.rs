@@ -24,9 +24,10 @@ use crate::model::error::OperationError;
 pub const READY_WITHIN: Duration = Duration::from_secs(90);
 
 /// Moves each component whose start-only inputs changed over to them, in
-/// [`crate::pki::usage::ORDER`]; `what` names what they load, in the notices.
+/// their start order ([`super::order`]: [`crate::pki::usage::ORDER`]);
+/// `what` names what they load, in the notices.
 pub async fn move_components(cx: &mut PhaseContext<'_>, what: &str) -> Result<(), OperationError> {
-    for component in crate::components::ALL {
+    for component in super::order::components() {
         let name = component.name();
         if let Some(handover) = component.handover(&cx.components)
             && cx.processes.inputs_changed(name).await == Some(true)

@@ -12,6 +12,10 @@ impl Component for ApiServer {
         "kube-apiserver"
     }
 
+    fn needs(&self) -> &'static [&'static dyn Component] {
+        &[&super::Etcd]
+    }
+
     fn spec(&self, ctx: &Context) -> ProcessSpec {
         let domain = &ctx.config.cluster_domain;
         let mut spec = ctx.spec(

@@ -16,6 +16,10 @@ impl Component for ControllerManager {
         "kube-controller-manager"
     }
 
+    fn needs(&self) -> &'static [&'static dyn Component] {
+        &[&super::ApiServer]
+    }
+
     fn spec(&self, ctx: &Context) -> ProcessSpec {
         let kubeconfig = ctx.kubeconfig("controller-manager");
         ctx.spec(

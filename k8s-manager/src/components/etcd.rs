@@ -14,6 +14,10 @@ impl Component for Etcd {
         "etcd"
     }
 
+    fn needs(&self) -> &'static [&'static dyn Component] {
+        &[]
+    }
+
     fn prepare(&self, ctx: &Context) -> std::io::Result<()> {
         crate::fsutil::create_dir_all_mode(&ctx.paths.etcd_data, 0o700)
     }

@@ -76,6 +76,10 @@ impl Component for KubeProxy {
         "kube-proxy"
     }
 
+    fn needs(&self) -> &'static [&'static dyn Component] {
+        &[&super::ApiServer]
+    }
+
     fn prepare(&self, ctx: &Context) -> std::io::Result<()> {
         let yaml = serde_json::to_string_pretty(&KubeProxy::config(ctx)).expect("serialises");
         write_config(ctx, CONFIG_FILE, &yaml).map(|_| ())

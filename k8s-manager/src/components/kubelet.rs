@@ -126,6 +126,10 @@ impl Component for Kubelet {
         "kubelet"
     }
 
+    fn needs(&self) -> &'static [&'static dyn Component] {
+        &[&super::ApiServer]
+    }
+
     fn prepare(&self, ctx: &Context) -> std::io::Result<()> {
         crate::fsutil::create_dir_all_mode(&ctx.paths.kubelet_root, 0o700)?;
         let yaml = serde_json::to_string_pretty(&Kubelet::config(ctx)).expect("serialises");

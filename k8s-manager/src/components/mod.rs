@@ -30,8 +30,8 @@ pub use scheduler::Scheduler;
 
 use crate::bundle::manifest::cluster_executable;
 
-/// Every component, each before those that talk to it (etcd, then the API
-/// server, then its clients): the order a renewal moves them over in.
+/// Every component. Each says what it needs ([`Component::needs`]), from
+/// which the order is derived (`cluster::order`); listed here in that order.
 pub const ALL: [&dyn Component; 6] = [
     &Etcd,
     &ApiServer,
@@ -207,6 +207,9 @@ pub(crate) const STATELESS_STOP_GRACE: std::time::Duration = std::time::Duration
 /// One supervised process of the cluster.
 pub trait Component: Send + Sync {
     fn name(&self) -> &'static str;
+    /// The components it needs running: it starts after them and stops
+    /// before them (see [`crate::supervisor::order`]).
+    fn needs(&self) -> &'static [&'static dyn Component];
     /// Writes the component's configuration files; idempotent.
     fn prepare(&self, _ctx: &Context) -> std::io::Result<()> {
         Ok(())

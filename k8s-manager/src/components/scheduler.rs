@@ -14,6 +14,10 @@ impl Component for Scheduler {
         "kube-scheduler"
     }
 
+    fn needs(&self) -> &'static [&'static dyn Component] {
+        &[&super::ApiServer]
+    }
+
     fn spec(&self, ctx: &Context) -> ProcessSpec {
         let kubeconfig = ctx.kubeconfig("scheduler");
         ctx.spec(

@@ -20,7 +20,9 @@ use time::format_description::well_known::Rfc3339;
 
 use tokio::sync::watch;
 
+use super::Unit;
 use crate::api::client::Client;
+use crate::components::ApiServer;
 use crate::model::api::RenewRequest;
 use crate::model::config::{ClusterConfig, Paths};
 use crate::model::error::code;
@@ -31,6 +33,14 @@ use crate::supervisor::{TaskContext, TaskSpec};
 
 /// The unit's name, as `status` shows it.
 pub const NAME: &str = "certs-renewal";
+
+/// The unit as declared: started once the API answers, with the API
+/// server's clients, and stopped with them.
+pub const UNIT: Unit = Unit {
+    name: NAME,
+    needs: &[&ApiServer],
+    make: |config, handles| unit(config, handles.settings.clone()),
+};
 
 /// The supervised unit of a cluster with `config`, following the
 /// daemon's settings as it saves them.

@@ -5,18 +5,23 @@
 //! applied, restarted with backoff when it fails, shown in `status` as kind
 //! `task`, and stopped before the API server.
 //!
-//! One file per controller; [`units`] is the list the pipeline starts.
+//! One file per unit, each declaring itself as a [`Unit`] (its name, what it
+//! needs running, how it is made): the same declaration as a component's,
+//! from which the order is derived (`cluster::order`). [`UNITS`] is the
+//! list the pipeline starts.
 
 pub mod certs;
+pub mod image_mirror;
+pub mod image_sync;
 pub mod services;
 pub mod volumes;
-
-use crate::images::{self, ImageSync};
 
 use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::components::Component;
+use crate::images::ImageSync;
 use crate::model::config::ClusterConfig;
 use crate::model::settings::Settings;
 use crate::supervisor::TaskSpec;
@@ -24,13 +29,25 @@ use crate::supervisor::TaskSpec;
 /// How long a controller has to return once asked to stop.
 pub const STOP_GRACE: Duration = Duration::from_secs(3);
 
-/// The names of the units [`units`] makes, in their start order.
-pub const NAMES: [&str; 5] = [
-    volumes::NAME,
-    services::NAME,
-    images::mirror::NAME,
-    images::sync::NAME,
-    certs::NAME,
+/// An in-process unit as it declares itself.
+#[derive(Clone, Copy)]
+pub struct Unit {
+    /// Its name, as `status` shows it.
+    pub name: &'static str,
+    /// The components it needs running, as [`Component::needs`] says of a
+    /// component: it starts after them and stops before them.
+    pub needs: &'static [&'static dyn Component],
+    /// Its task, for a cluster with this configuration.
+    pub make: fn(&ClusterConfig, &Handles) -> TaskSpec,
+}
+
+/// Every in-process unit, in its start order.
+pub const UNITS: [Unit; 5] = [
+    volumes::UNIT,
+    services::UNIT,
+    image_mirror::UNIT,
+    image_sync::UNIT,
+    certs::UNIT,
 ];
 
 /// What the units share with the daemon, made once by the engine and given
@@ -60,17 +77,10 @@ impl Default for Handles {
 
 /// The in-process units of a cluster with `config`, in their start order.
 pub fn units(config: &ClusterConfig, handles: &Handles) -> Vec<TaskSpec> {
-    vec![
-        volumes::unit(config),
-        services::unit(config),
-        images::mirror::unit(config.containerd_socket.clone()),
-        images::sync::unit(
-            config.docker_socket.clone(),
-            config.containerd_socket.clone(),
-            handles.images.clone(),
-        ),
-        certs::unit(config, handles.settings.clone()),
-    ]
+    UNITS
+        .iter()
+        .map(|unit| (unit.make)(config, handles))
+        .collect()
 }
 
 #[cfg(test)]
@@ -78,12 +88,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_names_are_those_of_the_units() {
+    fn each_unit_is_made_under_its_declared_name() {
         let config = ClusterConfig::new("/s".into(), "/b".into());
         let names: Vec<String> = units(&config, &Handles::default())
             .into_iter()
             .map(|u| u.name)
             .collect();
-        assert_eq!(names, NAMES);
+        assert_eq!(names, UNITS.map(|u| u.name));
     }
 }

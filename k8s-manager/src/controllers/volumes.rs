@@ -35,6 +35,8 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 
+use super::Unit;
+use crate::components::ApiServer;
 use crate::model::config::ClusterConfig;
 use crate::supervisor::{TaskContext, TaskSpec};
 
@@ -54,6 +56,13 @@ pub const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
 
 /// How soon a failed reconcile is tried again.
 const RETRY: Duration = Duration::from_secs(3);
+
+/// The unit as declared: a client of the API server.
+pub const UNIT: Unit = Unit {
+    name: NAME,
+    needs: &[&ApiServer],
+    make: |config, _| unit(config),
+};
 
 /// The supervised unit: runs the provisioner of a cluster with `config`.
 pub fn unit(config: &ClusterConfig) -> TaskSpec {

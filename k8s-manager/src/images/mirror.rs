@@ -31,10 +31,8 @@ use tokio::net::TcpListener;
 
 use super::containerd::{Containerd, Target};
 use super::reference::{docker_io_repository, split_tag};
-use crate::supervisor::{TaskContext, TaskSpec};
+use crate::supervisor::TaskContext;
 
-/// The unit's name, as `status` shows it.
-pub const NAME: &str = "image-mirror";
 /// Where the endpoint listens. A port in no common use, below the
 /// ephemeral range and outside the NodePort range; `vm/prepare-vm.sh`
 /// has the same default (`K8S_MANAGER_IMAGE_MIRROR`).
@@ -369,15 +367,9 @@ pub async fn serve<S: Source>(listener: TcpListener, source: Arc<S>) -> std::io:
     }
 }
 
-/// The supervised unit: the endpoint, served from containerd at `socket`.
-pub fn unit(containerd_socket: PathBuf) -> TaskSpec {
-    TaskSpec::new(NAME, move |ctx| {
-        let socket = containerd_socket.clone();
-        async move { run(ctx, socket).await }
-    })
-}
-
-async fn run(mut ctx: TaskContext, socket: PathBuf) -> Result<(), String> {
+/// One run of the unit (which `controllers::image_mirror` supervises): the
+/// endpoint, served from containerd at `socket` until asked to stop.
+pub async fn run(mut ctx: TaskContext, socket: PathBuf) -> Result<(), String> {
     let address = address()?;
     let containerd = Containerd::connect(&socket)
         .await

@@ -2,14 +2,15 @@
 //! command.
 //!
 //! dockerd 20.10 keeps its images in its own store, not in containerd, so
-//! the [`sync`] unit copies each tagged image into containerd's `k8s.io`
+//! [`sync`] copies each tagged image into containerd's `k8s.io`
 //! namespace under the name Kubernetes resolves ([`reference`]), deciding
 //! what to do in a pure function ([`plan`]) from what the engine has
 //! ([`docker`]) and what containerd has ([`containerd`]). The daemon's API
 //! reaches it through a [`handle`]. The [`mirror`] serves those images to
 //! containerd as a read-only registry on loopback, the first mirror of
 //! `docker.io`, so that a pull (a `:latest` image's policy `Always`) works
-//! offline.
+//! offline. Both run as in-process units, which `controllers` declares and
+//! wires (the logic is here, the lifecycle there).
 
 pub mod containerd;
 pub mod docker;

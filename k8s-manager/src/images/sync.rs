@@ -22,10 +22,8 @@ use super::handle::{ImageSync, Request};
 use super::plan::{self, Action};
 use crate::model::images::{ImageEntry, Problem, SyncReport};
 use crate::runtime::Cri;
-use crate::supervisor::{TaskContext, TaskSpec};
+use crate::supervisor::TaskContext;
 
-/// The unit's name, as `status` shows it.
-pub const NAME: &str = "image-sync";
 /// Quiet time after an event before the pass.
 const QUIET: Duration = Duration::from_millis(50);
 /// The longest a pass waits for a burst of events to end.
@@ -36,19 +34,6 @@ const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// One image's move; a 1 GB image takes well under a minute here.
 const IMPORT_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// The supervised unit for the engine at `docker_socket` and containerd at
-/// `containerd_socket`, reachable through `handle`.
-pub fn unit(docker_socket: PathBuf, containerd_socket: PathBuf, handle: ImageSync) -> TaskSpec {
-    TaskSpec::new(NAME, move |ctx| {
-        let (docker, containerd, handle) = (
-            docker_socket.clone(),
-            containerd_socket.clone(),
-            handle.clone(),
-        );
-        async move { run(ctx, docker, containerd, handle).await }
-    })
-}
 
 /// What a pass works with.
 struct Sides {
@@ -62,7 +47,11 @@ struct Sides {
     made: HashSet<String>,
 }
 
-async fn run(
+/// One run of the unit (which `controllers::image_sync` supervises):
+/// follows the engine at `docker_socket` into containerd at
+/// `containerd_socket`, answering the requests `handle` brings, until asked
+/// to stop.
+pub async fn run(
     mut ctx: TaskContext,
     docker_socket: PathBuf,
     containerd_socket: PathBuf,

@@ -1,7 +1,8 @@
 //! Supervision of the cluster's units (the k0s/k3s model: etcd, the API
 //! server and the rest are children of the manager, not static pods): a unit
 //! is a process or an in-process task ([`task`]), under one lifecycle: they
-//! start in order, restart with backoff, and stop in reverse order.
+//! start in order, restart with backoff, and stop in reverse order, the
+//! order derived from what each needs ([`order`]).
 //!
 //! Each child runs under a task that restarts it with exponential backoff when
 //! it exits without being asked to, counts the restarts, and appends its
@@ -11,6 +12,7 @@
 //! in `/proc` and ends them ([`stale`]). Stop is safe in any state, twice.
 
 pub mod handover;
+pub mod order;
 pub mod stale;
 pub mod task;
 
@@ -359,7 +361,8 @@ impl Supervisor {
     /// Stops every child, the last started first; the in-process tasks
     /// before every process: they are the API server's clients, started once
     /// it answers, and a process restarted later (a changed spec) is pushed
-    /// after them.
+    /// after them. What knows the declared order ([`order`]) stops in its
+    /// waves first; this ends whatever is left.
     pub async fn stop_all(&self, grace: Duration) {
         let all: Vec<(String, Supervised)> = std::mem::take(&mut *self.children.lock().await);
         let (tasks, processes): (Vec<_>, Vec<_>) = all

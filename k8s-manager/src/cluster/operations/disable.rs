@@ -1,6 +1,7 @@
 //! `disable`: the cluster stopped, its data kept, so that the next enable is
-//! warm: every component (the API server's clients first, then the rest in
-//! reverse), whatever a dead manager left, then the pods' sandboxes,
+//! warm: everything that runs, in the waves its declared order gives (the
+//! API server's clients together, then the API server, then etcd), whatever
+//! a dead manager left, then the pods' sandboxes,
 //! containers and network and the mounts the kubelet left. It works on a
 //! broken or half-started cluster, and on one whose enable was just
 //! cancelled (it cancels the enables running and queued first).
@@ -17,7 +18,6 @@ use crate::cluster::operation::{
     Needs, Operation, Shown, Step, StepContext, Turn, World, run_steps,
 };
 use crate::cluster::progress::Progress;
-use crate::components::{Component, ControllerManager, KubeProxy, Kubelet, Scheduler};
 use crate::model::config::{ClusterConfig, Paths};
 use crate::model::error::OperationError;
 use crate::model::event::Event;
@@ -25,9 +25,6 @@ use crate::model::state::{ClusterState, Phase};
 
 /// How long a component has to stop after SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
-
-/// The components that only talk to the API server: nothing else depends on them.
-const API_CLIENTS: [&dyn Component; 4] = [&KubeProxy, &Kubelet, &Scheduler, &ControllerManager];
 
 /// The operation.
 pub struct Disable;
@@ -107,7 +104,7 @@ pub(crate) fn stop_step<'b>() -> Step<Teardown<'b>> {
     })
 }
 
-/// Stops every component (reverse order) and whatever a dead manager left,
+/// Stops everything (in the stop's waves) and whatever a dead manager left,
 /// then removes the pods' sandboxes, containers and network, and the mounts
 /// the kubelet left. `config`: the saved settings, when they could be read.
 /// Every step runs even when one before failed.
@@ -116,20 +113,13 @@ pub(crate) async fn stop(
     paths: &Paths,
     config: Option<&ClusterConfig>,
 ) -> Result<(), String> {
-    // The API server's clients stop together: each only talks to the API
-    // server, and one by one, each taking its time over a SIGTERM in the
-    // middle of its start, they made a stop during an enable take seconds
-    // more. Then the rest, the last started first: the API server before
-    // etcd, which stops at once when no API server holds it.
-    // The in-process units are clients of the API server too: they stop
-    // with the others, so that none of them sees it go.
-    let units = crate::controllers::NAMES
-        .iter()
-        .map(|name| host.processes.stop(name, crate::controllers::STOP_GRACE));
-    let clients = API_CLIENTS
-        .iter()
-        .map(|c| host.processes.stop(c.name(), STOP_GRACE));
-    futures::future::join_all(units.chain(clients)).await;
+    // In the waves the declaration gives: the API server's clients, the
+    // in-process units among them, stop together (one by one, each taking
+    // its time over a SIGTERM in the middle of its start, they made a stop
+    // during an enable take seconds more; and none of them sees the API
+    // server go); then the API server; then etcd, which stops at once when
+    // no API server holds it. Then whatever else runs.
+    crate::cluster::order::stop(host.processes).await;
     host.processes.stop_all(STOP_GRACE).await;
     host.processes
         .end_stale(Vec::new(), STALE_GRACE, GRACEFUL)
@@ -173,6 +163,7 @@ async fn remove_pods(host: Host<'_>, config: Option<&ClusterConfig>) -> Result<(
 mod tests {
     use super::*;
     use crate::cluster::fakes::{self, Behaviour, World};
+    use crate::supervisor::order::Declared;
 
     #[tokio::test]
     async fn a_stop_without_settings_still_stops_everything() {
@@ -205,12 +196,23 @@ mod tests {
             .run(&Disable, &config.paths(), Some(config.clone()))
             .await
             .unwrap();
-        for client in API_CLIENTS {
-            let stopped = format!("stop {}", client.name());
-            world.journal.before(&stopped, "stop all");
+        // Each wave of the declared order stops before the next, and all
+        // of them before whatever else runs.
+        let declared = crate::cluster::order::declared();
+        let waves = crate::supervisor::order::stop_waves(&declared);
+        let stop = |unit: &Declared| format!("stop {}", unit.name);
+        for pair in waves.windows(2) {
+            for earlier in &pair[0] {
+                for later in &pair[1] {
+                    world.journal.before(&stop(earlier), &stop(later));
+                }
+            }
+        }
+        for unit in waves.iter().flatten() {
+            world.journal.before(&stop(unit), "stop all");
         }
         // The in-process units, started once the API answered, stop before it.
-        for unit in crate::controllers::NAMES {
+        for unit in crate::controllers::UNITS.map(|u| u.name) {
             world
                 .journal
                 .before(&format!("start task {unit}"), &format!("stop {unit}"));
@@ -233,7 +235,7 @@ mod tests {
             .await
             .unwrap();
         world.processes_stop_all().await;
-        for unit in crate::controllers::NAMES {
+        for unit in crate::controllers::UNITS.map(|u| u.name) {
             world
                 .journal
                 .before(&format!("stop {unit}"), "stop kube-apiserver");

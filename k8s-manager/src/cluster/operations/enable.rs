@@ -199,7 +199,7 @@ fn etcd_step<'a>(cx: &'a mut Cx<'_>) -> Done<'a> {
 fn apiserver_step<'a>(cx: &'a mut Cx<'_>) -> Done<'a> {
     async move {
         crate::cluster::rollout::start_handing_over(cx, &ApiServer).await?;
-        cx.start_early(&[&ControllerManager, &Scheduler, &Kubelet, &KubeProxy])
+        cx.start_early(&crate::cluster::order::clients_of(&ApiServer))
             .await;
         cx.wait(&[Wait::Ready(&ApiServer)]).await?;
         api_endpoint(cx).await
@@ -629,7 +629,7 @@ mod tests {
         j.before("node docker-desktop ready", "coredns answers");
         // The in-process units start once the API answers and the
         // manifests (RBAC, StorageClasses) are applied.
-        for unit in crate::controllers::NAMES {
+        for unit in crate::controllers::UNITS.map(|u| u.name) {
             let started = format!("start task {unit}");
             j.before("ready kube-apiserver", &started);
             j.before(MANIFESTS_APPLIED, &started);
@@ -646,7 +646,7 @@ mod tests {
         }
         let units: Vec<&str> = COMPONENTS
             .into_iter()
-            .chain(crate::controllers::NAMES)
+            .chain(crate::controllers::UNITS.map(|u| u.name))
             .collect();
         assert_eq!(world.running(), units);
         assert!(!config.paths().etcd_first_start.exists());

@@ -244,7 +244,10 @@ mod tests {
 
     #[test]
     fn the_components_are_moved_in_the_usage_order() {
-        let names: Vec<&str> = crate::components::ALL.iter().map(|c| c.name()).collect();
+        let names: Vec<&str> = crate::cluster::order::components()
+            .iter()
+            .map(|c| c.name())
+            .collect();
         assert_eq!(names, usage::ORDER);
     }
 
@@ -317,7 +320,7 @@ mod tests {
         // A new admin certificate: the manager's units start again (but the
         // renewal's own caller) after the components moved.
         let moved = j.position("phase move-manager");
-        for unit in crate::controllers::NAMES {
+        for unit in crate::controllers::UNITS.map(|u| u.name) {
             let stopped = j.entries()[moved..].contains(&format!("stop {unit}"));
             assert_eq!(stopped, unit != crate::controllers::certs::NAME, "{unit}");
         }

@@ -46,6 +46,8 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use tokio::sync::mpsc;
 
+use super::Unit;
+use crate::components::ApiServer;
 use crate::model::config::ClusterConfig;
 use crate::supervisor::{TaskContext, TaskSpec};
 use plan::{EpisodeId, PortKey, ServiceId, Waiting};
@@ -54,6 +56,13 @@ use plan::{EpisodeId, PortKey, ServiceId, Waiting};
 pub const NAME: &str = "load-balancer";
 /// How often a port that was taken is tried again.
 const RETRY: Duration = Duration::from_secs(1);
+
+/// The unit as declared: a client of the API server.
+pub const UNIT: Unit = Unit {
+    name: NAME,
+    needs: &[&ApiServer],
+    make: |config, _| unit(config),
+};
 
 /// The supervised unit: serves the Services of a cluster with `config`.
 pub fn unit(config: &ClusterConfig) -> TaskSpec {
