@@ -54,7 +54,7 @@ summary() {
 	[[ -n $step_now ]] && results+=("$(printf '%-28s FAILED (exit %s)' "$step_now" "$code")")
 	skips=$(grep -c . "$K8S_MANAGER_TEST_SKIPS" || true)
 	while IFS= read -r line; do
-		[[ -n $line ]] && results+=("$(printf '%-28s SKIPPED: %s' "test ${line%%:*}" "${line#*: }")")
+		[[ -n $line ]] && results+=("$(printf '%-28s SKIPPED: %s' "test ${line%%: *}" "${line#*: }")")
 	done <"$K8S_MANAGER_TEST_SKIPS"
 	{
 		echo

@@ -123,3 +123,26 @@ pub fn cni_netns() -> Vec<String> {
         .filter(|name| name.starts_with("cni-"))
         .collect()
 }
+
+/// A test that cannot run on this machine, for `reason` (one line): says so
+/// on stderr and appends `name: reason` to the file `$K8S_MANAGER_TEST_SKIPS`
+/// names, which tests/run.sh's summary lists as SKIPPED (and counts as a skip,
+/// not a pass). Without that file nothing would list the test, so it fails:
+/// a test that did not run never reports `ok` alone. The caller returns.
+pub fn skip(name: &str, reason: &str) {
+    let reason = reason.replace('\n', " ");
+    let Some(file) = std::env::var_os("K8S_MANAGER_TEST_SKIPS") else {
+        panic!(
+            "{name} cannot run here: {reason} (K8S_MANAGER_TEST_SKIPS is not set: \
+             tests/run.sh lists a test that cannot run as skipped; alone, it fails)"
+        );
+    };
+    use std::io::Write as _;
+    let mut skips = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&file)
+        .unwrap_or_else(|err| panic!("cannot open {}: {err}", file.to_string_lossy()));
+    writeln!(skips, "{name}: {reason}").unwrap();
+    eprintln!("SKIPPED {name}: {reason}");
+}
