@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes once, and prints, the root file system the systemd test of
+# Makes once, and prints, the root file system the systemd tests of
 # tests/prepare_vm.rs boots with systemd-nspawn: Debian 12 from debootstrap
 # (minbase) with systemd as init (systemd, systemd-sysv, dbus), containerd,
 # runc, iptables, procps, util-linux and ca-certificates, from the Debian
@@ -9,15 +9,16 @@
 # nothing but what it asks.
 #
 # Cached under <cache>/systemd-root/<suite>-<key>, key: the digest of this
-# script, so a change here (the package list, the setup) makes a new root, and
-# the ones of other versions are removed a day after they were built. Built in a temporary folder next to it and
-# renamed when complete (a root that is there is whole), under a lock
-# (concurrent callers build it once). The test boots it with an overlay
-# (systemd-nspawn --volatile=overlay --read-only): nothing a test does is
-# written to it.
+# script's lines but its comments, so a change here (the package list, the
+# setup) makes a new root; the roots of other versions are removed a day after
+# they were built. Built in a temporary folder next to it and renamed when
+# complete (a root that is there is whole), under a lock (concurrent callers
+# build it once). The tests boot it on an overlay (systemd-nspawn
+# --volatile=overlay --read-only): nothing a test does is written to it.
 #
 # Prints the root's path, the last line of its output. Run as root. Cold:
-# about 2 minutes (README, Figures); then at once.
+# 1 to 3 minutes on this project's machine, by its load (README, Figures);
+# then at once.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -29,7 +30,7 @@ source "$here/../vm/toolchains.sh"
 suite=bookworm
 packages=systemd,systemd-sysv,dbus,containerd,runc,iptables,procps,util-linux,ca-certificates
 masked=(apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer fstrim.timer console-getty.service)
-key=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-12)
+key=$(grep -v '^[[:space:]]*#' "${BASH_SOURCE[0]}" | sha256sum | cut -c1-12)
 dir=${K8S_MANAGER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/k8s-manager}/systemd-root
 target=$dir/$suite-$key
 
@@ -42,7 +43,7 @@ if [[ ! -x $target/lib/systemd/systemd ]]; then
 	tc_apt_install debootstrap
 	tmp=$(mktemp -d "$dir/.build.XXXXXX")
 	trap 'rm -rf --one-file-system "$tmp" "$tmp.log"' EXIT
-	log "debootstrap $suite (minbase, $packages) into $target (cold: about 2 minutes)"
+	log "debootstrap $suite (minbase, $packages) into $target (cold: 1 to 3 minutes)"
 	start=$(date +%s)
 	debootstrap --variant=minbase --include="$packages" "$suite" "$tmp" "$mirror" >"$tmp.log" 2>&1 ||
 		{ tail -20 "$tmp.log" >&2; exit 1; }
