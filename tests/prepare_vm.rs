@@ -240,7 +240,12 @@ impl Booted {
             .stdout(output.try_clone().unwrap())
             .stderr(output);
         let started = Instant::now();
-        let nspawn = cmd.spawn().expect("systemd-nspawn starts");
+        let nspawn = cmd.spawn().unwrap_or_else(|err| {
+            for cgroup in &cgroups {
+                let _ = std::fs::remove_dir(cgroup);
+            }
+            panic!("cannot start systemd-nspawn: {err}")
+        });
         let mut booted = Booted {
             nspawn,
             leader: 0,
