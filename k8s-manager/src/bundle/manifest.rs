@@ -117,7 +117,7 @@ impl Manifest {
             ));
         }
         let mut problems = Vec::new();
-        if super::fetch::validate_version(&self.kubernetes).is_err() {
+        if validate_version(&self.kubernetes).is_err() {
             problems.push(format!(
                 "kubernetes {:?} is not a release version like v1.34.4",
                 self.kubernetes
@@ -294,9 +294,34 @@ pub fn safe_relative_path(path: &str) -> Result<PathBuf, String> {
     Ok(out)
 }
 
+/// Whether `version` is one a bundle may name: `v` and three numbers
+/// (`v1.34.4`); it becomes a folder name, so nothing else gets through.
+pub fn validate_version(version: &str) -> Result<(), BundleError> {
+    let ok = version.strip_prefix('v').is_some_and(|rest| {
+        let parts: Vec<&str> = rest.split('.').collect();
+        parts.len() == 3
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(BundleError::BadVersion(version.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_are_checked() {
+        validate_version("v1.34.4").unwrap();
+        for bad in ["1.34.4", "v1.34", "v1.34.x", "v1.34.4/../../x", ""] {
+            assert!(validate_version(bad).is_err(), "{bad}");
+        }
+    }
 
     /// The builder's layout: one multi-call binary, a link per component.
     fn manifest() -> Manifest {

@@ -9,6 +9,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod field;
 pub mod images;
 pub mod names;
 pub mod overrides;

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::settings::{HIDDEN, SettingsError};
+use super::field::{HIDDEN, SettingsError};
 
 /// The components, by the names their processes run under, in the order
 /// they start.

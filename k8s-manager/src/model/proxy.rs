@@ -18,7 +18,7 @@ use std::path::Path;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::settings::HIDDEN;
+use super::field::HIDDEN;
 
 /// `proxy.http`, `proxy.https`, `proxy.noProxy` of the settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

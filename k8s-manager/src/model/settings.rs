@@ -10,7 +10,6 @@
 //! bundles and the state folder is left to [`crate::bundle::cache`] and the
 //! manager.
 
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
@@ -19,15 +18,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::config::{self, ClusterConfig};
+pub use super::field::{HIDDEN, SettingsError};
 use super::overrides::ComponentOverrides;
 use super::proxy::ProxySettings;
 pub use crate::bundle::cache::Version;
-
-/// What a write-only value is shown as: a proxy URL's password
-/// (`http://me:********@proxy.corp:3128`) and a component's variable
-/// (`"GOGC": "********"`). Sent back, it keeps the value saved; it is never
-/// saved itself.
-pub const HIDDEN: &str = "********";
 
 /// The layout of the document; a later one is migrated on load.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -314,33 +308,6 @@ impl Default for Certs {
         }
     }
 }
-
-/// A setting refused: the field's path (`kubernetes.apiPort`) and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SettingsError {
-    pub field: String,
-    pub message: String,
-}
-
-impl SettingsError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> SettingsError {
-        SettingsError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for SettingsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.field.is_empty() {
-            true => f.write_str(&self.message),
-            false => write!(f, "{}: {}", self.field, self.message),
-        }
-    }
-}
-
-impl std::error::Error for SettingsError {}
 
 /// What applying a change does to the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
