@@ -40,9 +40,11 @@ use serde_saphyr::{MessageFormatter, Spanned};
 
 use super::edit::{self, Edits, Layout, Origin, Unsupported};
 use super::error::{KubeconfigError, TextPosition};
-use super::layout;
+use super::layout::{self, yaml_options};
 use super::outline;
 use super::schema;
+use super::section::CURRENT_CONTEXT;
+pub use super::section::Section;
 use crate::fsutil;
 
 /// No kubeconfig comes near this (a 1,500-context file is 3 MB); a file
@@ -73,35 +75,6 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, KubeconfigError> {
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 const UTF16LE_BOM: &[u8] = b"\xFF\xFE";
 const UTF16BE_BOM: &[u8] = b"\xFE\xFF";
-
-/// The three named lists of a kubeconfig.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Section {
-    Cluster,
-    Context,
-    User,
-}
-
-impl Section {
-    pub const ALL: [Section; 3] = [Section::Cluster, Section::Context, Section::User];
-
-    /// The position in [`Section::ALL`].
-    pub(crate) fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The top-level key holding the list (`clusters`, ...).
-    pub fn list_key(self) -> &'static str {
-        match self {
-            Section::Cluster => "clusters",
-            Section::Context => "contexts",
-            Section::User => "users",
-        }
-    }
-}
-
-pub(crate) const CURRENT_CONTEXT: &str = "current-context";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -525,18 +498,6 @@ fn encode(text: String, encoding: TextEncoding) -> Vec<u8> {
             .copied()
             .chain(text.encode_utf16().flat_map(u16::to_be_bytes))
             .collect(),
-    }
-}
-
-/// The reader options that make serde-saphyr see scalars as kubectl does.
-pub(super) fn yaml_options() -> serde_saphyr::Options {
-    serde_saphyr::options! {
-        // go-yaml v2 reads `0123` as octal 83.
-        legacy_octal_numbers: true,
-        // go-yaml v2 (non-strict, as sigs.k8s.io/yaml uses it) keeps the last
-        // of duplicate keys, silently dropping the first: two `clusters:`
-        // lists in a hand-edited file would lose one. Ambiguous: refused.
-        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
     }
 }
 

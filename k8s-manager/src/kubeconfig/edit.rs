@@ -26,7 +26,7 @@ use std::ops::Range;
 
 use serde_json::{Map, Value};
 
-use super::document::{CURRENT_CONTEXT, Section};
+use super::section::{CURRENT_CONTEXT, Section};
 
 /// Where the parts of a document a merge or remove edits sit in its text
 /// (byte offsets).
@@ -968,7 +968,8 @@ fn printable(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kubeconfig::document::{Kubeconfig, yaml_options};
+    use crate::kubeconfig::document::Kubeconfig;
+    use crate::kubeconfig::layout::yaml_options;
     use crate::kubeconfig::samples::{CORPUS, TYPICAL};
     use serde_json::json;
     use std::path::Path;

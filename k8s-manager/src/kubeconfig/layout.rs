@@ -43,8 +43,8 @@ use std::ops::Range;
 
 use serde_json::{Map, Value};
 
-use super::document::{Section, yaml_options};
 use super::edit::{Layout, Root, TopKey, TopValue};
+use super::section::Section;
 
 /// Deeper than this is left to the general reader (which has its own
 /// limits): block nesting is bounded by the indentation, flow nesting by a
@@ -754,6 +754,18 @@ fn special_word(raw: &str) -> bool {
         "y", "n", "yes", "no", "on", "off", "true", "false", "null", "inf", "nan", "infinity",
     ];
     raw.len() <= 8 && WORDS.iter().any(|w| w.eq_ignore_ascii_case(raw))
+}
+
+/// The reader options that make serde-saphyr see scalars as kubectl does.
+pub(super) fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        // go-yaml v2 reads `0123` as octal 83.
+        legacy_octal_numbers: true,
+        // go-yaml v2 (non-strict, as sigs.k8s.io/yaml uses it) keeps the last
+        // of duplicate keys, silently dropping the first: two `clusters:`
+        // lists in a hand-edited file would lose one. Ambiguous: refused.
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+    }
 }
 
 #[cfg(test)]

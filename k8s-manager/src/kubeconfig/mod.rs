@@ -28,6 +28,7 @@ mod outline;
 #[cfg(test)]
 mod samples;
 mod schema;
+mod section;
 
 pub use discovery::{Discovery, DiscoverySource, HostEnvironment, discover};
 pub use document::{FileFormat, Kubeconfig, Section, Syntax, TextEncoding};

@@ -17,8 +17,8 @@ use serde_saphyr::granit_parser::{
     Event, Options, Parser, ScalarStyle, Span, StrInput, StructureStyle,
 };
 
-use super::document::{CURRENT_CONTEXT, Section};
 use super::edit::{Anchor, Layout, Root, TopKey, TopValue, Unsupported, line_start, next_line};
+use super::section::{CURRENT_CONTEXT, Section};
 
 /// The layout of `text`, a single YAML document the general reader has
 /// read (anything else is an [`Unsupported::Shape`]).
