@@ -84,7 +84,7 @@ async fn outlived(
 ) -> String {
     const EVERY: Duration = Duration::from_secs(1);
     const SOCKET_MISSES: u32 = 3;
-    let client = crate::api::client::Client::new(&paths.socket);
+    let client = crate::client::Client::new(&paths.socket);
     let mut idle_since: Option<std::time::Instant> = None;
     let mut missed = 0;
     loop {

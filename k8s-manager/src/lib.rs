@@ -9,6 +9,7 @@
 pub mod api;
 pub mod bootstrap;
 pub mod bundle;
+pub mod client;
 pub mod cluster;
 pub mod components;
 pub mod controllers;

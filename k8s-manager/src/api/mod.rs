@@ -23,7 +23,6 @@
 //! An operation runs to its end even when the client that asked goes away;
 //! one runs at a time, later ones wait their turn.
 
-pub mod client;
 pub mod server;
 
 pub use crate::model::api::{

@@ -438,7 +438,7 @@ fn renew_running(args: &RenewArgs, global: &GlobalArgs) -> anyhow::Result<Option
     let body = serde_json::to_vec(&request)?;
     let rt = super::cluster::runtime()?;
     rt.block_on(async {
-        let client = k8s_manager::api::client::Client::new(&paths.socket);
+        let client = k8s_manager::client::Client::new(&paths.socket);
         if !client.is_up().await {
             return Ok(None);
         }
@@ -463,7 +463,7 @@ fn rotate_ca(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let paths = k8s_manager::model::config::Paths::new(&global.state_dir);
     let rt = super::cluster::runtime()?;
     rt.block_on(async {
-        let client = k8s_manager::api::client::Client::new(&paths.socket);
+        let client = k8s_manager::client::Client::new(&paths.socket);
         if !client.is_up().await {
             anyhow::bail!(
                 "no manager answers on {}: CAs are rotated on a running cluster (`k8s-manager enable` first)",

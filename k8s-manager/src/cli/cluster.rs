@@ -10,13 +10,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use k8s_manager::api::{
-    self,
-    client::{Client, ClientError},
-};
+use k8s_manager::client::{self, Client, ClientError};
 use k8s_manager::cluster::engine::STOP_GRACE;
 use k8s_manager::cluster::status;
 use k8s_manager::daemon::DaemonOptions;
+use k8s_manager::model::api;
 use k8s_manager::model::config::{ClusterConfig, Paths};
 use k8s_manager::model::event::Event;
 use k8s_manager::model::settings;
@@ -182,7 +180,7 @@ pub(super) async fn daemon(global: &GlobalArgs) -> anyhow::Result<Client> {
     if !client.is_up().await {
         let exe = std::env::current_exe()
             .context("cannot find this program's path to start the daemon")?;
-        api::client::start_daemon(&exe, &global.state_dir, &paths.log("manager")).await?;
+        client::start_daemon(&exe, &global.state_dir, &paths.log("manager")).await?;
     }
     Ok(client)
 }

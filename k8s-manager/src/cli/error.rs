@@ -9,8 +9,8 @@ use std::error::Error;
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use k8s_manager::api::client::ClientError;
 use k8s_manager::bundle::BundleError;
+use k8s_manager::client::ClientError;
 use k8s_manager::kubeconfig::KubeconfigError;
 use k8s_manager::model::error::OperationError;
 use k8s_manager::model::state::Phase;

@@ -21,7 +21,7 @@ use time::format_description::well_known::Rfc3339;
 use tokio::sync::watch;
 
 use super::Unit;
-use crate::api::client::Client;
+use crate::client::Client;
 use crate::components::ApiServer;
 use crate::model::api::RenewRequest;
 use crate::model::config::{ClusterConfig, Paths};

@@ -1,5 +1,7 @@
-//! The CLI side of the control API: requests over the unix socket, and
-//! starting the daemon when none answers.
+//! The control API's client (its server is [`crate::api`]): requests over
+//! the unix socket, and starting the daemon when none answers. The CLI uses
+//! it, and so does the certificate renewal unit, which asks the daemon for
+//! its operation as `certs renew` does; it knows the model only.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
