@@ -123,6 +123,11 @@ pub(super) async fn supervise(
                 break;
             }
         };
+        // A task that saw the stop itself returned as asked: no restart
+        // (and no warning that it returned).
+        if *stop.borrow() {
+            break;
+        }
         let exit = match ended {
             Ok(()) => "returned".to_string(),
             Err(err) => format!("failed: {err}"),
@@ -149,4 +154,37 @@ pub(super) async fn supervise(
     let mut st = status.lock().expect("status lock");
     st.state = RunState::Stopped;
     st.up_since = None;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A task that returns once it sees its stop was asked to: it is not
+    /// told as a return to restart after (no warning, no last exit). Many
+    /// rounds: which of the two ends the supervisor sees first is chance.
+    #[tokio::test]
+    async fn a_task_that_returns_at_its_stop_is_stopped_not_restarted() {
+        for _ in 0..50 {
+            let spec = TaskSpec::new("polite", |mut ctx: TaskContext| async move {
+                ctx.ready();
+                ctx.stopping().await;
+                Ok(())
+            });
+            let status = Arc::new(Mutex::new(initial_status("polite")));
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let supervised = tokio::spawn(supervise(
+                spec,
+                status.clone(),
+                stop_rx,
+                Duration::from_secs(2),
+            ));
+            tokio::task::yield_now().await;
+            stop_tx.send(true).unwrap();
+            supervised.await.unwrap();
+            let st = status.lock().unwrap().clone();
+            assert_eq!(st.state, RunState::Stopped);
+            assert_eq!((st.restarts, st.last_exit), (0, None));
+        }
+    }
 }
