@@ -162,7 +162,8 @@ else
 	checks+=("FAIL  left running in the chroot: $(tr '\n' ';' <<<"$left")")
 	failed=1
 fi
-used=$(du -sh "$target" 2>/dev/null | cut -f1)
+# -x: not into the proc, sys and dev mounted in it (du fails on what vanishes there).
+used=$(du -shx "$target" 2>/dev/null | cut -f1) || used="unknown (du failed)"
 
 echo
 echo "=== bench/bare-debian.sh: Debian $suite from $mirror, repository $(git -C "$root" rev-parse --short HEAD) ==="
