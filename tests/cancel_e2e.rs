@@ -16,7 +16,7 @@ mod support;
 
 use support::holds::{KubectlLock, Stopped};
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -117,17 +117,10 @@ fn signal(pid: u32, signal: i32) {
     }
 }
 
-fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z ")
-}
-
 /// Waits until `pid` is gone; how long it took, or None past `limit`.
 fn wait_gone(pid: u32, limit: Duration) -> Option<Duration> {
     let start = Instant::now();
-    while alive(pid) {
+    while support::holds::alive(pid) {
         if start.elapsed() > limit {
             return None;
         }

@@ -49,13 +49,21 @@ fn parent_of(pid: u32) -> Option<u32> {
         .ok()
 }
 
-/// Whether `pid` runs (a zombie does not).
+/// Whether `pid` runs: until the last of its threads has exited. A process
+/// killed with SIGKILL shows its leader as a zombie at once while its other
+/// threads may still be leaving (one in a disk write, under load, for a
+/// while): it is not gone yet, and the manager's `status` (which reads the
+/// same /proc) still counts it as running. So a zombie counts as gone only
+/// with no thread but its leader left.
 pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, s)| s.starts_with(" Z"))
-    })
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let zombie = stat
+        .rsplit_once(')')
+        .is_some_and(|(_, s)| s.starts_with(" Z"));
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
+    !(zombie && threads <= 1)
 }
 
 pub fn signal(pid: u32, signal: i32) {
