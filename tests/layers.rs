@@ -37,7 +37,7 @@ const LAYERS: &[&[&str]] = &[
         "bootstrap",
         "procnet",
     ],
-    &["fsutil", "exec"],
+    &["fsutil", "exec", "cgroups"],
     &["sys", "error", "input", "offload"],
 ];
 

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod bootstrap;
 pub mod bundle;
+pub mod cgroups;
 pub mod client;
 pub mod cluster;
 pub mod components;
