@@ -493,7 +493,11 @@ fn spawn(
         Ok(procs) => crate::sys::join_cgroups_at_exec(cmd.as_std_mut(), &procs)?,
         Err(err) => tracing::warn!("{} runs without cgroups of its own: {err}", spec.name),
     }
-    cmd.spawn().map_err(cannot_start)
+    cmd.spawn().map_err(|err| {
+        // Nothing joined the cgroups it made (one in use is not removed).
+        cgroups.remove(&spec.name);
+        cannot_start(err)
+    })
 }
 
 async fn supervise(
