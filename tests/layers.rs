@@ -38,7 +38,7 @@ const LAYERS: &[&[&str]] = &[
         "procnet",
     ],
     &["fsutil", "exec", "cgroups"],
-    &["sys", "error", "input", "offload"],
+    &["sys", "error", "input", "offload", "mountinfo"],
 ];
 
 fn src() -> PathBuf {

@@ -59,22 +59,11 @@ impl Hierarchy {
         let mut cpuacct = None;
         let mut memory = None;
         let mut v2 = None;
-        for line in table.lines() {
-            let Some((left, right)) = line.split_once(" - ") else {
-                continue;
-            };
-            let Some(mount_point) = left.split(' ').nth(4) else {
-                continue;
-            };
-            let mut right = right.split(' ');
-            let (Some(fs_type), _, Some(options)) = (right.next(), right.next(), right.next())
-            else {
-                continue;
-            };
-            let mount_point = PathBuf::from(unescape(mount_point));
-            match fs_type {
+        for mount in crate::mountinfo::mounts(table) {
+            let mount_point = PathBuf::from(mount.mount_point);
+            match mount.fs_type {
                 "cgroup" => {
-                    let has = |c: &str| options.split(',').any(|o| o == c);
+                    let has = |c: &str| mount.options.split(',').any(|o| o == c);
                     if has("freezer") && freezer.is_none() {
                         freezer = Some(mount_point.clone());
                     }
@@ -110,30 +99,6 @@ impl Hierarchy {
             Hierarchy::Missing { why } => format!("no cgroup freezer: {why}"),
         }
     }
-}
-
-/// Mount points escape space, tab, newline and backslash as `\ooo`.
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let value =
-                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(value);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether a cgroup's processes run.

@@ -23,6 +23,7 @@ pub mod input;
 pub mod kubeconfig;
 pub mod manager;
 pub mod model;
+pub mod mountinfo;
 pub mod offload;
 pub mod pki;
 pub mod procnet;
