@@ -16,7 +16,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 window=${IDLE_WINDOW:-60}
 settle=${SETTLE:-60}
 
-m enable --bundle "$bundle" >/dev/null
+m enable --bundle "$bundle" >/dev/null 2>&1
 sleep "$settle"
 
 # name → CPU milliseconds, one line each.
