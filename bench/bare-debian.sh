@@ -116,8 +116,9 @@ for m in proc sys dev; do
 	mounted+=("$target/$m")
 done
 mkdir -p "$target/root/k8s-manager"
-git -C "$root" archive HEAD | tar -x -C "$target/root/k8s-manager"
-log "repository: $(git -C "$root" rev-parse --short HEAD)"
+commit=$(git -C "$root" rev-parse --short HEAD)
+git -C "$root" archive "$commit" | tar -x -C "$target/root/k8s-manager"
+log "repository: $commit"
 
 # A login-like environment of the chroot's own, nothing of this machine's.
 in_chroot() {
@@ -166,7 +167,7 @@ fi
 used=$(du -shx "$target" 2>/dev/null | cut -f1) || used="unknown (du failed)"
 
 echo
-echo "=== bench/bare-debian.sh: Debian $suite from $mirror, repository $(git -C "$root" rev-parse --short HEAD) ==="
+echo "=== bench/bare-debian.sh: Debian $suite from $mirror, repository $commit ==="
 printf 'time: %s\n' "${times[@]}"
 printf 'disk used by the chroot: %s\n' "$used"
 printf '%s\n' "${checks[@]}"

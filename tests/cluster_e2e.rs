@@ -1140,7 +1140,7 @@ fn a_running_cluster_keeps_its_secure_defaults() {
 /// kube-controller-manager binary shows too), though it runs through the
 /// descriptor of the file the manager verified (`/proc/self/fd/N`).
 #[test]
-fn the_components_are_named_in_ps_and_pgrep_finds_them() {
+fn the_components_are_named_in_ps_and_each_runs_in_a_cgroup_of_its_own() {
     let cluster = Cluster::new();
     cluster.enable_ok();
     let components = cluster.component_pids();
@@ -1182,5 +1182,63 @@ fn the_components_are_named_in_ps_and_pgrep_finds_them() {
             wrong.push(format!("ps -e does not show {pid} as {comm}"));
         }
     }
+
+    // Each runs in a cgroup of its own, `k8s-manager/<cluster>/<name>`, in
+    // the freezer's hierarchy (v1) or the one tree (v2), the same cluster
+    // folder for all six; status tells each one's CPU time and working set
+    // from it.
+    let mut clusters = std::collections::BTreeSet::new();
+    for (name, pid) in &components {
+        let table = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        let path = table
+            .lines()
+            .find_map(|l| {
+                let mut parts = l.splitn(3, ':');
+                let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+                controllers
+                    .split(',')
+                    .any(|c| c == "freezer")
+                    .then_some(path)
+            })
+            .or_else(|| table.lines().find_map(|l| l.strip_prefix("0::")))
+            .unwrap_or_default()
+            .to_string();
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match parts.as_slice() {
+            ["k8s-manager", key, last] if last == name => {
+                clusters.insert(key.to_string());
+            }
+            _ => wrong.push(format!("{name} (pid {pid}) runs in cgroup {path:?}")),
+        }
+    }
+    if clusters.len() != 1 {
+        wrong.push(format!("the components are in clusters {clusters:?}"));
+    }
+    let out = support::run_ok(&mut cluster.manager(&["status", "--output", "json"]));
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for (name, _) in &components {
+        let Some(c) = status["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name.as_str())
+        else {
+            wrong.push(format!("status does not list {name}"));
+            continue;
+        };
+        // Every component has used CPU to start, and holds megabytes.
+        let cpu = c["cpuMillis"].as_u64().unwrap_or(0);
+        let memory = c["memoryBytes"].as_u64().unwrap_or(0);
+        if cpu == 0 || memory < 1 << 20 {
+            wrong.push(format!(
+                "status says of {name}: cpu {cpu} ms, memory {memory} B: {c}"
+            ));
+        }
+    }
+    let text = support::run_ok(&mut cluster.manager(&["status"]));
+    assert!(
+        text.contains(" CPU ") && text.contains(" MEMORY "),
+        "{text}"
+    );
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

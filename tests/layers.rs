@@ -37,8 +37,8 @@ const LAYERS: &[&[&str]] = &[
         "bootstrap",
         "procnet",
     ],
-    &["fsutil", "exec"],
-    &["sys", "error", "input", "offload"],
+    &["fsutil", "exec", "cgroups"],
+    &["sys", "error", "input", "offload", "mountinfo"],
 ];
 
 fn src() -> PathBuf {

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod bootstrap;
 pub mod bundle;
+pub mod cgroups;
 pub mod client;
 pub mod cluster;
 pub mod components;
@@ -22,6 +23,7 @@ pub mod input;
 pub mod kubeconfig;
 pub mod manager;
 pub mod model;
+pub mod mountinfo;
 pub mod offload;
 pub mod pki;
 pub mod procnet;

@@ -94,6 +94,41 @@ pub fn keep_open_across_exec(cmd: &mut Command, fd: RawFd) {
     }
 }
 
+/// Makes the child of `cmd` join the cgroups whose `cgroup.procs` files
+/// are `procs` before it runs anything: whatever it starts is in them too.
+/// A cgroup it cannot join fails its start.
+pub fn join_cgroups_at_exec(cmd: &mut Command, procs: &[std::path::PathBuf]) -> io::Result<()> {
+    let files = procs
+        .iter()
+        .map(|p| {
+            std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in a cgroup path")
+            })
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    // SAFETY: runs in the forked child before exec; open, write and close
+    // are async-signal-safe, and the paths were made before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            for file in &files {
+                let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // "0": the writing process itself.
+                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                let err = io::Error::last_os_error();
+                libc::close(fd);
+                if written != 1 {
+                    return Err(err);
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
 /// Detaches the mount at `path` (`umount2(MNT_DETACH)`).
 pub fn unmount_detached(path: &Path) -> io::Result<()> {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())

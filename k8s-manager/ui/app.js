@@ -556,8 +556,10 @@ function renderCluster() {
       el('td', {}, c.name, c.detail ? el('span', { class: 'detail' }, c.detail) : null),
       el('td', {}, c.kind || 'process'),
       el('td', {}, el('span', { class: `pill ${c.state === 'running' ? 'ok' : 'warn'}` }, c.state)),
-      el('td', { class: 'num' }, c.restarts)));
-    replaceRows($('components'), rows, 4, 'None running');
+      el('td', { class: 'num' }, c.restarts),
+      el('td', { class: 'num' }, c.cpuMillis == null ? '—' : `${(c.cpuMillis / 1000).toFixed(1)} s`),
+      el('td', { class: 'num' }, c.memoryBytes == null ? '—' : `${Math.round(c.memoryBytes / 1048576)} MiB`)));
+    replaceRows($('components'), rows, 6, 'None running');
   }
   if (settings) $('c-context').textContent = settings.kubernetes.contextName;
 }

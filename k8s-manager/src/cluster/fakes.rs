@@ -254,6 +254,8 @@ impl Processes for World {
                 restarts: if crashing { 3 } else { 0 },
                 last_exit: crashing.then(|| "exit status: 1".into()),
                 detail: None,
+                cpu_millis: None,
+                memory_bytes: None,
             };
             children.push((spec, status));
             Ok(1)
@@ -274,6 +276,8 @@ impl Processes for World {
                 restarts: 0,
                 last_exit: None,
                 detail: None,
+                cpu_millis: None,
+                memory_bytes: None,
             };
             // The fake runs no task: a process spec stands for it.
             let stands_for = ProcessSpec {

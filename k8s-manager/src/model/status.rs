@@ -120,8 +120,8 @@ pub fn render_text(report: &StatusReport) -> String {
     }
     if !report.components.is_empty() {
         out.push_str(&format!(
-            "{:<26} {:<9} {:>8} {:>9}  {}\n",
-            "COMPONENT", "STATE", "PID", "RESTARTS", "UP SINCE"
+            "{:<26} {:<9} {:>8} {:>9} {:>9} {:>9}  {}\n",
+            "COMPONENT", "STATE", "PID", "RESTARTS", "CPU", "MEMORY", "UP SINCE"
         ));
         for c in &report.components {
             let state = serde_json::to_value(&c.state)
@@ -129,11 +129,17 @@ pub fn render_text(report: &StatusReport) -> String {
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default();
             out.push_str(&format!(
-                "{:<26} {:<9} {:>8} {:>9}  {}\n",
+                "{:<26} {:<9} {:>8} {:>9} {:>9} {:>9}  {}\n",
                 c.name,
                 state,
                 c.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                 c.restarts,
+                c.cpu_millis
+                    .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
+                    .unwrap_or_else(|| "-".into()),
+                c.memory_bytes
+                    .map(|b| format!("{:.0} MiB", b as f64 / (1024.0 * 1024.0)))
+                    .unwrap_or_else(|| "-".into()),
                 c.up_since.clone().unwrap_or_else(|| "-".into())
             ));
             if let Some(detail) = &c.detail {

@@ -102,6 +102,13 @@ pub struct ChildStatus {
     /// ...`, `serving 3 ports`), set with [`TaskContext::detail`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// A process's CPU time and working set, all its processes counted,
+    /// from its cgroup (see [`crate::cgroups`]); none for a task, or where
+    /// the machine has no cgroups for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_millis: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
 }
 
 /// What a unit is.
@@ -129,20 +136,31 @@ struct Supervised {
 /// The children of one manager, by component name.
 pub struct Supervisor {
     instance: String,
+    /// The cgroups its processes run in, one per component.
+    cgroups: Arc<crate::cgroups::Tree>,
     children: tokio::sync::Mutex<Vec<(String, Supervised)>>,
 }
 
 impl Supervisor {
     /// `instance` identifies this cluster's processes (the state folder).
     pub fn new(instance: impl Into<String>) -> Supervisor {
+        let instance = instance.into();
+        let cgroups = crate::cgroups::Tree::detect(&instance);
+        cgroups.enable_v2_memory();
         Supervisor {
-            instance: instance.into(),
+            cgroups: Arc::new(cgroups),
+            instance,
             children: tokio::sync::Mutex::new(Vec::new()),
         }
     }
 
     pub fn instance(&self) -> &str {
         &self.instance
+    }
+
+    /// The cgroups its processes run in.
+    pub fn cgroups(&self) -> &crate::cgroups::Tree {
+        &self.cgroups
     }
 
     /// Starts a child, or leaves it alone when it already runs with the same
@@ -178,7 +196,7 @@ impl Supervisor {
         inputs: Vec<u8>,
         grace: Duration,
     ) -> std::io::Result<Supervised> {
-        let child = spawn(&spec, &self.instance)?;
+        let child = spawn(&spec, &self.instance, &self.cgroups)?;
         let pid = child.id().unwrap_or(0);
         let status = Arc::new(Mutex::new(ChildStatus {
             name: spec.name.clone(),
@@ -189,11 +207,14 @@ impl Supervisor {
             restarts: 0,
             last_exit: None,
             detail: None,
+            cpu_millis: None,
+            memory_bytes: None,
         }));
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(supervise(
             spec.clone(),
             self.instance.clone(),
+            self.cgroups.clone(),
             child,
             status.clone(),
             stop_rx,
@@ -371,14 +392,26 @@ impl Supervisor {
         for (_, child) in tasks.into_iter().rev().chain(processes.into_iter().rev()) {
             stop_child(child, grace).await;
         }
+        // Nothing of ours runs or restarts now: the cluster's cgroups go
+        // (one that still holds a process, a dead manager's, stays).
+        self.cgroups.remove_all();
     }
 
+    /// Every child's status, a process's with its CPU time and working set.
     pub async fn status(&self) -> Vec<ChildStatus> {
         self.children
             .lock()
             .await
             .iter()
-            .map(|(_, c)| c.status.lock().expect("status lock").clone())
+            .map(|(_, c)| {
+                let mut status = c.status.lock().expect("status lock").clone();
+                if status.kind == UnitKind::Process {
+                    let usage = self.cgroups.usage(&status.name);
+                    status.cpu_millis = usage.cpu.map(|d| d.as_millis() as u64);
+                    status.memory_bytes = usage.memory;
+                }
+                status
+            })
             .collect()
     }
 
@@ -401,7 +434,11 @@ async fn stop_child(child: Supervised, grace: Duration) {
     tracing::info!("stopped {name} in {:.2}s", start.elapsed().as_secs_f64());
 }
 
-fn spawn(spec: &ProcessSpec, instance: &str) -> std::io::Result<tokio::process::Child> {
+fn spawn(
+    spec: &ProcessSpec,
+    instance: &str,
+    cgroups: &crate::cgroups::Tree,
+) -> std::io::Result<tokio::process::Child> {
     // A log may hold what a component says of its secrets: the folder the
     // supervisor makes is 0700, the file 0600 (one an older manager made
     // readable by all is narrowed here too).
@@ -450,12 +487,23 @@ fn spawn(spec: &ProcessSpec, instance: &str) -> std::io::Result<tokio::process::
         // stop reaches whatever it started.
         .process_group(0)
         .kill_on_drop(false);
-    cmd.spawn().map_err(cannot_start)
+    // Its cgroups: a machine where they cannot be made runs it all the
+    // same, without its figures (and without a freeze).
+    match cgroups.prepare(&spec.name) {
+        Ok(procs) => crate::sys::join_cgroups_at_exec(cmd.as_std_mut(), &procs)?,
+        Err(err) => tracing::warn!("{} runs without cgroups of its own: {err}", spec.name),
+    }
+    cmd.spawn().map_err(|err| {
+        // Nothing joined the cgroups it made (one in use is not removed).
+        cgroups.remove(&spec.name);
+        cannot_start(err)
+    })
 }
 
 async fn supervise(
     spec: ProcessSpec,
     instance: String,
+    cgroups: Arc<crate::cgroups::Tree>,
     mut child: tokio::process::Child,
     status: Arc<Mutex<ChildStatus>>,
     mut stop: watch::Receiver<bool>,
@@ -487,7 +535,7 @@ async fn supervise(
                         _ = stop.changed() => break None,
                     }
                     backoff = (backoff * 2).min(BACKOFF_MAX);
-                    match spawn(&spec, &instance) {
+                    match spawn(&spec, &instance, &cgroups) {
                         Ok(next) => break Some(next),
                         Err(err) => {
                             tracing::error!("{err}");
@@ -511,6 +559,8 @@ async fn supervise(
             }
         }
     }
+    // Its cgroups go with it (kept while something it started still runs).
+    cgroups.remove(&spec.name);
     let mut st = status.lock().expect("status lock");
     st.state = RunState::Stopped;
     st.pid = None;

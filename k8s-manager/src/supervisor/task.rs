@@ -94,6 +94,8 @@ pub(super) fn initial_status(name: &str) -> ChildStatus {
         restarts: 0,
         last_exit: None,
         detail: None,
+        cpu_millis: None,
+        memory_bytes: None,
     }
 }
 
