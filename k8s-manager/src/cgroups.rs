@@ -94,9 +94,18 @@ impl Hierarchy {
     /// What status says of it.
     pub fn describe(&self) -> String {
         match self {
-            Hierarchy::V1 { .. } => "cgroup v1 (freezer, cpuacct, memory)".into(),
+            Hierarchy::V1 {
+                cpuacct, memory, ..
+            } => {
+                let mut have = vec!["freezer"];
+                have.extend(cpuacct.as_ref().map(|_| "cpuacct"));
+                have.extend(memory.as_ref().map(|_| "memory"));
+                format!("cgroup v1 ({})", have.join(", "))
+            }
             Hierarchy::V2 { .. } => "cgroup v2".into(),
-            Hierarchy::Missing { why } => format!("no cgroup freezer: {why}"),
+            Hierarchy::Missing { why } => format!(
+                "none: {why}; the components run without CPU and memory figures, and the cluster cannot be frozen"
+            ),
         }
     }
 }
@@ -473,6 +482,25 @@ mod tests {
         let missing = Tree::new(Hierarchy::Missing { why: "x".into() }, "/a");
         assert!(missing.dirs("etcd").is_empty());
         assert_eq!(missing.usage("etcd"), Usage::default());
+    }
+
+    #[test]
+    fn status_says_which_hierarchy_and_what_is_lost_without_one() {
+        assert_eq!(
+            Hierarchy::from_mountinfo(HYBRID).describe(),
+            "cgroup v1 (freezer, cpuacct, memory)"
+        );
+        let bare = "26 24 0:23 / /sys/fs/cgroup/freezer rw - cgroup cgroup rw,freezer\n";
+        assert_eq!(
+            Hierarchy::from_mountinfo(bare).describe(),
+            "cgroup v1 (freezer)"
+        );
+        let none = Hierarchy::from_mountinfo("22 1 0:21 / /proc rw - proc proc rw\n").describe();
+        assert!(
+            none.starts_with("none: neither a cgroup v1 freezer nor a cgroup v2 tree is mounted"),
+            "{none}"
+        );
+        assert!(none.contains("cannot be frozen"), "{none}");
     }
 
     #[test]

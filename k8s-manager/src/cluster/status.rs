@@ -55,6 +55,7 @@ pub async fn report(
         earliest_certificate: None,
         ca_warnings: Vec::new(),
         ca_rotation: None,
+        cgroups: crate::cgroups::Hierarchy::detect().describe(),
     };
     if let Ok(statuses) = crate::pki::due::Statuses::read(
         &paths.pki,
