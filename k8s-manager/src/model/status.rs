@@ -40,7 +40,14 @@ pub struct StatusReport {
     /// figures and nothing can be frozen.
     #[serde(default)]
     pub cgroups: String,
+    /// Whether the cluster is frozen (`pause`): its processes use no CPU
+    /// until `resume`, or any other operation, thaws them.
+    #[serde(default)]
+    pub paused: bool,
 }
+
+/// The summary of a paused cluster.
+pub const PAUSED: &str = "paused (frozen: `k8s-manager resume`, or any other operation, thaws it)";
 
 /// Where a CA rotation in progress is (see [`crate::pki::rotation`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
