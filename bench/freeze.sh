@@ -8,9 +8,11 @@
 #
 #   FREEZE=N        seconds frozen (default 70: past the kubelet's 30 s runtime
 #                   check, and past the controller-manager's 50 s grace)
+#   ORDER=manager   (default) `k8s-manager pause`, then `k8s-manager resume`:
+#                   the manager's own freeze and thaw (timed, whole commands)
 #   ORDER=api-first etcd, API server, pods, kubelet, kube-proxy; then, once
 #                   the kubelet renewed its lease, scheduler, controller-manager
-#   ORDER=kubelet-first (default) pods, kubelet, kube-proxy; KUBELET_FIRST s
+#   ORDER=kubelet-first  pods, kubelet, kube-proxy; KUBELET_FIRST s
 #                   (default 0.3) later etcd and the API server; then as above
 #
 # Run as root on a prepared machine with cgroup v1 (vm/prepare-vm.sh).
@@ -18,7 +20,7 @@ set -euo pipefail
 # shellcheck source=bench/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 freeze=${FREEZE:-70}
-order=${ORDER:-kubelet-first}
+order=${ORDER:-manager}
 kubelet_first=${KUBELET_FIRST:-0.3}
 k() { "$bundle/bin/kubectl" --kubeconfig "$state/kubeconfig/admin.conf" "$@"; }
 now() { date +%s.%N; }
@@ -46,44 +48,66 @@ freeze_one() {
 thaw_one() { echo THAWED >"$1/freezer.state"; }
 restarts() { k get pods -A -o jsonpath='{range .items[*]}{.metadata.name}={.status.containerStatuses[0].restartCount} {end}'; }
 
+# By hand through the cgroup files, in ORDER.
+by_hand() {
+	local t thawed_at renewed=
+	t=$(now)
+	for c in kube-controller-manager kube-scheduler kube-proxy kubelet; do freeze_one "$cluster/$c"; done
+	freeze_one "$pods"
+	freeze_one "$cluster/kube-apiserver"
+	freeze_one "$cluster/etcd"
+	echo "frozen in $(since "$t") s; frozen for $freeze s, then thawed $order"
+	sleep "$freeze"
+	t=$(now)
+	thawed_at=$(date +%s)
+	case $order in
+	api-first)
+		thaw_one "$cluster/etcd"
+		thaw_one "$cluster/kube-apiserver"
+		thaw_one "$pods"
+		thaw_one "$cluster/kubelet"
+		thaw_one "$cluster/kube-proxy"
+		;;
+	kubelet-first)
+		thaw_one "$pods"
+		thaw_one "$cluster/kubelet"
+		thaw_one "$cluster/kube-proxy"
+		sleep "$kubelet_first"
+		thaw_one "$cluster/etcd"
+		thaw_one "$cluster/kube-apiserver"
+		;;
+	esac
+	for _ in $(seq 200); do
+		renewed=$(k -n kube-node-lease get lease -o jsonpath='{.items[0].spec.renewTime}' 2>/dev/null || true)
+		[[ -n $renewed ]] && (($(date -d "$renewed" +%s) >= thawed_at)) && break
+		sleep 0.05
+	done
+	echo "the kubelet's lease renewed $(since "$t") s after the thaw began ($renewed)"
+	thaw_one "$cluster/kube-scheduler"
+	thaw_one "$cluster/kube-controller-manager"
+	echo "thawed in $(since "$t") s"
+}
+# The manager's own pause and resume, timed as whole commands.
+by_manager() {
+	local t
+	t=$(now)
+	m pause >/dev/null
+	echo "k8s-manager pause: $(since "$t") s; frozen for $freeze s"
+	sleep "$freeze"
+	t=$(now)
+	m resume >/dev/null
+	echo "k8s-manager resume: $(since "$t") s"
+	t=$(now)
+	k get nodes >/dev/null
+	echo "then kubectl get nodes: $(since "$t") s"
+}
+
 before=$(restarts)
-t=$(now)
-for c in kube-controller-manager kube-scheduler kube-proxy kubelet; do freeze_one "$cluster/$c"; done
-freeze_one "$pods"
-freeze_one "$cluster/kube-apiserver"
-freeze_one "$cluster/etcd"
-echo "frozen in $(since "$t") s; frozen for $freeze s, then thawed $order"
-sleep "$freeze"
-t=$(now)
-thawed_at=$(date +%s)
 case $order in
-api-first)
-	thaw_one "$cluster/etcd"
-	thaw_one "$cluster/kube-apiserver"
-	thaw_one "$pods"
-	thaw_one "$cluster/kubelet"
-	thaw_one "$cluster/kube-proxy"
-	;;
-kubelet-first)
-	thaw_one "$pods"
-	thaw_one "$cluster/kubelet"
-	thaw_one "$cluster/kube-proxy"
-	sleep "$kubelet_first"
-	thaw_one "$cluster/etcd"
-	thaw_one "$cluster/kube-apiserver"
-	;;
-*) echo "ORDER is api-first or kubelet-first" >&2; exit 2 ;;
+manager) by_manager ;;
+api-first | kubelet-first) by_hand ;;
+*) echo "ORDER is manager, api-first or kubelet-first" >&2; exit 2 ;;
 esac
-renewed=
-for _ in $(seq 200); do
-	renewed=$(k -n kube-node-lease get lease -o jsonpath='{.items[0].spec.renewTime}' 2>/dev/null || true)
-	[[ -n $renewed ]] && (($(date -d "$renewed" +%s) >= thawed_at)) && break
-	sleep 0.05
-done
-echo "the kubelet's lease renewed $(since "$t") s after the thaw began ($renewed)"
-thaw_one "$cluster/kube-scheduler"
-thaw_one "$cluster/kube-controller-manager"
-echo "thawed in $(since "$t") s"
 for _ in $(seq 30); do
 	echo "$(date +%T) $(k get node -o jsonpath='Ready={.items[0].status.conditions[?(@.type=="Ready")].status} ({.items[0].status.conditions[?(@.type=="Ready")].message}) taints={.items[0].spec.taints}')"
 	sleep 1

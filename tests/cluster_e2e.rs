@@ -1235,10 +1235,14 @@ fn the_components_are_named_in_ps_and_each_runs_in_a_cgroup_of_its_own() {
             ));
         }
     }
+    // Which hierarchy, said (this machine has cgroups: the figures above).
+    let hierarchy = status["cgroups"].as_str().unwrap_or_default();
+    assert!(hierarchy.starts_with("cgroup v"), "{status}");
     let text = support::run_ok(&mut cluster.manager(&["status"]));
     assert!(
         text.contains(" CPU ") && text.contains(" MEMORY "),
         "{text}"
     );
+    assert!(text.contains(&format!("Cgroups: {hierarchy}\n")), "{text}");
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

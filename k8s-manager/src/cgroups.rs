@@ -20,6 +20,9 @@ use std::time::Duration;
 /// The folder of every cluster's cgroups, in each hierarchy.
 pub const PARENT: &str = "k8s-manager";
 
+/// The name that stands for the kubelet's pods among the units frozen.
+pub const PODS: &str = "pods";
+
 /// The cgroup hierarchies of this machine that the cluster's cgroups use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hierarchy {
@@ -94,9 +97,18 @@ impl Hierarchy {
     /// What status says of it.
     pub fn describe(&self) -> String {
         match self {
-            Hierarchy::V1 { .. } => "cgroup v1 (freezer, cpuacct, memory)".into(),
+            Hierarchy::V1 {
+                cpuacct, memory, ..
+            } => {
+                let mut have = vec!["freezer"];
+                have.extend(cpuacct.as_ref().map(|_| "cpuacct"));
+                have.extend(memory.as_ref().map(|_| "memory"));
+                format!("cgroup v1 ({})", have.join(", "))
+            }
             Hierarchy::V2 { .. } => "cgroup v2".into(),
-            Hierarchy::Missing { why } => format!("no cgroup freezer: {why}"),
+            Hierarchy::Missing { why } => format!(
+                "none: {why}; the components run without CPU and memory figures, and the cluster cannot be frozen"
+            ),
         }
     }
 }
@@ -215,6 +227,73 @@ impl Tree {
         for dir in self.dirs(component) {
             let _ = std::fs::remove_dir(dir);
         }
+    }
+
+    /// The kubelet's pods' cgroup in the freezer's hierarchy (or the one
+    /// tree): `kubepods` (the cgroupfs driver) or `kubepods.slice` (systemd),
+    /// whichever exists.
+    pub fn pods_dir(&self) -> Option<PathBuf> {
+        let root = match &self.hierarchy {
+            Hierarchy::V1 { freezer, .. } => freezer,
+            Hierarchy::V2 { root } => root,
+            Hierarchy::Missing { .. } => return None,
+        };
+        ["kubepods", "kubepods.slice"]
+            .iter()
+            .map(|name| root.join(name))
+            .find(|dir| dir.is_dir())
+    }
+
+    /// The freezer cgroup of `unit`: a component's, or the pods' for
+    /// [`PODS`].
+    pub fn unit_dir(&self, unit: &str) -> Option<PathBuf> {
+        match unit {
+            PODS => self.pods_dir(),
+            _ => self.freezer_dir(unit),
+        }
+    }
+
+    /// Freezes or thaws each of `units` (components, [`PODS`]) in turn,
+    /// each within `limit`; a unit with no cgroup (not running) is passed.
+    /// A freeze that fails lets go of what it froze.
+    pub async fn set_units_frozen(
+        &self,
+        units: &[&str],
+        frozen: bool,
+        limit: Duration,
+    ) -> io::Result<()> {
+        if let Hierarchy::Missing { why } = &self.hierarchy {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, why.clone()));
+        }
+        for (done, unit) in units.iter().enumerate() {
+            let Some(dir) = self.unit_dir(unit).filter(|d| d.is_dir()) else {
+                continue;
+            };
+            if let Err(err) = set_frozen(&self.hierarchy, &dir, frozen, limit).await {
+                if frozen {
+                    for unit in &units[..done] {
+                        if let Some(dir) = self.unit_dir(unit) {
+                            let _ = request_freeze(&self.hierarchy, &dir, false);
+                        }
+                    }
+                }
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether any cgroup of the cluster (or the pods') is frozen or
+    /// freezing: a freeze a dead manager left counts.
+    pub fn any_frozen(&self) -> bool {
+        let mut dirs: Vec<PathBuf> = self.pods_dir().into_iter().collect();
+        if let Some(cluster) = self.cluster_dirs().into_iter().next()
+            && let Ok(entries) = std::fs::read_dir(&cluster)
+        {
+            dirs.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        }
+        dirs.iter()
+            .any(|dir| freeze_state(&self.hierarchy, dir).is_ok_and(|s| s != FreezeState::Thawed))
     }
 
     /// Removes the cluster's cgroups that hold no process, and the parent
@@ -473,6 +552,25 @@ mod tests {
         let missing = Tree::new(Hierarchy::Missing { why: "x".into() }, "/a");
         assert!(missing.dirs("etcd").is_empty());
         assert_eq!(missing.usage("etcd"), Usage::default());
+    }
+
+    #[test]
+    fn status_says_which_hierarchy_and_what_is_lost_without_one() {
+        assert_eq!(
+            Hierarchy::from_mountinfo(HYBRID).describe(),
+            "cgroup v1 (freezer, cpuacct, memory)"
+        );
+        let bare = "26 24 0:23 / /sys/fs/cgroup/freezer rw - cgroup cgroup rw,freezer\n";
+        assert_eq!(
+            Hierarchy::from_mountinfo(bare).describe(),
+            "cgroup v1 (freezer)"
+        );
+        let none = Hierarchy::from_mountinfo("22 1 0:21 / /proc rw - proc proc rw\n").describe();
+        assert!(
+            none.starts_with("none: neither a cgroup v1 freezer nor a cgroup v2 tree is mounted"),
+            "{none}"
+        );
+        assert!(none.contains("cannot be frozen"), "{none}");
     }
 
     #[test]

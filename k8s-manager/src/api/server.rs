@@ -234,6 +234,12 @@ pub(crate) async fn handle(
         (Method::POST, super::CERTS_ROTATE_CA) => run_streamed(manager, |manager, id| {
             async move { manager.rotate_ca(id).await }.boxed()
         }),
+        (Method::POST, super::PAUSE) => run_streamed(manager, |manager, id| {
+            async move { manager.pause(id).await }.boxed()
+        }),
+        (Method::POST, super::RESUME) => run_streamed(manager, |manager, id| {
+            async move { manager.resume(id).await }.boxed()
+        }),
         (Method::POST, super::DISABLE) => match manager.disable().await {
             Ok(plan) => operation(manager, plan),
             Err(refusal) => refused(&refusal),
@@ -313,7 +319,9 @@ fn allowed_method(path: &str) -> Option<String> {
         | super::DISABLE
         | super::RESET
         | super::CERTS_RENEW
-        | super::CERTS_ROTATE_CA => Some("POST".into()),
+        | super::CERTS_ROTATE_CA
+        | super::PAUSE
+        | super::RESUME => Some("POST".into()),
         _ => None,
     }
 }

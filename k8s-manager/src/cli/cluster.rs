@@ -348,6 +348,11 @@ pub fn disable(output: Output, global: &GlobalArgs) -> anyhow::Result<ExitCode> 
     runtime()?.block_on(run_operation(global, api::DISABLE, Vec::new(), output))
 }
 
+/// An operation of the daemon that takes no request body (`pause`, `resume`).
+pub fn operation(path: &str, output: Output, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(run_operation(global, path, Vec::new(), output))
+}
+
 pub fn reset(args: ResetArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let path = if args.no_restart {
         format!("{}?restart=false", api::RESET)

@@ -83,6 +83,16 @@ pub enum Command {
         #[command(flatten)]
         output: OutputArg,
     },
+    /// Freeze the running cluster: no CPU used, memory kept, nothing restarted (resume, or any operation, thaws it).
+    Pause {
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Thaw a paused cluster.
+    Resume {
+        #[command(flatten)]
+        output: OutputArg,
+    },
     /// Throw the cluster away and build a fresh one (only if it was enabled, unless --no-restart).
     Reset(cluster::ResetArgs),
     /// Run the manager: supervise the cluster and serve the control API on <state-dir>/manager.sock.
@@ -112,7 +122,10 @@ impl Command {
     pub fn output(&self) -> Output {
         match self {
             Command::Enable(args) => args.output.value,
-            Command::Disable { output } | Command::Status { output } => output.value,
+            Command::Disable { output }
+            | Command::Status { output }
+            | Command::Pause { output }
+            | Command::Resume { output } => output.value,
             Command::Reset(args) => args.output.value,
             Command::Daemon(_) | Command::Ui(_) => Output::Text,
             Command::Settings(cmd) => cmd.output(),
@@ -148,6 +161,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Enable(args) => cluster::enable(args, &cli.global),
         Command::Disable { output } => cluster::disable(output.value, &cli.global),
+        Command::Pause { output } => {
+            cluster::operation(k8s_manager::model::api::PAUSE, output.value, &cli.global)
+        }
+        Command::Resume { output } => {
+            cluster::operation(k8s_manager::model::api::RESUME, output.value, &cli.global)
+        }
         Command::Status { output } => cluster::status(output.value, &cli.global),
         Command::Reset(args) => cluster::reset(args, &cli.global),
         Command::Daemon(args) => cluster::daemon_main(args, &cli.global),

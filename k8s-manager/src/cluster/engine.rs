@@ -14,6 +14,7 @@ use super::cancel::CancelSignal;
 use super::host::{Containerd, Host, LiveApi, ThisMachine};
 use super::operation::{Needs, Operation, Turn, World};
 pub use super::operations::disable::STOP_GRACE;
+use super::operations::pause;
 use super::progress::Progress;
 use crate::model::config::{ClusterConfig, DEFAULT_CONTAINERD_SOCKET, Paths};
 use crate::model::error::{OperationError, code};
@@ -255,6 +256,18 @@ impl Engine {
                 last_made,
                 next_enables,
             };
+            // A frozen cluster is thawed before anything else is done with
+            // it (a disable could not even stop a frozen process); a freeze
+            // a dead manager left is thawed by the next operation.
+            let paused = matches!(name, pause::PAUSE | pause::RESUME);
+            if !paused && world.host.processes.frozen() {
+                world.host.progress.emit(Event::Notice {
+                    message: "the cluster is paused: thawing it first".into(),
+                });
+                if let Err(err) = pause::thaw(&world).await {
+                    tracing::warn!("{err}");
+                }
+            }
             let result = tokio::select! {
                 biased;
                 result = operation.run(&world) => result,
@@ -301,6 +314,16 @@ impl Engine {
     pub async fn shutdown(&self) {
         self.cancel_enables("the manager's shutdown");
         let _busy = self.busy.lock().await;
+        // A frozen process does not end, not even on SIGKILL (cgroup v1):
+        // all of it thawed at once first.
+        let cgroups = self.supervisor.cgroups();
+        if cgroups.any_frozen()
+            && let Err(err) = cgroups
+                .set_units_frozen(&pause::FREEZE_ORDER, false, super::host::FREEZE_LIMIT)
+                .await
+        {
+            tracing::warn!("cannot thaw the cluster for the shutdown: {err}");
+        }
         super::order::stop(&self.supervisor).await;
         self.supervisor.stop_all(STOP_GRACE).await;
         self.set_state(ClusterState::Stopped);

@@ -40,6 +40,11 @@ impl Journal {
         self.0.lock().unwrap().clone()
     }
 
+    /// Forgets what was noted so far.
+    pub fn clear(&self) {
+        self.0.lock().unwrap().clear();
+    }
+
     /// Where `entry` first appears; panics with the journal when it does not.
     pub fn position(&self, entry: &str) -> usize {
         let entries = self.entries();
@@ -111,6 +116,8 @@ pub struct World {
     moved: Mutex<BTreeSet<String>>,
     /// What the record keeps of the cluster made.
     pub made: Mutex<Option<ClusterConfig>>,
+    /// Whether the cluster is frozen.
+    pub frozen: Mutex<bool>,
 }
 
 impl World {
@@ -123,6 +130,7 @@ impl World {
             units: Default::default(),
             moved: Mutex::new(BTreeSet::new()),
             made: Mutex::new(None),
+            frozen: Mutex::new(false),
         })
     }
 
@@ -312,6 +320,21 @@ impl Processes for World {
             children.retain(|(s, _)| s.name != name);
         }
         futures::future::ready(()).boxed()
+    }
+
+    fn set_frozen<'a>(
+        &'a self,
+        units: &'a [&'a str],
+        frozen: bool,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        let verb = if frozen { "freeze" } else { "thaw" };
+        self.journal.note(format!("{verb} {}", units.join(",")));
+        *self.frozen.lock().unwrap() = frozen;
+        futures::future::ready(Ok(())).boxed()
+    }
+
+    fn frozen(&self) -> bool {
+        *self.frozen.lock().unwrap()
     }
 
     fn stop_all(&self, _grace: Duration) -> BoxFuture<'_, ()> {

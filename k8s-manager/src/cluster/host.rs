@@ -28,6 +28,9 @@ use crate::supervisor::stale::{self, StaleProcess};
 use crate::supervisor::{ChildStatus, ProcessSpec, Supervisor, TaskSpec};
 
 /// The cluster's processes, as the supervisor runs them.
+/// How long one cgroup may take to freeze or thaw.
+pub const FREEZE_LIMIT: Duration = Duration::from_secs(5);
+
 pub trait Processes: Send + Sync {
     /// Starts a process, or leaves it running when it runs with this very spec.
     fn start(&self, spec: ProcessSpec, grace: Duration) -> BoxFuture<'_, std::io::Result<u32>>;
@@ -40,6 +43,16 @@ pub trait Processes: Send + Sync {
     /// Stops every unit: the in-process ones first (they are the API
     /// server's clients), then the processes, each the last started first.
     fn stop_all(&self, grace: Duration) -> BoxFuture<'_, ()>;
+    /// Freezes (or thaws) each of `units` in turn: components by name, and
+    /// [`crate::cgroups::PODS`] for the kubelet's pods.
+    fn set_frozen<'a>(
+        &'a self,
+        units: &'a [&'a str],
+        frozen: bool,
+    ) -> BoxFuture<'a, Result<(), String>>;
+    /// Whether anything of the cluster is frozen (a freeze a dead manager
+    /// left counts).
+    fn frozen(&self) -> bool;
     /// Ends the processes of this instance that are not ours (left by a
     /// manager that died): those named in `graceful` with SIGTERM and up to
     /// `grace`, the others with SIGKILL.
@@ -189,6 +202,24 @@ impl Processes for Supervisor {
 
     fn stop_all(&self, grace: Duration) -> BoxFuture<'_, ()> {
         Supervisor::stop_all(self, grace).boxed()
+    }
+
+    fn set_frozen<'a>(
+        &'a self,
+        units: &'a [&'a str],
+        frozen: bool,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        async move {
+            self.cgroups()
+                .set_units_frozen(units, frozen, FREEZE_LIMIT)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .boxed()
+    }
+
+    fn frozen(&self) -> bool {
+        self.cgroups().any_frozen()
     }
 
     fn end_stale(

@@ -55,7 +55,17 @@ pub async fn report(
         earliest_certificate: None,
         ca_warnings: Vec::new(),
         ca_rotation: None,
+        cgroups: crate::cgroups::Hierarchy::detect().describe(),
+        paused: false,
     };
+    // The engine's instance is its state folder, so are its cgroups.
+    let tree = crate::cgroups::Tree::detect(&paths.state_dir.display().to_string());
+    if tree.any_frozen() {
+        report.paused = true;
+        if report.state == crate::model::state::ClusterState::Running {
+            report.summary = crate::model::status::PAUSED.into();
+        }
+    }
     if let Ok(statuses) = crate::pki::due::Statuses::read(
         &paths.pki,
         &paths.kubeconfigs,

@@ -18,6 +18,8 @@ pub const SETTINGS: &str = "/v1/settings";
 pub const SETTINGS_PROPOSE: &str = "/v1/settings/propose";
 pub const CERTS_RENEW: &str = "/v1/certs/renew";
 pub const CERTS_ROTATE_CA: &str = "/v1/certs/rotate-ca";
+pub const PAUSE: &str = "/v1/pause";
+pub const RESUME: &str = "/v1/resume";
 pub const IMAGES: &str = "/v1/images";
 pub const IMAGES_SYNC: &str = "/v1/images/sync";
 

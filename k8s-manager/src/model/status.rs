@@ -35,7 +35,19 @@ pub struct StatusReport {
     /// cut short and waiting for `certs rotate-ca` to resume it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_rotation: Option<CaRotation>,
+    /// The cgroups the components run in (`cgroup v1 (freezer, cpuacct,
+    /// memory)`, `cgroup v2`), or why there are none: then no component has
+    /// figures and nothing can be frozen.
+    #[serde(default)]
+    pub cgroups: String,
+    /// Whether the cluster is frozen (`pause`): its processes use no CPU
+    /// until `resume`, or any other operation, thaws them.
+    #[serde(default)]
+    pub paused: bool,
 }
+
+/// The summary of a paused cluster.
+pub const PAUSED: &str = "paused (frozen: `k8s-manager resume`, or any other operation, thaws it)";
 
 /// Where a CA rotation in progress is (see [`crate::pki::rotation`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +126,9 @@ pub fn render_text(report: &StatusReport) -> String {
     }
     for warning in &report.ca_warnings {
         out.push_str(&format!("Warning: {warning}\n"));
+    }
+    if !report.cgroups.is_empty() {
+        out.push_str(&format!("Cgroups: {}\n", report.cgroups));
     }
     if !report.manager_running {
         out.push_str("Manager: not running\n");
