@@ -108,6 +108,12 @@ impl Operation for Resume {
 
     fn run<'a>(&'a self, world: &'a World<'a>) -> BoxFuture<'a, Result<(), OperationError>> {
         async move {
+            if !world.host.processes.frozen() {
+                world.host.progress.emit(Event::Notice {
+                    message: "the cluster is not paused: nothing to thaw".into(),
+                });
+                return Ok(());
+            }
             world.host.progress.emit(Event::Phase {
                 phase: Phase::named("thaw"),
                 description: "thawing the cluster".into(),
@@ -196,5 +202,12 @@ mod tests {
                 "thaw kube-scheduler,kube-controller-manager"
             ]
         );
+        // A cluster that is not paused is left as it is.
+        world.journal.clear();
+        world
+            .run(&Resume, &paths, Some(config.clone()))
+            .await
+            .unwrap();
+        assert_eq!(world.journal.entries(), Vec::<String>::new());
     }
 }
