@@ -45,8 +45,9 @@ pub const FREEZE_ORDER: [&str; 7] = [
 /// not enough after 200 s frozen; 0.3 s was, after 70 s).
 pub const KUBELET_FIRST: Duration = Duration::from_millis(300);
 /// How long the thaw waits for the node's Ready status before it lets the
-/// controller-manager go on all the same.
-const NODE_READY_WITHIN: Duration = Duration::from_secs(10);
+/// controller-manager go on all the same: a kubelet that posted NotReady
+/// first posts again after its status period (10 s).
+const NODE_READY_WITHIN: Duration = Duration::from_secs(15);
 
 /// The operation that freezes the cluster.
 pub struct Pause;
@@ -142,12 +143,17 @@ pub async fn thaw(world: &World<'_>) -> Result<(), OperationError> {
         .await
         .map_err(fail)?;
     if let Some(config) = &world.last_made {
-        let ready = tokio::time::timeout(
-            NODE_READY_WITHIN,
-            world.api.node_ready(&config.node_name, started),
-        )
-        .await;
-        if !matches!(ready, Ok(Ok(()))) {
+        // One check answers at once: asked again until the kubelet posted.
+        let posted = async {
+            while let Err(why) = world.api.node_ready(&config.node_name, started).await {
+                tracing::debug!("after the thaw: {why}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        if tokio::time::timeout(NODE_READY_WITHIN, posted)
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 "the node posted no Ready status within {NODE_READY_WITHIN:?} of the thaw: the controller-manager goes on all the same"
             );
