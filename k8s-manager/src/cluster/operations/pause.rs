@@ -125,6 +125,22 @@ impl Operation for Resume {
     }
 }
 
+/// Thaws everything at once, for an operation that stops the cluster
+/// anyway (a disable, a reset): no wait for the node.
+pub async fn thaw_at_once(world: &World<'_>) -> Result<(), OperationError> {
+    world
+        .host
+        .processes
+        .set_frozen(&FREEZE_ORDER, false)
+        .await
+        .map_err(|e| {
+            OperationError::new(
+                Phase::named("thaw"),
+                format!("cannot thaw the cluster: {e}"),
+            )
+        })
+}
+
 /// Thaws the cluster in the order that keeps its node Ready (see the
 /// module's words); what no freeze holds is passed.
 pub async fn thaw(world: &World<'_>) -> Result<(), OperationError> {
