@@ -485,12 +485,8 @@ fn a_running_cluster_renews_in_place_without_restarting_a_container() {
         &kubeconfig_client_cert(work, &cluster.vm_kubeconfig(), CONTEXT),
         "VM kubeconfig",
     );
-    // The renewal restarted the kubelet: until it has listed its pods
-    // again, `kubectl logs` is told "container … is not available".
-    wait_until("kubectl logs works", Duration::from_secs(60), || {
-        let out = support::run(&mut cluster.kubectl(&["logs", "sleeper"]));
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("sleeper-started")
-    });
+    let logs = cluster.kubectl_ok(&["logs", "sleeper"]);
+    assert!(logs.contains("sleeper-started"), "{logs}");
     assert_eq!(containers(&cluster), before, "no container restarted");
 
     // What reloads by itself is not restarted: the serving certificates of
