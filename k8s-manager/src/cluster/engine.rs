@@ -264,7 +264,12 @@ impl Engine {
                 world.host.progress.emit(Event::Notice {
                     message: "the cluster is paused: thawing it first".into(),
                 });
-                if let Err(err) = pause::thaw(&world).await {
+                // One that stops the cluster has no use for a Ready node.
+                let thawed = match operation.turn() {
+                    Turn::CancelsEnables(_) => pause::thaw_at_once(&world).await,
+                    Turn::CancelledByStops => pause::thaw(&world).await,
+                };
+                if let Err(err) = thawed {
                     tracing::warn!("{err}");
                 }
             }
