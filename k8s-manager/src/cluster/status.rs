@@ -55,14 +55,11 @@ pub async fn report(
         earliest_certificate: None,
         ca_warnings: Vec::new(),
         ca_rotation: None,
-        cgroups: String::new(),
+        cgroups: crate::cgroups::Hierarchy::detect().describe(),
         paused: false,
     };
-    // One read of the mount table: the hierarchy said, and the cluster's
-    // cgroups in it (the engine's instance is its state folder).
-    let hierarchy = crate::cgroups::Hierarchy::detect();
-    report.cgroups = hierarchy.describe();
-    let tree = crate::cgroups::Tree::new(hierarchy, &paths.state_dir.display().to_string());
+    // The engine's instance is its state folder, so are its cgroups.
+    let tree = crate::cgroups::Tree::detect(&paths.state_dir.display().to_string());
     if tree.any_frozen() {
         report.paused = true;
         if report.state == crate::model::state::ClusterState::Running {
