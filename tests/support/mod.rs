@@ -75,18 +75,52 @@ pub fn mkfifo(path: &std::path::Path) {
 
 /// Every process carrying the marker of the cluster of `state` (its command lines).
 pub fn marked_processes(state: &std::path::Path) -> Vec<String> {
+    marked(state).into_iter().map(|p| p.cmdline).collect()
+}
+
+/// The marked processes of the cluster of `state` that the manager started:
+/// those whose parent is not marked. A component's own short-lived helpers
+/// (the `iptables` a kube-proxy runs) inherit its marker; they are its, not
+/// a second copy of it.
+pub fn marked_components(state: &std::path::Path) -> Vec<String> {
+    let all = marked(state);
+    let pids: Vec<u32> = all.iter().map(|p| p.pid).collect();
+    all.into_iter()
+        .filter(|p| !pids.contains(&p.ppid))
+        .map(|p| p.cmdline)
+        .collect()
+}
+
+struct Marked {
+    pid: u32,
+    ppid: u32,
+    cmdline: String,
+}
+
+fn marked(state: &std::path::Path) -> Vec<Marked> {
     let want = format!("K8S_MANAGER_INSTANCE={}", state.display());
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        if entry.file_name().to_string_lossy().parse::<u32>().is_err() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
-        }
+        };
         let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
             continue;
         };
         if environ.split(|b| *b == 0).any(|v| v == want.as_bytes()) {
             let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            found.push(String::from_utf8_lossy(&cmdline).replace('\0', " "));
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // After the command's closing parenthesis: state, then the parent.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            found.push(Marked {
+                pid,
+                ppid,
+                cmdline: String::from_utf8_lossy(&cmdline).replace('\0', " "),
+            });
         }
     }
     found
