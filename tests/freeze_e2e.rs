@@ -12,10 +12,16 @@
 
 mod support;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use support::cluster::{Cluster, wait_until};
+use support::cluster::{Cluster, apply_text, import_busybox_with, wait_until};
+
+const IMAGE: &str = "example.test/busybox-idle:e2e";
+/// The LoadBalancer port of the test's web server.
+const WEB_PORT: u16 = 18081;
 
 /// The freezer cgroup of process `pid` (v1 `freezer` line, else v2's).
 fn freezer_cgroup(pid: u64) -> PathBuf {
@@ -105,11 +111,15 @@ fn pause_freezes_everything_and_resume_after_a_short_pause_gives_the_same_cluste
     let status = status_json(&cluster);
     assert_eq!(status["paused"], true, "{status}");
     assert!(
-        status["summary"].as_str().unwrap().starts_with("paused"),
+        status["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("Paused (by `k8s-manager pause` at "),
         "{status}"
     );
     let text = support::run_ok(&mut cluster.manager(&["status"]));
-    assert!(text.starts_with("Kubernetes: paused"), "{text}");
+    assert!(text.starts_with("Kubernetes: Paused ("), "{text}");
+    assert!(text.contains("wakes on the first call)"), "{text}");
 
     support::run_ok(&mut cluster.manager(&["resume"]));
     let status = status_json(&cluster);
@@ -161,4 +171,181 @@ fn a_paused_cluster_is_disabled_and_a_freeze_left_by_a_killed_daemon_is_thawed_b
     assert!(!frozen(&pods_cgroup()));
     cluster.kubectl_ok(&["get", "nodes"]);
     assert_eq!(cluster.node_ready_condition(), "True");
+}
+
+/// Whether every component and the pods are frozen.
+fn all_frozen(cluster: &Cluster) -> bool {
+    cluster
+        .component_pids()
+        .iter()
+        .all(|(_, pid)| frozen(&freezer_cgroup(*pid)))
+        && frozen(&pods_cgroup())
+}
+
+/// The body of a GET of 127.0.0.1:`port`, or "" when nothing answers
+/// within 10 s.
+fn get(port: u16) -> String {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut response = String::new();
+    if stream.write_all(b"GET / HTTP/1.0\r\n\r\n").is_err()
+        || stream.read_to_string(&mut response).is_err()
+    {
+        return String::new();
+    }
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Waits for the idle unit's freeze (status only asks the daemon: it does
+/// not wake the cluster).
+fn wait_frozen(cluster: &Cluster, why: &str) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let status = status_json(cluster);
+        if status["paused"] == true {
+            return status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{why}: not within 60 s: {status:#}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The idle freeze, end to end: a running workload keeps the cluster awake
+/// while `idle.freezeWorkloads` is false; with it true, the unused cluster
+/// freezes by itself after `idle.freezeAfter`; the first upstream kubectl
+/// call wakes it and succeeds at once; frozen again, a request to a
+/// LoadBalancer wakes it and is served; nothing restarted, the node Ready
+/// throughout.
+#[test]
+fn an_idle_cluster_freezes_and_the_first_call_or_load_balancer_request_wakes_it() {
+    let cluster = Cluster::new();
+    cluster.enable_ok();
+    import_busybox_with(cluster.dir.path(), IMAGE, &[]);
+    let workload = format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      containers:
+        - name: web
+          image: {IMAGE}
+          imagePullPolicy: Never
+          command: ["/bin/sh", "-c", "mkdir -p /www && echo hello-idle > /www/index.html && exec busybox httpd -f -p 8080 -h /www"]
+          readinessProbe:
+            tcpSocket: {{port: 8080}}
+            periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  type: LoadBalancer
+  selector: {{app: web}}
+  ports: [{{port: {WEB_PORT}, targetPort: 8080}}]
+"#
+    );
+    apply_text(&cluster, "web", &workload);
+    wait_until("the web server answers", Duration::from_secs(120), || {
+        get(WEB_PORT) == "hello-idle"
+    });
+
+    // A workload keeps the cluster awake while freezeWorkloads is false.
+    support::run_ok(&mut cluster.manager(&["settings", "set", "idle.freezeAfter=5"]));
+    wait_until("the pod is counted", Duration::from_secs(30), || {
+        status_json(&cluster)["idle"]["keptAwakeBy"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("1 pod runs outside kube-system"))
+    });
+    std::thread::sleep(Duration::from_secs(8));
+    let status = status_json(&cluster);
+    assert_eq!(status["paused"], false, "{status}");
+    let restarts_before = restarts(&cluster);
+
+    support::run_ok(&mut cluster.manager(&["settings", "set", "idle.freezeWorkloads=true"]));
+    let status = wait_frozen(&cluster, "the idle freeze");
+    assert_eq!(status["idle"]["frozen"]["cause"], "idle", "{status}");
+    assert!(
+        status["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("Paused (idle since "),
+        "{status}"
+    );
+    assert!(all_frozen(&cluster), "not everything frozen: {status}");
+    let components = cluster.component_pids();
+    let before: Vec<u64> = components.iter().map(|(_, pid)| ticks(*pid)).collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let after: Vec<u64> = components.iter().map(|(_, pid)| ticks(*pid)).collect();
+    assert_eq!(before, after, "CPU used while frozen: {components:?}");
+
+    // The first kubectl call wakes it, and is answered first time.
+    let started = Instant::now();
+    let nodes = cluster.kubectl_ok(&["get", "nodes", "-o", "name"]);
+    eprintln!(
+        "the first call after the freeze took {:?}",
+        started.elapsed()
+    );
+    assert!(nodes.contains("node/"), "{nodes}");
+    let status = status_json(&cluster);
+    assert_eq!(status["paused"], false, "{status}");
+    assert_eq!(
+        status["idle"]["lastWake"]["cause"], "a call to the API server",
+        "{status}"
+    );
+    assert!(!all_frozen(&cluster));
+
+    // Frozen again, a request to the LoadBalancer wakes it and is served.
+    wait_frozen(&cluster, "the second idle freeze");
+    assert!(all_frozen(&cluster));
+    let started = Instant::now();
+    assert_eq!(get(WEB_PORT), "hello-idle");
+    eprintln!(
+        "the LoadBalancer request after the freeze took {:?}",
+        started.elapsed()
+    );
+    let status = status_json(&cluster);
+    assert_eq!(
+        status["idle"]["lastWake"]["cause"],
+        format!("TCP traffic to 127.0.0.1:{WEB_PORT}"),
+        "{status}"
+    );
+    let text = support::run_ok(&mut cluster.manager(&["status"]));
+    assert!(
+        text.contains(&format!(
+            "Last wake: TCP traffic to 127.0.0.1:{WEB_PORT} at "
+        )),
+        "{text}"
+    );
+
+    // Nothing restarted, the same processes, the node Ready throughout.
+    support::run_ok(&mut cluster.manager(&["settings", "set", "idle.freezeAfter=0"]));
+    assert_eq!(cluster.component_pids(), components);
+    assert_eq!(cluster.node_ready_condition(), "True");
+    assert_eq!(restarts(&cluster), restarts_before);
+    let events = cluster.kubectl_ok(&[
+        "get",
+        "events",
+        "-A",
+        "--field-selector",
+        "involvedObject.kind=Node",
+    ]);
+    assert!(!events.contains("NodeNotReady"), "{events}");
 }

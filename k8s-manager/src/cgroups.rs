@@ -283,6 +283,13 @@ impl Tree {
         Ok(())
     }
 
+    /// Whether `unit`'s cgroup is frozen or freezing.
+    pub fn is_frozen(&self, unit: &str) -> bool {
+        self.unit_dir(unit).is_some_and(|dir| {
+            freeze_state(&self.hierarchy, &dir).is_ok_and(|s| s != FreezeState::Thawed)
+        })
+    }
+
     /// Whether any cgroup of the cluster (or the pods') is frozen or
     /// freezing: a freeze a dead manager left counts.
     pub fn any_frozen(&self) -> bool {
@@ -320,6 +327,28 @@ impl Tree {
             .and_then(|dir| std::fs::read_to_string(dir.join("cgroup.procs")).ok())
             .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
             .unwrap_or_default()
+    }
+
+    /// Every process of the cluster: its components' (and what they run)
+    /// and its pods'.
+    pub fn all_pids(&self) -> Vec<u32> {
+        let mut dirs: Vec<PathBuf> = self.cluster_dirs().into_iter().take(1).collect();
+        dirs.extend(self.pods_dir());
+        let mut pids = Vec::new();
+        while let Some(dir) = dirs.pop() {
+            if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+                pids.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+            }
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                dirs.extend(
+                    entries
+                        .flatten()
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.path()),
+                );
+            }
+        }
+        pids
     }
 
     /// The component's CPU time and working set.

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::cluster::cancel::CancelSignal;
 use crate::cluster::engine::Engine;
 use crate::cluster::operations::{Disable, Enable, Pause, RenewCerts, Reset, Resume, RotateCa};
+use crate::model::api::FreezeRequest;
 use crate::model::api::{Applied, ChangeOptions, RenewRequest};
 use crate::model::config::{ClusterConfig, Paths};
 use crate::model::error::{OperationError, code};
@@ -423,15 +424,15 @@ impl Manager {
 
     /// `certs rotate-ca` on the running cluster, as operation `id`.
     /// Freezes the running cluster (see [`crate::cluster::operations::pause`]).
-    pub async fn pause(&self, id: u64) -> Result<(), OperationError> {
+    pub async fn pause(&self, request: FreezeRequest, id: u64) -> Result<(), OperationError> {
         let ticket = self.engine.enable_ticket();
-        self.engine.run(&Pause, id, Some(ticket)).await
+        self.engine.run(&Pause { request }, id, Some(ticket)).await
     }
 
     /// Thaws it.
-    pub async fn resume(&self, id: u64) -> Result<(), OperationError> {
+    pub async fn resume(&self, request: FreezeRequest, id: u64) -> Result<(), OperationError> {
         let ticket = self.engine.enable_ticket();
-        self.engine.run(&Resume, id, Some(ticket)).await
+        self.engine.run(&Resume { request }, id, Some(ticket)).await
     }
 
     pub async fn rotate_ca(&self, id: u64) -> Result<(), OperationError> {

@@ -11,11 +11,14 @@ use std::path::Path;
 pub const TCP_LISTEN: u8 = 0x0A;
 /// An unconnected UDP socket shows `TCP_CLOSE`.
 pub const UDP_UNCONNECTED: u8 = 0x07;
+/// `TCP_ESTABLISHED`.
+pub const TCP_ESTABLISHED: u8 = 0x01;
 
 /// One line of a `/proc/net` socket table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SocketLine {
     pub local: SocketAddr,
+    pub remote: SocketAddr,
     pub state: u8,
     pub inode: u64,
 }
@@ -28,12 +31,18 @@ pub fn parse_table(text: &str) -> Vec<SocketLine> {
 
 fn parse_line(line: &str) -> Option<SocketLine> {
     let fields: Vec<&str> = line.split_whitespace().collect();
-    let (addr, port) = fields.get(1)?.split_once(':')?;
+    let address = |field: &str| -> Option<SocketAddr> {
+        let (addr, port) = field.split_once(':')?;
+        Some(SocketAddr::new(
+            parse_addr(addr)?,
+            u16::from_str_radix(port, 16).ok()?,
+        ))
+    };
     let state = u8::from_str_radix(fields.get(3)?, 16).ok()?;
     let inode = fields.get(9)?.parse().ok()?;
-    let port = u16::from_str_radix(port, 16).ok()?;
     Some(SocketLine {
-        local: SocketAddr::new(parse_addr(addr)?, port),
+        local: address(fields.get(1)?)?,
+        remote: address(fields.get(2)?)?,
         state,
         inode,
     })
@@ -74,6 +83,40 @@ pub fn tcp_listening(proc: &Path, port: u16) -> Vec<SocketLine> {
     sockets
 }
 
+/// The connected TCP sockets whose far end is `port` (the clients of a
+/// server on that port, on this host), read under `proc`.
+pub fn tcp_clients_of(proc: &Path, port: u16) -> Vec<SocketLine> {
+    let mut sockets = Vec::new();
+    for table in ["net/tcp", "net/tcp6"] {
+        if let Ok(text) = std::fs::read_to_string(proc.join(table)) {
+            sockets.extend(
+                parse_table(&text).into_iter().filter(|s| {
+                    s.state == TCP_ESTABLISHED && s.remote.port() == port && s.inode != 0
+                }),
+            );
+        }
+    }
+    sockets
+}
+
+/// The socket inodes process `pid` holds open, read under `proc`.
+pub fn socket_inodes(proc: &Path, pid: u32) -> Vec<u64> {
+    let Ok(fds) = std::fs::read_dir(proc.join(pid.to_string()).join("fd")) else {
+        return Vec::new();
+    };
+    fds.flatten()
+        .filter_map(|fd| {
+            let target = std::fs::read_link(fd.path()).ok()?;
+            let target = target.to_str()?;
+            target
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
 /// The descriptor number under which process `pid` holds one of the sockets
 /// `inodes`, read under `proc`.
 pub fn fd_of(proc: &Path, pid: u32, inodes: &[u64]) -> Option<i32> {
@@ -98,6 +141,21 @@ pub fn listener_fd(proc: &Path, pid: u32, port: u16) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_both_ends_of_a_connection_and_who_holds_it() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (_served, _) = listener.accept().unwrap();
+        let clients = tcp_clients_of(Path::new("/proc"), port);
+        assert_eq!(clients.len(), 1, "{clients:?}");
+        assert_eq!(clients[0].local, client.local_addr().unwrap());
+        assert_eq!(clients[0].remote.port(), port);
+        let ours = socket_inodes(Path::new("/proc"), std::process::id());
+        assert!(ours.contains(&clients[0].inode));
+        drop(client);
+    }
 
     #[test]
     fn finds_this_process_listening_socket() {

@@ -286,6 +286,14 @@ pub fn fd_of_process(pid: u32, fd: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(copy as RawFd) })
 }
 
+/// A descriptor of ours, registered with the async runtime to be awaited
+/// readable (or writable): a listening socket taken from another process.
+pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: the `OwnedFd` is open, owned by the `AsyncFd` from here on,
+    // and its `as_raw_fd` is the same number for its whole life.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
+}
+
 /// Whether `socket` has `SO_REUSEPORT` set, and its address family
 /// (`libc::AF_INET`, `libc::AF_INET6`).
 pub fn socket_reuseport_and_family(socket: BorrowedFd<'_>) -> io::Result<(bool, i32)> {

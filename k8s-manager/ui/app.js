@@ -102,7 +102,8 @@ function renderStatus() {
   const state = status.state;
   const line = $('status');
   line.dataset.state = state.state;
-  const text = statusText(state);
+  // A frozen cluster says so, and what wakes it (`Paused (idle since …)`).
+  const text = status.paused && state.state === 'running' ? status.summary : statusText(state);
   if ($('status-text').textContent !== text) $('status-text').textContent = text;
   const progress = $('progress');
   if (state.state === 'starting') {
@@ -310,7 +311,30 @@ const FIELDS = {
     read: (s) => String(s.ui.port),
     write: (v) => ({ ui: { port: asNumber(v) } }),
   },
+  'idle.freezeAfter': {
+    read: (s) => String(s.idle.freezeAfter),
+    write: (v) => ({ idle: { freezeAfter: asNumber(v) } }),
+  },
+  'idle.freezeWorkloads': {
+    read: (s) => String(s.idle.freezeWorkloads),
+    write: (v) => ({ idle: { freezeWorkloads: v === 'true' } }),
+  },
 };
+
+// The idle freeze in a line: when it freezes, or what keeps it awake, and
+// the last wake.
+function idleText(status) {
+  const idle = status.idle;
+  if (!idle) return '—';
+  let text;
+  if (status.paused) text = status.summary;
+  else if (idle.keptAwakeBy) text = `Stays awake: ${idle.keptAwakeBy}`;
+  else if (!idle.freezeAfter) text = 'Never freezes (idle.freezeAfter is 0)';
+  else text = `Freezes after ${idle.freezeAfter} s unused` + (idle.idleSince ? ` (unused since ${idle.idleSince})` : ' (in use now)');
+  const wake = idle.lastWake;
+  if (wake) text += `; last wake: ${wake.cause} at ${wake.at}, the API server ran again after ${wake.latencyMs} ms`;
+  return text;
+}
 
 // The components, by their processes' names: each has its flags and its
 // environment (`components.<name>.extraArgs`, `.env`), one a line.
@@ -545,8 +569,9 @@ function renderCluster() {
   if (status) {
     const versions = Object.entries(status.versions || {}).map(([k, v]) => `${k} ${v}`).join(', ');
     $('c-versions').textContent = versions || '—';
-    $('c-server').textContent = status.serverUrl
-      ? `${status.serverUrl} (${status.apiReachable ? 'reachable' : 'not reachable'})` : '—';
+    const reach = status.paused ? 'frozen: the first call wakes it' : status.apiReachable ? 'reachable' : 'not reachable';
+    $('c-server').textContent = status.serverUrl ? `${status.serverUrl} (${reach})` : '—';
+    $('c-idle').textContent = idleText(status);
     const cert = status.earliestCertificate;
     const certs = cert
       ? `earliest expiry: ${cert.name} on ${cert.notAfter.slice(0, 10)} (${cert.daysLeft} days)` : '—';

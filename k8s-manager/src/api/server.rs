@@ -20,7 +20,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use crate::manager::{Manager, Plan, Refusal};
-use crate::model::api::ChangeOptions;
+use crate::model::api::{ChangeOptions, FreezeRequest};
 use crate::model::error::OperationError;
 use crate::model::event::Event;
 use crate::model::status::StatusReport;
@@ -234,12 +234,33 @@ pub(crate) async fn handle(
         (Method::POST, super::CERTS_ROTATE_CA) => run_streamed(manager, |manager, id| {
             async move { manager.rotate_ca(id).await }.boxed()
         }),
-        (Method::POST, super::PAUSE) => run_streamed(manager, |manager, id| {
-            async move { manager.pause(id).await }.boxed()
-        }),
-        (Method::POST, super::RESUME) => run_streamed(manager, |manager, id| {
-            async move { manager.resume(id).await }.boxed()
-        }),
+        (Method::POST, path @ (super::PAUSE | super::RESUME)) => {
+            let body = match read_body(req).await {
+                Ok(body) => body,
+                Err(response) => return Ok(response),
+            };
+            let request: Result<FreezeRequest, _> = match body.is_empty() {
+                true => Ok(Default::default()),
+                false => serde_json::from_slice(&body),
+            };
+            let pause = path == super::PAUSE;
+            match request {
+                Ok(request) => run_streamed(manager, move |manager, id| {
+                    async move {
+                        match pause {
+                            true => manager.pause(request, id).await,
+                            false => manager.resume(request, id).await,
+                        }
+                    }
+                    .boxed()
+                }),
+                Err(err) => error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidArgument",
+                    &format!("the request does not read: {err}"),
+                ),
+            }
+        }
         (Method::POST, super::DISABLE) => match manager.disable().await {
             Ok(plan) => operation(manager, plan),
             Err(refusal) => refused(&refusal),
@@ -408,8 +429,26 @@ pub async fn status(manager: &Manager) -> StatusReport {
     let enabled = manager.settings().await.kubernetes.enabled;
     let components = engine.supervisor.status().await;
     let rotating = engine.running_operation() == Some(crate::cluster::operations::rotate_ca::NAME);
-    crate::cluster::status::report(engine.paths(), &record, enabled, components, true, rotating)
-        .await
+    let settings = manager.settings().await;
+    let mut report = crate::cluster::status::report(
+        engine.paths(),
+        &record,
+        enabled,
+        components,
+        true,
+        rotating,
+    )
+    .await;
+    let mut idle = engine.units().idle.status();
+    idle.freeze_after = settings.idle.freeze_after;
+    if report.paused
+        && report.state == crate::model::state::ClusterState::Running
+        && let Some(line) = idle.paused_line()
+    {
+        report.summary = line;
+    }
+    report.idle = Some(idle);
+    report
 }
 
 /// Runs an operation in its own task and streams its own events to the

@@ -74,6 +74,44 @@ pub async fn node_ready(client: &kube::Client, name: &str, since: i64) -> Result
     }
 }
 
+/// Whether the node is Ready and its kubelet renewed the node's lease at
+/// or after `since` (Unix seconds): the heartbeat the controller-manager's
+/// node monitor reads. After a thaw the kubelet renews it at once, while
+/// its next full status may be a status period away.
+pub async fn node_alive(client: &kube::Client, name: &str, since: i64) -> Result<(), String> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = nodes
+        .get_opt(name)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("node {name} is not registered"))?;
+    let conditions = node.status.and_then(|s| s.conditions).unwrap_or_default();
+    if !conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+    {
+        return Err(format!("node {name} is not Ready"));
+    }
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let lease = leases
+        .get_opt(name)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("node {name} has no lease"))?;
+    let renewed = lease
+        .spec
+        .and_then(|s| s.renew_time)
+        .map(|t| t.0.as_second())
+        .unwrap_or(0);
+    match renewed >= since {
+        true => Ok(()),
+        false => Err(format!(
+            "node {name}: its lease was not renewed since the thaw yet"
+        )),
+    }
+}
+
 /// Whether a CoreDNS pod is Ready and, asked at its own address, answers
 /// `name` with `expect`; if not, what the pods are doing. The answer is what
 /// makes it true now: a Ready condition alone may be one that an earlier

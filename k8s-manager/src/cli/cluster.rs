@@ -236,6 +236,17 @@ impl Progress {
                     "{prefix}  ✓ certificate {name} renewed, valid until {not_after}"
                 );
             }
+            Event::Frozen { cause, .. } => {
+                let prefix = if self.tty { "\r\x1b[2K" } else { "" };
+                let _ = writeln!(err, "{prefix}  ✓ frozen ({cause})");
+            }
+            Event::Thawed { cause, latency_ms } => {
+                let prefix = if self.tty { "\r\x1b[2K" } else { "" };
+                let _ = writeln!(
+                    err,
+                    "{prefix}  ✓ thawed ({cause}): the API server ran again after {latency_ms} ms"
+                );
+            }
             Event::State { .. } | Event::Started { .. } => {}
             Event::Done {
                 ok: true, message, ..

@@ -121,6 +121,11 @@ impl Engine {
         })
     }
 
+    /// What the in-process units share with the daemon.
+    pub fn units(&self) -> &crate::controllers::Handles {
+        &self.units
+    }
+
     pub fn paths(&self) -> &Paths {
         &self.paths
     }
@@ -214,6 +219,13 @@ impl Engine {
         };
         let _busy = self.busy.lock().await;
         let _running = Running::start(&self.running, name);
+        // An operation is use of the cluster (a freeze is not).
+        let used = || {
+            if name != pause::PAUSE {
+                self.units.idle.used();
+            }
+        };
+        used();
         self.emit(Event::Started {
             operation: name.into(),
             id,
@@ -266,8 +278,8 @@ impl Engine {
                 });
                 // One that stops the cluster has no use for a Ready node.
                 let thawed = match operation.turn() {
-                    Turn::CancelsEnables(_) => pause::thaw_at_once(&world).await,
-                    Turn::CancelledByStops => pause::thaw(&world).await,
+                    Turn::CancelsEnables(_) => pause::thaw_at_once(&world, name).await,
+                    Turn::CancelledByStops => pause::thaw(&world, name).await,
                 };
                 if let Err(err) = thawed {
                     tracing::warn!("{err}");
@@ -289,6 +301,7 @@ impl Engine {
             }
             result
         };
+        used();
         let seconds = start.elapsed().as_secs_f64();
         let (ok, message, error) = match &result {
             Ok(()) => (true, operation.done(seconds), None),

@@ -165,6 +165,8 @@ pub trait ClusterApi: Send + Sync {
     ) -> BoxFuture<'_, Result<(), String>>;
     /// Whether the node reports Ready with a status newer than `since` (Unix seconds).
     fn node_ready<'a>(&'a self, node: &'a str, since: i64) -> BoxFuture<'a, Result<(), String>>;
+    /// Whether the node is Ready and its lease was renewed at or after `since`.
+    fn node_alive<'a>(&'a self, node: &'a str, since: i64) -> BoxFuture<'a, Result<(), String>>;
     /// Whether CoreDNS is Ready and answers `name` with `expect`.
     fn coredns_answers<'a>(
         &'a self,
@@ -556,6 +558,14 @@ impl ClusterApi for LiveApi {
         async move {
             let client = self.admin().await?;
             crate::bootstrap::wait::node_ready(client, node, since).await
+        }
+        .boxed()
+    }
+
+    fn node_alive<'a>(&'a self, node: &'a str, since: i64) -> BoxFuture<'a, Result<(), String>> {
+        async move {
+            let client = self.admin().await?;
+            crate::bootstrap::wait::node_alive(client, node, since).await
         }
         .boxed()
     }

@@ -57,10 +57,13 @@ pub async fn report(
         ca_rotation: None,
         cgroups: crate::cgroups::Hierarchy::detect().describe(),
         paused: false,
+        idle: None,
     };
     // The engine's instance is its state folder, so are its cgroups.
     let tree = crate::cgroups::Tree::detect(&paths.state_dir.display().to_string());
-    if tree.any_frozen() {
+    // Paused while the API server is: a wake's last step (the scheduler
+    // and the controller-manager) is not.
+    if tree.is_frozen("kube-apiserver") {
         report.paused = true;
         if report.state == crate::model::state::ClusterState::Running {
             report.summary = crate::model::status::PAUSED.into();
@@ -99,6 +102,10 @@ pub async fn report(
         proxy_env: Vec::new(),
     };
     let probe = ApiServer.probe(&ctx);
+    // A frozen API server would not answer; and a probe of it would wake it.
+    if report.paused {
+        return report;
+    }
     if let Ok(client) = probe.client() {
         report.api_reachable = probe.check(&client).await.is_ok();
     }

@@ -11,6 +11,7 @@
 //! list the pipeline starts.
 
 pub mod certs;
+pub mod idle;
 pub mod image_mirror;
 pub mod image_sync;
 pub mod services;
@@ -42,12 +43,13 @@ pub struct Unit {
 }
 
 /// Every in-process unit, in its start order.
-pub const UNITS: [Unit; 5] = [
+pub const UNITS: [Unit; 6] = [
     volumes::UNIT,
     services::UNIT,
     image_mirror::UNIT,
     image_sync::UNIT,
     certs::UNIT,
+    idle::UNIT,
 ];
 
 /// What the units share with the daemon, made once by the engine and given
@@ -57,6 +59,8 @@ pub const UNITS: [Unit; 5] = [
 pub struct Handles {
     pub images: ImageSync,
     pub settings: watch::Receiver<Settings>,
+    /// The cluster's use and freeze ([`idle`]).
+    pub idle: idle::Idle,
 }
 
 impl Handles {
@@ -64,6 +68,7 @@ impl Handles {
         Handles {
             images: ImageSync::default(),
             settings,
+            idle: idle::Idle::default(),
         }
     }
 }

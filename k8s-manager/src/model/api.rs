@@ -36,6 +36,18 @@ pub struct RenewRequest {
     pub validity_days: Option<u32>,
 }
 
+/// Why a freeze or a thaw is asked for (the optional body of `POST
+/// /v1/pause` and `POST /v1/resume`): the idle unit says `idle` and what
+/// woke the cluster; a person's request says nothing (`pause`, `resume`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FreezeRequest {
+    pub cause: Option<String>,
+    /// An idle freeze: since when nothing had used the cluster (RFC 3339).
+    /// The freeze is not made if anything used it after the request.
+    pub idle_since: Option<String>,
+}
+
 /// How a change is asked for.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ChangeOptions {

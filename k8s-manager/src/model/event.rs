@@ -24,6 +24,17 @@ pub enum Event {
     /// its name (`apiserver`, `admin.conf`) and its new expiry (RFC 3339).
     #[serde(rename_all = "camelCase")]
     CertRenewed { name: String, not_after: String },
+    /// The cluster was frozen (`pause`, or the idle unit: `cause` says).
+    #[serde(rename_all = "camelCase")]
+    Frozen {
+        cause: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idle_since: Option<String>,
+    },
+    /// The cluster was thawed: what woke it, and how long after the wake
+    /// was asked for the API server ran again.
+    #[serde(rename_all = "camelCase")]
+    Thawed { cause: String, latency_ms: u64 },
     /// The state changed.
     State { state: ClusterState },
     /// The operation ended: `ok`, or failed with `error`; `message` says

@@ -37,6 +37,11 @@ pub const DEFAULT_CHECK_INTERVAL_SECONDS: u64 = 12 * 3600;
 /// The bounds of `certs.checkInterval`: a short one is for tests; more than
 /// a week apart could miss a window of `renewWithinDays: 1`.
 pub const CHECK_INTERVAL_SECONDS: std::ops::RangeInclusive<u64> = 5..=7 * 24 * 3600;
+/// An idle cluster freezes after five minutes unused.
+pub const DEFAULT_FREEZE_AFTER_SECONDS: u64 = 300;
+/// The bounds of a non-zero `idle.freezeAfter`: a few seconds is for tests
+/// and demos; a week is as good as never.
+pub const FREEZE_AFTER_SECONDS: std::ops::RangeInclusive<u64> = 5..=7 * 24 * 3600;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
@@ -52,6 +57,7 @@ pub struct Settings {
     pub docker: Docker,
     pub certs: Certs,
     pub ui: Ui,
+    pub idle: Idle,
     /// Flags and variables added to each component's (see [`super::overrides`]).
     pub components: ComponentOverrides,
 }
@@ -125,6 +131,27 @@ pub struct Ui {
     pub port: u16,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct Idle {
+    /// Seconds unused after which the cluster is frozen (its processes use
+    /// no CPU; the first call wakes it); 0: never.
+    pub freeze_after: u64,
+    /// Whether running pods outside `kube-system` freeze with it (traffic to
+    /// their LoadBalancer or NodePort wakes them); false: they keep the
+    /// cluster awake.
+    pub freeze_workloads: bool,
+}
+
+impl Default for Idle {
+    fn default() -> Idle {
+        Idle {
+            freeze_after: DEFAULT_FREEZE_AFTER_SECONDS,
+            freeze_workloads: false,
+        }
+    }
+}
+
 /// What changing a setting asks of the cluster; the facts of the cluster
 /// then decide the change's [`Effect`] (nothing runs: nothing restarts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,6 +207,9 @@ pub const EFFECTS: &[(&str, Redo)] = &[
     ("certs.checkInterval", Redo::Nothing),
     // The page is the daemon's, not the cluster's: it moves by itself.
     ("ui.port", Redo::Nothing),
+    // Read by the idle unit at each look.
+    ("idle.freezeAfter", Redo::Nothing),
+    ("idle.freezeWorkloads", Redo::Nothing),
     // On the one command line and environment they are added to.
     ("components.*.extraArgs", Redo::RestartComponent),
     // `{}` while it holds no variable; then one key per variable.
@@ -240,6 +270,7 @@ impl Default for Settings {
             docker: Docker::default(),
             certs: Certs::default(),
             ui: Ui::default(),
+            idle: Idle::default(),
             components: ComponentOverrides::default(),
         }
     }
@@ -590,6 +621,16 @@ impl Settings {
                     "must be from {} to {} seconds",
                     CHECK_INTERVAL_SECONDS.start(),
                     CHECK_INTERVAL_SECONDS.end()
+                ),
+            ));
+        }
+        if self.idle.freeze_after != 0 && !FREEZE_AFTER_SECONDS.contains(&self.idle.freeze_after) {
+            return Err(SettingsError::new(
+                "idle.freezeAfter",
+                format!(
+                    "must be 0 (never) or from {} to {} seconds",
+                    FREEZE_AFTER_SECONDS.start(),
+                    FREEZE_AFTER_SECONDS.end()
                 ),
             ));
         }
@@ -966,6 +1007,9 @@ mod tests {
         assert_eq!(err.field, "certs.checkInterval");
         let err = refuse(json!({"certs": {"checkInterval": 30 * 24 * 3600}}));
         assert_eq!(err.field, "certs.checkInterval");
+        let err = refuse(json!({"idle": {"freezeAfter": 2}}));
+        assert_eq!(err.field, "idle.freezeAfter");
+        assert!(err.message.contains("0 (never)"), "{}", err.message);
         let err = refuse(json!({"proxy": {"http": "ftp://user:s3cret@proxy.test:21"}}));
         assert_eq!(err.field, "proxy.http");
         assert!(!err.message.contains("s3cret"), "{err}");

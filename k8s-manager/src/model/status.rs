@@ -44,6 +44,75 @@ pub struct StatusReport {
     /// until `resume`, or any other operation, thaws them.
     #[serde(default)]
     pub paused: bool,
+    /// The idle freeze: when the cluster freezes, why it stays awake, what
+    /// froze it and what last woke it (absent without a daemon).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<IdleStatus>,
+}
+
+/// The idle freeze as the daemon sees it ([`crate::controllers::idle`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdleStatus {
+    /// `idle.freezeAfter`: seconds unused before the freeze; 0: never.
+    pub freeze_after: u64,
+    /// Since when nothing used the awake cluster (RFC 3339); absent when
+    /// something uses it now, or no idle unit runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_since: Option<String>,
+    /// Why the awake cluster does not freeze, when something keeps it awake
+    /// that is not a client (`2 pods run outside kube-system`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_awake_by: Option<String>,
+    /// The freeze the cluster is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen: Option<Frozen>,
+    /// The last wake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_wake: Option<Wake>,
+}
+
+/// A freeze: when, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Frozen {
+    /// When it froze (RFC 3339).
+    pub since: String,
+    /// `idle` (the unit) or `pause` (asked for).
+    pub cause: String,
+    /// For an idle freeze: since when nothing had used the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_since: Option<String>,
+    /// Whether a call to the API server (or a LoadBalancer) wakes it now.
+    pub wakes_on_first_call: bool,
+}
+
+/// A wake: what woke the cluster, when, and how long until the API server
+/// ran again (what the first call waited).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Wake {
+    pub at: String,
+    pub cause: String,
+    pub latency_ms: u64,
+}
+
+impl IdleStatus {
+    /// The one line a paused cluster shows: `Paused (idle since …, wakes on
+    /// the first call)`.
+    pub fn paused_line(&self) -> Option<String> {
+        let frozen = self.frozen.as_ref()?;
+        let mut parts = vec![match (&frozen.idle_since, frozen.cause.as_str()) {
+            (Some(since), _) => format!("idle since {since}"),
+            (None, "pause") => format!("by `k8s-manager pause` at {}", frozen.since),
+            (None, cause) => format!("{cause} at {}", frozen.since),
+        }];
+        parts.push(match frozen.wakes_on_first_call {
+            true => "wakes on the first call".into(),
+            false => "`k8s-manager resume` thaws it".into(),
+        });
+        Some(format!("Paused ({})", parts.join(", ")))
+    }
 }
 
 /// The summary of a paused cluster.
@@ -89,17 +158,45 @@ pub struct CertExpiry {
 }
 
 /// The report as lines for a terminal.
+/// The idle freeze's lines of the text status.
+fn idle_lines(idle: &IdleStatus, paused: bool) -> String {
+    let mut out = String::new();
+    if !paused {
+        let line = match (&idle.kept_awake_by, idle.freeze_after, &idle.idle_since) {
+            (Some(kept), _, _) => format!("stays awake: {kept}"),
+            (None, 0, _) => "never (idle.freezeAfter is 0)".into(),
+            (None, after, Some(since)) => {
+                format!("after {after}s unused (unused since {since})")
+            }
+            (None, after, None) => format!("after {after}s unused (in use now)"),
+        };
+        out.push_str(&format!("Idle freeze: {line}\n"));
+    }
+    if let Some(wake) = &idle.last_wake {
+        out.push_str(&format!(
+            "Last wake: {} at {}, the API server ran again after {} ms\n",
+            wake.cause, wake.at, wake.latency_ms
+        ));
+    }
+    out
+}
+
 pub fn render_text(report: &StatusReport) -> String {
     let mut out = format!("Kubernetes: {}\n", report.summary);
     if let Some(url) = &report.server_url {
         out.push_str(&format!(
             "API server: {url} ({})\n",
-            if report.api_reachable {
+            if report.paused {
+                "frozen: the first call wakes it"
+            } else if report.api_reachable {
                 "reachable"
             } else {
                 "not reachable"
             }
         ));
+    }
+    if let Some(idle) = &report.idle {
+        out.push_str(&idle_lines(idle, report.paused));
     }
     if let Some(ready) = report.node_ready {
         out.push_str(&format!(

@@ -3,24 +3,26 @@
 //! using CPU, their memory kept, nothing restarted; `resume` (or any other
 //! operation, which thaws first) lets them go on.
 //!
+//! The idle unit ([`crate::controllers::idle`]) asks for both too: `pause`
+//! with the cause `idle` once nobody used the cluster for
+//! `idle.freezeAfter`, `resume` with what woke it.
+//!
 //! The order is meant to keep the node Ready (`bench/freeze.sh` measures
-//! it; after a freeze longer than the kubelet's 30 s runtime check it does
-//! not always yet: the README has the figures): a freeze takes the API
-//! server's clients first and etcd last; a thaw lets
-//! the pods, the kubelet and kube-proxy go on first, while etcd and the API
-//! server are still frozen, so that the kubelet checks its runtime again
-//! (its check goes stale after 30 s) before it can post a status (its call
-//! to the API server waits); then etcd and the API server; then, once the
-//! node posted a Ready status, the scheduler and the controller-manager,
-//! whose node monitor would otherwise read the node's last status as lost.
+//! it): a freeze takes the API server's clients first and etcd last; a thaw
+//! lets the pods, the kubelet, kube-proxy, etcd and the API server go on
+//! together (the first call waits for the API server only: milliseconds);
+//! then, once the kubelet renewed the node's lease (at once after a thaw),
+//! the scheduler and the controller-manager, whose node monitor would
+//! otherwise read the node's last heartbeat as lost.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use crate::cgroups::PODS;
 use crate::cluster::operation::{Needs, Operation, Turn, World};
+use crate::model::api::FreezeRequest;
 use crate::model::error::OperationError;
 use crate::model::event::Event;
 use crate::model::state::Phase;
@@ -40,20 +42,24 @@ pub const FREEZE_ORDER: [&str; 7] = [
     "etcd",
 ];
 
-/// How long the kubelet runs before etcd and the API server are thawed: the
-/// time for its runtime and pod-lifecycle checks to run again (0.1 s was
-/// not enough after 200 s frozen; 0.3 s was, after 70 s).
-pub const KUBELET_FIRST: Duration = Duration::from_millis(300);
-/// How long the thaw waits for the node's Ready status before it lets the
-/// controller-manager go on all the same: a kubelet that posted NotReady
-/// first posts again after its status period (10 s).
+/// What a thaw lets go on first, together: everything the first call and
+/// the node's heartbeat need.
+pub const THAW_FIRST: [&str; 5] = [PODS, "kubelet", "kube-proxy", "etcd", "kube-apiserver"];
+/// How long the thaw waits for the node's heartbeat (its lease renewed)
+/// before it lets the controller-manager go on all the same.
 const NODE_READY_WITHIN: Duration = Duration::from_secs(15);
 
 /// The operation that freezes the cluster.
-pub struct Pause;
+#[derive(Default)]
+pub struct Pause {
+    pub request: FreezeRequest,
+}
 
 /// The operation that thaws it.
-pub struct Resume;
+#[derive(Default)]
+pub struct Resume {
+    pub request: FreezeRequest,
+}
 
 impl Operation for Pause {
     fn name(&self) -> &'static str {
@@ -74,17 +80,54 @@ impl Operation for Pause {
 
     fn run<'a>(&'a self, world: &'a World<'a>) -> BoxFuture<'a, Result<(), OperationError>> {
         async move {
+            let idle = &world.host.units.idle;
+            let cause = self.request.cause.clone().unwrap_or_else(|| PAUSE.into());
+            let idle_since = self.request.idle_since.clone();
+            // Asked for while something ran: it may be in use again.
+            let since = idle_since.as_deref().and_then(|t| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            });
+            if since.is_some_and(|since| idle.used_after(since)) {
+                world.host.progress.emit(Event::Notice {
+                    message:
+                        "the cluster was used since the idle freeze was asked for: it stays awake"
+                            .into(),
+                });
+                return Ok(());
+            }
+            if world.host.processes.frozen() {
+                world.host.progress.emit(Event::Notice {
+                    message: "the cluster is paused already".into(),
+                });
+                return Ok(());
+            }
             let phase = Phase::named("freeze");
             world.host.progress.emit(Event::Phase {
                 phase: phase.clone(),
                 description: "freezing the components and the pods".into(),
             });
+            let api_pid = world
+                .host
+                .processes
+                .status()
+                .await
+                .into_iter()
+                .find(|c| c.name == "kube-apiserver")
+                .and_then(|c| c.pid);
             world
                 .host
                 .processes
                 .set_frozen(&FREEZE_ORDER, true)
                 .await
-                .map_err(|e| OperationError::new(phase, format!("cannot freeze the cluster: {e}")))
+                .map_err(|e| {
+                    OperationError::new(phase, format!("cannot freeze the cluster: {e}"))
+                })?;
+            idle.froze(&cause, idle_since.clone(), api_pid);
+            world
+                .host
+                .progress
+                .emit(Event::Frozen { cause, idle_since });
+            Ok(())
         }
         .boxed()
     }
@@ -119,49 +162,60 @@ impl Operation for Resume {
                 phase: Phase::named("thaw"),
                 description: "thawing the cluster".into(),
             });
-            thaw(world).await
+            let cause = self.request.cause.as_deref().unwrap_or(RESUME);
+            thaw(world, cause).await
         }
         .boxed()
     }
 }
 
+/// The error of a thaw that failed.
+fn thaw_failed(e: String) -> OperationError {
+    OperationError::new(
+        Phase::named("thaw"),
+        format!("cannot thaw the cluster: {e}"),
+    )
+}
+
+/// Tells that the API server runs again: `cause` woke it (unless a wake
+/// was asked for, which is told instead), `started` when.
+fn told_thawed(world: &World<'_>, cause: &str, started: Instant) {
+    let wake = world.host.units.idle.thawed(cause, started);
+    world.host.progress.emit(Event::Thawed {
+        cause: wake.cause,
+        latency_ms: wake.latency_ms,
+    });
+}
+
 /// Thaws everything at once, for an operation that stops the cluster
-/// anyway (a disable, a reset): no wait for the node.
-pub async fn thaw_at_once(world: &World<'_>) -> Result<(), OperationError> {
+/// anyway (a disable, a reset: `cause`): no wait for the node.
+pub async fn thaw_at_once(world: &World<'_>, cause: &str) -> Result<(), OperationError> {
+    let started = Instant::now();
     world
         .host
         .processes
         .set_frozen(&FREEZE_ORDER, false)
         .await
-        .map_err(|e| {
-            OperationError::new(
-                Phase::named("thaw"),
-                format!("cannot thaw the cluster: {e}"),
-            )
-        })
+        .map_err(thaw_failed)?;
+    told_thawed(world, cause, started);
+    Ok(())
 }
 
 /// Thaws the cluster in the order that keeps its node Ready (see the
-/// module's words); what no freeze holds is passed.
-pub async fn thaw(world: &World<'_>) -> Result<(), OperationError> {
-    let phase = Phase::named("thaw");
+/// module's words), for `cause`; what no freeze holds is passed.
+pub async fn thaw(world: &World<'_>, cause: &str) -> Result<(), OperationError> {
     let processes = world.host.processes;
-    let fail =
-        |e: String| OperationError::new(phase.clone(), format!("cannot thaw the cluster: {e}"));
     let started = time::OffsetDateTime::now_utc().unix_timestamp();
+    let begun = Instant::now();
     processes
-        .set_frozen(&[PODS, "kubelet", "kube-proxy"], false)
+        .set_frozen(&THAW_FIRST, false)
         .await
-        .map_err(fail)?;
-    tokio::time::sleep(KUBELET_FIRST).await;
-    processes
-        .set_frozen(&["etcd", "kube-apiserver"], false)
-        .await
-        .map_err(fail)?;
+        .map_err(thaw_failed)?;
+    told_thawed(world, cause, begun);
     if let Some(config) = &world.last_made {
         // One check answers at once: asked again until the kubelet posted.
         let posted = async {
-            while let Err(why) = world.api.node_ready(&config.node_name, started).await {
+            while let Err(why) = world.api.node_alive(&config.node_name, started).await {
                 tracing::debug!("after the thaw: {why}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -171,14 +225,14 @@ pub async fn thaw(world: &World<'_>) -> Result<(), OperationError> {
             .is_err()
         {
             tracing::warn!(
-                "the node posted no Ready status within {NODE_READY_WITHIN:?} of the thaw: the controller-manager goes on all the same"
+                "the node renewed no lease within {NODE_READY_WITHIN:?} of the thaw: the controller-manager goes on all the same"
             );
         }
     }
     processes
         .set_frozen(&["kube-scheduler", "kube-controller-manager"], false)
         .await
-        .map_err(fail)
+        .map_err(thaw_failed)
 }
 
 #[cfg(test)]
@@ -198,7 +252,7 @@ mod tests {
         let paths = config.paths();
         world.journal.clear();
         world
-            .run(&Pause, &paths, Some(config.clone()))
+            .run(&Pause::default(), &paths, Some(config.clone()))
             .await
             .unwrap();
         assert_eq!(
@@ -210,24 +264,23 @@ mod tests {
         );
         world.journal.clear();
         world
-            .run(&Resume, &paths, Some(config.clone()))
+            .run(&Resume::default(), &paths, Some(config.clone()))
             .await
             .unwrap();
         assert_eq!(
             world.journal.entries(),
             [
                 "phase thaw",
-                "thaw pods,kubelet,kube-proxy",
-                "thaw etcd,kube-apiserver",
+                "thaw pods,kubelet,kube-proxy,etcd,kube-apiserver",
                 // The controller-manager only once the node posted Ready.
-                &format!("node {} ready", config.node_name),
+                &format!("node {} alive", config.node_name),
                 "thaw kube-scheduler,kube-controller-manager"
             ]
         );
         // A cluster that is not paused is left as it is.
         world.journal.clear();
         world
-            .run(&Resume, &paths, Some(config.clone()))
+            .run(&Resume::default(), &paths, Some(config.clone()))
             .await
             .unwrap();
         assert_eq!(world.journal.entries(), Vec::<String>::new());

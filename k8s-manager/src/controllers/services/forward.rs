@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::plan::{PortKey, Protocol};
+use crate::controllers::idle::Idle;
 
 /// Each direction of a TCP connection moves up to this much per call (the
 /// size of its pipe): fewer, larger moves.
@@ -36,6 +37,24 @@ const UDP_BUFFER: usize = 65_535;
 /// connection is closed at once, and the cap is told (each connection holds
 /// two sockets and two pipes of up to [`TCP_BUFFER`]).
 pub const TCP_MAX_CONNECTIONS: usize = 1024;
+
+/// Whom a listener tells: where a TCP port says it is full, and the
+/// cluster's use (each connection or datagram is use, and wakes a frozen
+/// cluster: [`crate::controllers::idle`]).
+#[derive(Clone)]
+pub struct Tell {
+    pub full: mpsc::UnboundedSender<PortKey>,
+    pub idle: Idle,
+}
+
+impl From<mpsc::UnboundedSender<PortKey>> for Tell {
+    fn from(full: mpsc::UnboundedSender<PortKey>) -> Tell {
+        Tell {
+            full,
+            idle: Idle::default(),
+        }
+    }
+}
 
 /// A listener that serves until dropped.
 pub struct Listening {
@@ -61,9 +80,9 @@ pub async fn listen(
     address: std::net::IpAddr,
     key: PortKey,
     target: SocketAddr,
-    full: mpsc::UnboundedSender<PortKey>,
+    tell: impl Into<Tell>,
 ) -> std::io::Result<Listening> {
-    listen_with_udp_idle(address, key, target, full, UDP_IDLE).await
+    listen_with_udp_idle(address, key, target, tell, UDP_IDLE).await
 }
 
 /// [`listen`], with UDP sessions that end after `udp_idle` without a
@@ -72,9 +91,15 @@ pub async fn listen_with_udp_idle(
     address: std::net::IpAddr,
     key: PortKey,
     target: SocketAddr,
-    full: mpsc::UnboundedSender<PortKey>,
+    tell: impl Into<Tell>,
     udp_idle: Duration,
 ) -> std::io::Result<Listening> {
+    let Tell { full, idle } = tell.into();
+    let what = format!(
+        "{} traffic to {}",
+        key.protocol,
+        SocketAddr::new(address, key.port)
+    );
     let at = SocketAddr::new(address, key.port);
     let stop = CancellationToken::new();
     let (tx, rx) = watch::channel(target);
@@ -87,12 +112,19 @@ pub async fn listen_with_udp_idle(
                 key,
                 max: TCP_MAX_CONNECTIONS,
                 full,
+                idle: (idle, what),
             };
             tokio::spawn(serve_tcp(listener, rx, stop.clone(), cap));
         }
         Protocol::Udp => {
             let socket = UdpSocket::bind(at).await?;
-            tokio::spawn(serve_udp(Arc::new(socket), rx, stop.clone(), udp_idle));
+            tokio::spawn(serve_udp(
+                Arc::new(socket),
+                rx,
+                stop.clone(),
+                udp_idle,
+                (idle, what),
+            ));
         }
     }
     Ok(Listening {
@@ -107,6 +139,8 @@ struct Cap {
     key: PortKey,
     max: usize,
     full: mpsc::UnboundedSender<PortKey>,
+    /// The cluster's use, and what this listener is (`TCP 127.0.0.1:80`).
+    idle: (Idle, String),
 }
 
 /// One open connection, counted while it lives.
@@ -132,7 +166,10 @@ async fn serve_tcp(
             accepted = listener.accept() => accepted,
         };
         let inbound = match accepted {
-            Ok((inbound, _)) => inbound,
+            Ok((inbound, _)) => {
+                cap.idle.0.traffic(&cap.idle.1);
+                inbound
+            }
             Err(err) => {
                 // Out of descriptors and the like: pause rather than spin.
                 tracing::debug!("accept: {err}");
@@ -250,6 +287,7 @@ async fn serve_udp(
     target: watch::Receiver<SocketAddr>,
     stop: CancellationToken,
     idle: Duration,
+    used: (Idle, String),
 ) {
     let sessions: Sessions = Arc::default();
     let epoch = Instant::now();
@@ -263,6 +301,7 @@ async fn serve_udp(
             // An ICMP error of an earlier send, reported here: not fatal.
             continue;
         };
+        used.0.traffic(&used.1);
         let existing = sessions.lock().expect("sessions").get(&client).cloned();
         let session = match existing {
             Some(session) => session,
@@ -588,6 +627,7 @@ mod tests {
             key: key(Protocol::Tcp),
             max: 2,
             full,
+            idle: (Idle::default(), "TCP traffic".into()),
         };
         let stop = CancellationToken::new();
         let (_target, rx) = watch::channel(target);

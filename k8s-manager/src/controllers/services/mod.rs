@@ -61,16 +61,17 @@ const RETRY: Duration = Duration::from_secs(1);
 pub const UNIT: Unit = Unit {
     name: NAME,
     needs: &[&ApiServer],
-    make: |config, _| unit(config),
+    make: |config, handles| unit(config, handles.idle.clone()),
 };
 
 /// The supervised unit: serves the Services of a cluster with `config`.
-pub fn unit(config: &ClusterConfig) -> TaskSpec {
+pub fn unit(config: &ClusterConfig, idle: crate::controllers::idle::Idle) -> TaskSpec {
     let kubeconfig = config.paths().admin_kubeconfig();
     let address = config.load_balancer_address;
     TaskSpec::new(NAME, move |ctx| {
         let kubeconfig = kubeconfig.clone();
-        async move { run(ctx, &kubeconfig, address).await }
+        let idle = idle.clone();
+        async move { run(ctx, &kubeconfig, address, idle).await }
     })
 }
 
@@ -97,9 +98,16 @@ struct Balancer {
     unsettled: bool,
     /// Where a TCP port says it reached its cap of connections.
     full: mpsc::UnboundedSender<PortKey>,
+    /// The cluster's use, told of every connection.
+    idle: crate::controllers::idle::Idle,
 }
 
-async fn run(mut ctx: TaskContext, kubeconfig: &Path, address: IpAddr) -> Result<(), String> {
+async fn run(
+    mut ctx: TaskContext,
+    kubeconfig: &Path,
+    address: IpAddr,
+    idle: crate::controllers::idle::Idle,
+) -> Result<(), String> {
     let client = crate::bootstrap::watch_client(kubeconfig)
         .await
         .map_err(|e| crate::error::chain(&e))?;
@@ -126,6 +134,7 @@ async fn run(mut ctx: TaskContext, kubeconfig: &Path, address: IpAddr) -> Result
         written: BTreeMap::new(),
         unsettled: false,
         full,
+        idle,
     };
     let mut tick = tokio::time::interval(RETRY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -178,7 +187,11 @@ impl Balancer {
                 active.listening.retarget(claim.target);
                 continue;
             }
-            match forward::listen(self.address, *key, claim.target, self.full.clone()).await {
+            let tell = forward::Tell {
+                full: self.full.clone(),
+                idle: self.idle.clone(),
+            };
+            match forward::listen(self.address, *key, claim.target, tell).await {
                 Ok(listening) => {
                     tracing::info!("{NAME}: {} serves {key} → {}", claim.service, claim.target);
                     self.active.insert(
