@@ -204,10 +204,20 @@ fn get(port: u16) -> String {
 /// Waits for the idle unit's freeze (status only asks the daemon: it does
 /// not wake the cluster).
 fn wait_frozen(cluster: &Cluster, why: &str) -> serde_json::Value {
+    wait_status(cluster, why, |status| status["paused"] == true)
+}
+
+/// Waits up to 60 s for a status that `done` accepts, and returns it; the
+/// last one is shown when none did.
+fn wait_status(
+    cluster: &Cluster,
+    why: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let start = Instant::now();
     loop {
         let status = status_json(cluster);
-        if status["paused"] == true {
+        if done(&status) {
             return status;
         }
         assert!(
@@ -269,8 +279,8 @@ spec:
 
     // A workload keeps the cluster awake while freezeWorkloads is false.
     support::run_ok(&mut cluster.manager(&["settings", "set", "idle.freezeAfter=5"]));
-    wait_until("the pod is counted", Duration::from_secs(30), || {
-        status_json(&cluster)["idle"]["keptAwakeBy"]
+    wait_status(&cluster, "the pod is counted", |status| {
+        status["idle"]["keptAwakeBy"]
             .as_str()
             .is_some_and(|k| k.starts_with("1 pod runs outside kube-system"))
     });

@@ -41,7 +41,43 @@ pub const MANIFESTS: Manifests = &[
         "storage.yaml",
         include_str!("../../../manifests/storage.yaml"),
     ),
+    (
+        "thaw-guard.yaml",
+        include_str!("../../../manifests/thaw-guard.yaml"),
+    ),
 ];
+
+/// The ConfigMap whose presence arms the thaw guard (`manifests/thaw-guard.yaml`).
+pub const THAW_GUARD: &str = "k8s-manager-thaw-guard";
+
+/// Arms (`on`) or disarms the thaw guard: makes or deletes its ConfigMap in
+/// `kube-system`; either is done when already so.
+pub async fn thaw_guard(client: &kube::Client, on: bool) -> Result<(), String> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
+    if on {
+        let map: ConfigMap = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": THAW_GUARD, "namespace": "kube-system"},
+        }))
+        .expect("a ConfigMap");
+        maps.patch(
+            THAW_GUARD,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&map),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("arming the thaw guard: {e}"))
+    } else {
+        match maps.delete(THAW_GUARD, &Default::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(format!("disarming the thaw guard: {e}")),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {

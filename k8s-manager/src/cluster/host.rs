@@ -167,6 +167,8 @@ pub trait ClusterApi: Send + Sync {
     fn node_ready<'a>(&'a self, node: &'a str, since: i64) -> BoxFuture<'a, Result<(), String>>;
     /// Whether the node is Ready and its lease was renewed at or after `since`.
     fn node_alive<'a>(&'a self, node: &'a str, since: i64) -> BoxFuture<'a, Result<(), String>>;
+    /// Arms the thaw guard (see `manifests/thaw-guard.yaml`).
+    fn arm_thaw_guard(&self) -> BoxFuture<'_, Result<(), String>>;
     /// Whether CoreDNS is Ready and answers `name` with `expect`.
     fn coredns_answers<'a>(
         &'a self,
@@ -566,6 +568,14 @@ impl ClusterApi for LiveApi {
         async move {
             let client = self.admin().await?;
             crate::bootstrap::wait::node_alive(client, node, since).await
+        }
+        .boxed()
+    }
+
+    fn arm_thaw_guard(&self) -> BoxFuture<'_, Result<(), String>> {
+        async move {
+            let client = self.admin().await?;
+            crate::bootstrap::thaw_guard(client, true).await
         }
         .boxed()
     }

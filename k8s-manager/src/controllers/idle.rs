@@ -24,6 +24,13 @@
 //! tells how long the API server took to run again (`status`, the `thawed`
 //! event).
 //!
+//! A freeze of more than 30 s leaves the kubelet's runtime check stale: its
+//! first status after the thaw says NotReady ("container runtime is down")
+//! before the check runs again. `pause` arms the thaw guard
+//! (`manifests/thaw-guard.yaml`) before it freezes, which refuses exactly
+//! that status while armed (the kubelet asks again at once, checked afresh);
+//! this unit disarms it [`GUARD_FOR`] after the thaw.
+//!
 //! Going through the control API, the freeze and the wake take their turn
 //! with every other operation; an operation that runs is use, and a freeze
 //! asked for while one ran is dropped when its turn comes if anything used
@@ -59,6 +66,9 @@ const LOOK_EVERY: Duration = Duration::from_millis(500);
 const PODS_EVERY: Duration = Duration::from_secs(10);
 /// The cause of an idle freeze.
 pub const IDLE: &str = "idle";
+/// How long after a thaw the thaw guard stays armed: the kubelet's runtime
+/// check runs every 5 s, its pod-lifecycle check every second.
+const GUARD_FOR: Duration = Duration::from_secs(10);
 
 /// The unit as declared: a client of the API server.
 pub const UNIT: Unit = Unit {
@@ -355,6 +365,8 @@ async fn run(
     let mut clients = Clients::new(port, pods, tree);
     let mut pods_counted: Option<Instant> = None;
     let mut pods_outside = 0usize;
+    // A guard a crash left armed is disarmed at once.
+    let mut disarm_at = Some(Instant::now());
     loop {
         if let Some(api_pid) = idle.frozen_api_pid() {
             ctx.detail(Some(match api_pid {
@@ -377,7 +389,18 @@ async fn run(
                 }
             }
             clients.known.clear();
+            disarm_at = Some(Instant::now() + GUARD_FOR);
             continue;
+        }
+        if disarm_at.is_some_and(|at| at <= Instant::now()) {
+            let disarmed = match crate::bootstrap::client(&kubeconfig).await {
+                Ok(client) => crate::bootstrap::thaw_guard(&client, false).await,
+                Err(err) => Err(crate::error::chain(&err)),
+            };
+            match disarmed {
+                Ok(()) => disarm_at = None,
+                Err(err) => tracing::debug!("{err}"),
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(LOOK_EVERY) => {}
@@ -390,9 +413,18 @@ async fn run(
         if clients.outside() > 0 {
             idle.used();
         }
-        if pods_counted.is_none_or(|at| at.elapsed() >= PODS_EVERY) {
+        // Counted every few seconds, and again just before a freeze.
+        let due = idle.unused_for().is_some_and(|(unused, _)| {
+            wanted.freeze_after > 0 && unused.as_secs() >= wanted.freeze_after
+        });
+        let recount = if due {
+            Duration::from_secs(1)
+        } else {
+            PODS_EVERY
+        };
+        if pods_counted.is_none_or(|at| at.elapsed() >= recount) {
             pods_counted = Some(Instant::now());
-            match running_pods_outside_kube_system(&kubeconfig).await {
+            match pods_outside_kube_system(&kubeconfig).await {
                 Ok(count) => pods_outside = count,
                 Err(err) => tracing::debug!("counting pods: {err}"),
             }
@@ -493,14 +525,14 @@ async fn wait_for_use(idle: &Idle, api_pid: Option<u32>, port: u16) -> Option<St
     }
 }
 
-/// How many pods run outside `kube-system`.
-async fn running_pods_outside_kube_system(kubeconfig: &Path) -> Result<usize, String> {
+/// How many pods outside `kube-system` run or are about to (not ended).
+async fn pods_outside_kube_system(kubeconfig: &Path) -> Result<usize, String> {
     use k8s_openapi::api::core::v1::Pod;
     let client = crate::bootstrap::client(kubeconfig)
         .await
         .map_err(|e| crate::error::chain(&e))?;
     let params = kube::api::ListParams::default()
-        .fields("status.phase=Running,metadata.namespace!=kube-system");
+        .fields("status.phase!=Succeeded,status.phase!=Failed,metadata.namespace!=kube-system");
     let pods = kube::Api::<Pod>::all(client)
         .list_metadata(&params)
         .await

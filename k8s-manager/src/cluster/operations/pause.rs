@@ -106,6 +106,14 @@ impl Operation for Pause {
                 phase: phase.clone(),
                 description: "freezing the components and the pods".into(),
             });
+            // A stale NotReady after a long freeze is refused while it thaws.
+            if let Err(err) = world.api.arm_thaw_guard().await {
+                world.host.progress.emit(Event::Notice {
+                    message: format!(
+                        "{err}: after a long freeze the node may show NotReady for a few seconds"
+                    ),
+                });
+            }
             let api_pid = world
                 .host
                 .processes
@@ -259,6 +267,7 @@ mod tests {
             world.journal.entries(),
             [
                 "phase freeze",
+                "thaw guard armed",
                 "freeze kube-controller-manager,kube-scheduler,kube-proxy,kubelet,pods,kube-apiserver,etcd"
             ]
         );
