@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# What a freeze of the whole cluster does to it, before the manager freezes
-# anything itself (issue 22): enables a cluster, freezes every component and
-# the kubelet's pods through their cgroups (v1 freezer), waits FREEZE seconds,
-# thaws them in the order ORDER names, then watches the node for 30 s.
+# What a freeze of the whole cluster does to it: enables a cluster, freezes
+# every component and the kubelet's pods (the manager's `pause`, or by hand
+# through the v1 freezer's files), waits FREEZE seconds, thaws them as ORDER
+# says, then watches the node for 30 s.
 # Prints how long the freeze and the thaw took, the node's Ready condition and
 # taints each second, the node's events, and the pods' restarts.
 #
 #   FREEZE=N        seconds frozen (default 70: past the kubelet's 30 s runtime
 #                   check, and past the controller-manager's 50 s grace)
-#   ORDER=manager   (default) `k8s-manager pause`, then `k8s-manager resume`:
-#                   the manager's own freeze and thaw (timed, whole commands)
+#   ORDER=wake      (default) `k8s-manager pause`, then the first `kubectl get
+#                   nodes` wakes the cluster (timed, the whole command)
+#   ORDER=manager   `k8s-manager pause`, then `k8s-manager resume`: the
+#                   manager's own freeze and thaw (timed, whole commands)
 #   ORDER=api-first etcd, API server, pods, kubelet, kube-proxy; then, once
 #                   the kubelet renewed its lease, scheduler, controller-manager
 #   ORDER=kubelet-first  pods, kubelet, kube-proxy; KUBELET_FIRST s
@@ -20,7 +22,7 @@ set -euo pipefail
 # shellcheck source=bench/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 freeze=${FREEZE:-70}
-order=${ORDER:-manager}
+order=${ORDER:-wake}
 kubelet_first=${KUBELET_FIRST:-0.3}
 k() { "$bundle/bin/kubectl" --kubeconfig "$state/kubeconfig/admin.conf" "$@"; }
 now() { date +%s.%N; }
@@ -102,11 +104,25 @@ by_manager() {
 	echo "then kubectl get nodes: $(since "$t") s"
 }
 
+# The idle freeze's way: the first call wakes the cluster.
+by_call() {
+	local t
+	t=$(now)
+	m pause >/dev/null
+	echo "k8s-manager pause: $(since "$t") s; frozen for $freeze s"
+	sleep "$freeze"
+	t=$(now)
+	k get nodes >/dev/null
+	echo "the first kubectl get nodes (it wakes the cluster): $(since "$t") s"
+	m status | grep '^Last wake' || true
+}
+
 before=$(restarts)
 case $order in
+wake) by_call ;;
 manager) by_manager ;;
 api-first | kubelet-first) by_hand ;;
-*) echo "ORDER is manager, api-first or kubelet-first" >&2; exit 2 ;;
+*) echo "ORDER is wake, manager, api-first or kubelet-first" >&2; exit 2 ;;
 esac
 for _ in $(seq 30); do
 	echo "$(date +%T) $(k get node -o jsonpath='Ready={.items[0].status.conditions[?(@.type=="Ready")].status} ({.items[0].status.conditions[?(@.type=="Ready")].message}) taints={.items[0].spec.taints}')"

@@ -1,11 +1,13 @@
-//! `pause` and `resume` on a real cluster: every component and the pods
-//! frozen through their cgroups (no CPU used, nothing restarted), status
-//! saying so; `resume` after a short pause gives back a cluster whose node
-//! stayed Ready and whose processes and containers are the same (after a
-//! pause past the kubelet's 30 s runtime check the node can be NotReady for
-//! a status period: `bench/freeze.sh` measures that, and the README says it); `disable` of a paused
+//! The freeze on a real cluster. `pause` and `resume`: every component and
+//! the pods frozen through their cgroups (no CPU used, nothing restarted),
+//! status saying so; `resume` gives back a cluster whose node stayed Ready
+//! and whose processes and containers are the same; `disable` of a paused
 //! cluster stops it; a daemon killed while the cluster is paused leaves a
-//! freeze that the next `enable` thaws.
+//! freeze that the next `enable` thaws. The idle freeze: a workload keeps the
+//! cluster awake unless `idle.freezeWorkloads`; unused, it freezes by itself;
+//! the first upstream kubectl call wakes it and is answered, and so is a
+//! request to a LoadBalancer. (A freeze past the kubelet's 30 s runtime
+//! check, up to 10 minutes, is `bench/freeze.sh`'s: the README quotes it.)
 //!
 //! Needs root, containerd prepared by vm/prepare-vm.sh, the bundle
 //! (`K8S_MANAGER_BUNDLE`) and upstream kubectl; tests/run.sh provides them.

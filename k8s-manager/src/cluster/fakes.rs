@@ -111,7 +111,7 @@ pub struct World {
     pub behaviour: Behaviour,
     children: Mutex<Vec<(ProcessSpec, ChildStatus)>>,
     pub events: Mutex<Vec<Event>>,
-    units: crate::controllers::Handles,
+    pub units: crate::controllers::Handles,
     /// Processes moved over to their changed inputs.
     moved: Mutex<BTreeSet<String>>,
     /// What the record keeps of the cluster made.

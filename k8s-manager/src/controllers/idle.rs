@@ -481,9 +481,6 @@ async fn wait_for_use(idle: &Idle, api_pid: Option<u32>, port: u16) -> Option<St
             }
         }
     });
-    // The connections queued or served when the freeze began.
-    let (served, _) = tables(Path::new("/proc"), port);
-    let mut seen: HashSet<Connection> = served.iter().map(|s| (s.local, s.remote)).collect();
     loop {
         // Thawed by something else (an operation): nothing to wake.
         idle.frozen_api_pid()?;
@@ -500,19 +497,7 @@ async fn wait_for_use(idle: &Idle, api_pid: Option<u32>, port: u16) -> Option<St
         tokio::select! {
             _ = changed => continue,
             guard = ready => {
-                let (served, clients) = tables(Path::new("/proc"), port);
-                let ours: HashSet<u64> =
-                    procnet::socket_inodes(Path::new("/proc"), std::process::id())
-                        .into_iter()
-                        .collect();
-                let mut outside = false;
-                for s in &served {
-                    let connection = (s.local, s.remote);
-                    if seen.insert(connection) && !is_own(connection, &clients, &ours) {
-                        outside = true;
-                    }
-                }
-                if outside {
+                if queued_from_outside(port) {
                     return Some("a call to the API server".into());
                 }
                 // Only the manager's own: wait for the next connection (the
@@ -523,6 +508,26 @@ async fn wait_for_use(idle: &Idle, api_pid: Option<u32>, port: u16) -> Option<St
             }
         }
     }
+}
+
+/// Whether a connection queued on the API port (the kernel's, not yet
+/// accepted: no descriptor, inode 0) is not the manager's own. One queued
+/// just before the freeze finished counts as well as one after.
+fn queued_from_outside(port: u16) -> bool {
+    let proc = Path::new("/proc");
+    let (served, clients) = tables(proc, port);
+    let queued: Vec<Connection> = served
+        .iter()
+        .filter(|s| s.inode == 0)
+        .map(|s| (s.local, s.remote))
+        .collect();
+    if queued.is_empty() {
+        return false;
+    }
+    let ours: HashSet<u64> = procnet::socket_inodes(proc, std::process::id())
+        .into_iter()
+        .collect();
+    queued.iter().any(|c| !is_own(*c, &clients, &ours))
 }
 
 /// How many pods outside `kube-system` run or are about to (not ended).
@@ -672,5 +677,23 @@ mod tests {
         let _ = outside.wait();
         assert_eq!(cause.as_deref(), Some("a call to the API server"));
         drop(listener);
+
+        // A call queued while the freeze was being made wakes it as well.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut early = std::process::Command::new("bash")
+            .args(["-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}; sleep 5")])
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let cause = tokio::time::timeout(
+            Duration::from_secs(5),
+            wait_for_use(&idle, Some(std::process::id()), port),
+        )
+        .await
+        .expect("woken within 5 s");
+        let _ = early.kill();
+        let _ = early.wait();
+        assert_eq!(cause.as_deref(), Some("a call to the API server"));
     }
 }

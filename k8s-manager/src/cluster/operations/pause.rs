@@ -293,5 +293,39 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(world.journal.entries(), Vec::<String>::new());
+
+        // An idle freeze asked for before a use is dropped at its turn; one
+        // asked for after the last use is made, and says so in status.
+        let before = time::OffsetDateTime::now_utc() - time::Duration::seconds(5);
+        world.units.idle.used();
+        let stale = Pause {
+            request: FreezeRequest {
+                cause: Some("idle".into()),
+                idle_since: before
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .ok(),
+            },
+        };
+        world
+            .run(&stale, &paths, Some(config.clone()))
+            .await
+            .unwrap();
+        assert_eq!(world.journal.entries(), Vec::<String>::new());
+        let after = time::OffsetDateTime::now_utc() + time::Duration::seconds(1);
+        let fresh = Pause {
+            request: FreezeRequest {
+                cause: Some("idle".into()),
+                idle_since: after
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .ok(),
+            },
+        };
+        world
+            .run(&fresh, &paths, Some(config.clone()))
+            .await
+            .unwrap();
+        assert_eq!(world.journal.entries()[0], "phase freeze");
+        let idle = world.units.idle.status();
+        assert_eq!(idle.frozen.unwrap().cause, "idle");
     }
 }
