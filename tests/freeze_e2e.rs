@@ -14,8 +14,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -144,9 +142,20 @@ fn pause_freezes_everything_and_resume_after_a_short_pause_gives_the_same_cluste
 }
 
 #[test]
-fn a_paused_cluster_is_disabled_and_a_freeze_left_by_a_killed_daemon_is_thawed_by_enable() {
+fn a_paused_cluster_is_renewed_reset_and_disabled_and_a_freeze_left_by_a_killed_daemon_is_thawed_by_enable()
+ {
     let cluster = Cluster::new();
     cluster.enable_ok();
+    // Every operation thaws first and works from the frozen state.
+    for operation in [&["certs", "renew"][..], &["reset"][..]] {
+        support::run_ok(&mut cluster.manager(&["pause"]));
+        assert_eq!(status_json(&cluster)["paused"], true);
+        support::run_ok(&mut cluster.manager(operation));
+        let status = status_json(&cluster);
+        assert_eq!(status["paused"], false, "{operation:?}: {status}");
+        assert_eq!(status["summary"], "running", "{operation:?}: {status}");
+        cluster.kubectl_ok(&["get", "nodes"]);
+    }
     support::run_ok(&mut cluster.manager(&["pause"]));
     // disable thaws first: a frozen process does not even die of SIGKILL.
     support::run_ok(&mut cluster.manager(&["disable"]));
@@ -187,20 +196,7 @@ fn all_frozen(cluster: &Cluster) -> bool {
 /// The body of a GET of 127.0.0.1:`port`, or "" when nothing answers
 /// within 10 s.
 fn get(port: u16) -> String {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut response = String::new();
-    if stream.write_all(b"GET / HTTP/1.0\r\n\r\n").is_err()
-        || stream.read_to_string(&mut response).is_err()
-    {
-        return String::new();
-    }
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.trim().to_string())
-        .unwrap_or_default()
+    support::http_get(port, Duration::from_secs(10))
 }
 
 /// Waits for the idle unit's freeze (status only asks the daemon: it does

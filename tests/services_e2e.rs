@@ -122,20 +122,7 @@ spec:
 
 /// The body of a GET of 127.0.0.1:`port`, or "" when nothing answers.
 fn get(port: u16) -> String {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
-    let mut response = String::new();
-    if stream.write_all(b"GET / HTTP/1.0\r\n\r\n").is_err()
-        || stream.read_to_string(&mut response).is_err()
-    {
-        return String::new();
-    }
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.trim().to_string())
-        .unwrap_or_default()
+    support::http_get(port, Duration::from_secs(3))
 }
 
 fn answers(port: u16, body: &str) -> bool {

@@ -181,3 +181,23 @@ pub fn skip(name: &str, reason: &str) {
     writeln!(skips, "{name}: {reason}").unwrap();
     eprintln!("SKIPPED {name}: {reason}");
 }
+
+/// The body of an HTTP/1.0 GET of 127.0.0.1:`port`, or "" when nothing
+/// answers within `limit`.
+pub fn http_get(port: u16, limit: std::time::Duration) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(limit));
+    let mut response = String::new();
+    if stream.write_all(b"GET / HTTP/1.0\r\n\r\n").is_err()
+        || stream.read_to_string(&mut response).is_err()
+    {
+        return String::new();
+    }
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.trim().to_string())
+        .unwrap_or_default()
+}
