@@ -111,6 +111,8 @@ by_call() {
 	m pause >/dev/null
 	echo "k8s-manager pause: $(since "$t") s; frozen for $freeze s"
 	sleep "$freeze"
+	# Still frozen, nothing woke it on the way (else a wake shows here).
+	m status | grep -E '^(Kubernetes|Last wake):' || true
 	t=$(now)
 	k get nodes >/dev/null
 	echo "the first kubectl get nodes (it wakes the cluster): $(since "$t") s"

@@ -458,6 +458,10 @@ async fn run(
             // Whole precision: the operation compares it with the last use.
             idle_since: since.format(&Rfc3339).ok(),
         };
+        tracing::info!(
+            "nothing used the cluster for {}s: freezing it",
+            unused.as_secs()
+        );
         if let Err(err) = ask_daemon(&paths, crate::model::api::PAUSE, &request).await {
             tracing::warn!("freezing the idle cluster: {err}");
             // Not again before another whole period.
@@ -497,7 +501,8 @@ async fn wait_for_use(idle: &Idle, api_pid: Option<u32>, port: u16) -> Option<St
         tokio::select! {
             _ = changed => continue,
             guard = ready => {
-                if queued_from_outside(port) {
+                if let Some(client) = queued_from_outside(port) {
+                    tracing::info!("a call to the frozen API server from {client}: waking the cluster");
                     return Some("a call to the API server".into());
                 }
                 // Only the manager's own: wait for the next connection (the
@@ -510,10 +515,11 @@ async fn wait_for_use(idle: &Idle, api_pid: Option<u32>, port: u16) -> Option<St
     }
 }
 
-/// Whether a connection queued on the API port (the kernel's, not yet
-/// accepted: no descriptor, inode 0) is not the manager's own. One queued
-/// just before the freeze finished counts as well as one after.
-fn queued_from_outside(port: u16) -> bool {
+/// The client of a connection queued on the API port (the kernel's, not
+/// yet accepted: no descriptor, inode 0) that is not the manager's own, if
+/// any. One queued just before the freeze finished counts as well as one
+/// after.
+fn queued_from_outside(port: u16) -> Option<SocketAddr> {
     let proc = Path::new("/proc");
     let (served, clients) = tables(proc, port);
     let queued: Vec<Connection> = served
@@ -522,12 +528,15 @@ fn queued_from_outside(port: u16) -> bool {
         .map(|s| (s.local, s.remote))
         .collect();
     if queued.is_empty() {
-        return false;
+        return None;
     }
     let ours: HashSet<u64> = procnet::socket_inodes(proc, std::process::id())
         .into_iter()
         .collect();
-    queued.iter().any(|c| !is_own(*c, &clients, &ours))
+    queued
+        .iter()
+        .find(|c| !is_own(**c, &clients, &ours))
+        .map(|(_, client)| *client)
 }
 
 /// How many pods outside `kube-system` run or are about to (not ended).
