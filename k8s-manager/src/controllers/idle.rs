@@ -266,14 +266,29 @@ impl Clients {
             .copied()
             .collect();
         if !new.is_empty() {
-            let mut pids = self.tree.all_pids();
-            pids.push(std::process::id());
-            let ours: HashSet<u64> = pids
-                .iter()
-                .flat_map(|pid| procnet::socket_inodes(proc, *pid))
+            // The manager's own and the pods' first (the manager reconnects
+            // now and then); the cluster's processes' descriptors only for
+            // what is left.
+            let mine: HashSet<u64> = procnet::socket_inodes(proc, std::process::id())
+                .into_iter()
                 .collect();
-            for connection in new {
-                let own = from_pod(connection.1, self.pods) || is_own(connection, &clients, &ours);
+            let (known, rest): (Vec<Connection>, Vec<Connection>) = new
+                .into_iter()
+                .partition(|c| from_pod(c.1, self.pods) || is_own(*c, &clients, &mine));
+            for connection in known {
+                self.known.insert(connection, true);
+            }
+            let ours: HashSet<u64> = match rest.is_empty() {
+                true => HashSet::new(),
+                false => self
+                    .tree
+                    .all_pids()
+                    .iter()
+                    .flat_map(|pid| procnet::socket_inodes(proc, *pid))
+                    .collect(),
+            };
+            for connection in rest {
+                let own = is_own(connection, &clients, &ours);
                 if !own {
                     tracing::debug!(
                         "a client of the API server from outside the cluster: {}",
@@ -364,6 +379,9 @@ async fn run(
     let kubeconfig = paths.admin_kubeconfig();
     let mut clients = Clients::new(port, pods, tree);
     let mut pods_counted: Option<Instant> = None;
+    // One client for the counts: a new one each time would be a new
+    // connection (and a TLS handshake) every few seconds.
+    let mut api: Option<kube::Client> = None;
     let mut pods_outside = 0usize;
     // A guard a crash left armed is disarmed at once.
     let mut disarm_at = Some(Instant::now());
@@ -424,7 +442,14 @@ async fn run(
         };
         if pods_counted.is_none_or(|at| at.elapsed() >= recount) {
             pods_counted = Some(Instant::now());
-            match pods_outside_kube_system(&kubeconfig).await {
+            if api.is_none() {
+                api = crate::bootstrap::client(&kubeconfig).await.ok();
+            }
+            let counted = match &api {
+                Some(client) => pods_outside_kube_system(client).await,
+                None => Err("no client of the API server".into()),
+            };
+            match counted {
                 Ok(count) => pods_outside = count,
                 Err(err) => tracing::debug!("counting pods: {err}"),
             }
@@ -540,14 +565,11 @@ fn queued_from_outside(port: u16) -> Option<SocketAddr> {
 }
 
 /// How many pods outside `kube-system` run or are about to (not ended).
-async fn pods_outside_kube_system(kubeconfig: &Path) -> Result<usize, String> {
+async fn pods_outside_kube_system(client: &kube::Client) -> Result<usize, String> {
     use k8s_openapi::api::core::v1::Pod;
-    let client = crate::bootstrap::client(kubeconfig)
-        .await
-        .map_err(|e| crate::error::chain(&e))?;
     let params = kube::api::ListParams::default()
         .fields("status.phase!=Succeeded,status.phase!=Failed,metadata.namespace!=kube-system");
-    let pods = kube::Api::<Pod>::all(client)
+    let pods = kube::Api::<Pod>::all(client.clone())
         .list_metadata(&params)
         .await
         .map_err(|e| e.to_string())?;
