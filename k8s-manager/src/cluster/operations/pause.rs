@@ -45,6 +45,12 @@ pub const FREEZE_ORDER: [&str; 7] = [
 /// What a thaw lets go on first, together: everything the first call and
 /// the node's heartbeat need.
 pub const THAW_FIRST: [&str; 5] = [PODS, "kubelet", "kube-proxy", "etcd", "kube-apiserver"];
+/// A lease renewed this recently is a heartbeat the controller-manager's
+/// node monitor (50 s of grace, a look every 5 s) reads as alive: after a
+/// short freeze the thaw does not wait for the next renewal (up to the
+/// kubelet's 10 s period), after a longer one it waits for the renewal the
+/// kubelet makes at once.
+const LEASE_FRESH_SECONDS: i64 = 20;
 /// How long the thaw waits for the node's heartbeat (its lease renewed)
 /// before it lets the controller-manager go on all the same.
 const NODE_READY_WITHIN: Duration = Duration::from_secs(15);
@@ -213,7 +219,7 @@ pub async fn thaw_at_once(world: &World<'_>, cause: &str) -> Result<(), Operatio
 /// module's words), for `cause`; what no freeze holds is passed.
 pub async fn thaw(world: &World<'_>, cause: &str) -> Result<(), OperationError> {
     let processes = world.host.processes;
-    let started = time::OffsetDateTime::now_utc().unix_timestamp();
+    let fresh_since = time::OffsetDateTime::now_utc().unix_timestamp() - LEASE_FRESH_SECONDS;
     let begun = Instant::now();
     processes
         .set_frozen(&THAW_FIRST, false)
@@ -223,7 +229,7 @@ pub async fn thaw(world: &World<'_>, cause: &str) -> Result<(), OperationError> 
     if let Some(config) = &world.last_made {
         // One check answers at once: asked again until the kubelet posted.
         let posted = async {
-            while let Err(why) = world.api.node_alive(&config.node_name, started).await {
+            while let Err(why) = world.api.node_alive(&config.node_name, fresh_since).await {
                 tracing::debug!("after the thaw: {why}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
