@@ -430,8 +430,8 @@ async fn run(
             _ = ctx.stopping() => return Ok(()),
         }
         let wanted = settings.borrow().idle.clone();
-        // Two small /proc tables; the owners' descriptors only for a new
-        // connection: read here, it costs less than a hop to a thread.
+        // The socket tables (a few ms of the kernel's walk, every 5 s); the
+        // owners' descriptors only for a new connection.
         if clients.outside() > 0 {
             idle.used();
         }
