@@ -551,7 +551,7 @@ mod tests {
     use crate::supervisor::stale::StaleProcess;
 
     /// The fake API's journal line of the bootstrap phase's apply.
-    const MANIFESTS_APPLIED: &str = "apply rbac.yaml,coredns.yaml,storage.yaml";
+    const MANIFESTS_APPLIED: &str = "apply rbac.yaml,coredns.yaml,storage.yaml,thaw-guard.yaml";
 
     const COMPONENTS: [&str; 6] = crate::bundle::manifest::CLUSTER_EXECUTABLES;
 
