@@ -1,7 +1,7 @@
 //! The control API's client (its server is [`crate::api`]): requests over
 //! the unix socket, and starting the daemon when none answers. The CLI uses
-//! it, and so does the certificate renewal unit, which asks the daemon for
-//! its operation as `certs renew` does; it knows the model only.
+//! it, and so do the certificate renewal and idle freeze units, which ask
+//! the daemon for their operations as the CLI does; it knows the model only.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -259,6 +259,33 @@ impl Client {
             }
         }
         Err(ClientError::Protocol("the manager closed the connection before the operation ended (did it crash? see its log)".into()))
+    }
+}
+
+/// An operation that did not succeed: the manager could not be asked, or
+/// the operation failed (its message, and its error when it ended with one).
+#[derive(Debug, thiserror::Error)]
+pub enum OperationFailed {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{message}")]
+    Failed {
+        message: String,
+        error: Option<crate::model::error::OperationError>,
+    },
+}
+
+impl Client {
+    /// Runs the operation at `path` with `body` and waits for its end,
+    /// without following its progress (the in-process units' way).
+    pub async fn run_operation(&self, path: &str, body: Vec<u8>) -> Result<(), OperationFailed> {
+        match self.operation(path, body, |_| {}).await? {
+            Event::Done { ok: true, .. } => Ok(()),
+            Event::Done { message, error, .. } => Err(OperationFailed::Failed { message, error }),
+            other => {
+                Err(ClientError::Protocol(format!("the operation ended with {other:?}")).into())
+            }
+        }
     }
 }
 

@@ -68,68 +68,61 @@ fn parse_addr(hex: &str) -> Option<IpAddr> {
     }
 }
 
+/// Every TCP socket of this network namespace, IPv4 and IPv6, read under
+/// `proc`. Each read walks the kernel's whole connection hash (milliseconds
+/// on a machine with much memory): read once, filter as needed.
+pub fn tcp_sockets(proc: &Path) -> Vec<SocketLine> {
+    ["net/tcp", "net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(proc.join(table)).ok())
+        .flat_map(|text| parse_table(&text))
+        .collect()
+}
+
 /// The TCP sockets listening on `port` (any address), read under `proc`.
 pub fn tcp_listening(proc: &Path, port: u16) -> Vec<SocketLine> {
-    let mut sockets = Vec::new();
-    for table in ["net/tcp", "net/tcp6"] {
-        if let Ok(text) = std::fs::read_to_string(proc.join(table)) {
-            sockets.extend(
-                parse_table(&text)
-                    .into_iter()
-                    .filter(|s| s.state == TCP_LISTEN && s.local.port() == port && s.inode != 0),
-            );
-        }
-    }
-    sockets
+    tcp_sockets(proc)
+        .into_iter()
+        .filter(|s| s.state == TCP_LISTEN && s.local.port() == port && s.inode != 0)
+        .collect()
 }
 
-/// The connected TCP sockets whose far end is `port` (the clients of a
-/// server on that port, on this host), read under `proc`.
-pub fn tcp_clients_of(proc: &Path, port: u16) -> Vec<SocketLine> {
-    let mut sockets = Vec::new();
-    for table in ["net/tcp", "net/tcp6"] {
-        if let Ok(text) = std::fs::read_to_string(proc.join(table)) {
-            sockets.extend(
-                parse_table(&text).into_iter().filter(|s| {
-                    s.state == TCP_ESTABLISHED && s.remote.port() == port && s.inode != 0
-                }),
-            );
-        }
-    }
-    sockets
-}
-
-/// The socket inodes process `pid` holds open, read under `proc`.
-pub fn socket_inodes(proc: &Path, pid: u32) -> Vec<u64> {
+/// The sockets process `pid` holds open: each descriptor number with the
+/// socket's inode, read under `proc`.
+fn sockets_of(proc: &Path, pid: u32) -> Vec<(i32, u64)> {
     let Ok(fds) = std::fs::read_dir(proc.join(pid.to_string()).join("fd")) else {
         return Vec::new();
     };
     fds.flatten()
         .filter_map(|fd| {
+            let number = fd.file_name().to_str()?.parse().ok()?;
             let target = std::fs::read_link(fd.path()).ok()?;
-            let target = target.to_str()?;
-            target
+            let inode = target
+                .to_str()?
                 .strip_prefix("socket:[")?
                 .strip_suffix(']')?
                 .parse()
-                .ok()
+                .ok()?;
+            Some((number, inode))
         })
+        .collect()
+}
+
+/// The socket inodes process `pid` holds open, read under `proc`.
+pub fn socket_inodes(proc: &Path, pid: u32) -> Vec<u64> {
+    sockets_of(proc, pid)
+        .into_iter()
+        .map(|(_, inode)| inode)
         .collect()
 }
 
 /// The descriptor number under which process `pid` holds one of the sockets
 /// `inodes`, read under `proc`.
 pub fn fd_of(proc: &Path, pid: u32, inodes: &[u64]) -> Option<i32> {
-    let links: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
-    let fds = std::fs::read_dir(proc.join(pid.to_string()).join("fd")).ok()?;
-    fds.flatten().find_map(|fd| {
-        let target = std::fs::read_link(fd.path()).ok()?;
-        links
-            .iter()
-            .any(|l| target.as_os_str() == l.as_str())
-            .then(|| fd.file_name().to_string_lossy().parse().ok())
-            .flatten()
-    })
+    sockets_of(proc, pid)
+        .into_iter()
+        .find(|(_, inode)| inodes.contains(inode))
+        .map(|(fd, _)| fd)
 }
 
 /// The descriptor of the socket process `pid` listens with on TCP `port`.
@@ -148,7 +141,10 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         let client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         let (_served, _) = listener.accept().unwrap();
-        let clients = tcp_clients_of(Path::new("/proc"), port);
+        let clients: Vec<SocketLine> = tcp_sockets(Path::new("/proc"))
+            .into_iter()
+            .filter(|s| s.state == TCP_ESTABLISHED && s.remote.port() == port)
+            .collect();
         assert_eq!(clients.len(), 1, "{clients:?}");
         assert_eq!(clients[0].local, client.local_addr().unwrap());
         assert_eq!(clients[0].remote.port(), port);

@@ -257,7 +257,9 @@ pub(crate) async fn handle(
                 Err(err) => error(
                     StatusCode::BAD_REQUEST,
                     "InvalidArgument",
-                    &format!("the request does not read: {err}"),
+                    &format!(
+                        "the request does not read ({err}): send no body, or {{\"cause\": \"…\"}}"
+                    ),
                 ),
             }
         }
@@ -426,14 +428,13 @@ async fn read_body(req: Request<hyper::body::Incoming>) -> Result<Bytes, Respons
 pub async fn status(manager: &Manager) -> StatusReport {
     let engine = manager.engine();
     let record = engine.record();
-    let enabled = manager.settings().await.kubernetes.enabled;
+    let settings = manager.settings().await;
     let components = engine.supervisor.status().await;
     let rotating = engine.running_operation() == Some(crate::cluster::operations::rotate_ca::NAME);
-    let settings = manager.settings().await;
     let mut report = crate::cluster::status::report(
         engine.paths(),
         &record,
-        enabled,
+        settings.kubernetes.enabled,
         components,
         true,
         rotating,

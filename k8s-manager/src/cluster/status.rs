@@ -55,12 +55,15 @@ pub async fn report(
         earliest_certificate: None,
         ca_warnings: Vec::new(),
         ca_rotation: None,
-        cgroups: crate::cgroups::Hierarchy::detect().describe(),
+        cgroups: String::new(),
         paused: false,
         idle: None,
     };
-    // The engine's instance is its state folder, so are its cgroups.
-    let tree = crate::cgroups::Tree::detect(&paths.state_dir.display().to_string());
+    // One read of the mount table: the hierarchy said, and the cluster's
+    // cgroups in it (the engine's instance is its state folder).
+    let hierarchy = crate::cgroups::Hierarchy::detect();
+    report.cgroups = hierarchy.describe();
+    let tree = crate::cgroups::Tree::new(hierarchy, &paths.state_dir.display().to_string());
     // Paused while the API server is: a wake's last step (the scheduler
     // and the controller-manager) is not.
     if tree.is_frozen("kube-apiserver") {
@@ -101,11 +104,11 @@ pub async fn report(
         // Only a probe is made from this context: no process, no proxy.
         proxy_env: Vec::new(),
     };
-    let probe = ApiServer.probe(&ctx);
     // A frozen API server would not answer; and a probe of it would wake it.
     if report.paused {
         return report;
     }
+    let probe = ApiServer.probe(&ctx);
     if let Ok(client) = probe.client() {
         report.api_reachable = probe.check(&client).await.is_ok();
     }

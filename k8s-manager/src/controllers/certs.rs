@@ -21,12 +21,11 @@ use time::format_description::well_known::Rfc3339;
 use tokio::sync::watch;
 
 use super::Unit;
-use crate::client::Client;
+use crate::client::{Client, OperationFailed};
 use crate::components::ApiServer;
 use crate::model::api::RenewRequest;
 use crate::model::config::{ClusterConfig, Paths};
 use crate::model::error::code;
-use crate::model::event::Event;
 use crate::model::settings::Settings;
 use crate::pki::due::{self, Statuses};
 use crate::supervisor::{TaskContext, TaskSpec};
@@ -141,16 +140,19 @@ async fn ask_daemon(paths: &Paths) -> Result<(), String> {
     };
     let body = serde_json::to_vec(&request).expect("serialises");
     let done = Client::new(&paths.socket)
-        .operation(crate::model::api::CERTS_RENEW, body, |_| {})
-        .await
-        .map_err(|e| format!("asking the manager for the renewal: {e}"))?;
+        .run_operation(crate::model::api::CERTS_RENEW, body)
+        .await;
     match done {
-        Event::Done { ok: true, .. } => Ok(()),
-        Event::Done {
+        Ok(()) => Ok(()),
+        Err(OperationFailed::Failed {
             error: Some(error), ..
-        } if error.code == code::NOT_RUNNING => Ok(()),
-        Event::Done { message, .. } => Err(format!("the renewal failed: {message}")),
-        other => Err(format!("the renewal ended with {other:?}")),
+        }) if error.code == code::NOT_RUNNING => Ok(()),
+        Err(OperationFailed::Failed { message, .. }) => {
+            Err(format!("the renewal failed: {message}"))
+        }
+        Err(OperationFailed::Client(err)) => {
+            Err(format!("asking the manager for the renewal: {err}"))
+        }
     }
 }
 

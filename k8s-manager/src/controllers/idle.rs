@@ -52,7 +52,6 @@ use crate::client::Client;
 use crate::components::ApiServer;
 use crate::model::api::FreezeRequest;
 use crate::model::config::{ClusterConfig, Paths};
-use crate::model::event::Event;
 use crate::model::settings::Settings;
 use crate::model::status::{Frozen, IdleStatus, Wake};
 use crate::procnet::{self, SocketLine};
@@ -164,13 +163,9 @@ impl Idle {
     }
 
     /// The cluster was frozen, with the API server `api_pid` (none: no call
-    /// can wake it).
-    pub fn froze(&self, cause: &str, idle_since: Option<String>, api_pid: Option<u32>) {
-        // Shown in whole seconds.
-        let idle_since = idle_since.map(|t| match OffsetDateTime::parse(&t, &Rfc3339) {
-            Ok(at) => now_text(at),
-            Err(_) => t,
-        });
+    /// can wake it); an idle freeze says since when nothing used it.
+    pub fn froze(&self, cause: &str, idle_since: Option<OffsetDateTime>, api_pid: Option<u32>) {
+        let idle_since = idle_since.map(now_text);
         let mut view = self.view();
         view.api_pid = api_pid;
         view.wake = None;
@@ -219,10 +214,9 @@ impl Idle {
         self.view().wake.as_ref().map(|(cause, _)| cause.clone())
     }
 
-    fn awake(&self, freeze_after: u64, kept_awake_by: Option<String>) {
+    fn awake(&self, kept_awake_by: Option<String>) {
         let mut view = self.view();
         let since = view.last_used;
-        view.status.freeze_after = freeze_after;
         view.status.kept_awake_by = kept_awake_by;
         view.status.idle_since = since.map(now_text);
     }
@@ -309,23 +303,11 @@ impl Clients {
 /// The server's ends of the connections to `port` (queued ones included:
 /// they have no descriptor yet), and every client end on this host.
 fn tables(proc: &Path, port: u16) -> (Vec<SocketLine>, Vec<SocketLine>) {
-    let mut served = Vec::new();
-    let mut clients = Vec::new();
-    for table in ["net/tcp", "net/tcp6"] {
-        if let Ok(text) = std::fs::read_to_string(proc.join(table)) {
-            for line in procnet::parse_table(&text) {
-                if line.state != procnet::TCP_ESTABLISHED {
-                    continue;
-                }
-                if line.local.port() == port {
-                    served.push(line);
-                } else if line.remote.port() == port {
-                    clients.push(line);
-                }
-            }
-        }
-    }
-    (served, clients)
+    procnet::tcp_sockets(proc)
+        .into_iter()
+        .filter(|line| line.state == procnet::TCP_ESTABLISHED)
+        .filter(|line| line.local.port() == port || line.remote.port() == port)
+        .partition(|line| line.local.port() == port)
 }
 
 /// Whether the connection `(server end, client end)` comes from one of the
@@ -383,8 +365,8 @@ async fn run(
     let kubeconfig = paths.admin_kubeconfig();
     let mut clients = Clients::new(port, pods, tree);
     let mut pods_counted: Option<Instant> = None;
-    // One client for the counts: a new one each time would be a new
-    // connection (and a TLS handshake) every few seconds.
+    // One client for the counts and the guard: a new one each time would be
+    // a new connection (and a TLS handshake) every few seconds.
     let mut api: Option<kube::Client> = None;
     let mut pods_outside = 0usize;
     // A guard a crash left armed is disarmed at once.
@@ -415,13 +397,18 @@ async fn run(
             continue;
         }
         if disarm_at.is_some_and(|at| at <= Instant::now()) {
-            let disarmed = match crate::bootstrap::client(&kubeconfig).await {
-                Ok(client) => crate::bootstrap::thaw_guard(&client, false).await,
-                Err(err) => Err(crate::error::chain(&err)),
+            let disarmed = match client_of(&mut api, &kubeconfig).await {
+                Ok(client) => crate::bootstrap::thaw_guard(client, false).await,
+                Err(err) => Err(err),
             };
             match disarmed {
                 Ok(()) => disarm_at = None,
-                Err(err) => tracing::debug!("{err}"),
+                Err(err) => {
+                    tracing::debug!("{err}");
+                    // Made again next time: its credentials may be old (a
+                    // CA rotation).
+                    api = None;
+                }
             }
         }
         tokio::select! {
@@ -446,16 +433,16 @@ async fn run(
         };
         if pods_counted.is_none_or(|at| at.elapsed() >= recount) {
             pods_counted = Some(Instant::now());
-            if api.is_none() {
-                api = crate::bootstrap::client(&kubeconfig).await.ok();
-            }
-            let counted = match &api {
-                Some(client) => pods_outside_kube_system(client).await,
-                None => Err("no client of the API server".into()),
+            let counted = match client_of(&mut api, &kubeconfig).await {
+                Ok(client) => pods_outside_kube_system(client).await,
+                Err(err) => Err(err),
             };
             match counted {
                 Ok(count) => pods_outside = count,
-                Err(err) => tracing::debug!("counting pods: {err}"),
+                Err(err) => {
+                    tracing::debug!("counting pods: {err}");
+                    api = None;
+                }
             }
         }
         let kept = (pods_outside > 0 && !wanted.freeze_workloads).then(|| {
@@ -467,7 +454,7 @@ async fn run(
         if kept.is_some() {
             idle.used();
         }
-        idle.awake(wanted.freeze_after, kept.clone());
+        idle.awake(kept.clone());
         let Some((unused, since)) = idle.unused_for() else {
             continue;
         };
@@ -568,6 +555,21 @@ fn queued_from_outside(port: u16) -> Option<SocketAddr> {
         .map(|(_, client)| *client)
 }
 
+/// The unit's one client of the API server, made the first time it is
+/// needed (the API server may not answer when the unit starts).
+async fn client_of<'a>(
+    api: &'a mut Option<kube::Client>,
+    kubeconfig: &Path,
+) -> Result<&'a kube::Client, String> {
+    if api.is_none() {
+        let client = crate::bootstrap::client(kubeconfig)
+            .await
+            .map_err(|e| crate::error::chain(&e))?;
+        *api = Some(client);
+    }
+    Ok(api.as_ref().expect("made above"))
+}
+
 /// How many pods outside `kube-system` run or are about to (not ended).
 async fn pods_outside_kube_system(client: &kube::Client) -> Result<usize, String> {
     use k8s_openapi::api::core::v1::Pod;
@@ -584,15 +586,10 @@ async fn pods_outside_kube_system(client: &kube::Client) -> Result<usize, String
 /// its end.
 async fn ask_daemon(paths: &Paths, path: &str, request: &FreezeRequest) -> Result<(), String> {
     let body = serde_json::to_vec(request).expect("serialises");
-    let done = Client::new(&paths.socket)
-        .operation(path, body, |_| {})
+    Client::new(&paths.socket)
+        .run_operation(path, body)
         .await
-        .map_err(|e| format!("asking the manager: {e}"))?;
-    match done {
-        Event::Done { ok: true, .. } => Ok(()),
-        Event::Done { message, .. } => Err(message),
-        other => Err(format!("it ended with {other:?}")),
-    }
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -640,7 +637,8 @@ mod tests {
         // Awake: traffic is use, not a wake.
         idle.traffic("LoadBalancer 127.0.0.1:8080");
         assert_eq!(idle.wake_asked(), None);
-        idle.froze(IDLE, Some("2026-01-01T00:00:00Z".into()), Some(1));
+        let since = OffsetDateTime::parse("2026-01-01T00:00:00.25Z", &Rfc3339).unwrap();
+        idle.froze(IDLE, Some(since), Some(1));
         let status = idle.status();
         assert_eq!(
             status.paused_line().unwrap(),

@@ -53,7 +53,7 @@ pub const THAW_FIRST: [&str; 5] = [PODS, "kubelet", "kube-proxy", "etcd", "kube-
 const LEASE_FRESH_SECONDS: i64 = 20;
 /// How long the thaw waits for the node's heartbeat (its lease renewed)
 /// before it lets the controller-manager go on all the same.
-const NODE_READY_WITHIN: Duration = Duration::from_secs(15);
+const HEARTBEAT_WITHIN: Duration = Duration::from_secs(15);
 
 /// The operation that freezes the cluster.
 #[derive(Default)]
@@ -136,7 +136,7 @@ impl Operation for Pause {
                 .map_err(|e| {
                     OperationError::new(phase, format!("cannot freeze the cluster: {e}"))
                 })?;
-            idle.froze(&cause, idle_since.clone(), api_pid);
+            idle.froze(&cause, since, api_pid);
             world
                 .host
                 .progress
@@ -234,12 +234,12 @@ pub async fn thaw(world: &World<'_>, cause: &str) -> Result<(), OperationError> 
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
-        if tokio::time::timeout(NODE_READY_WITHIN, posted)
+        if tokio::time::timeout(HEARTBEAT_WITHIN, posted)
             .await
             .is_err()
         {
             tracing::warn!(
-                "the node renewed no lease within {NODE_READY_WITHIN:?} of the thaw: the controller-manager goes on all the same"
+                "the node renewed no lease within {HEARTBEAT_WITHIN:?} of the thaw: the controller-manager goes on all the same"
             );
         }
     }
@@ -287,7 +287,7 @@ mod tests {
             [
                 "phase thaw",
                 "thaw pods,kubelet,kube-proxy,etcd,kube-apiserver",
-                // The controller-manager only once the node posted Ready.
+                // The controller-manager only once the node's lease is fresh.
                 &format!("node {} alive", config.node_name),
                 "thaw kube-scheduler,kube-controller-manager"
             ]

@@ -95,11 +95,14 @@ pub async fn listen_with_udp_idle(
     udp_idle: Duration,
 ) -> std::io::Result<Listening> {
     let Tell { full, idle } = tell.into();
-    let what = format!(
-        "{} traffic to {}",
-        key.protocol,
-        SocketAddr::new(address, key.port)
-    );
+    let traffic = Traffic {
+        idle,
+        what: format!(
+            "{} traffic to {}",
+            key.protocol,
+            SocketAddr::new(address, key.port)
+        ),
+    };
     let at = SocketAddr::new(address, key.port);
     let stop = CancellationToken::new();
     let (tx, rx) = watch::channel(target);
@@ -112,7 +115,7 @@ pub async fn listen_with_udp_idle(
                 key,
                 max: TCP_MAX_CONNECTIONS,
                 full,
-                idle: (idle, what),
+                traffic,
             };
             tokio::spawn(serve_tcp(listener, rx, stop.clone(), cap));
         }
@@ -123,7 +126,7 @@ pub async fn listen_with_udp_idle(
                 rx,
                 stop.clone(),
                 udp_idle,
-                (idle, what),
+                traffic,
             ));
         }
     }
@@ -139,8 +142,20 @@ struct Cap {
     key: PortKey,
     max: usize,
     full: mpsc::UnboundedSender<PortKey>,
-    /// The cluster's use, and what this listener is (`TCP 127.0.0.1:80`).
-    idle: (Idle, String),
+    traffic: Traffic,
+}
+
+/// What a listener tells the cluster's use of each connection or datagram.
+struct Traffic {
+    idle: Idle,
+    /// What this listener is: `TCP traffic to 127.0.0.1:80`.
+    what: String,
+}
+
+impl Traffic {
+    fn seen(&self) {
+        self.idle.traffic(&self.what);
+    }
 }
 
 /// One open connection, counted while it lives.
@@ -167,7 +182,7 @@ async fn serve_tcp(
         };
         let inbound = match accepted {
             Ok((inbound, _)) => {
-                cap.idle.0.traffic(&cap.idle.1);
+                cap.traffic.seen();
                 inbound
             }
             Err(err) => {
@@ -287,7 +302,7 @@ async fn serve_udp(
     target: watch::Receiver<SocketAddr>,
     stop: CancellationToken,
     idle: Duration,
-    used: (Idle, String),
+    traffic: Traffic,
 ) {
     let sessions: Sessions = Arc::default();
     let epoch = Instant::now();
@@ -301,7 +316,7 @@ async fn serve_udp(
             // An ICMP error of an earlier send, reported here: not fatal.
             continue;
         };
-        used.0.traffic(&used.1);
+        traffic.seen();
         let existing = sessions.lock().expect("sessions").get(&client).cloned();
         let session = match existing {
             Some(session) => session,
@@ -627,7 +642,10 @@ mod tests {
             key: key(Protocol::Tcp),
             max: 2,
             full,
-            idle: (Idle::default(), "TCP traffic".into()),
+            traffic: Traffic {
+                idle: Idle::default(),
+                what: "TCP traffic".into(),
+            },
         };
         let stop = CancellationToken::new();
         let (_target, rx) = watch::channel(target);
