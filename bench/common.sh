@@ -24,4 +24,16 @@ cleanup() {
 	rm -rf "$work"
 }
 trap cleanup EXIT
-median() { sort -n | awk '{a[NR]=$1} END {printf "%.2f", (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+# The median of the numbers on stdin, with DIGITS decimals (default 2).
+median() { sort -n | awk -v d="${1:-2}" '{a[NR]=$1} END {printf "%." d "f", (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+# Imports REF into containerd's k8s.io namespace: Debian's static busybox
+# as /bin/busybox and /bin/sh, made with the bundle's image tool (needs Go:
+# vm/toolchains.sh's tc_go, and busybox-static).
+import_busybox() {
+	local busybox
+	busybox=$(command -v busybox)
+	(cd "$root/vm/bundle/bundletool" && go build -o "$work/bundletool" .)
+	"$work/bundletool" image --ref "$1" --out "$work/busybox.tar" --entrypoint /bin/busybox \
+		--add "/bin/busybox=$busybox" --add "/bin/sh=$busybox" >/dev/null
+	ctr -n k8s.io images import "$work/busybox.tar" >/dev/null
+}

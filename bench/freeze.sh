@@ -4,7 +4,9 @@
 # through the v1 freezer's files), waits FREEZE seconds, thaws them as ORDER
 # says, then watches the node for 30 s.
 # Prints how long the freeze and the thaw took, the node's Ready condition and
-# taints each second, the node's events, and the pods' restarts.
+# taints each second, the node's events, the pods' restarts, and from the
+# kubelet's log whether it computed a stale NotReady and what of it the thaw
+# guard refused.
 #
 #   FREEZE=N        seconds frozen (default 70: past the kubelet's 30 s runtime
 #                   check, and past the controller-manager's 50 s grace)
@@ -133,3 +135,8 @@ done | uniq -c -f1
 k get events -A --field-selector involvedObject.kind=Node --sort-by=.lastTimestamp | tail -3
 echo "pods' restarts before: $before"
 echo "pods' restarts after:  $(restarts)"
+# What the kubelet said of the thaw: a stale NotReady it computed, and what
+# the thaw guard refused of it (status and event), from its log.
+log=$state/logs/kubelet.log
+echo "the kubelet computed NotReady: $(grep -c 'Node became not ready' "$log" || true) time(s)"
+echo "the thaw guard refused: $(grep -o "ValidatingAdmissionPolicy 'k8s-manager-thaw-guard[-a-z]*'" "$log" | sort | uniq -c | tr -s ' ' | paste -sd, || true)"

@@ -28,11 +28,7 @@ k() { "$kubectl" --kubeconfig "$HOME/.kube/config" --context docker-desktop "$@"
 m enable --bundle "$bundle" >/dev/null
 
 # The image: Debian's static busybox, made with the bundle's image tool.
-busybox=$(command -v busybox)
-(cd "$root/vm/bundle/bundletool" && go build -o "$work/bundletool" .)
-"$work/bundletool" image --ref "$image" --out "$work/busybox.tar" --entrypoint /bin/busybox \
-	--add "/bin/busybox=$busybox" --add "/bin/sh=$busybox" >/dev/null
-ctr -n k8s.io images import "$work/busybox.tar" >/dev/null
+import_busybox "$image"
 
 cat >"$work/bench.yaml" <<EOF
 apiVersion: v1

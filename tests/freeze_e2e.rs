@@ -74,6 +74,28 @@ fn restarts(cluster: &Cluster) -> String {
     ])
 }
 
+/// When the node's Ready condition last changed.
+fn ready_since(cluster: &Cluster) -> String {
+    cluster.kubectl_ok(&[
+        "get",
+        "node",
+        "-o",
+        "jsonpath={.items[0].status.conditions[?(@.type==\"Ready\")].lastTransitionTime}",
+    ])
+}
+
+/// No event says the node went NotReady.
+fn assert_no_node_not_ready_event(cluster: &Cluster) {
+    let events = cluster.kubectl_ok(&[
+        "get",
+        "events",
+        "-A",
+        "--field-selector",
+        "involvedObject.kind=Node",
+    ]);
+    assert!(!events.contains("NodeNotReady"), "{events}");
+}
+
 /// The kubelet's pods' cgroup in the freezer hierarchy.
 fn pods_cgroup() -> PathBuf {
     ["/sys/fs/cgroup/freezer/kubepods", "/sys/fs/cgroup/kubepods"]
@@ -125,20 +147,13 @@ fn pause_freezes_everything_and_resume_after_a_short_pause_gives_the_same_cluste
     let status = status_json(&cluster);
     assert_eq!(status["paused"], false, "{status}");
     assert_eq!(status["summary"], "running", "{status}");
-    // The same processes, the same containers, the node Ready all along
-    // (the node's Ready condition has not moved since before the pause).
+    // The same processes, the same containers, the node Ready, and no
+    // NodeNotReady event.
     assert_eq!(cluster.component_pids(), components);
     cluster.kubectl_ok(&["get", "nodes"]);
     assert_eq!(cluster.node_ready_condition(), "True");
     assert_eq!(restarts(&cluster), restarts_before);
-    let events = cluster.kubectl_ok(&[
-        "get",
-        "events",
-        "-A",
-        "--field-selector",
-        "involvedObject.kind=Node",
-    ]);
-    assert!(!events.contains("NodeNotReady"), "{events}");
+    assert_no_node_not_ready_event(&cluster);
 }
 
 #[test]
@@ -196,7 +211,7 @@ fn all_frozen(cluster: &Cluster) -> bool {
 /// The body of a GET of 127.0.0.1:`port`, or "" when nothing answers
 /// within 10 s.
 fn get(port: u16) -> String {
-    support::http_get(port, Duration::from_secs(10))
+    support::http_get("127.0.0.1", port, Duration::from_secs(10))
 }
 
 /// Waits for the idle unit's freeze (status only asks the daemon: it does
@@ -286,12 +301,7 @@ spec:
     let status = status_json(&cluster);
     assert_eq!(status["paused"], false, "{status}");
     let restarts_before = restarts(&cluster);
-    let ready_since = cluster.kubectl_ok(&[
-        "get",
-        "node",
-        "-o",
-        "jsonpath={.items[0].status.conditions[?(@.type==\"Ready\")].lastTransitionTime}",
-    ]);
+    let ready_since = ready_since(&cluster);
 
     support::run_ok(&mut cluster.manager(&["settings", "set", "idle.freezeWorkloads=true"]));
     let status = wait_frozen(&cluster, "the idle freeze");
@@ -360,22 +370,13 @@ spec:
     // (its Ready condition has not moved since the enable).
     support::run_ok(&mut cluster.manager(&["settings", "set", "idle.freezeAfter=0"]));
     std::thread::sleep(Duration::from_secs(12));
-    let transition = cluster.kubectl_ok(&[
-        "get",
-        "node",
-        "-o",
-        "jsonpath={.items[0].status.conditions[?(@.type==\"Ready\")].lastTransitionTime}",
-    ]);
-    assert_eq!(transition, ready_since, "the node's Ready condition moved");
+    assert_eq!(
+        self::ready_since(&cluster),
+        ready_since,
+        "the node's Ready condition moved"
+    );
     assert_eq!(cluster.component_pids(), components);
     assert_eq!(cluster.node_ready_condition(), "True");
     assert_eq!(restarts(&cluster), restarts_before);
-    let events = cluster.kubectl_ok(&[
-        "get",
-        "events",
-        "-A",
-        "--field-selector",
-        "involvedObject.kind=Node",
-    ]);
-    assert!(!events.contains("NodeNotReady"), "{events}");
+    assert_no_node_not_ready_event(&cluster);
 }

@@ -25,7 +25,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::Command;
@@ -122,7 +122,7 @@ spec:
 
 /// The body of a GET of 127.0.0.1:`port`, or "" when nothing answers.
 fn get(port: u16) -> String {
-    support::http_get(port, Duration::from_secs(3))
+    get_at("127.0.0.1", port)
 }
 
 fn answers(port: u16, body: &str) -> bool {
@@ -226,20 +226,7 @@ fn closed_within(mut stream: &TcpStream, limit: Duration) -> bool {
 
 /// The body of a GET of `address`:`port`, or "" when nothing answers.
 fn get_at(address: &str, port: u16) -> String {
-    let Ok(mut stream) = TcpStream::connect((address, port)) else {
-        return String::new();
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
-    let mut response = String::new();
-    if stream.write_all(b"GET / HTTP/1.0\r\n\r\n").is_err()
-        || stream.read_to_string(&mut response).is_err()
-    {
-        return String::new();
-    }
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.trim().to_string())
-        .unwrap_or_default()
+    support::http_get(address, port, Duration::from_secs(3))
 }
 
 /// The Service's `status.loadBalancer.ingress`, as JSON.

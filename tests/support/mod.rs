@@ -182,11 +182,11 @@ pub fn skip(name: &str, reason: &str) {
     eprintln!("SKIPPED {name}: {reason}");
 }
 
-/// The body of an HTTP/1.0 GET of 127.0.0.1:`port`, or "" when nothing
+/// The body of an HTTP/1.0 GET of `address`:`port`, or "" when nothing
 /// answers within `limit`.
-pub fn http_get(port: u16, limit: std::time::Duration) -> String {
+pub fn http_get(address: &str, port: u16, limit: std::time::Duration) -> String {
     use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+    let Ok(mut stream) = std::net::TcpStream::connect((address, port)) else {
         return String::new();
     };
     let _ = stream.set_read_timeout(Some(limit));
