@@ -72,6 +72,29 @@ fn wait_synced(cluster: &Cluster, tag: &str, id: &str) {
     });
 }
 
+/// Waits for the manager's log line of the import of `name` that says
+/// `how`, and returns it.
+fn import_logged(cluster: &Cluster, name: &str, how: &str) -> String {
+    let log = cluster.state().join("logs/manager.log");
+    let wanted = format!("image sync: {name} imported");
+    let mut line = String::new();
+    wait_until(
+        &format!("the log says {name} was imported ({how})"),
+        SYNC_LIMIT,
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            match text.lines().rev().find(|l| l.contains(&wanted)) {
+                Some(found) if found.contains(how) => {
+                    line = found.to_string();
+                    true
+                }
+                _ => false,
+            }
+        },
+    );
+    line
+}
+
 /// The names containerd's `k8s.io` namespace has.
 fn k8s_images() -> String {
     support::run_ok(Command::new("ctr").args(["-n", "k8s.io", "images", "ls", "-q"]))
@@ -133,6 +156,8 @@ fn docker_images_run_in_pods_offline() {
     // docker build → a Deployment naming it runs, with no other command.
     let v1 = build(&dir, "myapp:dev", "content-v1");
     wait_synced(&cluster, "myapp:dev", &v1);
+    // Read from Docker's store in place, not exported by `docker save`.
+    import_logged(&cluster, "docker.io/library/myapp:dev", "read in place");
     apply_text(&cluster, "myapp", &deployment("myapp", "myapp:dev"));
     rollout(&cluster, "myapp");
     assert!(served(&cluster, "deploy/myapp").contains("content-v1"));
@@ -141,6 +166,13 @@ fn docker_images_run_in_pods_offline() {
     let v2 = build(&dir, "myapp:dev", "content-v2");
     assert_ne!(v1, v2);
     wait_synced(&cluster, "myapp:dev", &v2);
+    // Only the layer the rebuild changed is written: busybox and its links
+    // are the same two layers as before.
+    import_logged(
+        &cluster,
+        "docker.io/library/myapp:dev",
+        "read in place: 1 of 3 layers written",
+    );
     cluster.kubectl_ok(&["rollout", "restart", "deployment/myapp"]);
     rollout(&cluster, "myapp");
     wait_until("the new pods serve content-v2", SYNC_LIMIT, || {

@@ -10,6 +10,7 @@ use bollard::query_parameters::{EventsOptions, ListImagesOptions};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
+use super::docker_store::DockerStore;
 use super::plan::DockerImage;
 
 /// How long one request to the engine may take (an export streams for
@@ -60,6 +61,16 @@ impl Engine {
     pub async fn version(&self) -> Result<String, EngineError> {
         let version = self.docker.version().await.map_err(said)?;
         Ok(version.version.unwrap_or_default())
+    }
+
+    /// The engine's image store, to read in place ([`DockerStore`]): its
+    /// root folder and storage driver, as the engine says them.
+    pub async fn store(&self) -> Result<DockerStore, EngineError> {
+        let info = self.docker.info().await.map_err(said)?;
+        let root = info
+            .docker_root_dir
+            .ok_or("the Docker engine names no root folder")?;
+        DockerStore::new(Path::new(&root), info.driver.as_deref().unwrap_or_default())
     }
 
     /// Every tagged image.

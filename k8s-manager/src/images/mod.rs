@@ -3,7 +3,10 @@
 //!
 //! dockerd 20.10 keeps its images in its own store, not in containerd, so
 //! [`sync`] copies each tagged image into containerd's `k8s.io`
-//! namespace under the name Kubernetes resolves ([`reference`]), deciding
+//! namespace under the name Kubernetes resolves ([`reference`]): the layers
+//! containerd lacks, read in place from Docker's store ([`docker_store`])
+//! into an OCI layout ([`oci_layout`]), or the whole image as `docker save`
+//! gives it where the store cannot be read. It decides
 //! what to do in a pure function ([`plan`]) from what the engine has
 //! ([`docker`]) and what containerd has ([`containerd`]). The daemon's API
 //! reaches it through a [`handle`]. The [`mirror`] serves those images to
@@ -14,8 +17,10 @@
 
 pub mod containerd;
 pub mod docker;
+pub mod docker_store;
 pub mod handle;
 pub mod mirror;
+pub mod oci_layout;
 pub mod plan;
 pub mod reference;
 pub mod sync;

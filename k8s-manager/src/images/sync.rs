@@ -18,7 +18,9 @@ use tokio::sync::mpsc;
 
 use super::containerd::Containerd;
 use super::docker::Engine;
+use super::docker_store::DockerStore;
 use super::handle::{ImageSync, Request};
+use super::oci_layout::{self, Carried, ChannelWriter};
 use super::plan::{self, Action};
 use crate::model::images::{ImageEntry, Problem, SyncReport};
 use crate::runtime::Cri;
@@ -38,6 +40,8 @@ const IMPORT_TIMEOUT: Duration = Duration::from_secs(600);
 /// What a pass works with.
 struct Sides {
     engine: Engine,
+    /// The engine's store, when it can be read in place.
+    store: Option<DockerStore>,
     containerd: Containerd,
     cri: Cri,
     /// Config digests by manifest digest: a manifest never changes.
@@ -92,8 +96,16 @@ pub async fn run(
             }
         };
         backoff = BACKOFF_START;
+        let store = match engine.store().await {
+            Ok(store) => Some(store),
+            Err(why) => {
+                tracing::info!("image sync: images are exported by Docker: {why}");
+                None
+            }
+        };
         let mut sides = Sides {
             engine,
+            store,
             containerd: containerd.clone(),
             cri: cri.clone(),
             configs: std::mem::take(&mut configs),
@@ -197,6 +209,70 @@ async fn coalesce<S: futures::Stream + Unpin>(events: &mut S) {
     }
 }
 
+/// Imports Docker's image `id` into `k8s.io` as `name`: read in place when
+/// the store allows, else exported by Docker (`docker save` of
+/// `docker_tag`). Says how, for the log.
+async fn import(
+    sides: &Sides,
+    id: &str,
+    docker_tag: &str,
+    name: &str,
+) -> Result<String, crate::runtime::RuntimeError> {
+    if let Some(store) = &sides.store {
+        match in_place(store, &sides.containerd, id, name).await {
+            Ok(carried) => {
+                return Ok(format!(
+                    "read in place: {} of {} layers written, {:.1} MB",
+                    carried.layers,
+                    carried.of_layers,
+                    carried.bytes as f64 / 1e6
+                ));
+            }
+            Err(why) => tracing::warn!(
+                "image sync: {name}: reading Docker's store failed ({why}); exported by Docker instead"
+            ),
+        }
+    }
+    let archive = sides.engine.export(docker_tag);
+    sides.containerd.import(archive, IMPORT_TIMEOUT).await?;
+    Ok("exported by Docker".into())
+}
+
+/// The layers of `id` that containerd lacks, read from Docker's store, and
+/// the image made of them and of those it has.
+async fn in_place(
+    store: &DockerStore,
+    containerd: &Containerd,
+    id: &str,
+    name: &str,
+) -> Result<Carried, String> {
+    let (store, owned) = (store.clone(), id.to_string());
+    let image = tokio::task::spawn_blocking(move || store.image(&owned))
+        .await
+        .map_err(|e| e.to_string())??;
+    let mut present = HashSet::new();
+    for layer in &image.layers {
+        let size = containerd
+            .blob_size(&layer.diff_id)
+            .await
+            .map_err(|e| crate::error::chain(&e))?;
+        if size == Some(layer.size as i64) {
+            present.insert(layer.diff_id.clone());
+        }
+    }
+    let (mut writer, archive) = ChannelWriter::new(4);
+    let name = name.to_string();
+    let writing = tokio::task::spawn_blocking(move || {
+        oci_layout::write(&mut writer, &name, &image, &present)
+    });
+    let imported = containerd.import(archive, IMPORT_TIMEOUT).await;
+    let written = writing.await.map_err(|e| e.to_string())?;
+    // The writer's error first: it says why the archive was cut short.
+    let carried = written?;
+    imported.map_err(|e| crate::error::chain(&e))?;
+    Ok(carried)
+}
+
 fn summary(following: &str, report: &SyncReport) -> String {
     let synced = report.present.len() + report.imported.len() + report.tagged.len();
     let tags = if synced == 1 { "tag" } else { "tags" };
@@ -278,15 +354,14 @@ async fn pass(sides: &mut Sides, only: Option<&[String]>) -> Result<SyncReport, 
                 docker_tag,
                 name,
             } => {
-                let archive = sides.engine.export(docker_tag);
                 let imported = async {
                     let start = std::time::Instant::now();
-                    sides.containerd.import(archive, IMPORT_TIMEOUT).await?;
+                    let how = import(sides, id, docker_tag, name).await?;
                     let moved = start.elapsed();
                     sides.containerd.mark_synced(name, id).await?;
                     crate::runtime::images::wait_for_cri(&sides.cri, name).await?;
                     tracing::info!(
-                        "image sync: {name} imported and unpacked in {moved:.2?}, seen by CRI after {:.2?}",
+                        "image sync: {name} imported and unpacked in {moved:.2?} ({how}), seen by CRI after {:.2?}",
                         start.elapsed()
                     );
                     Ok(())
