@@ -1253,3 +1253,97 @@ fn the_components_are_named_in_ps_and_each_runs_in_a_cgroup_of_its_own() {
     assert!(text.contains(&format!("Cgroups: {hierarchy}\n")), "{text}");
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+/// A warm start calls the API server ready without waiting for its two
+/// bootstrap hooks (their roles and priority classes are stored already):
+/// ready must still mean ready. While a warm enable runs, one thread asks
+/// `/readyz` as the manager's probe does (the hooks excluded) and another
+/// calls the API as kube-proxy, whose permission comes from RBAC: no call
+/// sent after the first "ready" may be refused. (What guarantees it: the
+/// probe's own call is authorized by RBAC, as the manager's probe identity
+/// is not in `system:masters`, so `/readyz` answers 403 until the
+/// authorizer's informers hold the stored roles; `informer-sync` is among
+/// the checks too. A mutation run that also excluded `informer-sync` and
+/// `etcd` from the test's probe still passed, for that reason.)
+#[test]
+fn a_warm_start_is_ready_only_once_authorization_answers() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let cluster = Cluster::new();
+    cluster.enable_ok();
+    let state = cluster.state();
+    let marked = std::fs::read_to_string(state.join("apiserver.bootstrapped")).unwrap();
+    assert!(marked.starts_with("v1."), "{marked}");
+    support::run_ok(&mut cluster.manager(&["disable"]));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ready: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let pki = state.join("pki");
+    let poller = {
+        let (stop, ready) = (stop.clone(), ready.clone());
+        std::thread::spawn(move || {
+            let url = "https://127.0.0.1:6443/readyz\
+                       ?exclude=poststarthook/rbac/bootstrap-roles\
+                       &exclude=poststarthook/scheduling/bootstrap-system-priority-classes";
+            while !stop.load(Ordering::Relaxed) {
+                let identity = (
+                    pki.join("apiserver-kubelet-client.crt"),
+                    pki.join("apiserver-kubelet-client.key"),
+                );
+                let answer = https_get(url, &pki.join("ca.crt"), Some((&identity.0, &identity.1)));
+                if answer == Ok(200) {
+                    *ready.lock().unwrap() = Some(Instant::now());
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    // (when the call was sent, what it answered)
+    let calls: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+    let caller = {
+        let (stop, calls) = (stop.clone(), calls.clone());
+        let kubeconfig = state.join("kubeconfig/kube-proxy.conf");
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
+                let out = Command::new(support::upstream_kubectl())
+                    .arg("--kubeconfig")
+                    .arg(&kubeconfig)
+                    .args(["get", "--raw", "/api/v1/nodes", "--request-timeout=5s"])
+                    .output()
+                    .unwrap();
+                let said = if out.status.success() {
+                    "ok".to_string()
+                } else {
+                    String::from_utf8_lossy(&out.stderr).trim().to_string()
+                };
+                calls.lock().unwrap().push((sent, said));
+            }
+        })
+    };
+    cluster.enable_ok();
+    // A few calls after the enable too.
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    poller.join().unwrap();
+    caller.join().unwrap();
+
+    let ready = ready
+        .lock()
+        .unwrap()
+        .expect("/readyz answered 200 during the enable");
+    let calls = calls.lock().unwrap();
+    let after: Vec<&(Instant, String)> = calls.iter().filter(|(sent, _)| *sent > ready).collect();
+    assert!(!after.is_empty(), "no call was sent after ready");
+    let refused: Vec<&String> = after
+        .iter()
+        .map(|(_, said)| said)
+        .filter(|said| *said != "ok")
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "calls sent after the API server was ready were refused: {refused:?}"
+    );
+}

@@ -117,6 +117,9 @@ impl<'a> PhaseContext<'a> {
             .map_err(|e| OperationError::new(phase.clone(), chain(&e)))?;
         let version = bundle.kubernetes.clone();
         let mut cx = PhaseContext::on_running(host, api, cancel, config, phase)?;
+        cx.components.api_bootstrapped =
+            std::fs::read_to_string(&cx.components.paths.api_bootstrapped)
+                .is_ok_and(|recorded| recorded.trim() == version);
         cx.components.kubernetes_version = version;
         cx.bundle = Some(bundle);
         Ok(cx)
@@ -153,6 +156,7 @@ impl<'a> PhaseContext<'a> {
             cgroup: Cgroups::detect(),
             resolv_conf: components::pod_resolv_conf(),
             proxy_env,
+            api_bootstrapped: false,
         };
         Ok(PhaseContext {
             progress: host.progress,

@@ -103,6 +103,7 @@ pub async fn report(
         resolv_conf: "/etc/resolv.conf".into(),
         // Only a probe is made from this context: no process, no proxy.
         proxy_env: Vec::new(),
+        api_bootstrapped: false,
     };
     // A frozen API server would not answer; and a probe of it would wake it.
     if report.paused {

@@ -53,8 +53,6 @@ const CONFIG_FLAGS: &[(&str, Option<&str>)] = &[
     ("evictionHard", None),
     ("imageGCHighThresholdPercent", None),
     ("imageGCLowThresholdPercent", None),
-    ("nodeStatusReportFrequency", None),
-    ("syncFrequency", None),
     ("failCgroupV1", None),
 ];
 
@@ -95,9 +93,6 @@ impl Kubelet {
             },
             "imageGCHighThresholdPercent": 100,
             "imageGCLowThresholdPercent": 99,
-            // Report status promptly so that Ready shows up quickly.
-            "nodeStatusReportFrequency": "10s",
-            "syncFrequency": "10s",
         });
         // cgroup v1 is deprecated; from v1.35 kubelet refuses it unless told.
         // The field exists from v1.31, so only name it there.

@@ -73,6 +73,9 @@ pub struct Context {
     /// The proxy variables every component but etcd gets (empty without a
     /// proxy); see [`crate::model::proxy`]. A change restarts them.
     pub proxy_env: Vec<(String, String)>,
+    /// This Kubernetes version's API server came up fully ready on this
+    /// etcd data before ([`crate::model::config::Paths::api_bootstrapped`]).
+    pub api_bootstrapped: bool,
 }
 
 impl Context {
@@ -293,6 +296,7 @@ pub(crate) mod test_support {
             },
             resolv_conf: "/etc/resolv.conf".into(),
             proxy_env: Vec::new(),
+            api_bootstrapped: false,
         }
     }
 

@@ -45,6 +45,7 @@ fn placeholder_context() -> Context {
         },
         resolv_conf: PathBuf::from("/etc/resolv.conf"),
         proxy_env: Vec::new(),
+        api_bootstrapped: false,
     }
 }
 

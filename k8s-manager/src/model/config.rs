@@ -216,6 +216,11 @@ pub struct Paths {
     pub etcd_data: PathBuf,
     /// Present while etcd's data folder has never served: its first start.
     pub etcd_first_start: PathBuf,
+    /// The Kubernetes version whose API server last came up fully ready on
+    /// this etcd data: its bootstrap objects (default RBAC roles, system
+    /// priority classes) are stored, so a later start of that version need
+    /// not wait for their reconcile to call itself ready.
+    pub api_bootstrapped: PathBuf,
     /// The digests of the bundle's files checked so far, kept so that a
     /// later enable checks only what changed.
     pub bundle_verified: PathBuf,
@@ -245,6 +250,7 @@ impl Paths {
             kubeconfigs: state_dir.join("kubeconfig"),
             etcd_data: state_dir.join("etcd"),
             etcd_first_start: state_dir.join("etcd.first-start"),
+            api_bootstrapped: state_dir.join("apiserver.bootstrapped"),
             bundle_verified: state_dir.join("bundle-verified"),
             logs: state_dir.join("logs"),
             kubelet_root: state_dir.join("kubelet"),
@@ -303,6 +309,7 @@ impl Paths {
             &self.ui_token,
             &self.bundle_verified,
             &self.etcd_first_start,
+            &self.api_bootstrapped,
         ] {
             narrow(file, 0o600)?;
         }

@@ -202,9 +202,25 @@ fn apiserver_step<'a>(cx: &'a mut Cx<'_>) -> Done<'a> {
         cx.start_early(&crate::cluster::order::clients_of(&ApiServer))
             .await;
         cx.wait(&[Wait::Ready(&ApiServer)]).await?;
+        api_bootstrapped(cx)?;
         api_endpoint(cx).await
     }
     .boxed()
+}
+
+/// Records that this version's API server came up fully ready on this etcd
+/// data (every check passed, the bootstrap hooks' included): its next start
+/// need not wait for them (`components::apiserver`).
+fn api_bootstrapped(cx: &mut PhaseContext<'_>) -> Result<(), OperationError> {
+    if cx.components.api_bootstrapped {
+        return Ok(());
+    }
+    let mark = &cx.components.paths.api_bootstrapped;
+    let version = cx.components.kubernetes_version.clone();
+    crate::fsutil::write_atomic(mark, version.as_bytes(), 0o600)
+        .map_err(|e| io_error(&cx.phase, mark, e))?;
+    cx.components.api_bootstrapped = true;
+    Ok(())
 }
 
 fn control_plane_step<'a>(cx: &'a mut Cx<'_>) -> Done<'a> {
@@ -381,6 +397,10 @@ async fn etcd_first_start(cx: &mut PhaseContext<'_>) -> Result<(), OperationErro
         }
     }
     if !paths.etcd_data.join("member").exists() {
+        // New data: nothing is bootstrapped in it yet.
+        crate::fsutil::remove_file_durably(&paths.api_bootstrapped)
+            .map_err(|e| io_error(&cx.phase, &paths.api_bootstrapped, e))?;
+        cx.components.api_bootstrapped = false;
         crate::fsutil::write_atomic(&paths.etcd_first_start, b"", 0o600)
             .map_err(|e| io_error(&cx.phase, &paths.etcd_first_start, e))?;
     }
