@@ -37,3 +37,24 @@ import_busybox() {
 		--add "/bin/busybox=$busybox" --add "/bin/sh=$busybox" >/dev/null
 	ctr -n k8s.io images import "$work/busybox.tar" >/dev/null
 }
+# Each component's CPU milliseconds (its cgroup, as status reports it), one
+# line each: name, milliseconds.
+cpu_snapshot() {
+	m status --output json | python3 -c '
+import json, sys
+for c in json.load(sys.stdin)["components"]:
+    if c.get("cpuMillis") is not None:
+        print(c["name"], c["cpuMillis"])
+'
+}
+# The pods' CPU: the kubelet's cgroup tree (v1 cpuacct or v2), in nanoseconds.
+pods_ns() {
+	local f
+	for f in /sys/fs/cgroup/cpuacct/kubepods/cpuacct.usage /sys/fs/cgroup/cpu,cpuacct/kubepods/cpuacct.usage; do
+		[[ -r $f ]] && { cat "$f"; return; }
+	done
+	for f in /sys/fs/cgroup/kubepods/cpu.stat /sys/fs/cgroup/kubepods.slice/cpu.stat; do
+		[[ -r $f ]] && { awk '$1 == "usage_usec" {print $2 * 1000}' "$f"; return; }
+	done
+	echo 0
+}

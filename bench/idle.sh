@@ -90,26 +90,6 @@ done
 m settings set idle.freezeWorkloads=true >/dev/null
 sleep "$settle"
 
-# name → CPU milliseconds, one line each.
-snapshot() {
-	m status --output json | python3 -c '
-import json, sys
-for c in json.load(sys.stdin)["components"]:
-    if c.get("cpuMillis") is not None:
-        print(c["name"], c["cpuMillis"])
-'
-}
-# The pods: the kubelet's cgroup tree (v1 cpuacct or v2), in nanoseconds.
-pods_ns() {
-	local f
-	for f in /sys/fs/cgroup/cpuacct/kubepods/cpuacct.usage /sys/fs/cgroup/cpu,cpuacct/kubepods/cpuacct.usage; do
-		[[ -r $f ]] && { cat "$f"; return; }
-	done
-	for f in /sys/fs/cgroup/kubepods/cpu.stat /sys/fs/cgroup/kubepods.slice/cpu.stat; do
-		[[ -r $f ]] && { awk '$1 == "usage_usec" {print $2 * 1000}' "$f"; return; }
-	done
-	echo 0
-}
 manager_ticks() {
 	local daemon
 	daemon=$(pgrep -f -- "--state-dir $state daemon" | head -1)
@@ -118,9 +98,9 @@ manager_ticks() {
 # The CPU table over the window.
 measure() {
 	local before after pods_before pods_after manager_before manager_after
-	before=$(snapshot) pods_before=$(pods_ns) manager_before=$(manager_ticks)
+	before=$(cpu_snapshot) pods_before=$(pods_ns) manager_before=$(manager_ticks)
 	sleep "$window"
-	after=$(snapshot) pods_after=$(pods_ns) manager_after=$(manager_ticks)
+	after=$(cpu_snapshot) pods_after=$(pods_ns) manager_after=$(manager_ticks)
 	join <(sort <<<"$before") <(sort <<<"$after") | awk -v w="$window" '
 		{ pct = ($3 - $2) / (w * 10); total += pct; printf "  %-26s %5.2f %% of one core\n", $1, pct }
 		END { printf "  %-26s %5.2f %% of one core\n", "components", total }'
