@@ -53,7 +53,7 @@ for way in "toggle off" disable; do
 			code=$(grep -o '"code": *"[A-Za-z]*"' "$work/enable.out" | head -1 | sed 's/.*"\([A-Za-z]*\)"$/\1/')
 			times+=("$(awk -v a="$start" -v b="$end" 'BEGIN {printf "%.2f", b - a}')")
 		done
-		printf '%s %s s into a cold enable (%s; enable: %s): all stopped in %s s (median of %s: %s)\n' \
+		printf '%s %s s into a cold enable (%s; enable: %s): all stopped in %s s (median of %s: %s; goal: ≤ 1 s)\n' \
 			"$way" "$delay" "${phase:-?}" "${code:-ok}" "$(printf '%s\n' "${times[@]}" | median)" "$runs" "${times[*]}"
 	done
 done

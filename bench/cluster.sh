@@ -44,14 +44,14 @@ for _ in $(seq "$runs"); do
 	reset+=("$(seconds m reset)")
 done
 printf 'machine: %s, %s cores, %s\n' "$(uname -r)" "$(nproc)" "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
-printf 'cold enable:  %s s (median of %s: %s)\n' "$(printf '%s\n' "${cold[@]}" | median)" "$runs" "${cold[*]}"
-printf 'warm enable:  %s s (median of %s: %s)\n' "$(printf '%s\n' "${warm[@]}" | median)" "$runs" "${warm[*]}"
+printf 'cold enable:  %s s (median of %s: %s; goal: ≤ 30 %% of kubeadm init, bench/kubeadm.sh)\n' "$(printf '%s\n' "${cold[@]}" | median)" "$runs" "${cold[*]}"
+printf 'warm enable:  %s s (median of %s: %s; goal: ≤ 2 s)\n' "$(printf '%s\n' "${warm[@]}" | median)" "$runs" "${warm[*]}"
 printf 'enable again: %s s (median of %s: %s)\n' "$(printf '%s\n' "${again[@]}" | median)" "$runs" "${again[*]}"
-printf 'reset→Ready:  %s s (median of %s: %s)\n' "$(printf '%s\n' "${reset[@]}" | median)" "$runs" "${reset[*]}"
+printf 'reset→Ready:  %s s (median of %s: %s; goal: ≤ 1/3 of kubeadm reset + init)\n' "$(printf '%s\n' "${reset[@]}" | median)" "$runs" "${reset[*]}"
 
 sleep 30
 daemon=$(pgrep -f -- "--state-dir $state daemon" | head -1)
-printf 'manager idle RSS: %s MB\n' "$(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$daemon/status")"
+printf 'manager idle RSS: %s MB (goal: ≤ 30 MB)\n' "$(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$daemon/status")"
 total=0
 # shellcheck disable=SC2013 # one pid a word
 for pid in $(grep -l "K8S_MANAGER_INSTANCE=$state" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3); do
@@ -60,4 +60,4 @@ for pid in $(grep -l "K8S_MANAGER_INSTANCE=$state" /proc/[0-9]*/environ 2>/dev/n
 	total=$((total + pss))
 	printf '  %-24s PSS %6.1f MB\n' "$name" "$(awk -v k="$pss" 'BEGIN {print k / 1024}')"
 done
-printf 'cluster processes PSS total: %.0f MB (CoreDNS and pods not included)\n' "$(awk -v k="$total" 'BEGIN {print k / 1024}')"
+printf 'cluster processes PSS total: %.0f MB (CoreDNS and pods not included; goal with CoreDNS: ≤ 300 MB, bench/levers.sh counts it)\n' "$(awk -v k="$total" 'BEGIN {print k / 1024}')"

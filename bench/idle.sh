@@ -103,7 +103,7 @@ measure() {
 	after=$(cpu_snapshot) pods_after=$(pods_ns) manager_after=$(manager_ticks)
 	join <(sort <<<"$before") <(sort <<<"$after") | awk -v w="$window" '
 		{ pct = ($3 - $2) / (w * 10); total += pct; printf "  %-26s %5.2f %% of one core\n", $1, pct }
-		END { printf "  %-26s %5.2f %% of one core\n", "components", total }'
+		END { printf "  %-26s %5.2f %% of one core (goal awake: ≤ 2 %%, frozen: 0)\n", "components", total }'
 	awk -v a="$pods_before" -v b="$pods_after" -v w="$window" \
 		'BEGIN { printf "  %-26s %5.2f %% of one core\n", "pods (kubepods)", (b - a) / (w * 1e7) }'
 	awk -v a="$manager_before" -v b="$manager_after" -v w="$window" -v hz="$(getconf CLK_TCK)" \

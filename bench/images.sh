@@ -58,8 +58,10 @@ for size in 10 200; do
 		import+=("$(since "$start")")
 		ctr -n bench-split images rm "docker.io/library/$tag" >/dev/null
 	done
-	printf 'image %4d MB: build end → usable in k8s.io %s s (median of %d: %s)\n' "$size" \
-		"$(printf '%s\n' "${usable[@]}" | median)" "$runs" "${usable[*]}"
+	goal=1
+	((size < 100)) || goal=3
+	printf 'image %4d MB: build end → usable in k8s.io %s s (median of %d: %s; goal: ≤ %s s)\n' "$size" \
+		"$(printf '%s\n' "${usable[@]}" | median)" "$runs" "${usable[*]}" "$goal"
 	printf '               docker save alone %s s (%s); docker save | ctr import (unpacked) %s s (%s)\n' \
 		"$(printf '%s\n' "${export[@]}" | median)" "${export[*]}" \
 		"$(printf '%s\n' "${import[@]}" | median)" "${import[*]}"
@@ -75,6 +77,6 @@ for _ in $(seq "$runs"); do
 	id=$(DOCKER_BUILDKIT=0 docker build -q -t bench-img:rebuild "$rebuild" 2>/dev/null)
 	usable+=("$(until_synced bench-img:rebuild "$id")")
 done
-printf 'rebuild (1 MB layer on the 200 MB base): build end → usable in k8s.io %s s (median of %d: %s)\n' \
+printf 'rebuild (1 MB layer on the 200 MB base): build end → usable in k8s.io %s s (median of %d: %s; goal: ≤ 1 s)\n' \
 	"$(printf '%s\n' "${usable[@]}" | median)" "$runs" "${usable[*]}"
 ctr namespaces rm bench-split >/dev/null 2>&1 || true

@@ -137,6 +137,8 @@ pub struct ChannelWriter {
 
 /// The chunk a [`ChannelWriter`] sends.
 pub const CHUNK: usize = 1 << 20;
+/// A [`ChannelWriter`]'s error once its stream is gone.
+pub const READER_STOPPED: &str = "the reader of the archive stopped";
 
 impl ChannelWriter {
     /// A writer and the stream of what it writes; `depth` chunks may wait.
@@ -166,12 +168,9 @@ impl ChannelWriter {
             &mut self.buffer,
             Vec::with_capacity(CHUNK),
         ));
-        self.sender.blocking_send(chunk).map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::BrokenPipe,
-                "the reader of the archive stopped",
-            )
-        })
+        self.sender
+            .blocking_send(chunk)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, READER_STOPPED))
     }
 }
 
@@ -344,6 +343,18 @@ mod tests {
         let store = DockerStore::new(root.path(), "overlay2").unwrap();
         let err = store.image(&id).unwrap_err();
         assert!(err.contains("its digest is"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_channel_writer_says_so_when_its_reader_is_gone() {
+        let (mut writer, stream) = ChannelWriter::new(1);
+        drop(stream);
+        let err = tokio::task::spawn_blocking(move || writer.write_all(&vec![0u8; 2 * CHUNK]))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe);
+        assert!(err.to_string().contains(READER_STOPPED));
     }
 
     #[tokio::test]
