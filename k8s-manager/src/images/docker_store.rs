@@ -23,8 +23,12 @@
 //! gives the layer's tar byte for byte, so its digest is the diff ID;
 //! containerd checks that digest when it writes the blob.
 
+use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use base64::Engine as _;
@@ -41,6 +45,17 @@ pub struct DockerStore {
     images: PathBuf,
     /// `<root>/overlay2`.
     layers: PathBuf,
+}
+
+/// An image's config as Docker stores it: what names its layers.
+#[derive(Debug, Clone)]
+pub struct ImageConfig {
+    /// The config's bytes, as stored (their digest is the image ID).
+    pub bytes: Vec<u8>,
+    /// The config's digest, `sha256:…`.
+    pub digest: String,
+    /// The layers' diff IDs, bottom layer first.
+    pub diff_ids: Vec<String>,
 }
 
 /// An image as Docker stores it.
@@ -115,31 +130,51 @@ impl DockerStore {
         })
     }
 
-    /// The image whose ID is `id` (`sha256:…`).
-    pub fn image(&self, id: &str) -> Result<StoredImage, StoreError> {
+    /// The config of the image whose ID is `id` (`sha256:…`).
+    pub fn config(&self, id: &str) -> Result<ImageConfig, StoreError> {
         let hex = digest_hex(id)?;
         let path = self.images.join("imagedb/content/sha256").join(hex);
-        let config = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let config_digest = sha256_digest(&config);
-        if config_digest != id {
-            return Err(format!("{}: its digest is {config_digest}", path.display()));
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let digest = sha256_digest(&bytes);
+        if digest != id {
+            return Err(format!("{}: its digest is {digest}", path.display()));
         }
-        let parsed: ConfigRootfs = serde_json::from_slice(&config)
+        let parsed: ConfigRootfs = serde_json::from_slice(&bytes)
             .map_err(|e| format!("{}: not an image config: {e}", path.display()))?;
-        let diff_ids = parsed.rootfs.diff_ids;
-        let layers = chain_ids(&diff_ids)
+        Ok(ImageConfig {
+            bytes,
+            digest,
+            diff_ids: parsed.rootfs.diff_ids,
+        })
+    }
+
+    /// The image of `config`, its layers found in the store. A layer whose
+    /// tar length is in `known` (containerd has a blob of that digest: the
+    /// same bytes) is not measured again; the others are, from their
+    /// tar-split records.
+    pub fn image(
+        &self,
+        config: ImageConfig,
+        known: &HashMap<String, u64>,
+    ) -> Result<StoredImage, StoreError> {
+        let layers = chain_ids(&config.diff_ids)
             .into_iter()
-            .zip(&diff_ids)
-            .map(|(chain, diff_id)| self.layer(&chain, diff_id))
+            .zip(&config.diff_ids)
+            .map(|(chain, diff_id)| self.layer(&chain, diff_id, known.get(diff_id).copied()))
             .collect::<Result<_, _>>()?;
         Ok(StoredImage {
-            config,
-            config_digest,
+            config: config.bytes,
+            config_digest: config.digest,
             layers,
         })
     }
 
-    fn layer(&self, chain_id: &str, diff_id: &str) -> Result<StoredLayer, StoreError> {
+    fn layer(
+        &self,
+        chain_id: &str,
+        diff_id: &str,
+        known_size: Option<u64>,
+    ) -> Result<StoredLayer, StoreError> {
         let dir = self
             .images
             .join("layerdb/sha256")
@@ -161,7 +196,10 @@ impl DockerStore {
             return Err(format!("{}: a bad cache-id {cache_id:?}", dir.display()));
         }
         let tar_split = dir.join("tar-split.json.gz");
-        let size = tar_size(&tar_split)?;
+        let size = match known_size {
+            Some(size) => size,
+            None => tar_size(&tar_split)?,
+        };
         Ok(StoredLayer {
             diff_id: diff_id.to_string(),
             size,
@@ -202,9 +240,7 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
 
 /// `sha256:<hex>` of `data`.
 pub fn sha256_digest(data: &[u8]) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
-    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    format!("sha256:{}", crate::bundle::verify::sha256_hex(data))
 }
 
 fn digest_hex(digest: &str) -> Result<&str, StoreError> {
@@ -250,25 +286,26 @@ fn segment(entry: &Entry) -> Result<Vec<u8>, StoreError> {
     }
 }
 
-/// A file entry's path under the layer's folder; an error for a name that
-/// leaves it.
-fn file_path(files: &Path, entry: &Entry) -> Result<PathBuf, StoreError> {
+/// Opens a file entry's file under the layer's folder `files`, never
+/// leaving it: a name with `..` is refused, and so is a link on the way (a
+/// layer may hold a link `a` → `/etc` and a file recorded as `a/x` that
+/// Docker wrote, inside the layer, at `etc/x`; followed here, the link would
+/// read the host's file). Only a regular file is read.
+fn open_file(files: &Path, entry: &Entry) -> Result<File, StoreError> {
     let name: PathBuf = match (&entry.name, &entry.name_raw) {
         (_, Some(raw)) => {
             let bytes = BASE64
                 .decode(raw)
                 .map_err(|e| format!("a tar-split name is not base64: {e}"))?;
-            PathBuf::from(std::ffi::OsString::from(
-                <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&bytes),
-            ))
+            PathBuf::from(OsStr::from_bytes(&bytes))
         }
         (Some(name), None) => PathBuf::from(name),
         (None, None) => return Err("a tar-split file entry has no name".into()),
     };
-    let mut path = files.to_path_buf();
+    let mut parts = Vec::new();
     for part in name.components() {
         match part {
-            Component::Normal(p) => path.push(p),
+            Component::Normal(p) => parts.push(p),
             Component::CurDir | Component::RootDir => {}
             _ => {
                 return Err(format!(
@@ -278,7 +315,33 @@ fn file_path(files: &Path, entry: &Entry) -> Result<PathBuf, StoreError> {
             }
         }
     }
-    Ok(path)
+    let Some((_, folders)) = parts.split_last() else {
+        return Err(format!("a layer entry names no file: {}", name.display()));
+    };
+    let mut path = files.to_path_buf();
+    for folder in folders {
+        path.push(folder);
+        let is_folder = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_dir());
+        if !is_folder {
+            return Err(format!(
+                "{}: not a folder of the layer (a link?), on the way to {}",
+                path.display(),
+                name.display()
+            ));
+        }
+    }
+    path.push(parts[parts.len() - 1]);
+    // No link followed at the end either; and no wait on a FIFO's writer.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let regular = file.metadata().is_ok_and(|m| m.is_file());
+    if !regular {
+        return Err(format!("{}: not a regular file", path.display()));
+    }
+    Ok(file)
 }
 
 /// Writes the tar `tar_split` records, its files read under `files`.
@@ -294,14 +357,15 @@ fn replay(tar_split: &Path, files: &Path, out: &mut dyn Write) -> Result<u64, St
             }
             FILE if entry.size == 0 => {}
             FILE => {
-                let path = file_path(files, &entry)?;
-                let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let file = open_file(files, &entry)?;
+                let shown = || entry.name.clone().unwrap_or_default();
                 let copied = std::io::copy(&mut file.take(entry.size), out)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                    .map_err(|e| format!("{} in {}: {e}", shown(), files.display()))?;
                 if copied != entry.size {
                     return Err(format!(
-                        "{}: {copied} bytes, the layer recorded {}",
-                        path.display(),
+                        "{} in {}: {copied} bytes, the layer recorded {}",
+                        shown(),
+                        files.display(),
                         entry.size
                     ));
                 }
@@ -380,13 +444,30 @@ pub mod tests {
         builder.into_inner().unwrap()
     }
 
-    #[test]
-    fn a_recorded_layer_is_replayed_byte_for_byte() {
+    /// The sample layer recorded in a folder of its own: (the folder, the
+    /// tar, the layer's files, its tar-split record).
+    fn recorded_sample() -> (tempfile::TempDir, Vec<u8>, PathBuf, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let tar = sample_tar();
         let files = dir.path().join("diff");
         let split = dir.path().join("tar-split.json.gz");
         record(&tar, &files, &split);
+        (dir, tar, files, split)
+    }
+
+    fn file_entry(name: &str) -> Entry {
+        Entry {
+            kind: FILE,
+            name: Some(name.into()),
+            name_raw: None,
+            size: 1,
+            payload: None,
+        }
+    }
+
+    #[test]
+    fn a_recorded_layer_is_replayed_byte_for_byte() {
+        let (_dir, tar, files, split) = recorded_sample();
         assert_eq!(tar_size(&split).unwrap(), tar.len() as u64);
         let mut out = Vec::new();
         assert_eq!(replay(&split, &files, &mut out).unwrap(), tar.len() as u64);
@@ -395,24 +476,30 @@ pub mod tests {
 
     #[test]
     fn a_changed_file_is_caught_by_its_length_and_a_name_may_not_leave_the_layer() {
-        let dir = tempfile::tempdir().unwrap();
-        let tar = sample_tar();
-        let files = dir.path().join("diff");
-        let split = dir.path().join("tar-split.json.gz");
-        record(&tar, &files, &split);
+        let (_dir, _, files, split) = recorded_sample();
         std::fs::write(files.join("app/big"), b"short").unwrap();
         let err = replay(&split, &files, &mut Vec::new()).unwrap_err();
         assert!(err.contains("5 bytes, the layer recorded 3000"), "{err}");
 
-        let entry = Entry {
-            kind: FILE,
-            name: Some("../../etc/passwd".into()),
-            name_raw: None,
-            size: 1,
-            payload: None,
-        };
-        let err = file_path(&files, &entry).unwrap_err();
+        let err = open_file(&files, &file_entry("../../etc/passwd")).unwrap_err();
         assert!(err.contains("leaves the layer"), "{err}");
+    }
+
+    #[test]
+    fn a_link_in_the_layer_is_never_followed_out_of_it() {
+        let (dir, _, files, _) = recorded_sample();
+        // Outside the layer: what a link must not lead the replay to.
+        let outside = dir.path().join("host");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("secret"), b"s").unwrap();
+        std::os::unix::fs::symlink(&outside, files.join("app/etc")).unwrap();
+        let err = open_file(&files, &file_entry("app/etc/secret")).unwrap_err();
+        assert!(err.contains("not a folder of the layer"), "{err}");
+        std::os::unix::fs::symlink(outside.join("secret"), files.join("app/last")).unwrap();
+        let err = open_file(&files, &file_entry("app/last")).unwrap_err();
+        assert!(err.contains("app/last"), "{err}");
+        // A file of the layer opens.
+        assert!(open_file(&files, &file_entry("app/a.txt")).is_ok());
     }
 
     #[test]

@@ -195,6 +195,7 @@ mod tests {
     use super::*;
     use crate::images::docker_store::tests::{record, sample_tar};
     use crate::images::docker_store::{DockerStore, chain_ids};
+    use std::collections::HashMap;
     use std::io::Read;
     use std::path::Path;
 
@@ -242,6 +243,10 @@ mod tests {
         (id, tars)
     }
 
+    fn stored(store: &DockerStore, id: &str, known: &HashMap<String, u64>) -> StoredImage {
+        store.image(store.config(id).unwrap(), known).unwrap()
+    }
+
     fn members(archive: &[u8]) -> Vec<(String, Vec<u8>)> {
         let mut read = tar::Archive::new(archive);
         read.entries()
@@ -260,9 +265,12 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let (id, tars) = docker_root(root.path());
         let store = DockerStore::new(root.path(), "overlay2").unwrap();
-        let image = store.image(&id).unwrap();
+        let image = stored(&store, &id, &HashMap::new());
         assert_eq!(image.layers.len(), 2);
         assert_eq!(image.layers[0].size, tars[0].len() as u64);
+        // A length containerd knows is taken as it is, not measured again.
+        let known = HashMap::from([(image.layers[0].diff_id.clone(), 7)]);
+        assert_eq!(stored(&store, &id, &known).layers[0].size, 7);
 
         // Nothing present: both layers, byte for byte.
         let mut archive = Vec::new();
@@ -317,10 +325,8 @@ mod tests {
     fn the_manifest_is_containerds_own_for_a_docker_archive() {
         let root = tempfile::tempdir().unwrap();
         let (id, _) = docker_root(root.path());
-        let image = DockerStore::new(root.path(), "overlay2")
-            .unwrap()
-            .image(&id)
-            .unwrap();
+        let store = DockerStore::new(root.path(), "overlay2").unwrap();
+        let image = stored(&store, &id, &HashMap::new());
         let text = String::from_utf8(manifest(&image)).unwrap();
         let expected = format!(
             "{{\"schemaVersion\":2,\"mediaType\":\"{MANIFEST_TYPE}\",\"config\":{{\"mediaType\":\"{CONFIG_TYPE}\",\"digest\":\"{id}\",\"size\":{}}},\"layers\":[{{\"mediaType\":\"{LAYER_TYPE}\",\"digest\":\"{}\",\"size\":{}}},",
@@ -341,7 +347,7 @@ mod tests {
         config.push(b' ');
         std::fs::write(&path, config).unwrap();
         let store = DockerStore::new(root.path(), "overlay2").unwrap();
-        let err = store.image(&id).unwrap_err();
+        let err = store.config(&id).unwrap_err();
         assert!(err.contains("its digest is"), "{err}");
     }
 

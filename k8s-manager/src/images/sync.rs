@@ -246,20 +246,29 @@ async fn in_place(
     id: &str,
     name: &str,
 ) -> Result<Carried, String> {
-    let (store, owned) = (store.clone(), id.to_string());
-    let image = tokio::task::spawn_blocking(move || store.image(&owned))
+    let (reader, owned) = (store.clone(), id.to_string());
+    let config = tokio::task::spawn_blocking(move || reader.config(&owned))
         .await
         .map_err(|e| e.to_string())??;
-    let mut present = HashSet::new();
-    for layer in &image.layers {
+    // The layers containerd has, by digest, with their lengths.
+    let mut known = HashMap::new();
+    for diff_id in &config.diff_ids {
         let size = containerd
-            .blob_size(&layer.diff_id)
+            .blob_size(diff_id)
             .await
             .map_err(|e| crate::error::chain(&e))?;
-        if size == Some(layer.size as i64) {
-            present.insert(layer.diff_id.clone());
+        if let Some(size) = size.and_then(|s| u64::try_from(s).ok()) {
+            known.insert(diff_id.clone(), size);
         }
     }
+    let reader = store.clone();
+    let image = {
+        let known = known.clone();
+        tokio::task::spawn_blocking(move || reader.image(config, &known))
+            .await
+            .map_err(|e| e.to_string())??
+    };
+    let present: HashSet<String> = known.into_keys().collect();
     // A move that stalls gives way to the export soon, not after
     // IMPORT_TIMEOUT: 30 s, and a second for every 20 MB to write (a 200 MB
     // image takes ~3.5 s here).
