@@ -187,6 +187,15 @@ pub trait ClusterApi: Send + Sync {
 /// How long a newcomer has to listen on its port in a handover.
 const LISTEN_WITHIN: Duration = Duration::from_secs(90);
 
+/// How long the incumbent of a handover keeps serving once every new
+/// connection goes to the newcomer, before it is told to stop. A connection
+/// it accepted just before the switch sends its request only after its TLS
+/// handshake; the API server answers a request read once its stop has begun
+/// with 503 "apiserver is shutting down" (the request is not in flight yet,
+/// so it is not drained). Milliseconds on a loopback; a second leaves room
+/// for a loaded machine.
+const SETTLE: Duration = Duration::from_secs(1);
+
 impl Processes for Supervisor {
     fn start(&self, spec: ProcessSpec, grace: Duration) -> BoxFuture<'_, std::io::Result<u32>> {
         Supervisor::start(self, spec, grace).boxed()
@@ -291,6 +300,7 @@ impl Processes for Supervisor {
                     .route(Route::AllToNewcomer)
                     .map_err(|e| format!("steering port {port}: {e}"))?;
                 drop(steering);
+                tokio::time::sleep(SETTLE).await;
                 Ok(())
             };
             self.replace(name, spec, grace, take_over).await.map(|_| ())
@@ -619,4 +629,140 @@ pub struct Host<'a> {
     pub machine: &'a dyn Machine,
     /// What the in-process units share with the daemon's API.
     pub units: &'a crate::controllers::Handles,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::{TcpSocket, TcpStream};
+
+    const FAKE_PORT: &str = "K8SM_TEST_HANDOVER_PORT";
+
+    /// Not a test by itself: with `FAKE_PORT` set (the test below runs this
+    /// binary again as its child), a server that shares its port as the API
+    /// server does (IPv6 dual-stack, `SO_REUSEPORT`) and stops as it does:
+    /// on SIGTERM it stops listening, and a request it reads from then on is
+    /// refused ("shutting down") instead of served ("served by <pid>").
+    #[test]
+    fn handover_fake_server() {
+        let Ok(port) = std::env::var(FAKE_PORT) else {
+            return;
+        };
+        let port: u16 = port.parse().unwrap();
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async move {
+                let socket = TcpSocket::new_v6().unwrap();
+                socket.set_reuseport(true).unwrap();
+                socket
+                    .bind((std::net::Ipv6Addr::UNSPECIFIED, port).into())
+                    .unwrap();
+                let listener = socket.listen(16).unwrap();
+                let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .unwrap();
+                loop {
+                    tokio::select! {
+                        _ = term.recv() => break,
+                        accepted = listener.accept() => {
+                            let (stream, _) = accepted.unwrap();
+                            let stopping = stopping.clone();
+                            tokio::spawn(async move {
+                                let mut stream = BufReader::new(stream);
+                                let mut line = String::new();
+                                stream.read_line(&mut line).await.unwrap();
+                                let answer = if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                                    "shutting down\n".to_string()
+                                } else {
+                                    format!("served by {}\n", std::process::id())
+                                };
+                                stream.get_mut().write_all(answer.as_bytes()).await.unwrap();
+                            });
+                        }
+                    }
+                }
+                stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+                drop(listener);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            });
+    }
+
+    async fn call(stream: &mut TcpStream) -> String {
+        stream.write_all(b"call\n").await.unwrap();
+        let mut answer = String::new();
+        BufReader::new(stream).read_line(&mut answer).await.unwrap();
+        answer.trim().to_string()
+    }
+
+    /// A client that connected to the incumbent just before the switch and
+    /// sends its request just after it is served, not refused: the incumbent
+    /// is stopped only once such a request has had time to arrive. Real
+    /// processes, a real port group, the real steering and stop.
+    #[tokio::test]
+    async fn a_call_on_a_connection_made_just_before_the_switch_is_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("[::]:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let spec = ProcessSpec {
+            name: "fake-server".into(),
+            program: std::env::current_exe().unwrap(),
+            checked: None,
+            args: [
+                "--exact",
+                "cluster::host::tests::handover_fake_server",
+                "--test-threads=1",
+            ]
+            .map(String::from)
+            .to_vec(),
+            env: vec![(FAKE_PORT.into(), port.to_string())],
+            log_file: dir.path().join("fake-server.log"),
+            inputs: Vec::new(),
+        };
+        let sup = Supervisor::new("test-instance-handover");
+        let grace = Duration::from_secs(2);
+        let incumbent = sup.start(spec, grace).await.unwrap();
+        let v4 = format!("127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut early = loop {
+            match TcpStream::connect(&v4).await {
+                Ok(stream) => break stream,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(err) => panic!("the fake server does not listen: {err}"),
+            }
+        };
+        assert_eq!(call(&mut early).await, format!("served by {incumbent}"));
+        // Connected to the incumbent (IPv4 stays with it until the switch);
+        // its request goes 200 ms after the newcomer is found ready, the
+        // switch being the next step.
+        let mut late = TcpStream::connect(&v4).await.unwrap();
+        let (switched_tx, switched) = tokio::sync::oneshot::channel::<u32>();
+        let ready: Ready = Box::new(move |newcomer| {
+            async move {
+                switched_tx.send(newcomer).unwrap();
+                Ok(())
+            }
+            .boxed()
+        });
+        let handover = Processes::hand_over(&sup, "fake-server", None, port, grace, ready);
+        let client = async {
+            let newcomer = switched.await.unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let answer = call(&mut late).await;
+            let mut fresh = TcpStream::connect(&v4).await.unwrap();
+            (newcomer, answer, call(&mut fresh).await)
+        };
+        let (done, (newcomer, answer, fresh)) = tokio::join!(handover, client);
+        done.unwrap();
+        assert_eq!(answer, format!("served by {incumbent}"));
+        assert_eq!(fresh, format!("served by {newcomer}"));
+        assert!(!crate::sys::process_alive(incumbent));
+        sup.stop_all(grace).await;
+    }
 }

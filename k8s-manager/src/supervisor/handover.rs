@@ -20,10 +20,12 @@
 //!    newcomer that got its clients' calls before it is ready would answer
 //!    403 (its authorizer has not loaded the roles) or 503;
 //! 2. once the newcomer answers ready, [`Route::AllToNewcomer`];
-//! 3. the incumbent is stopped. A connection it had not accepted when its
-//!    listener closed is moved to the newcomer by the kernel where
-//!    `net.ipv4.tcp_migrate_req` is 1 (the preflight sets it), instead of
-//!    being reset.
+//! 3. a second later, the incumbent is stopped: a connection it accepted
+//!    just before the switch has sent its request by then, which the stop
+//!    drains (a request read once the stop began is refused with 503). A
+//!    connection it had not accepted when its listener closed is moved to
+//!    the newcomer by the kernel where `net.ipv4.tcp_migrate_req` is 1 (the
+//!    preflight sets it), instead of being reset.
 //!
 //! The program is attached through a copy of the incumbent's listening
 //! socket (pidfd_getfd(2)), closed before the incumbent stops: a copy kept
