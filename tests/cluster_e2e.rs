@@ -1347,3 +1347,54 @@ fn a_warm_start_is_ready_only_once_authorization_answers() {
         "calls sent after the API server was ready were refused: {refused:?}"
     );
 }
+
+/// `status` judges the node alive from the kubelet's lease, renewed every
+/// 10 s, not from the time on its full status, which the kubelet writes only
+/// on a change and every 5 minutes: a node whose status was last written 10
+/// minutes ago and whose lease is fresh is Ready, as it is for Kubernetes.
+#[test]
+fn status_reads_the_kubelets_heartbeat_from_its_lease() {
+    let cluster = Cluster::new();
+    cluster.enable_ok();
+    let node = cluster.kubectl_ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
+    let long_ago = time_ago(600);
+    let patch = serde_json::json!({
+        "status": {"conditions": [{"type": "Ready", "lastHeartbeatTime": long_ago}]}
+    });
+    cluster.kubectl_ok(&[
+        "patch",
+        "node",
+        node.trim(),
+        "--subresource=status",
+        "--type=strategic",
+        "-p",
+        &patch.to_string(),
+    ]);
+    let heartbeat = || {
+        cluster.kubectl_ok(&[
+            "get",
+            "node",
+            node.trim(),
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].lastHeartbeatTime}",
+        ])
+    };
+    assert_eq!(heartbeat(), long_ago, "the patch took");
+    let out = support::run_ok(&mut cluster.manager(&["status", "--output", "json"]));
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["nodeReady"], true, "{status}");
+    let text = support::run_ok(&mut cluster.manager(&["status"]));
+    assert!(text.contains("Node: Ready"), "{text}");
+    // Still the old time: the verdict came from the lease.
+    assert_eq!(heartbeat(), long_ago);
+}
+
+/// The UTC time `seconds` ago, as Kubernetes writes it.
+fn time_ago(seconds: u64) -> String {
+    let out = support::run_ok(
+        Command::new("date")
+            .args(["-u", "-d", &format!("{seconds} seconds ago")])
+            .arg("+%Y-%m-%dT%H:%M:%SZ"),
+    );
+    out.trim().to_string()
+}

@@ -107,7 +107,7 @@ pub async fn node_alive(client: &kube::Client, name: &str, since: i64) -> Result
     match renewed >= since {
         true => Ok(()),
         false => Err(format!(
-            "node {name}: its lease was not renewed since the thaw yet"
+            "node {name}: its kubelet has not renewed its lease since {since} (Unix seconds)"
         )),
     }
 }

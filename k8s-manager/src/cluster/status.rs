@@ -119,8 +119,12 @@ pub async fn report(
             let client = crate::bootstrap::client(&paths.admin_kubeconfig())
                 .await
                 .ok()?;
+            // The kubelet's heartbeat is its lease, renewed every 10 s; its
+            // full status is written on a change and every 5 minutes (the
+            // kubelet's report frequency), so that status' own time says
+            // nothing about whether the kubelet is alive now.
             Some(
-                crate::bootstrap::wait::node_ready(
+                crate::bootstrap::wait::node_alive(
                     &client,
                     &node,
                     time::OffsetDateTime::now_utc().unix_timestamp() - 60,
