@@ -3,7 +3,9 @@
 # and the same binaries: kubeadm's static pods run images made here from the
 # bundle's own binaries (no registry), kubelet is the bundle's, CNI is the same
 # bridge configuration, and "ready" means the same for both: node Ready and a
-# CoreDNS pod Ready. Prints both times and their ratio.
+# CoreDNS pod Ready. Prints both times and their ratio; then reset: `kubeadm
+# reset -f` of a running cluster plus an init against `k8s-manager reset` (a
+# running cluster wiped and Ready again).
 #
 # Run as root on a prepared machine with no cluster running (vm/prepare-vm.sh):
 # it refuses to start while containerd's k8s.io namespace runs containers
@@ -28,6 +30,9 @@ work=$(mktemp -d)
 node=docker-desktop
 address=$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')
 kubectl() { "$bin/kubectl" --kubeconfig /etc/kubernetes/admin.conf "$@"; }
+median() { sort -n | awk '{a[NR]=$1} END {printf "%.2f", (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.2f", b - a}'; }
 log() { printf '[kubeadm-bench] %s\n' "$*" >&2; }
 
 [[ -z $(ctr -n k8s.io tasks ls -q 2>/dev/null) ]] ||
@@ -146,9 +151,17 @@ start_kubelet_when_configured() {
 }
 
 teardown_kubeadm() {
-	if [[ -f $work/kubelet.pid ]]; then kill "$(cat "$work/kubelet.pid")" 2>/dev/null || true; fi
+	local start running=
+	# The kubelet first, as kubeadm reset itself stops it under systemd.
+	if [[ -f $work/kubelet.pid ]]; then
+		running=1
+		kill "$(cat "$work/kubelet.pid")" 2>/dev/null || true
+	fi
 	pkill -f "$bin/kubelet --bootstrap-kubeconfig" 2>/dev/null || true
+	start=$(now)
 	"$bin/kubeadm" reset -f --cri-socket unix:///run/containerd/containerd.sock >/dev/null 2>&1 || true
+	# What kubeadm reset took on a running cluster: its half of a reset.
+	[[ -n $running ]] && kubeadm_resets+=("$(since "$start")")
 	"$bin/kube-proxy" --cleanup >/dev/null 2>&1 || true
 	# kubelet bind-mounts its root folder onto itself; volumes are mounts below it.
 	grep -o ' /var/lib/kubelet[^ ]*' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
@@ -171,11 +184,7 @@ ready() { # node Ready and a CoreDNS pod Ready
 			-o jsonpath='{.items[*].status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -q True
 }
 
-median() { sort -n | awk '{a[NR]=$1} END {printf "%.2f", (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.2f", b - a}'; }
-
-kubeadm_times=()
+kubeadm_times=() kubeadm_resets=()
 for i in $(seq "$runs"); do
 	teardown_kubeadm
 	cni
@@ -209,6 +218,14 @@ for i in $(seq "$runs"); do
 	manager_times+=("$(since "$start")")
 	log "k8s-manager run $i: ${manager_times[-1]} s"
 done
+# Reset of a running cluster until it is Ready again (reset's restart).
+manager_resets=()
+for i in $(seq "$runs"); do
+	start=$(now)
+	"$manager" --state-dir "$state" reset >/dev/null 2>&1
+	manager_resets+=("$(since "$start")")
+	log "k8s-manager reset $i: ${manager_resets[-1]} s"
+done
 "$manager" --state-dir "$state" reset --no-restart >/dev/null 2>&1 || true
 pkill -f -- "--state-dir $state daemon" || true
 
@@ -218,3 +235,9 @@ printf 'kubeadm init → node Ready + CoreDNS Ready:      %s s (median of %s: %s
 printf 'k8s-manager enable (cold, images present):      %s s (median of %s: %s)\n' "$m" "$runs" "${manager_times[*]}"
 printf 'ratio kubeadm / k8s-manager: %.1fx; k8s-manager takes %.0f %% of kubeadm init (goal: ≤ 30 %%)\n' \
 	"$(awk -v k="$k" -v m="$m" 'BEGIN {print k / m}')" "$(awk -v k="$k" -v m="$m" 'BEGIN {print m * 100 / k}')"
+kr=$(printf '%s\n' "${kubeadm_resets[@]}" | median)
+mr=$(printf '%s\n' "${manager_resets[@]}" | median)
+printf 'kubeadm reset -f of a running cluster:            %s s (median of %s: %s)\n' "$kr" "${#kubeadm_resets[@]}" "${kubeadm_resets[*]}"
+printf 'k8s-manager reset → node Ready + CoreDNS Ready:  %s s (median of %s: %s)\n' "$mr" "$runs" "${manager_resets[*]}"
+printf 'k8s-manager reset takes %.0f %% of kubeadm reset + init (%.2f s; goal: ≤ 33 %%)\n' \
+	"$(awk -v k="$k" -v r="$kr" -v m="$mr" 'BEGIN {print m * 100 / (k + r)}')" "$(awk -v k="$k" -v r="$kr" 'BEGIN {print k + r}')"

@@ -342,7 +342,7 @@ impl Engine {
         {
             tracing::warn!("cannot thaw the cluster for the shutdown: {err}");
         }
-        super::order::stop(&self.supervisor).await;
+        super::order::stop(&self.supervisor, super::order::Ending::Graceful).await;
         self.supervisor.stop_all(STOP_GRACE).await;
         self.set_state(ClusterState::Stopped);
     }

@@ -118,6 +118,8 @@ pub struct World {
     pub made: Mutex<Option<ClusterConfig>>,
     /// Whether the cluster is frozen.
     pub frozen: Mutex<bool>,
+    /// Each stop of a running unit, with the grace it was given.
+    pub stop_graces: Mutex<Vec<(String, Duration)>>,
 }
 
 impl World {
@@ -131,6 +133,7 @@ impl World {
             moved: Mutex::new(BTreeSet::new()),
             made: Mutex::new(None),
             frozen: Mutex::new(false),
+            stop_graces: Mutex::new(Vec::new()),
         })
     }
 
@@ -313,10 +316,14 @@ impl Processes for World {
         futures::future::ready(status).boxed()
     }
 
-    fn stop<'a>(&'a self, name: &'a str, _grace: Duration) -> BoxFuture<'a, ()> {
+    fn stop<'a>(&'a self, name: &'a str, grace: Duration) -> BoxFuture<'a, ()> {
         let mut children = self.children.lock().unwrap();
         if children.iter().any(|(s, _)| s.name == name) {
             self.journal.note(format!("stop {name}"));
+            self.stop_graces
+                .lock()
+                .unwrap()
+                .push((name.to_string(), grace));
             children.retain(|(s, _)| s.name != name);
         }
         futures::future::ready(()).boxed()

@@ -48,12 +48,34 @@ pub fn clients_of(component: &dyn Component) -> Vec<&'static dyn Component> {
         .collect()
 }
 
+/// How a stop ends the component processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// SIGTERM, and each its own grace to finish: the cluster's data is kept.
+    Graceful,
+    /// SIGKILL at once: the cluster's data is deleted next (a reset), so
+    /// nothing a process would write or tell on its way out is of use, and
+    /// a graceful end costs seconds (the API server's alone takes 1-2 s).
+    /// The in-process units keep their grace: they write outside the state
+    /// folder too (containerd's images).
+    Discarding,
+}
+
 /// Stops everything declared, wave by wave (those of one wave together),
-/// each with its own grace. A no-op for what does not run.
-pub async fn stop(processes: &dyn Processes) {
+/// each with its own grace, or none for a process when `ending` says so. A
+/// no-op for what does not run.
+pub async fn stop(processes: &dyn Processes, ending: Ending) {
     let declared = declared();
     for wave in order::stop_waves(&declared) {
-        join_all(wave.iter().map(|u| processes.stop(u.name, u.grace))).await;
+        join_all(wave.iter().map(|u| {
+            let process = components::ALL.iter().any(|c| c.name() == u.name);
+            let grace = match ending {
+                Ending::Discarding if process => std::time::Duration::ZERO,
+                _ => u.grace,
+            };
+            processes.stop(u.name, grace)
+        }))
+        .await;
     }
 }
 

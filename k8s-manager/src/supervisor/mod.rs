@@ -130,6 +130,9 @@ struct Supervised {
     name: String,
     status: Arc<Mutex<ChildStatus>>,
     stop: watch::Sender<bool>,
+    /// A process's grace between SIGTERM and SIGKILL, as its stop gives it
+    /// (`None` for a task, whose grace is its start's).
+    grace: Option<Arc<Mutex<Duration>>>,
     task: JoinHandle<()>,
 }
 
@@ -211,6 +214,7 @@ impl Supervisor {
             memory_bytes: None,
         }));
         let (stop_tx, stop_rx) = watch::channel(false);
+        let grace = Arc::new(Mutex::new(grace));
         let task = tokio::spawn(supervise(
             spec.clone(),
             self.instance.clone(),
@@ -218,7 +222,7 @@ impl Supervisor {
             child,
             status.clone(),
             stop_rx,
-            grace,
+            grace.clone(),
         ));
         Ok(Supervised {
             name: spec.name.clone(),
@@ -226,6 +230,7 @@ impl Supervisor {
             inputs,
             status,
             stop: stop_tx,
+            grace: Some(grace),
             task,
         })
     }
@@ -340,6 +345,7 @@ impl Supervisor {
                 inputs: Vec::new(),
                 status,
                 stop: stop_tx,
+                grace: None,
                 task,
             },
         ));
@@ -428,6 +434,9 @@ impl Supervisor {
 async fn stop_child(child: Supervised, grace: Duration) {
     let start = Instant::now();
     let name = child.name.clone();
+    if let Some(given) = &child.grace {
+        *given.lock().expect("grace lock") = grace;
+    }
     let _ = child.stop.send(true);
     // The task ends the process; give it the grace period plus a margin.
     let _ = tokio::time::timeout(grace + Duration::from_secs(5), child.task).await;
@@ -507,7 +516,7 @@ async fn supervise(
     mut child: tokio::process::Child,
     status: Arc<Mutex<ChildStatus>>,
     mut stop: watch::Receiver<bool>,
-    grace: Duration,
+    grace: Arc<Mutex<Duration>>,
 ) {
     let mut backoff = BACKOFF_START;
     loop {
@@ -553,6 +562,7 @@ async fn supervise(
             }
             _ = stop.changed() => {
                 if let Some(pid) = pid {
+                    let grace = *grace.lock().expect("grace lock");
                     terminate(pid, grace, &mut child).await;
                 }
                 break;
@@ -1017,6 +1027,34 @@ mod tests {
         let start = Instant::now();
         sup.stop("stubborn", Duration::from_millis(300)).await;
         assert!(start.elapsed() >= Duration::from_millis(250));
+        assert!(!crate::sys::process_alive(pid));
+    }
+
+    /// The grace is the stop's, not the start's: a reset kills at once a
+    /// process started with seconds of grace.
+    #[tokio::test]
+    async fn a_stop_gives_its_own_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let sup = Supervisor::new("test-instance-grace");
+        let pid = sup
+            .start(
+                spec(
+                    dir.path(),
+                    "stubborn",
+                    "trap '' TERM; while :; do sleep 0.05; done",
+                ),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let start = Instant::now();
+        sup.stop("stubborn", Duration::ZERO).await;
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
         assert!(!crate::sys::process_alive(pid));
     }
 

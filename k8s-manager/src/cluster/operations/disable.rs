@@ -17,6 +17,7 @@ use crate::cluster::host::Host;
 use crate::cluster::operation::{
     Needs, Operation, Shown, Step, StepContext, Turn, World, run_steps,
 };
+pub(crate) use crate::cluster::order::Ending;
 use crate::cluster::progress::Progress;
 use crate::model::config::{ClusterConfig, Paths};
 use crate::model::error::OperationError;
@@ -65,6 +66,8 @@ pub(crate) struct Teardown<'a> {
     pub host: Host<'a>,
     pub paths: &'a Paths,
     pub config: Option<ClusterConfig>,
+    /// How the processes end: gracefully, unless the data goes next.
+    pub ending: Ending,
     /// Taking a cluster down is never cancelled.
     cancel: CancelSignal,
 }
@@ -75,6 +78,7 @@ impl<'a> Teardown<'a> {
             host: world.host,
             paths: world.paths,
             config: world.last_made.clone(),
+            ending: Ending::Graceful,
             cancel: CancelSignal::new(),
         }
     }
@@ -96,7 +100,7 @@ impl StepContext for Teardown<'_> {
 pub(crate) fn stop_step<'b>() -> Step<Teardown<'b>> {
     Step::new("stop", "stopping", 120, |t| {
         async move {
-            stop(t.host, t.paths, t.config.as_ref())
+            stop(t.host, t.paths, t.config.as_ref(), t.ending)
                 .await
                 .map_err(|e| OperationError::new(Phase::named("stop"), e))
         }
@@ -112,6 +116,7 @@ pub(crate) async fn stop(
     host: Host<'_>,
     paths: &Paths,
     config: Option<&ClusterConfig>,
+    ending: Ending,
 ) -> Result<(), String> {
     // In the waves the declaration gives: the API server's clients, the
     // in-process units among them, stop together (one by one, each taking
@@ -119,7 +124,7 @@ pub(crate) async fn stop(
     // during an enable take seconds more; and none of them sees the API
     // server go); then the API server; then etcd, which stops at once when
     // no API server holds it. Then whatever else runs.
-    crate::cluster::order::stop(host.processes).await;
+    crate::cluster::order::stop(host.processes, ending).await;
     host.processes.stop_all(STOP_GRACE).await;
     host.processes
         .end_stale(Vec::new(), STALE_GRACE, GRACEFUL)

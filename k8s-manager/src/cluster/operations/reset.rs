@@ -8,7 +8,7 @@
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::disable::{Teardown, stop_step};
+use super::disable::{Ending, Teardown, stop_step};
 use crate::cluster::host::Host;
 use crate::cluster::operation::{Needs, Operation, Shown, Step, Turn, World, run_steps};
 use crate::model::config::{ClusterConfig, Paths};
@@ -45,6 +45,8 @@ impl Operation for Reset {
         async move {
             world.host.progress.set_state(ClusterState::Stopping);
             let mut teardown = Teardown::of(world);
+            // The data goes next: the processes are killed, not asked to end.
+            teardown.ending = Ending::Discarding;
             let stopped = run_steps(&[stop_step()], &mut teardown, Shown::AsProgress).await;
             let removed = run_steps(&[remove_step()], &mut teardown, Shown::AsProgress).await;
             match (stopped, removed) {
@@ -184,6 +186,59 @@ mod tests {
             &paths.volumes,
         ] {
             assert!(!gone.exists(), "{} is still there", gone.display());
+        }
+    }
+
+    /// A reset kills the component processes at once (their data goes
+    /// next); a disable gives each its grace. The in-process units get
+    /// theirs either way.
+    #[tokio::test]
+    async fn a_reset_kills_the_processes_a_disable_lets_them_end() {
+        for (operation, killed) in [("reset", true), ("disable", false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let config = fakes::config(dir.path());
+            let world = World::new(Behaviour::default());
+            world
+                .enable(&config, crate::cluster::cancel::CancelSignal::new())
+                .await
+                .unwrap();
+            let paths = config.paths();
+            match operation {
+                "reset" => world.run(&Reset { restart: None }, &paths, Some(config.clone())),
+                _ => world.run(
+                    &super::super::disable::Disable,
+                    &paths,
+                    Some(config.clone()),
+                ),
+            }
+            .await
+            .unwrap();
+            let graces = world.stop_graces.lock().unwrap().clone();
+            for component in crate::components::ALL {
+                let grace = graces.iter().find(|(n, _)| n == component.name());
+                let expected = match killed {
+                    true => std::time::Duration::ZERO,
+                    false => component.stop_grace(),
+                };
+                assert_eq!(
+                    grace.map(|(_, g)| *g),
+                    Some(expected),
+                    "{operation}: {}",
+                    component.name()
+                );
+            }
+            let units: Vec<_> = graces
+                .iter()
+                .filter(|(n, _)| crate::controllers::UNITS.iter().any(|u| u.name == n))
+                .collect();
+            assert!(!units.is_empty(), "{operation}: {graces:?}");
+            for (name, grace) in units {
+                assert_eq!(
+                    *grace,
+                    crate::controllers::STOP_GRACE,
+                    "{operation}: {name}"
+                );
+            }
         }
     }
 }
