@@ -571,6 +571,17 @@ impl ClusterApi for World {
 
 /// Settings for a cluster under `dir`, with a bundle manifest there (no
 /// binaries: the fakes run nothing) and the kubeconfig exported into `dir`.
+/// A world whose cluster of [`config`] in `dir` was enabled.
+pub async fn enabled(dir: &Path) -> (Arc<World>, ClusterConfig) {
+    let config = config(dir);
+    let world = World::new(Behaviour::default());
+    world
+        .enable(&config, crate::cluster::cancel::CancelSignal::new())
+        .await
+        .unwrap();
+    (world, config)
+}
+
 pub fn config(dir: &Path) -> ClusterConfig {
     let bundle = dir.join("bundle");
     std::fs::create_dir_all(&bundle).unwrap();

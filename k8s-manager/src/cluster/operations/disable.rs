@@ -191,12 +191,7 @@ mod tests {
     #[tokio::test]
     async fn the_api_servers_clients_stop_before_it_and_etcd_last() {
         let dir = tempfile::tempdir().unwrap();
-        let config = fakes::config(dir.path());
-        let world = World::new(Behaviour::default());
-        world
-            .enable(&config, crate::cluster::cancel::CancelSignal::new())
-            .await
-            .unwrap();
+        let (world, config) = fakes::enabled(dir.path()).await;
         world
             .run(&Disable, &config.paths(), Some(config.clone()))
             .await
@@ -233,12 +228,7 @@ mod tests {
     async fn a_stop_of_everything_at_once_stops_the_units_before_the_api_server() {
         // The daemon's shutdown: one stop_all, no named stops first.
         let dir = tempfile::tempdir().unwrap();
-        let config = fakes::config(dir.path());
-        let world = World::new(Behaviour::default());
-        world
-            .enable(&config, crate::cluster::cancel::CancelSignal::new())
-            .await
-            .unwrap();
+        let (world, _config) = fakes::enabled(dir.path()).await;
         world.processes_stop_all().await;
         for unit in crate::controllers::UNITS.map(|u| u.name) {
             world

@@ -252,17 +252,12 @@ pub async fn thaw(world: &World<'_>, cause: &str) -> Result<(), OperationError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::fakes::{self, Behaviour, World};
+    use crate::cluster::fakes;
 
     #[tokio::test]
     async fn pause_freezes_clients_first_and_resume_thaws_the_kubelet_before_the_api_server() {
         let dir = tempfile::tempdir().unwrap();
-        let config = fakes::config(dir.path());
-        let world = World::new(Behaviour::default());
-        world
-            .enable(&config, crate::cluster::cancel::CancelSignal::new())
-            .await
-            .unwrap();
+        let (world, config) = fakes::enabled(dir.path()).await;
         let paths = config.paths();
         world.journal.clear();
         world

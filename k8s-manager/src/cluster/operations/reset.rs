@@ -196,12 +196,7 @@ mod tests {
     async fn a_reset_kills_the_processes_a_disable_lets_them_end() {
         for (operation, killed) in [("reset", true), ("disable", false)] {
             let dir = tempfile::tempdir().unwrap();
-            let config = fakes::config(dir.path());
-            let world = World::new(Behaviour::default());
-            world
-                .enable(&config, crate::cluster::cancel::CancelSignal::new())
-                .await
-                .unwrap();
+            let (world, config) = fakes::enabled(dir.path()).await;
             let paths = config.paths();
             match operation {
                 "reset" => world.run(&Reset { restart: None }, &paths, Some(config.clone())),
