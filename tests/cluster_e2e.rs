@@ -1348,15 +1348,48 @@ fn a_warm_start_is_ready_only_once_authorization_answers() {
     );
 }
 
-/// `status` judges the node alive from the kubelet's lease, renewed every
-/// 10 s, not from the time on its full status, which the kubelet writes only
-/// on a change and every 5 minutes: a node whose status was last written 10
-/// minutes ago and whose lease is fresh is Ready, as it is for Kubernetes.
+/// `status` judges the node alive as the controller-manager does, from the
+/// later of the kubelet's two heartbeats: its full status, written at its
+/// start, on a change and every 5 minutes, and its lease, renewed every 10 s
+/// (and made only seconds after a first start). A node whose lease is gone
+/// but whose status is fresh is Ready; so is one whose status was last
+/// written 10 minutes ago but whose lease is fresh.
 #[test]
-fn status_reads_the_kubelets_heartbeat_from_its_lease() {
+fn status_reads_the_kubelets_heartbeat_from_its_status_or_its_lease() {
     let cluster = Cluster::new();
     cluster.enable_ok();
     let node = cluster.kubectl_ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
+    let node = node.trim();
+    let node_ready = || {
+        let out = support::run_ok(&mut cluster.manager(&["status", "--output", "json"]));
+        let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+        status["nodeReady"].clone()
+    };
+    let lease = |args: &[&str]| {
+        let mut all = vec!["-n", "kube-node-lease"];
+        all.extend_from_slice(args);
+        support::run(&mut cluster.kubectl(&all))
+    };
+    // No lease (the kubelet makes it again at its next renewal, within
+    // 10 s: a round where it came back before the verdict is done again).
+    let mut proved = false;
+    for _ in 0..5 {
+        lease(&["delete", "lease", node]);
+        let verdict = node_ready();
+        let back = lease(&["get", "lease", node]).status.success();
+        assert_eq!(verdict, true, "no lease, a fresh status");
+        if !back {
+            proved = true;
+            break;
+        }
+    }
+    assert!(proved, "the kubelet made its lease again every time");
+    // The lease back, the status' heartbeat 10 minutes old.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !lease(&["get", "lease", node]).status.success() {
+        assert!(std::time::Instant::now() < deadline, "no lease again");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let long_ago = time_ago(600);
     let patch = serde_json::json!({
         "status": {"conditions": [{"type": "Ready", "lastHeartbeatTime": long_ago}]}
@@ -1364,7 +1397,7 @@ fn status_reads_the_kubelets_heartbeat_from_its_lease() {
     cluster.kubectl_ok(&[
         "patch",
         "node",
-        node.trim(),
+        node,
         "--subresource=status",
         "--type=strategic",
         "-p",
@@ -1374,15 +1407,13 @@ fn status_reads_the_kubelets_heartbeat_from_its_lease() {
         cluster.kubectl_ok(&[
             "get",
             "node",
-            node.trim(),
+            node,
             "-o",
             "jsonpath={.status.conditions[?(@.type==\"Ready\")].lastHeartbeatTime}",
         ])
     };
     assert_eq!(heartbeat(), long_ago, "the patch took");
-    let out = support::run_ok(&mut cluster.manager(&["status", "--output", "json"]));
-    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(status["nodeReady"], true, "{status}");
+    assert_eq!(node_ready(), true, "an old status, a fresh lease");
     let text = support::run_ok(&mut cluster.manager(&["status"]));
     assert!(text.contains("Node: Ready"), "{text}");
     // Still the old time: the verdict came from the lease.

@@ -74,10 +74,13 @@ pub async fn node_ready(client: &kube::Client, name: &str, since: i64) -> Result
     }
 }
 
-/// Whether the node is Ready and its kubelet renewed the node's lease at
-/// or after `since` (Unix seconds): the heartbeat the controller-manager's
-/// node monitor reads. After a thaw the kubelet renews it at once, while
-/// its next full status may be a status period away.
+/// Whether the node is Ready and its kubelet gave a sign of life at or after
+/// `since` (Unix seconds): its Ready condition's heartbeat or its lease's
+/// renewal, whichever is later, as the controller-manager's node monitor
+/// reads it. The lease is renewed every 10 s, the full status only on a
+/// change and every 5 minutes; but a kubelet just started writes its status
+/// at once, and may create its lease only seconds later. After a thaw the
+/// kubelet renews its lease at once.
 pub async fn node_alive(client: &kube::Client, name: &str, since: i64) -> Result<(), String> {
     use k8s_openapi::api::coordination::v1::Lease;
     let nodes: Api<Node> = Api::all(client.clone());
@@ -87,27 +90,28 @@ pub async fn node_alive(client: &kube::Client, name: &str, since: i64) -> Result
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("node {name} is not registered"))?;
     let conditions = node.status.and_then(|s| s.conditions).unwrap_or_default();
-    if !conditions
+    let Some(ready) = conditions
         .iter()
-        .any(|c| c.type_ == "Ready" && c.status == "True")
-    {
+        .find(|c| c.type_ == "Ready" && c.status == "True")
+    else {
         return Err(format!("node {name} is not Ready"));
+    };
+    if seconds(ready.last_heartbeat_time.as_ref()) >= since {
+        return Ok(());
     }
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
-    let lease = leases
+    let renewed = leases
         .get_opt(name)
         .await
         .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("node {name} has no lease"))?;
-    let renewed = lease
-        .spec
+        .and_then(|lease| lease.spec)
         .and_then(|s| s.renew_time)
         .map(|t| t.0.as_second())
         .unwrap_or(0);
     match renewed >= since {
         true => Ok(()),
         false => Err(format!(
-            "node {name}: its kubelet has not renewed its lease since {since} (Unix seconds)"
+            "node {name}: neither its status nor its lease was renewed since {since} (Unix seconds)"
         )),
     }
 }
