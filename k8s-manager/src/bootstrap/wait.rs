@@ -52,6 +52,29 @@ fn seconds(t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> 
 /// count, since after a restart the node object still says Ready until the
 /// new kubelet reports (it always reports once it is up).
 pub async fn node_ready(client: &kube::Client, name: &str, since: i64) -> Result<(), String> {
+    match ready_condition(client, name, since).await? {
+        Heartbeat::Fresh => Ok(()),
+        Heartbeat::Stale => Err(format!(
+            "node {name}: no status from the kubelet since this start yet"
+        )),
+    }
+}
+
+/// How recent the heartbeat of a node's Ready=True condition is.
+enum Heartbeat {
+    /// At or after the time asked about.
+    Fresh,
+    /// Before it.
+    Stale,
+}
+
+/// The node's Ready condition, when True, judged against `since`; an error
+/// says why the node is not Ready.
+async fn ready_condition(
+    client: &kube::Client,
+    name: &str,
+    since: i64,
+) -> Result<Heartbeat, String> {
     let nodes: Api<Node> = Api::all(client.clone());
     let node = nodes
         .get_opt(name)
@@ -60,10 +83,10 @@ pub async fn node_ready(client: &kube::Client, name: &str, since: i64) -> Result
         .ok_or_else(|| format!("node {name} is not registered yet"))?;
     let conditions = node.status.and_then(|s| s.conditions).unwrap_or_default();
     match conditions.iter().find(|c| c.type_ == "Ready") {
-        Some(c) if c.status == "True" && seconds(c.last_heartbeat_time.as_ref()) >= since => Ok(()),
-        Some(c) if c.status == "True" => Err(format!(
-            "node {name}: no status from the kubelet since this start yet"
-        )),
+        Some(c) if c.status == "True" && seconds(c.last_heartbeat_time.as_ref()) >= since => {
+            Ok(Heartbeat::Fresh)
+        }
+        Some(c) if c.status == "True" => Ok(Heartbeat::Stale),
         Some(c) => Err(format!(
             "node {name} Ready={} ({}: {})",
             c.status,
@@ -83,20 +106,7 @@ pub async fn node_ready(client: &kube::Client, name: &str, since: i64) -> Result
 /// kubelet renews its lease at once.
 pub async fn node_alive(client: &kube::Client, name: &str, since: i64) -> Result<(), String> {
     use k8s_openapi::api::coordination::v1::Lease;
-    let nodes: Api<Node> = Api::all(client.clone());
-    let node = nodes
-        .get_opt(name)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("node {name} is not registered"))?;
-    let conditions = node.status.and_then(|s| s.conditions).unwrap_or_default();
-    let Some(ready) = conditions
-        .iter()
-        .find(|c| c.type_ == "Ready" && c.status == "True")
-    else {
-        return Err(format!("node {name} is not Ready"));
-    };
-    if seconds(ready.last_heartbeat_time.as_ref()) >= since {
+    if let Heartbeat::Fresh = ready_condition(client, name, since).await? {
         return Ok(());
     }
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
@@ -111,7 +121,8 @@ pub async fn node_alive(client: &kube::Client, name: &str, since: i64) -> Result
     match renewed >= since {
         true => Ok(()),
         false => Err(format!(
-            "node {name}: neither its status nor its lease was renewed since {since} (Unix seconds)"
+            "node {name}: neither its status nor its lease was renewed since {since} (Unix seconds): \
+             is its kubelet running (`k8s-manager status`, its log in the state folder's logs/kubelet.log)?"
         )),
     }
 }

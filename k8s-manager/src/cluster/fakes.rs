@@ -569,8 +569,6 @@ impl ClusterApi for World {
     }
 }
 
-/// Settings for a cluster under `dir`, with a bundle manifest there (no
-/// binaries: the fakes run nothing) and the kubeconfig exported into `dir`.
 /// A world whose cluster of [`config`] in `dir` was enabled.
 pub async fn enabled(dir: &Path) -> (Arc<World>, ClusterConfig) {
     let config = config(dir);
@@ -582,6 +580,8 @@ pub async fn enabled(dir: &Path) -> (Arc<World>, ClusterConfig) {
     (world, config)
 }
 
+/// Settings for a cluster under `dir`, with a bundle manifest there (no
+/// binaries: the fakes run nothing) and the kubeconfig exported into `dir`.
 pub fn config(dir: &Path) -> ClusterConfig {
     let bundle = dir.join("bundle");
     std::fs::create_dir_all(&bundle).unwrap();

@@ -119,10 +119,9 @@ pub async fn report(
             let client = crate::bootstrap::client(&paths.admin_kubeconfig())
                 .await
                 .ok()?;
-            // The kubelet's heartbeat is its lease, renewed every 10 s; its
-            // full status is written on a change and every 5 minutes (the
-            // kubelet's report frequency), so that status' own time says
-            // nothing about whether the kubelet is alive now.
+            // Alive: the later of the kubelet's two heartbeats (its full
+            // status, written on a change and every 5 minutes, and its
+            // lease, renewed every 10 s) within the last minute.
             Some(
                 crate::bootstrap::wait::node_alive(
                     &client,
