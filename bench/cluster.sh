@@ -4,6 +4,8 @@
 #
 #   cold enable   no state, images not in containerd, no daemon → node Ready +
 #                 CoreDNS Ready + kubeconfig merged
+#   disable       of the cluster the cold enable brought up → nothing of it
+#                 runs
 #   warm enable   after disable (data, PKI and images kept)
 #   again         enable of a running cluster, 5 s after it came up: every
 #                 phase re-checked, nothing restarted
@@ -29,7 +31,7 @@ forget_images() {
 	ctr -n k8s.io images rm $(ctr -n k8s.io images ls -q | grep -E 'registry.k8s.io/(pause|coredns)') >/dev/null 2>&1 || true
 }
 
-cold=() warm=() again=() reset=()
+cold=() disable=() warm=() again=() reset=()
 for _ in $(seq "$runs"); do
 	m reset --no-restart >/dev/null 2>&1 || true
 	pkill -f -- "--state-dir $state daemon" || true
@@ -37,7 +39,7 @@ for _ in $(seq "$runs"); do
 	rm -rf "$state"
 	forget_images
 	cold+=("$(seconds m enable --bundle "$bundle")")
-	m disable >/dev/null
+	disable+=("$(seconds m disable)")
 	warm+=("$(seconds m enable)")
 	sleep 5
 	again+=("$(seconds m enable)")
@@ -45,6 +47,7 @@ for _ in $(seq "$runs"); do
 done
 printf 'machine: %s, %s cores, %s\n' "$(uname -r)" "$(nproc)" "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
 printf 'cold enable:  %s s (median of %s: %s; goal: ≤ 30 %% of kubeadm init, bench/kubeadm.sh)\n' "$(printf '%s\n' "${cold[@]}" | median)" "$runs" "${cold[*]}"
+printf 'disable:      %s s (median of %s: %s)\n' "$(printf '%s\n' "${disable[@]}" | median)" "$runs" "${disable[*]}"
 printf 'warm enable:  %s s (median of %s: %s; goal: ≤ 2 s)\n' "$(printf '%s\n' "${warm[@]}" | median)" "$runs" "${warm[*]}"
 printf 'enable again: %s s (median of %s: %s)\n' "$(printf '%s\n' "${again[@]}" | median)" "$runs" "${again[*]}"
 printf 'reset→Ready:  %s s (median of %s: %s; goal: ≤ 1/3 of kubeadm reset + init)\n' "$(printf '%s\n' "${reset[@]}" | median)" "$runs" "${reset[*]}"

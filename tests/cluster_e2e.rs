@@ -16,7 +16,7 @@ use support::cluster::{
     CONTEXT, Cluster, apply_text, import_busybox, kubeconfig_field, wait_until,
 };
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -180,13 +180,39 @@ fn enable_use_disable_enable_reset() {
     let _ = forward.wait();
     assert!(body.contains("hello-from-web"), "{body}");
 
+    // A user's tool watches the pods over HTTP/1.1 (client-go's switch for
+    // proxies that cannot do HTTP/2): an open HTTP/1.1 response keeps the API
+    // server's HTTP shutdown waiting until its watches are ended.
+    let mut watch = cluster
+        .kubectl(&["get", "pods", "--all-namespaces", "--watch"])
+        .env("DISABLE_HTTP2", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(watch.stdout.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("NAME"), "{first}");
+
     // disable: nothing of ours runs, nothing is mounted, no pod container is left.
+    let log = cluster.state().join("logs/manager.log");
+    let logged = std::fs::read_to_string(&log).unwrap_or_default().len();
     let out = support::run(&mut cluster.manager(&["disable"]));
+    let _ = watch.kill();
+    let _ = watch.wait();
     assert!(
         out.status.success(),
         "disable: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Each component ended on its own after SIGTERM, the API server too with
+    // that watch and CoreDNS's open: none waited out its grace to be killed.
+    let stop = std::fs::read_to_string(&log).unwrap();
+    let stop = &stop[logged..];
+    assert!(stop.contains("stopped kube-apiserver"), "{stop}");
+    assert!(!stop.contains("after SIGTERM: killed"), "{stop}");
     assert_eq!(
         support::marked_processes(&cluster.state()),
         Vec::<String>::new()

@@ -563,7 +563,7 @@ async fn supervise(
             _ = stop.changed() => {
                 if let Some(pid) = pid {
                     let grace = *grace.lock().expect("grace lock");
-                    terminate(pid, grace, &mut child).await;
+                    terminate(&spec.name, pid, grace, &mut child).await;
                 }
                 break;
             }
@@ -577,10 +577,14 @@ async fn supervise(
     st.up_since = None;
 }
 
-/// SIGTERM to the child's process group, SIGKILL after `grace`.
-async fn terminate(pid: u32, grace: Duration, child: &mut tokio::process::Child) {
+/// SIGTERM to the child's process group, SIGKILL after `grace`. The log
+/// says when the grace ran out: a graceful stop is expected to end on its own.
+async fn terminate(name: &str, pid: u32, grace: Duration, child: &mut tokio::process::Child) {
     sys::signal_group(pid, libc::SIGTERM);
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        if !grace.is_zero() {
+            tracing::warn!("{name} still ran {grace:?} after SIGTERM: killed");
+        }
         sys::signal_group(pid, libc::SIGKILL);
         let _ = child.wait().await;
     }
