@@ -114,8 +114,15 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serves one connection's requests with `respond` (HTTP/1.1), with the
+/// Serves one connection's request with `respond` (HTTP/1.1), with the
 /// headers' deadline; `what` names the server in the log.
+///
+/// One request a connection (`Connection: close`): a kept-alive connection
+/// would be closed by that deadline 10 s after its last answer, and a client
+/// that sends its next request on it just then gets a failed call, not an
+/// answer (a settings page's Apply failed so in CI: "the manager does not
+/// answer"). A new connection on the loopback or a unix socket costs
+/// microseconds; the event streams keep theirs for as long as they run.
 pub(crate) async fn serve_connection<S, F>(
     stream: S,
     what: &'static str,
@@ -127,6 +134,7 @@ pub(crate) async fn serve_connection<S, F>(
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(false)
         .serve_connection(TokioIo::new(stream), hyper::service::service_fn(respond));
     if let Err(err) = connection.await {
         tracing::debug!("{what} connection: {err}");
@@ -578,6 +586,25 @@ mod tests {
             body.len()
         )
         .into_bytes()
+    }
+
+    /// A client that would keep its connection gets it closed right after
+    /// the answer, which says so: no request can be sent on a connection
+    /// that the daemon closes at the same moment.
+    #[tokio::test]
+    async fn each_connection_serves_one_request_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = daemon(dir.path()).await;
+        let keep =
+            b"GET /v1/nothing HTTP/1.1\r\nHost: k8s-manager\r\nConnection: keep-alive\r\n\r\n";
+        let answer = exchange(&socket, keep).await;
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains("connection: close\r\n"),
+            "{answer}"
+        );
     }
 
     #[tokio::test]
