@@ -10,7 +10,8 @@
 #   again         enable of a running cluster, 5 s after it came up: every
 #                 phase re-checked, nothing restarted
 #   reset         reset of an enabled cluster → a fresh cluster Ready
-#   idle memory   manager RSS, each component's PSS, 30 s after an enable
+#   idle memory   manager RSS (anonymous and file pages), each component's
+#                 PSS, 30 s after an enable
 #
 # Run as root on a prepared machine (vm/prepare-vm.sh). RUNS=N repeats each
 # timing (default 3) and prints the median. Uses its own state folder and HOME.
@@ -54,7 +55,8 @@ printf 'reset→Ready:  %s s (median of %s: %s; goal: ≤ 1/3 of kubeadm reset +
 
 sleep 30
 daemon=$(pgrep -f -- "--state-dir $state daemon" | head -1)
-printf 'manager idle RSS: %s MB (goal: ≤ 30 MB)\n' "$(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$daemon/status")"
+read -r rss anon file < <(awk '/^(VmRSS|RssAnon|RssFile):/ {printf "%.1f ", $2/1024} END {print ""}' "/proc/$daemon/status")
+printf 'manager idle RSS: %s MB (goal: ≤ 30 MB; anonymous %s MB, file pages %s MB: its executable'"'"'s code, mostly)\n' "$rss" "$anon" "$file"
 total=0
 # shellcheck disable=SC2013 # one pid a word
 for pid in $(grep -l "K8S_MANAGER_INSTANCE=$state" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3); do
